@@ -1,0 +1,372 @@
+//! The store conformance suite: one set of behaviours every backend must show. Each backend's
+//! tests call `conformance_tests!` with a function that makes a fresh, migrated store.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::StoreError;
+use crate::audit::NewAuditEvent;
+use crate::idempotency::{Reservation, Reserve};
+use crate::keys::{KeyHash, KeyId, KeyName, NewApiKey, Scope, Scopes};
+use crate::page::PageRequest;
+use crate::store::Store;
+use crate::time::{Duration, now};
+
+/// Generates one `#[tokio::test]` per conformance check. `$make` is an async fn returning a
+/// fresh `Arc<dyn Store>`; extra attributes (such as `#[ignore = "…"]`) go on every test.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:path $(, #[$attr:meta])*) => {
+        $crate::conformance_tests!(@each $make, [$(#[$attr])*],
+            keys_round_trip, keys_are_unique, keys_paginate_in_creation_order,
+            revoking_is_idempotent_and_audited, idempotency_reserve_complete_replay,
+            idempotency_release_expiry_and_takeover, idempotency_scopes_are_isolated,
+            idempotency_prune_removes_only_expired, audit_lists_newest_first,
+            ping_and_migrations_are_current);
+    };
+    (@each $make:path, $attrs:tt, $($name:ident),*) => {
+        $( $crate::conformance_tests!(@one $make, $attrs, $name); )*
+    };
+    (@one $make:path, [$($attr:tt)*], $name:ident) => {
+        #[tokio::test]
+        $($attr)*
+        async fn $name() {
+            $crate::testing::$name($make().await).await
+        }
+    };
+}
+
+fn audit(action: &str) -> NewAuditEvent {
+    NewAuditEvent {
+        at: now(),
+        actor: "cli".into(),
+        action: action.into(),
+        target: None,
+        request_id: Some("req-1".into()),
+        details: json!({"n": 1}),
+    }
+}
+
+fn new_key(name: &str, hash_byte: u8) -> NewApiKey {
+    NewApiKey {
+        id: KeyId::new(),
+        name: KeyName::parse(name).unwrap(),
+        prefix: format!("ck_{hash_byte:08}"),
+        hash: KeyHash([hash_byte; 32]),
+        scopes: Scopes::empty().with(Scope::Files).with(Scope::Jobs),
+        created_at: now(),
+    }
+}
+
+pub async fn keys_round_trip(store: Arc<dyn Store>) {
+    let new = new_key("deploy", 1);
+    let saved = store
+        .insert_key(new.clone(), audit("key.create"))
+        .await
+        .unwrap();
+    assert_eq!(saved.id, new.id);
+    assert_eq!(saved.name, new.name);
+    assert_eq!(saved.prefix, new.prefix);
+    assert_eq!(saved.scopes, new.scopes);
+    assert_eq!(saved.created_at, new.created_at);
+    assert_eq!(saved.revoked_at, None);
+
+    let found = store.find_key_by_hash(&KeyHash([1; 32])).await.unwrap();
+    assert_eq!(found.as_ref(), Some(&saved));
+    assert_eq!(store.get_key(new.id).await.unwrap(), Some(saved));
+    assert_eq!(
+        store.find_key_by_hash(&KeyHash([2; 32])).await.unwrap(),
+        None
+    );
+    assert_eq!(store.get_key(KeyId::new()).await.unwrap(), None);
+    assert_eq!(store.count_active_keys().await.unwrap(), 1);
+
+    let events = store.list_audit(&PageRequest::first(10)).await.unwrap();
+    assert_eq!(
+        events.items.len(),
+        1,
+        "the key's audit event is written with it"
+    );
+    assert_eq!(events.items[0].action, "key.create");
+    assert_eq!(events.items[0].details, json!({"n": 1}));
+}
+
+pub async fn keys_are_unique(store: Arc<dyn Store>) {
+    let first = new_key("a", 7);
+    store
+        .insert_key(first.clone(), audit("key.create"))
+        .await
+        .unwrap();
+    let same_hash = NewApiKey {
+        id: KeyId::new(),
+        ..first.clone()
+    };
+    let err = store
+        .insert_key(same_hash, audit("key.create"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    let same_id = NewApiKey {
+        hash: KeyHash([8; 32]),
+        ..first
+    };
+    let err = store
+        .insert_key(same_id, audit("key.create"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    // A failed insert leaves no audit event behind: both are one transaction.
+    let events = store.list_audit(&PageRequest::first(10)).await.unwrap();
+    assert_eq!(events.items.len(), 1);
+}
+
+pub async fn keys_paginate_in_creation_order(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for i in 0..5u8 {
+        let k = new_key(&format!("k{i}"), 10 + i);
+        ids.push(k.id);
+        store.insert_key(k, audit("key.create")).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut page = PageRequest::first(2);
+    loop {
+        let got = store.list_keys(&page).await.unwrap();
+        assert!(got.items.len() <= 2);
+        seen.extend(got.items.iter().map(|k| k.id));
+        match got.next_after {
+            Some(after) => page.after = Some(after),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+}
+
+pub async fn revoking_is_idempotent_and_audited(store: Arc<dyn Store>) {
+    let k = new_key("old", 3);
+    store
+        .insert_key(k.clone(), audit("key.create"))
+        .await
+        .unwrap();
+    let t1 = now();
+    let revoked = store
+        .revoke_key(k.id, t1, audit("key.revoke"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(revoked.revoked_at, Some(t1));
+    assert!(!revoked.is_active());
+    let later = t1 + Duration::seconds(5);
+    let again = store
+        .revoke_key(k.id, later, audit("key.revoke"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        again.revoked_at,
+        Some(t1),
+        "the first revocation time is kept"
+    );
+    assert_eq!(
+        store
+            .revoke_key(KeyId::new(), t1, audit("key.revoke"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.count_active_keys().await.unwrap(), 0);
+    let found = store
+        .find_key_by_hash(&KeyHash([3; 32]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.revoked_at, Some(t1));
+    let actions: Vec<_> = store
+        .list_audit(&PageRequest::first(10))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(actions, ["key.revoke", "key.revoke", "key.create"]);
+}
+
+fn reserve<'a>(scope: &'a str, key: &'a str, fp: u8, lock_s: i64, ttl_s: i64) -> Reserve<'a> {
+    let now = now();
+    Reserve {
+        scope,
+        key,
+        fingerprint: [fp; 32],
+        now,
+        locked_until: now + Duration::seconds(lock_s),
+        expires_at: now + Duration::seconds(ttl_s),
+    }
+}
+
+pub async fn idempotency_reserve_complete_replay(store: Arc<dyn Store>) {
+    let r = store
+        .reserve_idempotency(reserve("key:a", "k1", 1, 60, 3600))
+        .await
+        .unwrap();
+    assert_eq!(r, Reservation::Reserved);
+    let r = store
+        .reserve_idempotency(reserve("key:a", "k1", 1, 60, 3600))
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        Reservation::Existing {
+            fingerprint: [1; 32],
+            response: None
+        }
+    );
+    let r = store
+        .reserve_idempotency(reserve("key:a", "k1", 2, 60, 3600))
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        Reservation::Existing {
+            fingerprint: [1; 32],
+            response: None
+        }
+    );
+    store
+        .complete_idempotency("key:a", "k1", b"answer".to_vec())
+        .await
+        .unwrap();
+    let r = store
+        .reserve_idempotency(reserve("key:a", "k1", 1, 60, 3600))
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        Reservation::Existing {
+            fingerprint: [1; 32],
+            response: Some(b"answer".to_vec())
+        }
+    );
+}
+
+pub async fn idempotency_release_expiry_and_takeover(store: Arc<dyn Store>) {
+    store
+        .reserve_idempotency(reserve("s", "released", 1, 60, 3600))
+        .await
+        .unwrap();
+    store.release_idempotency("s", "released").await.unwrap();
+    let r = store
+        .reserve_idempotency(reserve("s", "released", 2, 60, 3600))
+        .await
+        .unwrap();
+    assert_eq!(r, Reservation::Reserved, "a released key is free again");
+
+    // A completed record past its expiry is replaced by a new request.
+    store
+        .reserve_idempotency(reserve("s", "old", 1, 60, -1))
+        .await
+        .unwrap();
+    store
+        .complete_idempotency("s", "old", b"x".to_vec())
+        .await
+        .unwrap();
+    let r = store
+        .reserve_idempotency(reserve("s", "old", 2, 60, 3600))
+        .await
+        .unwrap();
+    assert_eq!(r, Reservation::Reserved);
+
+    // A crashed request (lock lapsed, no answer) can be retried with the same body only.
+    store
+        .reserve_idempotency(reserve("s", "crashed", 1, -1, 3600))
+        .await
+        .unwrap();
+    let r = store
+        .reserve_idempotency(reserve("s", "crashed", 2, 60, 3600))
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        Reservation::Existing {
+            fingerprint: [1; 32],
+            response: None
+        }
+    );
+    let r = store
+        .reserve_idempotency(reserve("s", "crashed", 1, 60, 3600))
+        .await
+        .unwrap();
+    assert_eq!(r, Reservation::Reserved);
+}
+
+pub async fn idempotency_scopes_are_isolated(store: Arc<dyn Store>) {
+    let a = store
+        .reserve_idempotency(reserve("key:a", "same", 1, 60, 3600))
+        .await
+        .unwrap();
+    let b = store
+        .reserve_idempotency(reserve("key:b", "same", 2, 60, 3600))
+        .await
+        .unwrap();
+    assert_eq!((a, b), (Reservation::Reserved, Reservation::Reserved));
+}
+
+pub async fn idempotency_prune_removes_only_expired(store: Arc<dyn Store>) {
+    for i in 0..5 {
+        let key = format!("gone{i}");
+        store
+            .reserve_idempotency(reserve("s", &key, 1, 60, -10))
+            .await
+            .unwrap();
+    }
+    store
+        .reserve_idempotency(reserve("s", "kept", 1, 60, 3600))
+        .await
+        .unwrap();
+    let first = store.prune_idempotency(now(), 3).await.unwrap();
+    let second = store.prune_idempotency(now(), 3).await.unwrap();
+    assert_eq!((first, second), (3, 2), "pruning works in bounded batches");
+    assert_eq!(store.prune_idempotency(now(), 3).await.unwrap(), 0);
+    let r = store
+        .reserve_idempotency(reserve("s", "kept", 1, 60, 3600))
+        .await
+        .unwrap();
+    assert!(matches!(r, Reservation::Existing { .. }));
+}
+
+pub async fn audit_lists_newest_first(store: Arc<dyn Store>) {
+    for i in 0..5 {
+        let mut e = audit(&format!("thing.{i}"));
+        e.target = Some(format!("thing:{i}"));
+        let saved = store.append_audit(e.clone()).await.unwrap();
+        assert_eq!(
+            (saved.action, saved.target, saved.at),
+            (e.action, e.target, e.at)
+        );
+    }
+    let first = store.list_audit(&PageRequest::first(3)).await.unwrap();
+    let actions: Vec<_> = first.items.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["thing.4", "thing.3", "thing.2"]);
+    let next = PageRequest {
+        after: first.next_after.clone(),
+        limit: 3,
+    };
+    let second = store.list_audit(&next).await.unwrap();
+    let actions: Vec<_> = second.items.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["thing.1", "thing.0"]);
+    assert_eq!(second.next_after, None);
+    let bad = PageRequest {
+        after: Some("not-a-number".into()),
+        limit: 3,
+    };
+    assert!(store.list_audit(&bad).await.unwrap().items.is_empty());
+}
+
+pub async fn ping_and_migrations_are_current(store: Arc<dyn Store>) {
+    store.ping().await.unwrap();
+    assert!(store.pending_migrations().await.unwrap().is_empty());
+    // Migrating again is a no-op.
+    store.migrate().await.unwrap();
+    let stats = store.pool_stats();
+    assert!(stats.max >= 1 && stats.size <= stats.max, "{stats:?}");
+}

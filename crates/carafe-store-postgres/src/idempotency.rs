@@ -1,0 +1,107 @@
+//! `IdempotencyStore` on PostgreSQL: one upsert decides whether the caller takes the key.
+
+use async_trait::async_trait;
+use carafe_core::idempotency::{Reservation, Reserve};
+use carafe_core::store::IdempotencyStore;
+use carafe_core::{StoreError, StoreResult};
+use sqlx::Row;
+use time::OffsetDateTime;
+
+use crate::{PgStore, map_err};
+
+#[async_trait]
+impl IdempotencyStore for PgStore {
+    async fn reserve_idempotency(&self, r: Reserve<'_>) -> StoreResult<Reservation> {
+        // Take the key when it is new, expired, or abandoned by a crashed request that sent the
+        // same body. Otherwise the upsert changes nothing and the row is read back; a row pruned
+        // in between (it had expired) is simply taken on the next turn.
+        for _ in 0..3 {
+            let taken = sqlx::query(
+                "INSERT INTO idempotency_records
+                     (scope, key, fingerprint, response, locked_until, expires_at, created_at)
+                 VALUES ($1, $2, $3, NULL, $4, $5, $6)
+                 ON CONFLICT (scope, key) DO UPDATE SET
+                     fingerprint = excluded.fingerprint, response = NULL,
+                     locked_until = excluded.locked_until, expires_at = excluded.expires_at,
+                     created_at = excluded.created_at
+                 WHERE idempotency_records.expires_at <= $6
+                    OR (idempotency_records.response IS NULL
+                        AND idempotency_records.locked_until <= $6
+                        AND idempotency_records.fingerprint = excluded.fingerprint)",
+            )
+            .bind(r.scope)
+            .bind(r.key)
+            .bind(&r.fingerprint[..])
+            .bind(r.locked_until)
+            .bind(r.expires_at)
+            .bind(r.now)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?
+            .rows_affected()
+                == 1;
+            if taken {
+                return Ok(Reservation::Reserved);
+            }
+            let row = sqlx::query(
+                "SELECT fingerprint, response FROM idempotency_records WHERE scope = $1 AND key = $2",
+            )
+            .bind(r.scope)
+            .bind(r.key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+            if let Some(row) = row {
+                let fp: Vec<u8> = row.try_get("fingerprint").map_err(map_err)?;
+                return Ok(Reservation::Existing {
+                    fingerprint: fp
+                        .try_into()
+                        .map_err(|_| StoreError::corrupt("idempotency_records.fingerprint"))?,
+                    response: row.try_get("response").map_err(map_err)?,
+                });
+            }
+        }
+        Err(StoreError::corrupt("idempotency record kept vanishing"))
+    }
+
+    async fn complete_idempotency(
+        &self,
+        scope: &str,
+        key: &str,
+        response: Vec<u8>,
+    ) -> StoreResult<()> {
+        sqlx::query("UPDATE idempotency_records SET response = $1 WHERE scope = $2 AND key = $3")
+            .bind(response)
+            .bind(scope)
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn release_idempotency(&self, scope: &str, key: &str) -> StoreResult<()> {
+        sqlx::query(
+            "DELETE FROM idempotency_records WHERE scope = $1 AND key = $2 AND response IS NULL",
+        )
+        .bind(scope)
+        .bind(key)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn prune_idempotency(&self, now: OffsetDateTime, batch: u32) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "DELETE FROM idempotency_records WHERE ctid = ANY(ARRAY(
+                 SELECT ctid FROM idempotency_records WHERE expires_at <= $1 LIMIT $2))",
+        )
+        .bind(now)
+        .bind(i64::from(batch))
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,0 +1,91 @@
+//! `AuditStore` on SQLite. `insert_audit` is also used inside other writes' transactions.
+
+use async_trait::async_trait;
+use carafe_core::StoreResult;
+use carafe_core::audit::{AuditEvent, NewAuditEvent};
+use carafe_core::page::{Page, PageRequest};
+use carafe_core::store::AuditStore;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+
+use crate::{SqliteStore, at, map_err, ms};
+
+pub(crate) async fn insert_audit(
+    conn: &mut SqliteConnection,
+    e: &NewAuditEvent,
+) -> StoreResult<i64> {
+    sqlx::query_scalar(
+        "INSERT INTO audit_events (at, actor, action, target, request_id, details)
+         VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(ms(e.at))
+    .bind(&e.actor)
+    .bind(&e.action)
+    .bind(&e.target)
+    .bind(&e.request_id)
+    .bind(e.details.to_string())
+    .fetch_one(conn)
+    .await
+    .map_err(map_err)
+}
+
+fn event_from_row(row: &SqliteRow) -> StoreResult<AuditEvent> {
+    let details: String = row.try_get("details").map_err(map_err)?;
+    Ok(AuditEvent {
+        id: row.try_get("id").map_err(map_err)?,
+        at: at(row.try_get("at").map_err(map_err)?),
+        actor: row.try_get("actor").map_err(map_err)?,
+        action: row.try_get("action").map_err(map_err)?,
+        target: row.try_get("target").map_err(map_err)?,
+        request_id: row.try_get("request_id").map_err(map_err)?,
+        details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
+    })
+}
+
+#[async_trait]
+impl AuditStore for SqliteStore {
+    async fn append_audit(&self, event: NewAuditEvent) -> StoreResult<AuditEvent> {
+        let mut conn = self.writer.acquire().await.map_err(map_err)?;
+        let id = insert_audit(&mut conn, &event).await?;
+        Ok(AuditEvent {
+            id,
+            at: event.at,
+            actor: event.actor,
+            action: event.action,
+            target: event.target,
+            request_id: event.request_id,
+            details: event.details,
+        })
+    }
+
+    async fn list_audit(&self, page: &PageRequest) -> StoreResult<Page<AuditEvent>> {
+        let before = match &page.after {
+            None => i64::MAX,
+            Some(after) => match after.parse::<i64>() {
+                Ok(id) => id,
+                Err(_) => {
+                    return Ok(Page {
+                        items: Vec::new(),
+                        next_after: None,
+                    });
+                }
+            },
+        };
+        let rows = sqlx::query(
+            "SELECT id, at, actor, action, target, request_id, details FROM audit_events
+             WHERE id < ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(before)
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        let events = rows
+            .iter()
+            .map(event_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_overfetch(events, page.limit, |e| {
+            e.id.to_string()
+        }))
+    }
+}
