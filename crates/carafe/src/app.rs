@@ -1,0 +1,194 @@
+//! The server as one value: `App::build` opens the store, migrates, makes sure an admin key
+//! exists and binds the listener (port 0 in tests); `run_until` serves until the given future
+//! completes, then drains in-flight requests for at most `shutdown_timeout`. Production and
+//! tests go through exactly this path.
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use carafe_core::Store;
+use carafe_store_postgres::PgStore;
+use carafe_store_sqlite::SqliteStore;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use crate::config::Config;
+use crate::http::{self, idempotency, observe::Observer};
+use crate::keys::Keys;
+use crate::secrets::{self, Secrets};
+use crate::state::{AppState, Inner};
+use crate::tokens::Tokens;
+
+/// How often expired idempotency records are pruned.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
+
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    local_addr: SocketAddr,
+    admin_key_file: Option<PathBuf>,
+}
+
+/// Opens the configured database (SQLite in the data dir by default). Does not migrate.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let pool = config.database_max_connections;
+    Ok(match config.database_url.as_ref().map(|u| u.expose()) {
+        None => {
+            secrets::ensure_data_dir(&config.data_dir)?;
+            Arc::new(SqliteStore::open(&config.sqlite_path(), pool).await?)
+        }
+        Some(url) if url.starts_with("sqlite:") => {
+            Arc::new(SqliteStore::open_url(url, pool).await?)
+        }
+        Some(url) => Arc::new(
+            PgStore::connect(url, pool)
+                .await
+                .context("cannot connect to PostgreSQL")?,
+        ),
+    })
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        config.validate()?;
+        secrets::ensure_data_dir(&config.data_dir)?;
+        let secrets = Secrets::load(&config)?;
+        if config.database_url.is_some() && config.secret_key.is_none() {
+            tracing::warn!(
+                "secret_key is not set: it was generated into the data dir; give every \
+                 instance that shares this database the same CARAFE_SECRET_KEY"
+            );
+        }
+        let store = open_store(&config).await?;
+        store
+            .migrate()
+            .await
+            .context("cannot apply database migrations")?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let local_addr = listener.local_addr()?;
+        let keys = Keys::new(store.clone(), config.auth.key_cache_ttl.0);
+        let admin_key_file = keys.bootstrap(&config).await?;
+        let state = AppState::new(Inner {
+            tokens: Tokens::new(&secrets, &config.auth),
+            sealer: secrets.sealer(),
+            observer: Observer::new(),
+            fallback_base: fallback_base(local_addr),
+            keys,
+            store,
+            config,
+        });
+        let router = http::router(state.clone());
+        Ok(App {
+            listener,
+            router,
+            state,
+            local_addr,
+            admin_key_file,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Where the bootstrap admin key was written, when this start created one.
+    pub fn admin_key_file(&self) -> Option<&PathBuf> {
+        self.admin_key_file.as_ref()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting connections and lets in-flight
+    /// requests finish for at most `shutdown_timeout`.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let App {
+            listener,
+            router,
+            state,
+            local_addr,
+            ..
+        } = self;
+        let stop = CancellationToken::new();
+        let trigger = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            trigger.cancel();
+        });
+        let maintenance = tokio::spawn(maintenance(state.clone(), stop.clone()));
+        let url = state
+            .config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| fallback_base(local_addr));
+        tracing::info!(%url, backend = state.store.backend(), "listening on {local_addr}");
+        let serve = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop.clone().cancelled_owned());
+        let timeout = state.config.shutdown_timeout.0;
+        let result = tokio::select! {
+            served = serve.into_future() => served.context("server failed"),
+            () = async {
+                stop.cancelled().await;
+                tracing::info!(in_flight = state.observer.in_flight(), "shutting down: draining requests");
+                tokio::time::sleep(timeout).await;
+            } => {
+                tracing::warn!(
+                    in_flight = state.observer.in_flight(),
+                    "requests still running after {}; stopping anyway",
+                    humantime::format_duration(timeout)
+                );
+                Ok(())
+            }
+        };
+        stop.cancel();
+        let _ = maintenance.await;
+        state.store.close().await;
+        tracing::info!("stopped");
+        result
+    }
+}
+
+/// `http://<bound address>`, with `localhost` when bound to all interfaces.
+fn fallback_base(addr: SocketAddr) -> Url {
+    let host = if addr.ip().is_unspecified() {
+        "localhost".to_owned()
+    } else if addr.is_ipv6() {
+        format!("[{}]", addr.ip())
+    } else {
+        addr.ip().to_string()
+    };
+    Url::parse(&format!("http://{host}:{}/", addr.port())).expect("a valid URL")
+}
+
+/// Periodic upkeep until `stop`: prune expired idempotency records.
+async fn maintenance(state: AppState, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {
+                match idempotency::prune(&state).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(removed = n, "pruned expired idempotency records"),
+                    Err(e) => tracing::warn!(error = %e, "could not prune idempotency records"),
+                }
+            }
+        }
+    }
+}

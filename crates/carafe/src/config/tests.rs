@@ -1,0 +1,150 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn load(pairs: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
+    Config::load(None, &env(pairs), &Overrides::default())
+}
+
+#[test]
+fn defaults_need_no_configuration() {
+    let loaded = load(&[]).unwrap();
+    assert_eq!(loaded.config, Config::default());
+    assert!(loaded.warnings.is_empty());
+}
+
+#[test]
+fn the_example_file_is_the_defaults_and_names_every_setting() {
+    let parsed: Config = toml::from_str(EXAMPLE_TOML).unwrap();
+    assert_eq!(parsed, Config::default());
+    for key in known_keys() {
+        let leaf = key.rsplit('.').next().unwrap();
+        assert!(
+            EXAMPLE_TOML.contains(leaf),
+            "example.toml does not mention `{key}`"
+        );
+    }
+}
+
+#[test]
+fn environment_overrides_file_and_flags_override_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("carafe.toml");
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:9000\"\nlog_level = \"debug\"\n",
+    )
+    .unwrap();
+    let vars = env(&[
+        ("CARAFE_LOG_LEVEL", "warn"),
+        ("CARAFE_LIMITS__JSON_BODY_BYTES", "2048"),
+        ("CARAFE_AUTH__TOKEN_MAX_TTL", "2h"),
+        (
+            "CARAFE_CORS_ORIGINS",
+            "https://a.example, https://b.example:8443",
+        ),
+        ("CARAFE_TRUSTED_PROXIES", "10.0.0.0/8,127.0.0.1"),
+        ("CARAFE_METRICS__PUBLIC", "true"),
+        ("PATH", "/usr/bin"),
+    ]);
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:9100".parse().unwrap()),
+        data_dir: Some("/tmp/x".into()),
+    };
+    let c = Config::load(Some(&file), &vars, &overrides).unwrap().config;
+    assert_eq!(c.listen.port(), 9100);
+    assert_eq!(c.log_level, "warn");
+    assert_eq!(c.limits.json_body_bytes, 2048);
+    assert_eq!(c.auth.token_max_ttl.0, Duration::from_secs(7200));
+    assert_eq!(
+        c.cors_origins,
+        ["https://a.example", "https://b.example:8443"]
+    );
+    assert!(c.trusted_proxies[0].contains("10.1.2.3".parse().unwrap()));
+    assert!(c.trusted_proxies[1].contains("127.0.0.1".parse().unwrap()));
+    assert!(!c.trusted_proxies[1].contains("127.0.0.2".parse().unwrap()));
+    assert!(c.metrics.public);
+    assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+    // Without the flag, the file's value stands.
+    let c = Config::load(Some(&file), &[], &Overrides::default())
+        .unwrap()
+        .config;
+    assert_eq!((c.listen.port(), c.log_level.as_str()), (9000, "debug"));
+}
+
+#[test]
+fn unknown_variables_are_warned_and_test_variables_ignored() {
+    let loaded = load(&[
+        ("CARAFE_LISTN", "0.0.0.0:1"),
+        ("CARAFE_LIMITS__NOPE", "1"),
+        ("CARAFE_TEST_POSTGRES_URL", "postgres://x"),
+    ])
+    .unwrap();
+    assert_eq!(
+        loaded.warnings,
+        [
+            "unknown environment variable CARAFE_LISTN ignored",
+            "unknown environment variable CARAFE_LIMITS__NOPE ignored"
+        ]
+    );
+    assert_eq!(loaded.config, Config::default());
+}
+
+#[test]
+fn secrets_can_come_from_files_but_not_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("key");
+    std::fs::write(&path, format!("{}\n", "k".repeat(40))).unwrap();
+    let p = path.to_str().unwrap();
+    let c = load(&[("CARAFE_SECRET_KEY_FILE", p)]).unwrap().config;
+    assert_eq!(c.secret_key.unwrap().expose(), "k".repeat(40));
+    let err = load(&[("CARAFE_SECRET_KEY_FILE", p), ("CARAFE_SECRET_KEY", "x")]).unwrap_err();
+    assert!(err.to_string().contains("set one"), "{err}");
+    let err = load(&[("CARAFE_SECRET_KEY_FILE", "/nonexistent/key")]).unwrap_err();
+    assert!(err.to_string().contains("cannot read"), "{err}");
+}
+
+#[test]
+fn bad_values_are_refused_with_the_setting_named() {
+    for (var, value, expect) in [
+        ("CARAFE_SECRET_KEY", "short", "secret_key"),
+        (
+            "CARAFE_CORS_ORIGINS",
+            "https://a.example/path",
+            "cors_origins",
+        ),
+        ("CARAFE_PUBLIC_URL", "ftp://x", "public_url"),
+        ("CARAFE_DATABASE_URL", "mysql://x", "database_url"),
+        ("CARAFE_SHUTDOWN_TIMEOUT", "soon", "soon"),
+        ("CARAFE_TRUSTED_PROXIES", "proxy.local", "proxy.local"),
+        ("CARAFE_LIMITS__JSON_BODY_BYTES", "10", "json_body_bytes"),
+        ("CARAFE_LISTEN", "nowhere", "listen"),
+    ] {
+        let err = load(&[(var, value)]).unwrap_err().to_string();
+        assert!(err.contains(expect), "{var}={value}: {err}");
+    }
+}
+
+#[test]
+fn the_masked_view_hides_secrets() {
+    let c = Config {
+        secret_key: Some(Secret::new("s".repeat(40))),
+        database_url: Some(Secret::new("postgres://carafe:hunter2@db/carafe".into())),
+        ..Config::default()
+    };
+    let shown = c.to_masked_toml();
+    assert!(
+        !shown.contains(&"s".repeat(40)) && !shown.contains("hunter2"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("postgres://carafe:********@db/carafe"),
+        "{shown}"
+    );
+    assert!(!format!("{c:?}").contains("hunter2"));
+}

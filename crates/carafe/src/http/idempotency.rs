@@ -1,0 +1,215 @@
+//! `Idempotency-Key` for creating POSTs. The first request with a key reserves it; its answer
+//! is stored, sealed with the server secret (creating answers can hold secrets, such as a new
+//! API key), and replayed for 24 hours to the same caller sending the same body. The same key
+//! with another body is a 409; so is a second request while the first still runs.
+//! Failures that the client may fix or retry (5xx, 401, 403, 408, 409, 429) are not stored.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use carafe_core::idempotency::{Reservation, Reserve};
+use carafe_core::time::now;
+use http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use http_body::Body as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::auth::Principal;
+use super::error::ApiError;
+use super::json::body_error;
+use crate::state::AppState;
+
+pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+pub static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// How long an answer is replayed.
+pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// How long a running request holds its key; after that a crashed request can be retried.
+const LOCK: Duration = Duration::from_secs(60);
+/// Answers larger than this are not stored (the request is then not replayable).
+const MAX_STORED_BODY: usize = 1024 * 1024;
+const MAX_KEY_LEN: usize = 255;
+/// Response headers kept with a stored answer.
+const KEPT_HEADERS: [HeaderName; 3] = [header::CONTENT_TYPE, header::LOCATION, header::ETAG];
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if req.method() != Method::POST {
+        return next.run(req).await;
+    }
+    let Some(key) = req.headers().get(&IDEMPOTENCY_KEY).cloned() else {
+        return next.run(req).await;
+    };
+    handle(state, key, req, next)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn handle(
+    state: AppState,
+    key: HeaderValue,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let key = key
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            )
+        })?
+        .to_owned();
+    let (mut parts, body) = req.into_parts();
+    let principal = Principal::from_request_parts(&mut parts, &state).await?;
+    let body = axum::body::to_bytes(body, state.config.limits.json_body_bytes)
+        .await
+        .map_err(|_| body_error(StatusCode::PAYLOAD_TOO_LARGE))?;
+    let fingerprint = fingerprint(&parts, &body);
+    let scope = principal.actor_id();
+    let at = now();
+    let reservation = state
+        .store
+        .reserve_idempotency(Reserve {
+            scope: &scope,
+            key: &key,
+            fingerprint,
+            now: at,
+            locked_until: at + LOCK,
+            expires_at: at + RETENTION,
+        })
+        .await?;
+    match reservation {
+        Reservation::Existing {
+            fingerprint: other, ..
+        } if other != fingerprint => Err(ApiError::conflict(
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for a different request",
+        )),
+        Reservation::Existing { response: None, .. } => Err(ApiError::conflict(
+            "idempotency_request_in_progress",
+            "a request with this Idempotency-Key is still being processed",
+        )
+        .header(header::RETRY_AFTER, HeaderValue::from_static("1"))),
+        Reservation::Existing {
+            response: Some(sealed),
+            ..
+        } => replay(&state, &sealed),
+        Reservation::Reserved => {
+            let req = Request::from_parts(parts, Body::from(body));
+            let response = next.run(req).await;
+            Ok(remember(&state, &scope, &key, response).await)
+        }
+    }
+}
+
+fn fingerprint(parts: &http::request::Parts, body: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(parts.method.as_str());
+    h.update([0]);
+    h.update(parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or(""));
+    h.update([0]);
+    h.update(body);
+    h.finalize().into()
+}
+
+fn replay(state: &AppState, sealed: &[u8]) -> Result<Response, ApiError> {
+    let stored: Stored = state
+        .sealer
+        .open(sealed)
+        .and_then(|plain| serde_json::from_slice(&plain).ok())
+        .ok_or_else(|| {
+            ApiError::conflict(
+                "idempotency_key_reused",
+                "the stored answer for this Idempotency-Key cannot be replayed; use a new key",
+            )
+        })?;
+    let mut response = Response::new(Body::from(stored.body));
+    *response.status_mut() = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    for (name, value) in stored.headers {
+        if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            response.headers_mut().insert(n, v);
+        }
+    }
+    response.headers_mut().insert(
+        IDEMPOTENT_REPLAYED.clone(),
+        HeaderValue::from_static("true"),
+    );
+    Ok(response)
+}
+
+fn retryable(status: StatusCode) -> bool {
+    status.is_server_error() || matches!(status.as_u16(), 401 | 403 | 408 | 409 | 429)
+}
+
+/// Stores the answer (or frees the key when it should not be stored) and passes it on.
+async fn remember(state: &AppState, scope: &str, key: &str, response: Response) -> Response {
+    let status = response.status();
+    if retryable(status) {
+        release(state, scope, key).await;
+        return response;
+    }
+    let size = response.body().size_hint().exact();
+    if size.is_none_or(|n| n > MAX_STORED_BODY as u64) {
+        tracing::warn!("answer not stored for Idempotency-Key replay: streamed or too large");
+        release(state, scope, key).await;
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_STORED_BODY).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            release(state, scope, key).await;
+            return ApiError::internal(&e).into_response();
+        }
+    };
+    let stored = Stored {
+        status: status.as_u16(),
+        headers: KEPT_HEADERS
+            .iter()
+            .filter_map(|n| {
+                let v = parts.headers.get(n)?.to_str().ok()?;
+                Some((n.as_str().to_owned(), v.to_owned()))
+            })
+            .collect(),
+        body: bytes.to_vec(),
+    };
+    let sealed = state
+        .sealer
+        .seal(&serde_json::to_vec(&stored).expect("serializes"));
+    if let Err(e) = state.store.complete_idempotency(scope, key, sealed).await {
+        // The action happened; the client gets its answer. A retry will see the key as held
+        // until the lock lapses, then run again — the best that can be done without the store.
+        tracing::error!(error = %e, "could not store the answer for Idempotency-Key replay");
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+async fn release(state: &AppState, scope: &str, key: &str) {
+    if let Err(e) = state.store.release_idempotency(scope, key).await {
+        tracing::warn!(error = %e, "could not release an Idempotency-Key");
+    }
+}
+
+/// Deletes expired records in batches; run periodically.
+pub async fn prune(state: &AppState) -> Result<u64, carafe_core::StoreError> {
+    let mut total = 0;
+    loop {
+        let n = state.store.prune_idempotency(now(), 1000).await?;
+        total += n;
+        if n < 1000 {
+            return Ok(total);
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! The JSON body extractor used by every endpoint. It insists on a JSON content type (415),
+//! enforces the body limit (413), and explains a parse failure precisely: a syntax error
+//! gives its line and column (400 `malformed_json`), a value of the wrong shape names the
+//! field (422 `validation_failed`).
+
+use axum::extract::{FromRequest, Request};
+use bytes::Bytes;
+use http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        if !is_json(req.headers().get(header::CONTENT_TYPE)) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+            )
+            .detail("send the body as application/json"));
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| body_error(rejection.status()))?;
+        parse(&bytes).map(Json)
+    }
+}
+
+/// `application/json` or any `application/*+json`, with or without parameters.
+pub fn is_json(content_type: Option<&http::HeaderValue>) -> bool {
+    let Some(ct) = content_type.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Maps a failure to read the body: over the limit is 413, anything else (a client that hung
+/// up, a broken chunked encoding) is 400.
+pub fn body_error(status: StatusCode) -> ApiError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
+            .detail("the request body is larger than this endpoint accepts")
+    } else {
+        ApiError::bad_request("unreadable_body", "the request body could not be read")
+    }
+}
+
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Syntax first (cheaply, without building values), so a truncated or broken document is
+    // always reported as such, with its position, even where its start has the wrong shape.
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(|e| malformed(&e))?;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let path = pointer(err.path());
+        let inner = err.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => ApiError::invalid(path, data_message(&inner)),
+            _ => malformed(&inner),
+        }
+    })?;
+    Ok(value)
+}
+
+fn malformed(e: &serde_json::Error) -> ApiError {
+    ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+        .with("line", e.line())
+        .with("column", e.column())
+}
+
+/// serde's message without its trailing " at line 1 column 7" (the field is named instead).
+fn data_message(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
+    }
+}
+
+/// A serde path (`scopes[1].name`) as a JSON pointer (`/scopes/1/name`); `/` for the root.
+fn pointer(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in path.iter() {
+        out.push('/');
+        match seg {
+            Segment::Seq { index } => out.push_str(&index.to_string()),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                out.push_str(&key.replace('~', "~0").replace('/', "~1"))
+            }
+            Segment::Unknown => out.push('?'),
+        }
+    }
+    if out.is_empty() { "/".into() } else { out }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        scopes: Vec<u8>,
+    }
+
+    #[test]
+    fn content_types() {
+        let ok = [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/merge-patch+json",
+        ];
+        for ct in ok {
+            assert!(is_json(Some(&http::HeaderValue::from_static(ct))), "{ct}");
+        }
+        for ct in ["text/plain", "application/jsonx", "multipart/form-data"] {
+            assert!(!is_json(Some(&http::HeaderValue::from_static(ct))), "{ct}");
+        }
+        assert!(!is_json(None));
+    }
+
+    #[test]
+    fn errors_say_where() {
+        let e = parse::<Body>(b"{\"name\": \"a\",\n \"scopes\": [1, }").unwrap_err();
+        assert_eq!((e.status().as_u16(), e.code()), (400, "malformed_json"));
+        let e = parse::<Body>(b"{\"name\": \"a\", \"scopes\": [1, \"x\"]}").unwrap_err();
+        assert_eq!((e.status().as_u16(), e.code()), (422, "validation_failed"));
+        assert!(format!("{e:?}").contains("/scopes/1"));
+        let e = parse::<Body>(b"{\"name\": \"a\", \"scopes\": []} trailing").unwrap_err();
+        assert_eq!(e.code(), "malformed_json");
+        let e = parse::<Body>(b"").unwrap_err();
+        assert_eq!(e.code(), "malformed_json");
+    }
+}

@@ -1,0 +1,115 @@
+//! Request metrics and the access log. Every request is counted by route template, method and
+//! status, timed into a histogram, and logged once (API routes at `info`, probes at `debug`,
+//! so health checks do not drown the log). Prometheus text is rendered on `/metrics`.
+
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::state::AppState;
+
+const DURATION: &str = "carafe_http_request_duration_seconds";
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The process-wide Prometheus recorder (the `metrics` facade allows one per process).
+static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
+
+fn recorder() -> PrometheusHandle {
+    RECORDER
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(DURATION.into()), &BUCKETS)
+                .expect("buckets are not empty");
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+            }
+            handle
+        })
+        .clone()
+}
+
+#[derive(Clone)]
+pub struct Observer {
+    handle: PrometheusHandle,
+    in_flight: Arc<AtomicI64>,
+}
+
+impl Default for Observer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Observer {
+    pub fn new() -> Self {
+        Observer {
+            handle: recorder(),
+            in_flight: Arc::new(AtomicI64::new(0)),
+        }
+    }
+
+    /// Requests being handled by this server right now.
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn render(&self, state: &AppState) -> String {
+        let pool = state.store.pool_stats();
+        let backend = state.store.backend();
+        metrics::gauge!("carafe_db_pool_connections", "backend" => backend, "state" => "open")
+            .set(pool.size);
+        metrics::gauge!("carafe_db_pool_connections", "backend" => backend, "state" => "idle")
+            .set(pool.idle);
+        metrics::gauge!("carafe_db_pool_max_connections", "backend" => backend).set(pool.max);
+        metrics::gauge!("carafe_http_requests_in_flight").set(self.in_flight() as f64);
+        self.handle.run_upkeep();
+        self.handle.render()
+    }
+}
+
+/// Decrements the in-flight count even when a request is dropped midway.
+struct InFlight(Arc<AtomicI64>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_owned();
+    let method = req.method().as_str().to_owned();
+    let counter = state.observer.in_flight.clone();
+    counter.fetch_add(1, Ordering::Relaxed);
+    let _guard = InFlight(counter);
+    let start = Instant::now();
+    let response = next.run(req).await;
+    let elapsed = start.elapsed();
+    let status = response.status().as_u16();
+    metrics::counter!("carafe_http_requests_total",
+        "method" => method.clone(), "route" => route.clone(), "status" => status.to_string())
+    .increment(1);
+    metrics::histogram!(DURATION, "method" => method, "route" => route.clone())
+        .record(elapsed.as_secs_f64());
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    if route.starts_with("/api/") {
+        tracing::info!(status, latency_ms, route, "request");
+    } else {
+        tracing::debug!(status, latency_ms, route, "request");
+    }
+    response
+}

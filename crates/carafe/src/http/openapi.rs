@@ -1,0 +1,53 @@
+//! The OpenAPI document, generated from the handlers' annotations. Every route in the table in
+//! `http/mod.rs` must appear here; a test holds the two equal.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::error::{FieldError, Problem};
+use super::{me, ops};
+use crate::{audit, keys, tokens};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Carafe",
+        description = "Files, mail, notifications and background jobs for any web application. \
+            Errors are RFC 9457 problem+json with a stable `code`."
+    ),
+    paths(
+        ops::healthz, ops::readyz, ops::metrics, ops::openapi,
+        me::me,
+        tokens::http::create,
+        keys::http::create, keys::http::list, keys::http::get, keys::http::revoke,
+        audit::http::list,
+    ),
+    components(schemas(Problem, FieldError)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "operations", description = "Health, readiness, metrics, this document"),
+        (name = "auth", description = "Who is calling; end-user tokens"),
+        (name = "keys", description = "Server API keys (admin)"),
+        (name = "audit", description = "The append-only audit log (admin)"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key (`ck_…`) or an end-user token from POST /api/v1/tokens",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}

@@ -1,0 +1,18 @@
+//! Carafe: files, mail, notifications and background jobs for any web application, served over
+//! one HTTP API from one binary. This crate is the server and the CLI; domain types and store
+//! traits live in `carafe-core`, the databases in `carafe-store-sqlite` and
+//! `carafe-store-postgres`.
+
+pub mod app;
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod keys;
+pub mod secrets;
+pub mod state;
+pub mod telemetry;
+pub mod tokens;
+
+pub use app::App;
+pub use config::Config;

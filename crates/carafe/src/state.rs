@@ -1,0 +1,42 @@
+//! What every request handler can reach: the configuration, the store, and the services built
+//! on it. Cloning an `AppState` is one reference-count increment.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use carafe_core::Store;
+use url::Url;
+
+use crate::config::Config;
+use crate::http::observe::Observer;
+use crate::keys::Keys;
+use crate::secrets::Sealer;
+use crate::tokens::Tokens;
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub keys: Keys,
+    pub tokens: Tokens,
+    pub sealer: Sealer,
+    pub observer: Observer,
+    /// Base for absolute URLs when no `public_url` is configured and no trusted proxy said
+    /// otherwise: the address the server actually bound.
+    pub fallback_base: Url,
+}
+
+impl AppState {
+    pub fn new(inner: Inner) -> Self {
+        AppState(Arc::new(inner))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}

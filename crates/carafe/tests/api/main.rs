@@ -1,0 +1,15 @@
+//! Integration tests: each test starts a real Carafe server on port 0 through `App::build` and
+//! `run_until`, exactly as `carafe serve` does, with its own fresh database, and talks to it
+//! over HTTP. Tests written with `both_backends!` run on SQLite and, when
+//! `CARAFE_TEST_POSTGRES_URL` is set (and ignored tests are included), on PostgreSQL.
+
+#[macro_use]
+mod helpers;
+
+mod auth;
+mod cli;
+mod conventions;
+mod idempotency;
+mod keys;
+mod ops;
+mod shutdown;
