@@ -19,6 +19,24 @@ impl PageRequest {
     pub fn first(limit: u32) -> Self {
         PageRequest { after: None, limit }
     }
+
+    /// The cursor's sort key as a typed value, `start` on the first page; `None` when the key
+    /// does not parse (a cursor from another list), which stores answer with an empty page.
+    pub fn after_or<T: std::str::FromStr>(&self, start: T) -> Option<T> {
+        match &self.after {
+            None => Some(start),
+            Some(after) => after.parse().ok(),
+        }
+    }
+}
+
+impl<T> Page<T> {
+    pub fn empty() -> Self {
+        Page {
+            items: Vec::new(),
+            next_after: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -78,17 +78,8 @@ impl KeyStore for PgStore {
     }
 
     async fn list_keys(&self, page: &PageRequest) -> StoreResult<Page<ApiKey>> {
-        let after = match &page.after {
-            None => Uuid::nil(),
-            Some(a) => match a.parse::<Uuid>() {
-                Ok(id) => id,
-                Err(_) => {
-                    return Ok(Page {
-                        items: Vec::new(),
-                        next_after: None,
-                    });
-                }
-            },
+        let Some(after) = page.after_or(Uuid::nil()) else {
+            return Ok(Page::empty());
         };
         let rows = sqlx::query(
             "SELECT id, name, prefix, scopes, created_at, revoked_at FROM api_keys

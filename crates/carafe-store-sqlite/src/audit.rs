@@ -59,17 +59,8 @@ impl AuditStore for SqliteStore {
     }
 
     async fn list_audit(&self, page: &PageRequest) -> StoreResult<Page<AuditEvent>> {
-        let before = match &page.after {
-            None => i64::MAX,
-            Some(after) => match after.parse::<i64>() {
-                Ok(id) => id,
-                Err(_) => {
-                    return Ok(Page {
-                        items: Vec::new(),
-                        next_after: None,
-                    });
-                }
-            },
+        let Some(before) = page.after_or(i64::MAX) else {
+            return Ok(Page::empty());
         };
         let rows = sqlx::query(
             "SELECT id, at, actor, action, target, request_id, details FROM audit_events

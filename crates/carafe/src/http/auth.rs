@@ -14,7 +14,7 @@ use http::{HeaderValue, StatusCode, header};
 use super::error::{ApiError, ApiResult};
 use super::request_id::RequestId;
 use crate::audit::Actor;
-use crate::keys::{Keys, PREFIX};
+use crate::keys::PREFIX;
 use crate::state::AppState;
 use crate::tokens::{User, VerifyError};
 
@@ -56,10 +56,11 @@ impl Principal {
         }
     }
 
-    pub fn actor(&self, parts_request_id: Option<&RequestId>) -> Actor {
+    /// The audit actor for this caller, acting within the given request.
+    pub fn actor(&self, request_id: Option<&RequestId>) -> Actor {
         Actor {
             id: self.actor_id(),
-            request_id: parts_request_id.map(|r| r.as_str().to_owned()),
+            request_id: request_id.map(|r| r.as_str().to_owned()),
         }
     }
 }
@@ -113,14 +114,18 @@ async fn authenticate(
     credential: &str,
     keys_allowed: bool,
 ) -> ApiResult<Principal> {
-    if credential.starts_with(PREFIX) && keys_allowed {
+    if credential.starts_with(PREFIX) {
+        if !keys_allowed {
+            return Err(unauthenticated(
+                "invalid_credentials",
+                "API keys are not accepted in URLs; send them in the Authorization header",
+                Some("invalid_request"),
+            ));
+        }
         return match state.keys.authenticate(credential).await? {
             Some(key) => Ok(Principal::Key(key)),
             None => Err(invalid()),
         };
-    }
-    if credential.starts_with(PREFIX) || Keys::looks_like_key(credential) {
-        return Err(invalid());
     }
     match state.tokens.verify(credential) {
         Ok(user) => Ok(Principal::User(user)),

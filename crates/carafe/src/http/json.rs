@@ -61,6 +61,12 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // Syntax first (cheaply, without building values), so a truncated or broken document is
     // always reported as such, with its position, even where its start has the wrong shape.
     serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(|e| malformed(&e))?;
+    if depth(bytes) > MAX_DEPTH {
+        return Err(ApiError::bad_request(
+            "json_too_deep",
+            format!("the body nests arrays and objects more than {MAX_DEPTH} levels deep"),
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = pointer(err.path());
@@ -77,6 +83,36 @@ fn malformed(e: &serde_json::Error) -> ApiError {
     ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
         .with("line", e.line())
         .with("column", e.column())
+}
+
+/// Deepest nesting of arrays and objects accepted in a request body.
+pub const MAX_DEPTH: usize = 64;
+
+/// The nesting depth of a syntactically valid JSON document. A byte scan: no allocation, no
+/// recursion (serde's own recursion limit only guards values it builds, not ones it skips).
+fn depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// serde's message without its trailing " at line 1 column 7" (the field is named instead).
@@ -144,5 +180,20 @@ mod tests {
         assert_eq!(e.code(), "malformed_json");
         let e = parse::<Body>(b"").unwrap_err();
         assert_eq!(e.code(), "malformed_json");
+        let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+        assert_eq!(
+            parse::<serde_json::Value>(deep.as_bytes())
+                .unwrap_err()
+                .code(),
+            "json_too_deep"
+        );
+    }
+
+    #[test]
+    fn depth_ignores_brackets_in_strings() {
+        assert_eq!(depth(br#"{"a": [1, {"b": "[[[{{"}], "c": "\"]]"}"#), 3);
+        assert_eq!(depth(b"1"), 0);
+        let limit = format!("{}{}", "[".repeat(64), "]".repeat(64));
+        assert!(parse::<serde_json::Value>(limit.as_bytes()).is_ok());
     }
 }

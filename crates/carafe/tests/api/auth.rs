@@ -18,6 +18,7 @@ both_backends!(
     missing_scopes_are_403,
     minting_tokens_is_validated,
     query_tokens_are_not_accepted_on_ordinary_endpoints,
+    streaming_endpoints_accept_user_tokens_in_the_query,
 );
 
 async fn me_describes_a_key(backend: Backend) {
@@ -234,4 +235,82 @@ async fn query_tokens_are_not_accepted_on_ordinary_endpoints(backend: Backend) {
         .get(&format!("/api/v1/me?access_token={token}"), None)
         .await;
     problem(res, 401, "unauthenticated").await;
+}
+
+/// A streaming endpoint (as `EventSource` opens them) built with `StreamPrincipal`, served
+/// with the real request-id layer on the real app state.
+async fn streaming_endpoints_accept_user_tokens_in_the_query(backend: Backend) {
+    use carafe::http::auth::StreamPrincipal;
+
+    async fn whoami(StreamPrincipal(p): StreamPrincipal) -> String {
+        p.actor_id()
+    }
+    let app = TestApp::spawn(backend).await;
+    let router = axum::Router::new()
+        .route("/stream", axum::routing::get(whoami))
+        .layer(axum::middleware::from_fn(
+            carafe::http::request_id::middleware,
+        ))
+        .with_state(app.state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/stream", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let token = app.user_token("u-stream", &["jobs"]).await;
+    let res = app
+        .client
+        .get(format!("{base}?access_token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.text().await.unwrap(), "user:u-stream");
+    let res = app
+        .client
+        .get(&base)
+        .bearer_auth(&app.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.text().await.unwrap().starts_with("key:"));
+
+    let res = app
+        .client
+        .get(format!("{base}?access_token={}", app.admin_key))
+        .send()
+        .await
+        .unwrap();
+    let p = problem(res, 401, "invalid_credentials").await;
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not accepted in URLs"),
+        "{p}"
+    );
+    let expired = sign(json!({
+        "sub": "u", "aud": "carafe", "iss": "carafe", "iat": now() - 3600, "exp": now() - 60,
+        "scope": "", "jti": "x"
+    }));
+    let res = app
+        .client
+        .get(format!("{base}?access_token={expired}"))
+        .send()
+        .await
+        .unwrap();
+    problem(res, 401, "token_expired").await;
+    problem(
+        app.client.get(&base).send().await.unwrap(),
+        401,
+        "unauthenticated",
+    )
+    .await;
+    // A bad header is not rescued by a good query token.
+    let res = app
+        .client
+        .get(format!("{base}?access_token={token}"))
+        .header("authorization", "Bearer nonsense")
+        .send()
+        .await
+        .unwrap();
+    problem(res, 401, "invalid_credentials").await;
 }

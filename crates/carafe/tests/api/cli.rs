@@ -92,10 +92,26 @@ async fn serve_starts_on_embedded_defaults_and_stops_on_sigterm() {
     let me = client
         .get(format!("http://{addr}/api/v1/me"))
         .bearer_auth(&key)
+        .header("x-request-id", "find-me-in-the-log")
         .send()
         .await
         .unwrap();
     assert_eq!(me.status(), 200);
+    // The access log line of that request carries its id.
+    let line = loop {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("the request is logged")
+            .unwrap()
+            .expect("serve keeps running");
+        let entry: Value = serde_json::from_str(&line).unwrap();
+        if entry["span"]["request_id"] == "find-me-in-the-log" {
+            break entry;
+        }
+    };
+    assert_eq!(line["route"], "/api/v1/me");
+    assert_eq!(line["status"], 200);
+    assert!(!line.to_string().contains(&key), "no credentials in logs");
 
     let pid = child.id().unwrap().to_string();
     let killed = std::process::Command::new("kill")

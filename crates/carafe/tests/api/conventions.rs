@@ -104,16 +104,25 @@ async fn malformed_json_says_where(backend: Backend) {
         "{body}"
     );
 
+    let too_deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
     for broken in ["", "{", "[1, 2", "{\"name\": \"a\", \"scopes\": []} extra"] {
         let res = app
             .request(Method::POST, "/api/v1/keys", Some(&app.admin_key))
             .header("content-type", "application/json")
-            .body(broken)
+            .body(broken.to_owned())
             .send()
             .await
             .unwrap();
         problem(res, 400, "malformed_json").await;
     }
+    let res = app
+        .request(Method::POST, "/api/v1/keys", Some(&app.admin_key))
+        .header("content-type", "application/json")
+        .body(too_deep)
+        .send()
+        .await
+        .unwrap();
+    problem(res, 400, "json_too_deep").await;
 }
 
 async fn wrong_content_type_is_415(backend: Backend) {
