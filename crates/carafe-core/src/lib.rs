@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod error;
 pub mod idempotency;
+pub mod jobs;
 pub mod keys;
 pub mod page;
 pub mod store;

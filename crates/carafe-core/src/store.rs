@@ -8,6 +8,10 @@ use time::OffsetDateTime;
 use crate::StoreResult;
 use crate::audit::{AuditEvent, NewAuditEvent};
 use crate::idempotency::{Reservation, Reserve};
+use crate::jobs::{
+    Claim, ClaimedJob, Completion, Failure, FailureOutcome, Fenced, Heartbeat, HeartbeatAck,
+    Inserted, Job, JobEvent, JobFilter, JobId, NewJob, QueueName, QueueStats,
+};
 use crate::keys::{ApiKey, KeyHash, KeyId, NewApiKey};
 use crate::page::{Page, PageRequest};
 
@@ -56,6 +60,73 @@ pub trait AuditStore: Send + Sync {
     async fn list_audit(&self, page: &PageRequest) -> StoreResult<Page<AuditEvent>>;
 }
 
+/// The durable job queue. Every change to a job also appends a `JobEvent` (numbered per job,
+/// in the same transaction), so watchers can resume exactly where they left off.
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Inserts jobs in one transaction. A job whose unique key matches an existing job (in
+    /// the key's states and period) is not inserted; that job is returned instead.
+    async fn insert_jobs(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<Inserted>>;
+    async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>>;
+    /// Newest first; `after` is a job id, the page holds older jobs.
+    async fn list_jobs(
+        &self,
+        filter: &JobFilter,
+        page: &PageRequest,
+        now: OffsetDateTime,
+    ) -> StoreResult<Page<Job>>;
+    /// Leases up to `max` claimable jobs of a queue (none while it is paused), by priority,
+    /// then time, then id. Each gets a fresh lease token; its attempt is counted.
+    async fn claim_jobs(&self, claim: Claim<'_>) -> StoreResult<Vec<ClaimedJob>>;
+    /// Extends the lease and/or records progress and a checkpoint, for the lease holder only.
+    async fn heartbeat_job(&self, hb: Heartbeat<'_>) -> StoreResult<Fenced<HeartbeatAck>>;
+    /// Completes jobs (one transaction); each answer is in the order of `items`.
+    async fn complete_jobs(
+        &self,
+        items: &[Completion],
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<Fenced<()>>>;
+    /// Records a failed attempt: retryable with backoff, discarded, or cancelled.
+    async fn fail_job(&self, failure: Failure<'_>) -> StoreResult<Fenced<FailureOutcome>>;
+    /// Cancels a waiting job at once; marks a running one `cancel_requested`. Final jobs are
+    /// returned unchanged. `None` when there is no such job.
+    async fn cancel_job(&self, id: JobId, now: OffsetDateTime) -> StoreResult<Option<Job>>;
+    /// Makes a finished or waiting job available now (raising `max_attempts` if it was spent).
+    /// Running jobs are returned unchanged.
+    async fn retry_job(&self, id: JobId, now: OffsetDateTime) -> StoreResult<Option<Job>>;
+    /// Treats up to `batch` running jobs whose lease expired as failed attempts.
+    async fn rescue_expired_jobs(&self, now: OffsetDateTime, batch: u32)
+    -> StoreResult<Vec<JobId>>;
+    /// Deletes up to `batch` completed or cancelled jobs finalized before `finished_before`
+    /// and discarded jobs finalized before `discarded_before`, with their events.
+    async fn prune_jobs(
+        &self,
+        finished_before: OffsetDateTime,
+        discarded_before: OffsetDateTime,
+        batch: u32,
+    ) -> StoreResult<u64>;
+    /// A job's events with `seq > after`, oldest first.
+    async fn job_events(&self, id: JobId, after: i64, limit: u32) -> StoreResult<Vec<JobEvent>>;
+    /// Figures for every queue that has jobs or settings.
+    async fn queue_stats(&self, now: OffsetDateTime) -> StoreResult<Vec<QueueStats>>;
+    async fn set_queue_paused(&self, queue: &QueueName, paused: bool) -> StoreResult<()>;
+}
+
+/// Leader election for work one instance should do at a time (maintenance, schedules).
+#[async_trait]
+pub trait LeaderStore: Send + Sync {
+    /// Takes or renews the named lease until `until`; true when `holder` leads now.
+    async fn try_lead(
+        &self,
+        name: &str,
+        holder: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool>;
+    /// Gives the lease up, if `holder` has it.
+    async fn resign(&self, name: &str, holder: &str) -> StoreResult<()>;
+}
+
 /// Connection-pool figures for `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PoolStats {
@@ -65,7 +136,9 @@ pub struct PoolStats {
 }
 
 #[async_trait]
-pub trait Store: KeyStore + IdempotencyStore + AuditStore + Send + Sync + 'static {
+pub trait Store:
+    KeyStore + IdempotencyStore + AuditStore + JobStore + LeaderStore + Send + Sync + 'static
+{
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// One cheap round trip, for `/readyz` and `carafe check`.
@@ -77,4 +150,11 @@ pub trait Store: KeyStore + IdempotencyStore + AuditStore + Send + Sync + 'stati
     fn pool_stats(&self) -> PoolStats;
     /// Closes every connection (waiting for those in use to be returned).
     async fn close(&self);
+    /// Starts delivering wake-ups written by other processes (PostgreSQL `NOTIFY`) to `sink`,
+    /// with `"*"` after any gap in which some may have been missed. Backends without
+    /// cross-process wake-ups do nothing; polling covers them.
+    async fn listen(&self, sink: WakeupSink) -> StoreResult<()>;
 }
+
+/// Receives wake-up topics such as `queue:<name>` or `job:<id>`.
+pub type WakeupSink = std::sync::Arc<dyn Fn(&str) + Send + Sync>;

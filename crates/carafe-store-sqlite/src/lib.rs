@@ -6,6 +6,7 @@
 
 mod audit;
 mod idempotency;
+mod jobs;
 mod keys;
 
 use std::path::Path;
@@ -13,12 +14,18 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use carafe_core::store::{PoolStats, Store};
+use carafe_core::jobs::{
+    Claim, ClaimedJob, Completion, Failure, FailureOutcome, Fenced, Heartbeat, HeartbeatAck,
+    Inserted, Job, JobEvent, JobFilter, JobId, NewJob, QueueName, QueueStats,
+};
+use carafe_core::page::{Page, PageRequest};
+use carafe_core::store::{JobStore, LeaderStore, PoolStats, Store, WakeupSink};
 use carafe_core::{StoreError, StoreResult};
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use time::OffsetDateTime;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
@@ -130,6 +137,92 @@ impl Store for SqliteStore {
     async fn close(&self) {
         self.reader.close().await;
         self.writer.close().await;
+    }
+
+    /// SQLite has no cross-process notifications; other processes are seen by polling.
+    async fn listen(&self, _sink: WakeupSink) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl JobStore for SqliteStore {
+    async fn insert_jobs(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<Inserted>> {
+        self.insert_jobs_impl(jobs).await
+    }
+    async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>> {
+        self.get_job_impl(id).await
+    }
+    async fn list_jobs(
+        &self,
+        filter: &JobFilter,
+        page: &PageRequest,
+        now: OffsetDateTime,
+    ) -> StoreResult<Page<Job>> {
+        self.list_jobs_impl(filter, page, now).await
+    }
+    async fn claim_jobs(&self, claim: Claim<'_>) -> StoreResult<Vec<ClaimedJob>> {
+        self.claim_jobs_impl(claim).await
+    }
+    async fn heartbeat_job(&self, hb: Heartbeat<'_>) -> StoreResult<Fenced<HeartbeatAck>> {
+        self.heartbeat_job_impl(hb).await
+    }
+    async fn complete_jobs(
+        &self,
+        items: &[Completion],
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<Fenced<()>>> {
+        self.complete_jobs_impl(items, now).await
+    }
+    async fn fail_job(&self, failure: Failure<'_>) -> StoreResult<Fenced<FailureOutcome>> {
+        self.fail_job_impl(failure).await
+    }
+    async fn cancel_job(&self, id: JobId, now: OffsetDateTime) -> StoreResult<Option<Job>> {
+        self.cancel_job_impl(id, now).await
+    }
+    async fn retry_job(&self, id: JobId, now: OffsetDateTime) -> StoreResult<Option<Job>> {
+        self.retry_job_impl(id, now).await
+    }
+    async fn rescue_expired_jobs(
+        &self,
+        now: OffsetDateTime,
+        batch: u32,
+    ) -> StoreResult<Vec<JobId>> {
+        self.rescue_expired_jobs_impl(now, batch).await
+    }
+    async fn prune_jobs(
+        &self,
+        finished_before: OffsetDateTime,
+        discarded_before: OffsetDateTime,
+        batch: u32,
+    ) -> StoreResult<u64> {
+        self.prune_jobs_impl(finished_before, discarded_before, batch)
+            .await
+    }
+    async fn job_events(&self, id: JobId, after: i64, limit: u32) -> StoreResult<Vec<JobEvent>> {
+        self.job_events_impl(id, after, limit).await
+    }
+    async fn queue_stats(&self, now: OffsetDateTime) -> StoreResult<Vec<QueueStats>> {
+        self.queue_stats_impl(now).await
+    }
+    async fn set_queue_paused(&self, queue: &QueueName, paused: bool) -> StoreResult<()> {
+        self.set_queue_paused_impl(queue, paused).await
+    }
+}
+
+#[async_trait]
+impl LeaderStore for SqliteStore {
+    async fn try_lead(
+        &self,
+        name: &str,
+        holder: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        self.try_lead_impl(name, holder, until, now).await
+    }
+    async fn resign(&self, name: &str, holder: &str) -> StoreResult<()> {
+        self.resign_impl(name, holder).await
     }
 }
 

@@ -6,12 +6,15 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::StoreError;
+
+mod jobs;
 use crate::audit::NewAuditEvent;
 use crate::idempotency::{Reservation, Reserve};
 use crate::keys::{KeyHash, KeyId, KeyName, NewApiKey, Scope, Scopes};
 use crate::page::PageRequest;
 use crate::store::Store;
 use crate::time::{Duration, now};
+pub use jobs::*;
 
 /// Generates one `#[tokio::test]` per conformance check. `$make` is an async fn returning a
 /// fresh `Arc<dyn Store>`; extra attributes (such as `#[ignore = "…"]`) go on every test.
@@ -23,7 +26,13 @@ macro_rules! conformance_tests {
             revoking_is_idempotent_and_audited, idempotency_reserve_complete_replay,
             idempotency_release_expiry_and_takeover, idempotency_scopes_are_isolated,
             idempotency_prune_removes_only_expired, audit_lists_newest_first,
-            ping_and_migrations_are_current);
+            ping_and_migrations_are_current,
+            jobs_insert_get_and_first_event, jobs_unique_keys, jobs_claim_order_and_leases,
+            jobs_paused_queues_are_not_claimed, jobs_heartbeats_are_fenced,
+            jobs_completion_is_fenced, jobs_failures_retry_then_discard, jobs_cancellation,
+            jobs_retry_revives_finished_jobs, jobs_expired_leases_are_rescued, jobs_pruning,
+            jobs_listing_filters_and_pages, jobs_queue_stats, jobs_concurrent_claims_never_overlap,
+            leader_election);
     };
     (@each $make:path, $attrs:tt, $($name:ident),*) => {
         $( $crate::conformance_tests!(@one $make, $attrs, $name); )*

@@ -1,0 +1,11 @@
+//! The job engine's domain: what a job is, its states, how failures turn into retries, and the
+//! requests the queue store answers. The rules that need no database live here so both store
+//! backends apply them identically.
+
+mod backoff;
+mod model;
+mod requests;
+
+pub use backoff::{Backoff, BackoffError};
+pub use model::*;
+pub use requests::*;

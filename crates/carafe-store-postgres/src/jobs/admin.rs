@@ -1,0 +1,252 @@
+//! Operator actions and maintenance on PostgreSQL: cancel, retry, pruning, queue figures and
+//! pausing, and leader leases. Cancel and retry lock the job (`FOR UPDATE`) before deciding,
+//! so they cannot race a worker's report or a rescue into an inconsistent state.
+
+use carafe_core::jobs::{Job, JobId, JobState, QueueName, QueueStats};
+use carafe_core::{StoreError, StoreResult};
+use serde_json::{Value, json};
+use sqlx::types::Json;
+use sqlx::{PgConnection, Row};
+use time::OffsetDateTime;
+
+use super::wakeup::Wakeups;
+use super::{JOB_COLUMNS, get_in, job_from_row};
+use crate::{PgStore, map_err};
+
+/// Runs `set` (an `UPDATE jobs SET … WHERE id = $1`, which may use `$2` for `now`) with its
+/// `state` event, and returns the changed job.
+async fn change(
+    conn: &mut PgConnection,
+    id: JobId,
+    now: OffsetDateTime,
+    set: &str,
+    data: Value,
+) -> StoreResult<Job> {
+    let sql = format!(
+        "WITH c AS ({set}, event_seq = event_seq + 1 WHERE id = $1
+                   RETURNING {JOB_COLUMNS}, event_seq),
+         ev AS (
+             INSERT INTO job_events (job_id, seq, at, kind, data)
+             SELECT id, event_seq, $2, 'state', $3 FROM c)
+         SELECT * FROM c"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.0)
+        .bind(now)
+        .bind(Json(data))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(map_err)?;
+    job_from_row(&row)
+}
+
+impl PgStore {
+    pub(crate) async fn cancel_job_impl(
+        &self,
+        id: JobId,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<Job>> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let Some(job) = get_in(&mut tx, id, true).await? else {
+            return Ok(None);
+        };
+        let (set, data) = match job.state {
+            JobState::Scheduled | JobState::Available | JobState::Retryable => (
+                "UPDATE jobs SET state = 'cancelled', finalized_at = $2",
+                json!({"state": JobState::Cancelled, "attempt": job.attempt}),
+            ),
+            JobState::Running if !job.cancel_requested => (
+                "UPDATE jobs SET cancel_requested = true",
+                json!({
+                    "state": JobState::Running,
+                    "attempt": job.attempt,
+                    "cancel_requested": true,
+                }),
+            ),
+            // Final, or already asked to stop: nothing changes.
+            _ => return Ok(Some(job)),
+        };
+        let job = change(&mut tx, id, now, set, data).await?;
+        let mut wake = Wakeups::default();
+        wake.job(id);
+        wake.queue(&job.queue);
+        wake.send(&mut tx).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(Some(job))
+    }
+
+    pub(crate) async fn retry_job_impl(
+        &self,
+        id: JobId,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<Job>> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let Some(job) = get_in(&mut tx, id, true).await? else {
+            return Ok(None);
+        };
+        if job.state == JobState::Running {
+            return Ok(Some(job));
+        }
+        let set = "UPDATE jobs SET state = 'available', scheduled_at = $2, finalized_at = NULL,
+                       cancel_requested = false,
+                       max_attempts = GREATEST(max_attempts, attempt + 1)";
+        let data = json!({"state": JobState::Available, "attempt": job.attempt, "retried": true});
+        let job = change(&mut tx, id, now, set, data).await?;
+        let mut wake = Wakeups::default();
+        wake.job(id);
+        wake.queue(&job.queue);
+        wake.send(&mut tx).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(Some(job))
+    }
+
+    pub(crate) async fn prune_jobs_impl(
+        &self,
+        finished_before: OffsetDateTime,
+        discarded_before: OffsetDateTime,
+        batch: u32,
+    ) -> StoreResult<u64> {
+        // One statement: pick a bounded batch (skipping rows an operator is retrying right
+        // now), then delete their events and the jobs. The extra bound on `finalized_at` lets
+        // `jobs_finalized` narrow the scan before the per-state test.
+        let pruned: i64 = sqlx::query_scalar(
+            "WITH doomed AS MATERIALIZED (
+                 SELECT id FROM jobs
+                 WHERE finalized_at < GREATEST($1, $2)
+                   AND ((state IN ('completed', 'cancelled') AND finalized_at < $1)
+                        OR (state = 'discarded' AND finalized_at < $2))
+                 LIMIT $3
+                 FOR UPDATE SKIP LOCKED),
+             events AS (DELETE FROM job_events WHERE job_id IN (SELECT id FROM doomed)),
+             gone AS (DELETE FROM jobs WHERE id IN (SELECT id FROM doomed) RETURNING id)
+             SELECT count(*) FROM gone",
+        )
+        .bind(finished_before)
+        .bind(discarded_before)
+        .bind(i64::from(batch))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(pruned as u64)
+    }
+
+    pub(crate) async fn queue_stats_impl(
+        &self,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<QueueStats>> {
+        // Counts per queue and *effective* state; queues that only have settings (a paused
+        // queue with no jobs) come from the second query.
+        let rows = sqlx::query(
+            "SELECT queue,
+                 CASE WHEN state IN ('scheduled', 'retryable') AND scheduled_at <= $1
+                      THEN 'available' ELSE state END AS effective,
+                 count(*) AS n,
+                 min(scheduled_at) FILTER (
+                     WHERE state IN ('available', 'scheduled', 'retryable') AND scheduled_at <= $1)
+                     AS oldest,
+                 count(*) FILTER (WHERE state = 'completed' AND finalized_at >= $2) AS recent
+             FROM jobs GROUP BY 1, 2",
+        )
+        .bind(now)
+        .bind(now - std::time::Duration::from_secs(60))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let paused: Vec<(String, bool)> = sqlx::query_as("SELECT name, paused FROM queues")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        let mut stats: Vec<QueueStats> = Vec::new();
+        let entry = |stats: &mut Vec<QueueStats>, name: &str| -> usize {
+            match stats.iter().position(|s| s.queue == name) {
+                Some(i) => i,
+                None => {
+                    stats.push(QueueStats {
+                        queue: name.to_owned(),
+                        paused: false,
+                        counts: Vec::new(),
+                        oldest_available_at: None,
+                        completed_last_minute: 0,
+                    });
+                    stats.len() - 1
+                }
+            }
+        };
+        for row in &rows {
+            let queue: String = row.try_get("queue").map_err(map_err)?;
+            let state: String = row.try_get("effective").map_err(map_err)?;
+            let n: i64 = row.try_get("n").map_err(map_err)?;
+            let oldest: Option<OffsetDateTime> = row.try_get("oldest").map_err(map_err)?;
+            let recent: i64 = row.try_get("recent").map_err(map_err)?;
+            let i = entry(&mut stats, &queue);
+            let s = &mut stats[i];
+            s.counts
+                .push((state.parse().map_err(StoreError::corrupt)?, n as u64));
+            if let Some(oldest) = oldest {
+                s.oldest_available_at =
+                    Some(s.oldest_available_at.map_or(oldest, |o| o.min(oldest)));
+            }
+            s.completed_last_minute += recent as u64;
+        }
+        for (name, is_paused) in paused {
+            let i = entry(&mut stats, &name);
+            stats[i].paused = is_paused;
+        }
+        stats.sort_by(|a, b| a.queue.cmp(&b.queue));
+        Ok(stats)
+    }
+
+    pub(crate) async fn set_queue_paused_impl(
+        &self,
+        queue: &QueueName,
+        paused: bool,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO queues (name, paused, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE
+                 SET paused = excluded.paused, updated_at = excluded.updated_at",
+        )
+        .bind(queue.as_str())
+        .bind(paused)
+        .bind(carafe_core::time::now())
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    pub(crate) async fn try_lead_impl(
+        &self,
+        name: &str,
+        holder: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        // Takes a free or expired lease, or renews our own; otherwise the upsert changes
+        // nothing. ON CONFLICT makes this atomic between servers racing for the same name.
+        let done = sqlx::query(
+            "INSERT INTO leaders (name, holder, expires_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE
+                 SET holder = excluded.holder, expires_at = excluded.expires_at
+             WHERE leaders.holder = excluded.holder OR leaders.expires_at <= $4",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(until)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(crate) async fn resign_impl(&self, name: &str, holder: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM leaders WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+}

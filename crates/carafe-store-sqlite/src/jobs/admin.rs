@@ -1,0 +1,290 @@
+//! Operator actions and maintenance on SQLite: cancel, retry, pruning, queue figures and
+//! pausing, reading a job's events, and leader leases.
+
+use carafe_core::jobs::{Job, JobEvent, JobId, JobState, QueueName, QueueStats};
+use carafe_core::{StoreError, StoreResult};
+use serde_json::json;
+use sqlx::Row;
+use time::OffsetDateTime;
+
+use super::{NewEvent, add_events, get_in};
+use crate::{SqliteStore, at, map_err, ms};
+
+impl SqliteStore {
+    pub(crate) async fn cancel_job_impl(
+        &self,
+        id: JobId,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<Job>> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
+        let Some(job) = get_in(&mut tx, id.0).await? else {
+            return Ok(None);
+        };
+        let (query, data) = match job.state {
+            JobState::Scheduled | JobState::Available | JobState::Retryable => (
+                sqlx::query_scalar(
+                    "UPDATE jobs SET state = 'cancelled', finalized_at = ?, event_seq = event_seq + 1
+                     WHERE id = ? RETURNING event_seq",
+                )
+                .bind(ms(now)),
+                json!({"state": JobState::Cancelled, "attempt": job.attempt}),
+            ),
+            JobState::Running if !job.cancel_requested => (
+                sqlx::query_scalar(
+                    "UPDATE jobs SET cancel_requested = 1, event_seq = event_seq + 1
+                     WHERE id = ? RETURNING event_seq",
+                ),
+                json!({"state": JobState::Running, "attempt": job.attempt, "cancel_requested": true}),
+            ),
+            // Final, or already asked to stop: nothing changes.
+            _ => return Ok(Some(job)),
+        };
+        let seq: i64 = query
+            .bind(id.0)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        add_events(
+            &mut tx,
+            now,
+            &[NewEvent {
+                job: id.0,
+                seq,
+                kind: "state",
+                data,
+            }],
+        )
+        .await?;
+        let job = get_in(&mut tx, id.0).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(job)
+    }
+
+    pub(crate) async fn retry_job_impl(
+        &self,
+        id: JobId,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<Job>> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
+        let Some(job) = get_in(&mut tx, id.0).await? else {
+            return Ok(None);
+        };
+        if job.state == JobState::Running {
+            return Ok(Some(job));
+        }
+        let seq: i64 = sqlx::query_scalar(
+            "UPDATE jobs SET state = 'available', scheduled_at = ?, finalized_at = NULL,
+                 cancel_requested = 0, max_attempts = MAX(max_attempts, attempt + 1),
+                 event_seq = event_seq + 1
+             WHERE id = ? RETURNING event_seq",
+        )
+        .bind(ms(now))
+        .bind(id.0)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let data = json!({"state": JobState::Available, "attempt": job.attempt, "retried": true});
+        add_events(
+            &mut tx,
+            now,
+            &[NewEvent {
+                job: id.0,
+                seq,
+                kind: "state",
+                data,
+            }],
+        )
+        .await?;
+        let job = get_in(&mut tx, id.0).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(job)
+    }
+
+    pub(crate) async fn prune_jobs_impl(
+        &self,
+        finished_before: OffsetDateTime,
+        discarded_before: OffsetDateTime,
+        batch: u32,
+    ) -> StoreResult<u64> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE finalized_at IS NOT NULL AND (
+                 (state IN ('completed', 'cancelled') AND finalized_at < ?)
+                 OR (state = 'discarded' AND finalized_at < ?))
+             LIMIT ?",
+        )
+        .bind(ms(finished_before))
+        .bind(ms(discarded_before))
+        .bind(i64::from(batch))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let list = serde_json::to_string(&ids).expect("serializes");
+        for table in ["job_events WHERE job_id", "jobs WHERE id"] {
+            let sql = format!("DELETE FROM {table} IN (SELECT value FROM json_each(?))");
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&list)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(ids.len() as u64)
+    }
+
+    pub(crate) async fn job_events_impl(
+        &self,
+        id: JobId,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<JobEvent>> {
+        let rows = sqlx::query(
+            "SELECT seq, at, kind, data FROM job_events WHERE job_id = ? AND seq > ?
+             ORDER BY seq LIMIT ?",
+        )
+        .bind(id.0)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        rows.iter()
+            .map(|row| {
+                let data: String = row.try_get("data").map_err(map_err)?;
+                Ok(JobEvent {
+                    job_id: id,
+                    seq: row.try_get("seq").map_err(map_err)?,
+                    at: at(row.try_get("at").map_err(map_err)?),
+                    kind: row.try_get("kind").map_err(map_err)?,
+                    data: serde_json::from_str(&data)
+                        .map_err(|_| StoreError::corrupt("job_events.data"))?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn queue_stats_impl(
+        &self,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<QueueStats>> {
+        let rows = sqlx::query(
+            "SELECT queue,
+                 CASE WHEN state IN ('scheduled', 'retryable') AND scheduled_at <= ?1
+                      THEN 'available' ELSE state END AS effective,
+                 COUNT(*) AS n,
+                 MIN(CASE WHEN state IN ('available', 'scheduled', 'retryable') AND scheduled_at <= ?1
+                          THEN scheduled_at END) AS oldest,
+                 SUM(CASE WHEN state = 'completed' AND finalized_at >= ?2 THEN 1 ELSE 0 END) AS recent
+             FROM jobs GROUP BY queue, effective",
+        )
+        .bind(ms(now))
+        .bind(ms(now - std::time::Duration::from_secs(60)))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        let paused: Vec<(String, i64)> = sqlx::query_as("SELECT name, paused FROM queues")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_err)?;
+        let mut stats: Vec<QueueStats> = Vec::new();
+        let entry = |stats: &mut Vec<QueueStats>, name: &str| -> usize {
+            match stats.iter().position(|s| s.queue == name) {
+                Some(i) => i,
+                None => {
+                    stats.push(QueueStats {
+                        queue: name.to_owned(),
+                        paused: false,
+                        counts: Vec::new(),
+                        oldest_available_at: None,
+                        completed_last_minute: 0,
+                    });
+                    stats.len() - 1
+                }
+            }
+        };
+        for row in &rows {
+            let queue: String = row.try_get("queue").map_err(map_err)?;
+            let state: String = row.try_get("effective").map_err(map_err)?;
+            let i = entry(&mut stats, &queue);
+            let s = &mut stats[i];
+            s.counts.push((
+                state.parse().map_err(StoreError::corrupt)?,
+                row.try_get::<i64, _>("n").map_err(map_err)? as u64,
+            ));
+            if let Some(oldest) = row.try_get::<Option<i64>, _>("oldest").map_err(map_err)? {
+                let oldest = at(oldest);
+                s.oldest_available_at =
+                    Some(s.oldest_available_at.map_or(oldest, |o| o.min(oldest)));
+            }
+            s.completed_last_minute += row.try_get::<i64, _>("recent").map_err(map_err)? as u64;
+        }
+        for (name, is_paused) in paused {
+            let i = entry(&mut stats, &name);
+            stats[i].paused = is_paused != 0;
+        }
+        stats.sort_by(|a, b| a.queue.cmp(&b.queue));
+        Ok(stats)
+    }
+
+    pub(crate) async fn set_queue_paused_impl(
+        &self,
+        queue: &QueueName,
+        paused: bool,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO queues (name, paused, updated_at) VALUES (?, ?, ?)
+             ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at",
+        )
+        .bind(queue.as_str())
+        .bind(i64::from(paused))
+        .bind(ms(carafe_core::time::now()))
+        .execute(&self.writer)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    pub(crate) async fn try_lead_impl(
+        &self,
+        name: &str,
+        holder: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO leaders (name, holder, expires_at) VALUES (?, ?, ?)
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+             WHERE leaders.holder = excluded.holder OR leaders.expires_at <= ?",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(ms(until))
+        .bind(ms(now))
+        .execute(&self.writer)
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(crate) async fn resign_impl(&self, name: &str, holder: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM leaders WHERE name = ? AND holder = ?")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.writer)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,323 @@
+//! Leases on SQLite: claiming, and the fenced reports of the lease holder (heartbeat, progress,
+//! complete, fail), plus the rescue of jobs whose lease ran out. Every fenced statement
+//! matches `state = 'running' AND lease_token = ?`, so a rescued or cancelled job can never be
+//! finished by the worker that lost it.
+
+use std::time::Duration;
+
+use carafe_core::jobs::{
+    Backoff, Claim, ClaimedJob, Completion, Failure, FailureOutcome, Fenced, Heartbeat,
+    HeartbeatAck, JobId, JobState, QueueName, RetryRequest, after_failure,
+};
+use carafe_core::{StoreError, StoreResult};
+use rand::Rng;
+use serde_json::json;
+use sqlx::{Row, SqliteConnection};
+use time::OffsetDateTime;
+
+use super::{NewEvent, WAITING, add_events, rfc3339};
+use crate::{SqliteStore, at, map_err, ms};
+
+/// Whether job `id` exists, to tell a lost lease (409) from a missing job (404).
+async fn exists(conn: &mut SqliteConnection, id: JobId) -> StoreResult<bool> {
+    let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM jobs WHERE id = ?")
+        .bind(id.0)
+        .fetch_optional(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(found.is_some())
+}
+
+async fn lost<T>(conn: &mut SqliteConnection, id: JobId) -> StoreResult<Fenced<T>> {
+    Ok(if exists(conn, id).await? {
+        Fenced::LeaseLost
+    } else {
+        Fenced::NotFound
+    })
+}
+
+/// Moves a running job to the state a failed attempt leads to, fenced by `token`.
+/// Returns the outcome, or `None` when the token no longer holds the job.
+pub(crate) async fn record_failure(
+    conn: &mut SqliteConnection,
+    id: JobId,
+    token: &str,
+    message: &str,
+    retry: RetryRequest,
+    now: OffsetDateTime,
+) -> StoreResult<Option<FailureOutcome>> {
+    let row = sqlx::query(
+        "SELECT attempt, max_attempts, backoff, cancel_requested FROM jobs
+         WHERE id = ? AND state = 'running' AND lease_token = ?",
+    )
+    .bind(id.0)
+    .bind(token)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let attempt = row.try_get::<i64, _>("attempt").map_err(map_err)? as u32;
+    let max_attempts = row.try_get::<i64, _>("max_attempts").map_err(map_err)? as u32;
+    let backoff: Option<String> = row.try_get("backoff").map_err(map_err)?;
+    let backoff: Option<Backoff> = backoff.and_then(|b| serde_json::from_str(&b).ok());
+    let cancel = row.try_get::<i64, _>("cancel_requested").map_err(map_err)? != 0;
+    let unit: f64 = rand::rng().random();
+    let outcome = after_failure(
+        attempt,
+        max_attempts,
+        backoff.as_ref(),
+        retry,
+        cancel,
+        now,
+        unit,
+    );
+    let error = json!({"at": rfc3339(now), "attempt": attempt, "message": message});
+    let finalized = outcome.state.is_final().then(|| ms(now));
+    let seq: i64 = sqlx::query_scalar(
+        "UPDATE jobs SET state = ?, scheduled_at = COALESCE(?, scheduled_at), finalized_at = ?,
+             errors = json_insert(errors, '$[#]', json(?)), lease_token = NULL,
+             lease_expires_at = NULL, event_seq = event_seq + 1
+         WHERE id = ? RETURNING event_seq",
+    )
+    .bind(outcome.state.as_str())
+    .bind(outcome.retry_at.map(ms))
+    .bind(finalized)
+    .bind(error.to_string())
+    .bind(id.0)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    let mut data = json!({"state": outcome.state, "attempt": attempt, "error": message});
+    if let Some(retry_at) = outcome.retry_at {
+        data["retry_at"] = json!(rfc3339(retry_at));
+    }
+    add_events(
+        conn,
+        now,
+        &[NewEvent {
+            job: id.0,
+            seq,
+            kind: "state",
+            data,
+        }],
+    )
+    .await?;
+    Ok(Some(outcome))
+}
+
+impl SqliteStore {
+    pub(crate) async fn claim_jobs_impl(&self, c: Claim<'_>) -> StoreResult<Vec<ClaimedJob>> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
+        let sql = format!(
+            "UPDATE jobs SET state = 'running', attempt = attempt + 1, attempted_at = ?1,
+                 attempted_by = ?2, lease_token = lower(hex(randomblob(16))),
+                 lease_expires_at = ?1 + COALESCE(?3, timeout_ms), event_seq = event_seq + 1
+             WHERE id IN (
+                 SELECT id FROM jobs
+                 WHERE queue = ?4 AND {WAITING} AND scheduled_at <= ?1
+                   AND NOT EXISTS (SELECT 1 FROM queues WHERE name = ?4 AND paused = 1)
+                 ORDER BY priority, scheduled_at, id LIMIT ?5)
+             RETURNING id, args, attempt, max_attempts, lease_token, lease_expires_at,
+                 checkpoint, timeout_ms, owner, scheduled_at, event_seq"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ms(c.now))
+            .bind(c.worker)
+            .bind(c.lease.map(|l| l.as_millis() as i64))
+            .bind(c.queue.as_str())
+            .bind(i64::from(c.max))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let job = claimed_from_row(row, c.queue)?;
+            events.push(NewEvent {
+                job: job.id.0,
+                seq: row.try_get("event_seq").map_err(map_err)?,
+                kind: "state",
+                data: json!({"state": JobState::Running, "attempt": job.attempt, "worker": c.worker}),
+            });
+            claimed.push(job);
+        }
+        add_events(&mut tx, c.now, &events).await?;
+        tx.commit().await.map_err(map_err)?;
+        claimed.sort_by_key(|c| c.id);
+        Ok(claimed)
+    }
+
+    pub(crate) async fn heartbeat_job_impl(
+        &self,
+        hb: Heartbeat<'_>,
+    ) -> StoreResult<Fenced<HeartbeatAck>> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
+        let progress = hb
+            .progress
+            .as_ref()
+            .map(|p| serde_json::to_string(p).expect("serializes"));
+        let row = sqlx::query(
+            "UPDATE jobs SET lease_expires_at = COALESCE(?, lease_expires_at),
+                 progress = COALESCE(?, progress), checkpoint = COALESCE(?, checkpoint),
+                 event_seq = event_seq + ?
+             WHERE id = ? AND state = 'running' AND lease_token = ?
+             RETURNING cancel_requested, lease_expires_at, event_seq",
+        )
+        .bind(hb.extend_to.map(ms))
+        .bind(progress)
+        .bind(hb.checkpoint.as_ref().map(|c| c.to_string()))
+        .bind(i64::from(hb.progress.is_some()))
+        .bind(hb.id.0)
+        .bind(hb.lease_token)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let Some(row) = row else {
+            return lost(&mut tx, hb.id).await;
+        };
+        if let Some(p) = &hb.progress {
+            let seq = row.try_get("event_seq").map_err(map_err)?;
+            let event = NewEvent {
+                job: hb.id.0,
+                seq,
+                kind: "progress",
+                data: json!({"progress": p}),
+            };
+            add_events(&mut tx, hb.now, &[event]).await?;
+        }
+        let ack = HeartbeatAck {
+            cancel_requested: row.try_get::<i64, _>("cancel_requested").map_err(map_err)? != 0,
+            lease_expires_at: at(row.try_get("lease_expires_at").map_err(map_err)?),
+        };
+        tx.commit().await.map_err(map_err)?;
+        Ok(Fenced::Done(ack))
+    }
+
+    pub(crate) async fn complete_jobs_impl(
+        &self,
+        items: &[Completion],
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<Fenced<()>>> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
+        let mut out = Vec::with_capacity(items.len());
+        let mut events = Vec::new();
+        for item in items {
+            let row = sqlx::query(
+                "UPDATE jobs SET state = 'completed', result = ?, finalized_at = ?,
+                     lease_token = NULL, lease_expires_at = NULL, event_seq = event_seq + 1
+                 WHERE id = ? AND state = 'running' AND lease_token = ?
+                 RETURNING attempt, event_seq",
+            )
+            .bind(item.result.to_string())
+            .bind(ms(now))
+            .bind(item.id.0)
+            .bind(&item.lease_token)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            match row {
+                Some(row) => {
+                    let attempt: i64 = row.try_get("attempt").map_err(map_err)?;
+                    events.push(NewEvent {
+                        job: item.id.0,
+                        seq: row.try_get("event_seq").map_err(map_err)?,
+                        kind: "state",
+                        data: json!({"state": JobState::Completed, "attempt": attempt, "result": item.result}),
+                    });
+                    out.push(Fenced::Done(()));
+                }
+                None => out.push(lost(&mut tx, item.id).await?),
+            }
+        }
+        add_events(&mut tx, now, &events).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(out)
+    }
+
+    pub(crate) async fn fail_job_impl(
+        &self,
+        f: Failure<'_>,
+    ) -> StoreResult<Fenced<FailureOutcome>> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
+        let outcome =
+            record_failure(&mut tx, f.id, f.lease_token, &f.message, f.retry, f.now).await?;
+        let answer = match outcome {
+            Some(o) => Fenced::Done(o),
+            None => lost(&mut tx, f.id).await?,
+        };
+        tx.commit().await.map_err(map_err)?;
+        Ok(answer)
+    }
+
+    pub(crate) async fn rescue_expired_jobs_impl(
+        &self,
+        now: OffsetDateTime,
+        batch: u32,
+    ) -> StoreResult<Vec<JobId>> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
+        let rows = sqlx::query(
+            "SELECT id, lease_token FROM jobs
+             WHERE state = 'running' AND lease_expires_at <= ? ORDER BY lease_expires_at LIMIT ?",
+        )
+        .bind(ms(now))
+        .bind(i64::from(batch))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let mut rescued = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id = JobId(row.try_get("id").map_err(map_err)?);
+            let token: Option<String> = row.try_get("lease_token").map_err(map_err)?;
+            let message = "the worker's lease expired before it finished (worker lost or too slow)";
+            let token = token.ok_or_else(|| StoreError::corrupt("running job without a lease"))?;
+            if record_failure(&mut tx, id, &token, message, RetryRequest::Default, now)
+                .await?
+                .is_some()
+            {
+                rescued.push(id);
+            }
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(rescued)
+    }
+}
+
+fn claimed_from_row(row: &sqlx::sqlite::SqliteRow, queue: &QueueName) -> StoreResult<ClaimedJob> {
+    let args: String = row.try_get("args").map_err(map_err)?;
+    let checkpoint: Option<String> = row.try_get("checkpoint").map_err(map_err)?;
+    Ok(ClaimedJob {
+        id: JobId(row.try_get("id").map_err(map_err)?),
+        queue: queue.clone(),
+        args: serde_json::from_str(&args).map_err(|_| StoreError::corrupt("jobs.args"))?,
+        attempt: row.try_get::<i64, _>("attempt").map_err(map_err)? as u32,
+        max_attempts: row.try_get::<i64, _>("max_attempts").map_err(map_err)? as u32,
+        lease_token: row.try_get("lease_token").map_err(map_err)?,
+        lease_expires_at: at(row.try_get("lease_expires_at").map_err(map_err)?),
+        checkpoint: checkpoint.and_then(|c| serde_json::from_str(&c).ok()),
+        timeout: Duration::from_millis(row.try_get::<i64, _>("timeout_ms").map_err(map_err)? as u64),
+        owner: row.try_get("owner").map_err(map_err)?,
+        scheduled_at: at(row.try_get("scheduled_at").map_err(map_err)?),
+    })
+}
