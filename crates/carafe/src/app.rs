@@ -1,13 +1,12 @@
 //! The server as one value: `App::build` opens the store, migrates, makes sure an admin key
 //! exists and binds the listener (port 0 in tests); `run_until` serves until the given future
 //! completes, then drains in-flight requests for at most `shutdown_timeout`. Production and
-//! tests go through exactly this path.
+//! tests go through exactly this path. `run_worker` is the same engine without HTTP.
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
@@ -15,23 +14,25 @@ use carafe_core::Store;
 use carafe_store_postgres::PgStore;
 use carafe_store_sqlite::SqliteStore;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::config::Config;
-use crate::http::{self, idempotency, observe::Observer};
+use crate::http::{self, observe::Observer};
+use crate::jobs::runner::Handlers;
+use crate::jobs::{Jobs, maintenance};
 use crate::keys::Keys;
+use crate::realtime::bus::Bus;
 use crate::secrets::{self, Secrets};
 use crate::state::{AppState, Inner};
 use crate::tokens::Tokens;
-
-/// How often expired idempotency records are pruned.
-const MAINTENANCE_EVERY: Duration = Duration::from_secs(600);
 
 pub struct App {
     listener: TcpListener,
     router: Router,
     state: AppState,
+    handlers: Handlers,
     local_addr: SocketAddr,
     admin_key_file: Option<PathBuf>,
 }
@@ -55,8 +56,57 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     })
 }
 
+/// Opens and migrates the store, and connects cross-instance wake-ups to the bus.
+async fn open_engine(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<Jobs>)> {
+    let store = open_store(config).await?;
+    store
+        .migrate()
+        .await
+        .context("cannot apply database migrations")?;
+    let bus = Bus::new();
+    let sink = bus.clone();
+    store
+        .listen(Arc::new(move |topic: &str| sink.publish(topic)))
+        .await
+        .context("cannot listen for wake-ups")?;
+    let jobs = Arc::new(Jobs::new(store.clone(), bus, config.jobs.clone()));
+    Ok((store, jobs))
+}
+
+/// A name for this process in leases and claims; never reused, so a restarted process is
+/// never mistaken for its predecessor.
+fn instance_id() -> String {
+    format!("carafe-{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Background work every process runs until `stop`: maintenance, and the in-process handlers.
+fn spawn_engine(
+    jobs: &Arc<Jobs>,
+    handlers: Handlers,
+    stop: &CancellationToken,
+    drain: std::time::Duration,
+) -> JoinSet<()> {
+    let instance = instance_id();
+    let mut tasks = JoinSet::new();
+    tasks.spawn(maintenance::run(
+        jobs.clone(),
+        instance.clone(),
+        stop.clone(),
+    ));
+    if !handlers.is_empty() {
+        tasks.spawn(handlers.run(jobs.clone(), instance, stop.clone(), drain));
+    }
+    tasks
+}
+
 impl App {
+    /// The server with Carafe's own job handlers.
     pub async fn build(config: Config) -> anyhow::Result<App> {
+        Self::build_with(config, Handlers::new()).await
+    }
+
+    /// The server with these in-process job handlers.
+    pub async fn build_with(config: Config, handlers: Handlers) -> anyhow::Result<App> {
         config.validate()?;
         secrets::ensure_data_dir(&config.data_dir)?;
         let secrets = Secrets::load(&config)?;
@@ -66,11 +116,7 @@ impl App {
                  instance that shares this database the same CARAFE_SECRET_KEY"
             );
         }
-        let store = open_store(&config).await?;
-        store
-            .migrate()
-            .await
-            .context("cannot apply database migrations")?;
+        let (store, jobs) = open_engine(&config).await?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -82,6 +128,8 @@ impl App {
             sealer: secrets.sealer(),
             observer: Observer::new(),
             fallback_base: fallback_base(local_addr),
+            jobs,
+            shutdown: CancellationToken::new(),
             keys,
             store,
             config,
@@ -91,6 +139,7 @@ impl App {
             listener,
             router,
             state,
+            handlers,
             local_addr,
             admin_key_file,
         })
@@ -109,8 +158,9 @@ impl App {
         self.admin_key_file.as_ref()
     }
 
-    /// Serves until `shutdown` completes, then stops accepting connections and lets in-flight
-    /// requests finish for at most `shutdown_timeout`.
+    /// Serves until `shutdown` completes, then stops accepting connections, ends long polls
+    /// and event streams, and lets in-flight requests and running jobs finish for at most
+    /// `shutdown_timeout`.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -119,16 +169,18 @@ impl App {
             listener,
             router,
             state,
+            handlers,
             local_addr,
             ..
         } = self;
-        let stop = CancellationToken::new();
+        let stop = state.shutdown.clone();
         let trigger = stop.clone();
         tokio::spawn(async move {
             shutdown.await;
             trigger.cancel();
         });
-        let maintenance = tokio::spawn(maintenance(state.clone(), stop.clone()));
+        let timeout = state.config.shutdown_timeout.0;
+        let mut engine = spawn_engine(&state.jobs, handlers, &stop, timeout);
         let url = state
             .config
             .public_url
@@ -140,7 +192,6 @@ impl App {
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(stop.clone().cancelled_owned());
-        let timeout = state.config.shutdown_timeout.0;
         let result = tokio::select! {
             served = serve.into_future() => served.context("server failed"),
             () = async {
@@ -157,11 +208,32 @@ impl App {
             }
         };
         stop.cancel();
-        let _ = maintenance.await;
+        while engine.join_next().await.is_some() {}
         state.store.close().await;
         tracing::info!("stopped");
         result
     }
+}
+
+/// Runs the job engine (maintenance and in-process handlers) without the HTTP API, until
+/// `shutdown` completes; running jobs then get `shutdown_timeout` to finish.
+pub async fn run_worker(
+    config: Config,
+    handlers: Handlers,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let (store, jobs) = open_engine(&config).await?;
+    let stop = CancellationToken::new();
+    let mut engine = spawn_engine(&jobs, handlers, &stop, config.shutdown_timeout.0);
+    tracing::info!(backend = store.backend(), "worker running");
+    shutdown.await;
+    tracing::info!("shutting down: letting running jobs finish");
+    stop.cancel();
+    while engine.join_next().await.is_some() {}
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
 }
 
 /// `http://<bound address>`, with `localhost` when bound to all interfaces.
@@ -174,21 +246,4 @@ fn fallback_base(addr: SocketAddr) -> Url {
         addr.ip().to_string()
     };
     Url::parse(&format!("http://{host}:{}/", addr.port())).expect("a valid URL")
-}
-
-/// Periodic upkeep until `stop`: prune expired idempotency records.
-async fn maintenance(state: AppState, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = tick.tick() => {
-                match idempotency::prune(&state).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(removed = n, "pruned expired idempotency records"),
-                    Err(e) => tracing::warn!(error = %e, "could not prune idempotency records"),
-                }
-            }
-        }
-    }
 }

@@ -45,6 +45,8 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
     },
+    /// Run the job engine (in-process handlers and maintenance) without the HTTP API.
+    Worker,
     /// Apply database migrations and exit.
     Migrate,
     /// Create, list and revoke server API keys.
@@ -162,6 +164,14 @@ pub fn main() -> ExitCode {
 async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve { .. } => serve(config).await?,
+        Command::Worker => {
+            crate::app::run_worker(
+                config,
+                crate::jobs::runner::Handlers::new(),
+                shutdown_signal(),
+            )
+            .await?
+        }
         Command::Migrate => {
             let store = open_store(&config).await?;
             store.migrate().await.context("migration failed")?;

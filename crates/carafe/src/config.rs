@@ -57,6 +57,7 @@ pub struct Config {
     pub limits: Limits,
     pub auth: Auth,
     pub metrics: Metrics,
+    pub jobs: Jobs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +87,22 @@ pub struct Auth {
     pub key_cache_ttl: HumanDuration,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Jobs {
+    /// Largest `args` of one job, in bytes of JSON.
+    pub max_args_bytes: usize,
+    /// A job's `timeout_ms` when the enqueue names none: the longest an in-process handler
+    /// may run, and the lease of a claim that asks for none.
+    pub default_timeout: HumanDuration,
+    /// How long completed and cancelled jobs are kept.
+    pub retention_completed: HumanDuration,
+    /// How long discarded jobs are kept.
+    pub retention_discarded: HumanDuration,
+    /// How often waiting workers and event streams re-check the database when no wake-up came.
+    pub poll_interval: HumanDuration,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Metrics {
@@ -110,6 +127,19 @@ impl Default for Config {
             limits: Limits::default(),
             auth: Auth::default(),
             metrics: Metrics::default(),
+            jobs: Jobs::default(),
+        }
+    }
+}
+
+impl Default for Jobs {
+    fn default() -> Self {
+        Jobs {
+            max_args_bytes: 64 * 1024,
+            default_timeout: HumanDuration(Duration::from_secs(300)),
+            retention_completed: HumanDuration(Duration::from_secs(24 * 3600)),
+            retention_discarded: HumanDuration(Duration::from_secs(7 * 24 * 3600)),
+            poll_interval: HumanDuration(Duration::from_secs(1)),
         }
     }
 }
@@ -225,6 +255,15 @@ impl Config {
         }
         if !(1024..=64 * 1024 * 1024).contains(&self.limits.json_body_bytes) {
             return bad("limits.json_body_bytes must be between 1 KiB and 64 MiB".into());
+        }
+        let jobs = &self.jobs;
+        if !(1024..=16 * 1024 * 1024).contains(&jobs.max_args_bytes) {
+            return bad("jobs.max_args_bytes must be between 1 KiB and 16 MiB".into());
+        }
+        if jobs.default_timeout.0 < Duration::from_secs(1) || jobs.poll_interval.0.is_zero() {
+            return bad(
+                "jobs.default_timeout must be at least 1s and jobs.poll_interval positive".into(),
+            );
         }
         let (default_ttl, max_ttl) = (self.auth.token_default_ttl.0, self.auth.token_max_ttl.0);
         if max_ttl.is_zero() || default_ttl.is_zero() || default_ttl > max_ttl {

@@ -5,10 +5,12 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use carafe_core::Store;
+use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::config::Config;
 use crate::http::observe::Observer;
+use crate::jobs::Jobs;
 use crate::keys::Keys;
 use crate::secrets::Sealer;
 use crate::tokens::Tokens;
@@ -23,6 +25,9 @@ pub struct Inner {
     pub tokens: Tokens,
     pub sealer: Sealer,
     pub observer: Observer,
+    pub jobs: Arc<Jobs>,
+    /// Cancelled when the server begins to shut down: long polls and event streams end.
+    pub shutdown: CancellationToken,
     /// Base for absolute URLs when no `public_url` is configured and no trusted proxy said
     /// otherwise: the address the server actually bound.
     pub fallback_base: Url,

@@ -48,6 +48,26 @@ impl Principal {
             ))
     }
 
+    /// 403 unless the caller is an API key holding `scope`: for actions an application's
+    /// backend takes, never its end users.
+    pub fn require_key(&self, scope: Scope) -> ApiResult<()> {
+        self.require(scope)?;
+        match self {
+            Principal::Key(_) => Ok(()),
+            Principal::User(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "api_key_required")
+                .detail("this needs a server API key; end-user tokens cannot do it")),
+        }
+    }
+
+    /// Whether the caller may see a resource owned by `owner`: any key with `scope`, or the
+    /// owning user with `scope`.
+    pub fn may_see(&self, scope: Scope, owner: Option<&str>) -> bool {
+        match self {
+            Principal::Key(k) => k.scopes.allows(scope),
+            Principal::User(u) => u.scopes.allows(scope) && owner == Some(u.id.as_str()),
+        }
+    }
+
     /// The audit actor id: `key:<id>` or `user:<id>`.
     pub fn actor_id(&self) -> String {
         match self {

@@ -201,15 +201,3 @@ async fn release(state: &AppState, scope: &str, key: &str) {
         tracing::warn!(error = %e, "could not release an Idempotency-Key");
     }
 }
-
-/// Deletes expired records in batches; run periodically.
-pub async fn prune(state: &AppState) -> Result<u64, carafe_core::StoreError> {
-    let mut total = 0;
-    loop {
-        let n = state.store.prune_idempotency(now(), 1000).await?;
-        total += n;
-        if n < 1000 {
-            return Ok(total);
-        }
-    }
-}

@@ -23,6 +23,7 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{MethodRouter, get, post};
 use tower_http::compression::CompressionLayer;
 
+use crate::jobs::{events as job_events, http as jobs, worker_http as workers};
 use crate::state::AppState;
 use crate::{audit, keys, tokens};
 
@@ -47,6 +48,24 @@ pub fn routes(state: &AppState) -> Vec<(&'static str, MethodRouter<AppState>)> {
             get(keys::http::get).delete(keys::http::revoke),
         ),
         ("/api/v1/audit", get(audit::http::list)),
+        (
+            "/api/v1/jobs",
+            idempotent(post(jobs::enqueue)).get(jobs::list),
+        ),
+        ("/api/v1/jobs/batch", idempotent(post(jobs::enqueue_batch))),
+        ("/api/v1/jobs/complete", post(workers::complete_batch)),
+        ("/api/v1/jobs/{id}", get(jobs::get)),
+        ("/api/v1/jobs/{id}/events", get(job_events::stream)),
+        ("/api/v1/jobs/{id}/cancel", post(jobs::cancel)),
+        ("/api/v1/jobs/{id}/retry", post(jobs::retry)),
+        ("/api/v1/jobs/{id}/heartbeat", post(workers::heartbeat)),
+        ("/api/v1/jobs/{id}/progress", post(workers::progress)),
+        ("/api/v1/jobs/{id}/complete", post(workers::complete)),
+        ("/api/v1/jobs/{id}/fail", post(workers::fail)),
+        ("/api/v1/queues", get(jobs::queues)),
+        ("/api/v1/queues/{queue}/claim", post(workers::claim)),
+        ("/api/v1/queues/{queue}/pause", post(jobs::pause)),
+        ("/api/v1/queues/{queue}/resume", post(jobs::resume)),
     ]
 }
 

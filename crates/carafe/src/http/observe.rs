@@ -63,7 +63,24 @@ impl Observer {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    pub fn render(&self, state: &AppState) -> String {
+    pub async fn render(&self, state: &AppState) -> String {
+        let at = carafe_core::time::now();
+        match state.store.queue_stats(at).await {
+            Ok(stats) => {
+                for q in stats {
+                    for (job_state, n) in &q.counts {
+                        metrics::gauge!("carafe_jobs", "queue" => q.queue.clone(), "state" => job_state.as_str())
+                            .set(*n as f64);
+                    }
+                    let age = q
+                        .oldest_available_at
+                        .map_or(0.0, |t| (at - t).as_seconds_f64().max(0.0));
+                    metrics::gauge!("carafe_jobs_oldest_available_age_seconds", "queue" => q.queue.clone())
+                        .set(age);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "queue figures unavailable for /metrics"),
+        }
         let pool = state.store.pool_stats();
         let backend = state.store.backend();
         metrics::gauge!("carafe_db_pool_connections", "backend" => backend, "state" => "open")

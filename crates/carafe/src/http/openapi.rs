@@ -6,6 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{FieldError, Problem};
 use super::{me, ops};
+use crate::jobs::{events as job_events, http as jobs, worker_http as workers};
 use crate::{audit, keys, tokens};
 
 #[derive(OpenApi)]
@@ -21,6 +22,11 @@ use crate::{audit, keys, tokens};
         tokens::http::create,
         keys::http::create, keys::http::list, keys::http::get, keys::http::revoke,
         audit::http::list,
+        jobs::enqueue, jobs::enqueue_batch, jobs::get, jobs::list, jobs::cancel, jobs::retry,
+        job_events::stream,
+        workers::claim, workers::heartbeat, workers::progress, workers::complete,
+        workers::complete_batch, workers::fail,
+        jobs::queues, jobs::pause, jobs::resume,
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerAuth),
@@ -29,6 +35,8 @@ use crate::{audit, keys, tokens};
         (name = "auth", description = "Who is calling; end-user tokens"),
         (name = "keys", description = "Server API keys (admin)"),
         (name = "audit", description = "The append-only audit log (admin)"),
+        (name = "jobs", description = "Enqueue, inspect, watch, cancel and retry jobs; queues"),
+        (name = "workers", description = "The pull-worker protocol: claim, heartbeat, progress, complete, fail"),
     )
 )]
 pub struct ApiDoc;

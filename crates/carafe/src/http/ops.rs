@@ -62,7 +62,7 @@ pub async fn metrics(State(state): State<AppState>, mut parts: Parts) -> ApiResu
             .await?
             .require(Scope::Admin)?;
     }
-    let text = state.observer.render(&state);
+    let text = state.observer.render(&state).await;
     Ok((
         [(
             header::CONTENT_TYPE,

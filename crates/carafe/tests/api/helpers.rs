@@ -4,6 +4,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use carafe::config::Secret;
+use carafe::jobs::runner::Handlers;
 use carafe::{App, Config};
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
@@ -74,15 +75,40 @@ impl TestApp {
     }
 
     pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        Self::spawn_full(backend, Handlers::new(), adjust).await
+    }
+
+    /// A server running these in-process job handlers.
+    pub async fn spawn_full(
+        backend: Backend,
+        handlers: Handlers,
+        adjust: impl FnOnce(&mut Config),
+    ) -> TestApp {
         let data_dir = tempfile::tempdir().unwrap();
         let mut config = test_config(backend, data_dir.path()).await;
         adjust(&mut config);
-        let app = App::build(config).await.expect("the app builds");
-        let key_file = app
+        Self::start(config, handlers, data_dir).await
+    }
+
+    /// A second server on the same database as `self` (for multi-instance tests).
+    pub async fn sibling(&self, handlers: Handlers) -> TestApp {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut config = self.state.config.clone();
+        config.data_dir = data_dir.path().to_path_buf();
+        let mut app = Self::start(config, handlers, data_dir).await;
+        app.admin_key = self.admin_key.clone();
+        app
+    }
+
+    async fn start(config: Config, handlers: Handlers, data_dir: tempfile::TempDir) -> TestApp {
+        let app = App::build_with(config, handlers)
+            .await
+            .expect("the app builds");
+        // A sibling on an existing database creates no key; it borrows its elder's.
+        let admin_key = app
             .admin_key_file()
-            .expect("a fresh app bootstraps a key")
-            .clone();
-        let admin_key = std::fs::read_to_string(key_file).unwrap().trim().to_owned();
+            .map(|f| std::fs::read_to_string(f).unwrap().trim().to_owned())
+            .unwrap_or_default();
         let base = format!("http://{}", app.local_addr());
         let state = app.state().clone();
         let (tx, rx) = oneshot::channel::<()>();
@@ -208,6 +234,106 @@ impl TestApp {
         self.get("/metrics", auth).await
     }
 
+    pub async fn enqueue(&self, auth: &str, body: &Value) -> Response {
+        self.post_json("/api/v1/jobs", Some(auth), body).await
+    }
+
+    /// Enqueues with the admin key and returns the job's id.
+    pub async fn new_job(&self, body: Value) -> i64 {
+        let res = self.enqueue(&self.admin_key, &body).await;
+        assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+        res.json::<Value>().await.unwrap()["id"].as_i64().unwrap()
+    }
+
+    pub async fn enqueue_batch(&self, auth: &str, body: &Value) -> Response {
+        self.post_json("/api/v1/jobs/batch", Some(auth), body).await
+    }
+
+    pub async fn get_job(&self, auth: &str, id: i64) -> Response {
+        self.get(&format!("/api/v1/jobs/{id}"), Some(auth)).await
+    }
+
+    /// The job as the admin key sees it.
+    pub async fn job(&self, id: i64) -> Value {
+        let res = self.get_job(&self.admin_key, id).await;
+        assert_eq!(res.status(), 200);
+        res.json().await.unwrap()
+    }
+
+    pub async fn list_jobs(&self, auth: &str, query: &str) -> Response {
+        self.get(&format!("/api/v1/jobs{query}"), Some(auth)).await
+    }
+
+    pub async fn cancel_job(&self, auth: &str, id: i64) -> Response {
+        self.post_json(
+            &format!("/api/v1/jobs/{id}/cancel"),
+            Some(auth),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    pub async fn retry_job(&self, auth: &str, id: i64) -> Response {
+        self.post_json(
+            &format!("/api/v1/jobs/{id}/retry"),
+            Some(auth),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    pub async fn claim(&self, auth: &str, queue: &str, body: &Value) -> Response {
+        self.post_json(&format!("/api/v1/queues/{queue}/claim"), Some(auth), body)
+            .await
+    }
+
+    /// Claims with the admin key and returns the claimed jobs.
+    pub async fn claim_jobs(&self, queue: &str, body: Value) -> Vec<Value> {
+        let res = self.claim(&self.admin_key, queue, &body).await;
+        assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+        let body: Value = res.json().await.unwrap();
+        body["jobs"].as_array().unwrap().clone()
+    }
+
+    pub async fn worker_call(&self, auth: &str, id: i64, action: &str, body: &Value) -> Response {
+        self.post_json(&format!("/api/v1/jobs/{id}/{action}"), Some(auth), body)
+            .await
+    }
+
+    pub async fn complete_batch(&self, auth: &str, body: &Value) -> Response {
+        self.post_json("/api/v1/jobs/complete", Some(auth), body)
+            .await
+    }
+
+    pub async fn queues(&self, auth: &str) -> Response {
+        self.get("/api/v1/queues", Some(auth)).await
+    }
+
+    pub async fn queue_action(&self, auth: &str, queue: &str, action: &str) -> Response {
+        self.post_json(
+            &format!("/api/v1/queues/{queue}/{action}"),
+            Some(auth),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    /// Waits until the job (seen by the admin key) is in `state`; returns it.
+    pub async fn wait_for_state(&self, id: i64, state: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let job = self.job(id).await;
+            if job["state"] == state {
+                return job;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {id} never became {state}: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub async fn openapi(&self) -> Value {
         let res = self.get("/api/v1/openapi.json", None).await;
         assert_eq!(res.status(), 200);
@@ -247,4 +373,49 @@ where
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// One Server-Sent Event as a client sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: Value,
+}
+
+/// Reads events from an SSE response until the stream ends or `max` events came.
+pub async fn read_sse(res: Response, max: usize) -> Vec<SseEvent> {
+    use futures::StreamExt;
+    let mut stream = res.bytes_stream();
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    while events.len() < max {
+        let chunk = match tokio::time::timeout(Duration::from_secs(30), stream.next()).await {
+            Ok(Some(chunk)) => chunk.unwrap(),
+            Ok(None) => break,
+            Err(_) => panic!("no SSE data within 30 s; got {events:?}"),
+        };
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let (mut id, mut event, mut data) = (None, None, String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    event = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim());
+                }
+            }
+            if !data.is_empty() {
+                events.push(SseEvent {
+                    id,
+                    event,
+                    data: serde_json::from_str(&data).unwrap(),
+                });
+            }
+        }
+    }
+    events
 }

@@ -1,0 +1,167 @@
+//! `GET /api/v1/jobs/{id}/events`: a job's progress and state changes as Server-Sent Events.
+//!
+//! Each event's `id:` is the job's own event number. Events are numbered per job inside the
+//! transaction that changes the job (holding its row), so numbers commit in order and a reader
+//! that resumes after `Last-Event-ID` can never skip one that committed late. The stream
+//! replays from the database, then waits for a wake-up (or polls), and ends after a final
+//! state, when the client goes away, or when the server shuts down.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use carafe_core::jobs::{JobEvent, JobId, JobState};
+use futures::Stream;
+use tokio::sync::mpsc;
+
+use super::http::visible_job;
+use crate::http::auth::StreamPrincipal;
+use crate::http::error::{ApiError, ApiResult, Problem};
+use crate::http::query::Path;
+use crate::state::AppState;
+
+/// Events read from the database per round.
+const BATCH: u32 = 500;
+/// A comment line this often keeps proxies from closing an idle stream.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+fn is_final(e: &JobEvent) -> bool {
+    e.kind == "state"
+        && e.data["state"]
+            .as_str()
+            .and_then(|s| s.parse::<JobState>().ok())
+            .is_some_and(JobState::is_final)
+}
+
+fn sse_event(e: &JobEvent) -> Event {
+    let mut data = e.data.clone();
+    if let Some(obj) = data.as_object_mut() {
+        obj.insert("job_id".into(), e.job_id.0.into());
+        obj.insert(
+            "at".into(),
+            e.at.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+                .into(),
+        );
+    }
+    Event::default()
+        .id(e.seq.to_string())
+        .event(e.kind.clone())
+        .data(data.to_string())
+}
+
+/// Where to resume: the `Last-Event-ID` header (sent by `EventSource` on reconnect) or
+/// `?last_event_id=`; 0 replays everything.
+fn resume_after(headers: &HeaderMap, query: Option<&str>) -> ApiResult<i64> {
+    let from_query = query.and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "last_event_id")
+            .map(|(_, v)| v.into_owned())
+    });
+    let raw = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or(from_query);
+    match raw {
+        None => Ok(0),
+        Some(text) => text
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_last_event_id",
+                    "Last-Event-ID must be a number this stream sent",
+                )
+            }),
+    }
+}
+
+/// Watch a job: every progress and state change, resumable with `Last-Event-ID`. Accepts
+/// `?access_token=` (end-user token) for `EventSource`.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/events", tag = "jobs",
+    params(("id" = i64, Path), ("access_token" = Option<String>, Query, description = "End-user token, for EventSource"),
+           ("Last-Event-ID" = Option<String>, Header)),
+    responses((status = 200, content_type = "text/event-stream", body = String), (status = 404, body = Problem)),
+    security(("bearer" = ["jobs"])))]
+pub async fn stream(
+    State(state): State<AppState>,
+    StreamPrincipal(principal): StreamPrincipal,
+    Path(id): Path<JobId>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> ApiResult<Response> {
+    visible_job(&state, &principal, id).await?;
+    let after = resume_after(&headers, uri.query())?;
+    let (tx, rx) = mpsc::channel::<Event>(64);
+    tokio::spawn(pump(state, id, after, tx));
+    let mut response = Sse::new(events(rx))
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response();
+    let h = response.headers_mut();
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    h.insert(
+        axum::http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    Ok(response)
+}
+
+fn events(rx: mpsc::Receiver<Event>) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures::stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
+    )
+}
+
+/// Feeds the stream until a final state is sent, the client leaves, or the server stops.
+async fn pump(state: AppState, id: JobId, mut after: i64, tx: mpsc::Sender<Event>) {
+    let topic = super::job_topic(id);
+    let mut wakeups = state.jobs.bus().subscribe();
+    let poll = state.jobs.settings().poll_interval.0;
+    let mut saw_final_job = false;
+    loop {
+        let batch = match state.jobs.store().job_events(id, after, BATCH).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, job = id.0, "event stream stopped: cannot read events");
+                return;
+            }
+        };
+        for e in &batch {
+            if tx.send(sse_event(e)).await.is_err() {
+                return;
+            }
+            after = e.seq;
+            if is_final(e) {
+                return;
+            }
+        }
+        if batch.len() == BATCH as usize {
+            continue;
+        }
+        if batch.is_empty() {
+            // Nothing new. If the job is gone or final, its last event is either already sent
+            // (before this client's Last-Event-ID) or committed just after the read above:
+            // read once more, then stop.
+            match state.jobs.store().get_job(id).await {
+                Ok(Some(job)) if !job.state.is_final() => {}
+                _ if saw_final_job => return,
+                _ => {
+                    saw_final_job = true;
+                    continue;
+                }
+            }
+        }
+        tokio::select! {
+            _ = wakeups.wait_for(&topic, poll) => {}
+            () = tx.closed() => return,
+            () = state.shutdown.cancelled() => return,
+        }
+    }
+}

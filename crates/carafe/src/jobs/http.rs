@@ -1,0 +1,320 @@
+//! HTTP handlers for enqueueing and inspecting jobs and for queue administration. Applications'
+//! backends (API keys with the `jobs` scope) do everything; end users (tokens with `jobs`) may
+//! read, watch and cancel their own jobs, and see others' as not found.
+
+use axum::extract::{OriginalUri, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use carafe_core::jobs::{Inserted, Job, JobFilter, JobId, JobState, QueueName};
+use carafe_core::keys::Scope;
+use carafe_core::time::now;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::request::{self, EnqueueJob, MAX_BATCH};
+use super::views::{JobView, QueueView};
+use crate::http::auth::Principal;
+use crate::http::error::{ApiError, ApiResult, Problem};
+use crate::http::json::Json;
+use crate::http::pagination::{self, ListParams, PageBody};
+use crate::http::public_url::BaseUrl;
+use crate::http::query::{Path, Query};
+use crate::state::AppState;
+
+fn location(base: &BaseUrl, id: JobId) -> ApiResult<HeaderValue> {
+    HeaderValue::from_str(&base.join(&format!("/api/v1/jobs/{id}")))
+        .map_err(|e| ApiError::internal(&e))
+}
+
+/// Enqueue a job.
+#[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", request_body = EnqueueJob,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the answer for 24 h")),
+    responses((status = 201, body = JobView, headers(("Location" = String))),
+              (status = 200, description = "A live job with the same unique_key exists; it is returned", body = JobView),
+              (status = 422, body = Problem)),
+    security(("bearer" = ["jobs"])))]
+pub async fn enqueue(
+    State(state): State<AppState>,
+    principal: Principal,
+    base: BaseUrl,
+    Json(body): Json<EnqueueJob>,
+) -> ApiResult<Response> {
+    principal.require_key(Scope::Jobs)?;
+    let at = now();
+    let new = request::validate(body, "", state.jobs.settings(), at).map_err(request::invalid)?;
+    let inserted = state.jobs.enqueue(vec![new]).await?.remove(0);
+    let status = match inserted {
+        Inserted::Created(_) => StatusCode::CREATED,
+        Inserted::Existing(_) => StatusCode::OK,
+    };
+    let job = inserted.into_job();
+    let loc = location(&base, job.id)?;
+    Ok((
+        status,
+        [(header::LOCATION, loc)],
+        axum::Json(JobView::new(job, at)),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnqueueBatch {
+    /// Up to 1,000 jobs, enqueued in one transaction (all or none).
+    pub jobs: Vec<EnqueueJob>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchItem {
+    /// False when a live job with the same unique_key was returned instead.
+    pub created: bool,
+    pub job: JobView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchAnswer {
+    pub items: Vec<BatchItem>,
+}
+
+/// Enqueue up to 1,000 jobs in one transaction.
+#[utoipa::path(post, path = "/api/v1/jobs/batch", tag = "jobs", request_body = EnqueueBatch,
+    responses((status = 201, body = BatchAnswer), (status = 422, body = Problem)),
+    security(("bearer" = ["jobs"])))]
+pub async fn enqueue_batch(
+    State(state): State<AppState>,
+    principal: Principal,
+    Json(body): Json<EnqueueBatch>,
+) -> ApiResult<(StatusCode, axum::Json<BatchAnswer>)> {
+    principal.require_key(Scope::Jobs)?;
+    if body.jobs.is_empty() || body.jobs.len() > MAX_BATCH {
+        return Err(ApiError::invalid(
+            "/jobs",
+            format!("give 1 to {MAX_BATCH} jobs"),
+        ));
+    }
+    let at = now();
+    let mut problems = Vec::new();
+    let mut jobs = Vec::with_capacity(body.jobs.len());
+    for (i, item) in body.jobs.into_iter().enumerate() {
+        match request::validate(item, &format!("/jobs/{i}"), state.jobs.settings(), at) {
+            Ok(job) => jobs.push(job),
+            Err(list) => problems.extend(list),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(request::invalid(problems));
+    }
+    let inserted = state.jobs.enqueue(jobs).await?;
+    let items = inserted
+        .into_iter()
+        .map(|i| BatchItem {
+            created: matches!(i, Inserted::Created(_)),
+            job: JobView::new(i.into_job(), at),
+        })
+        .collect();
+    Ok((StatusCode::CREATED, axum::Json(BatchAnswer { items })))
+}
+
+/// A job the caller may see, or 404 (others' jobs are indistinguishable from missing ones).
+pub async fn visible_job(state: &AppState, principal: &Principal, id: JobId) -> ApiResult<Job> {
+    principal.require(Scope::Jobs)?;
+    let job = state
+        .jobs
+        .store()
+        .get_job(id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    if !principal.may_see(Scope::Jobs, job.owner.as_deref()) {
+        return Err(ApiError::not_found());
+    }
+    Ok(job)
+}
+
+/// Get a job: state, attempt, progress, checkpoint, result, errors.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = i64, Path)),
+    responses((status = 200, body = JobView), (status = 404, body = Problem)),
+    security(("bearer" = ["jobs"])))]
+pub async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<JobId>,
+) -> ApiResult<axum::Json<JobView>> {
+    let job = visible_job(&state, &principal, id).await?;
+    Ok(axum::Json(JobView::new(job, now())))
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JobListParams {
+    pub queue: Option<String>,
+    /// An (effective) state.
+    pub state: Option<String>,
+    pub owner: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// List jobs, newest first. End users see only their own.
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(JobListParams),
+    responses((status = 200, body = PageBody<JobView>, headers(("Link" = String))),
+              (status = 400, body = Problem)),
+    security(("bearer" = ["jobs"])))]
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    base: BaseUrl,
+    OriginalUri(uri): OriginalUri,
+    Query(params): Query<JobListParams>,
+) -> ApiResult<Response> {
+    principal.require(Scope::Jobs)?;
+    let page = ListParams {
+        limit: params.limit,
+        cursor: params.cursor,
+    }
+    .page_request()?;
+    let queue = params
+        .queue
+        .map(|q| QueueName::parse(&q).map_err(|m| ApiError::bad_request("invalid_query", m)))
+        .transpose()?;
+    let job_state = params
+        .state
+        .map(|s| {
+            s.parse::<JobState>()
+                .map_err(|m| ApiError::bad_request("invalid_query", m))
+        })
+        .transpose()?;
+    let owner = match &principal {
+        Principal::User(u) => Some(u.id.clone()),
+        Principal::Key(_) => params.owner,
+    };
+    let filter = JobFilter {
+        queue,
+        state: job_state,
+        owner,
+    };
+    let at = now();
+    let jobs = state.jobs.store().list_jobs(&filter, &page, at).await?;
+    Ok(pagination::respond(
+        jobs,
+        |j| JobView::new(j, at),
+        &base,
+        &uri,
+    ))
+}
+
+/// Cancel a job: a waiting job is cancelled at once; a running one is asked to stop (its
+/// worker sees `cancel_requested`). 409 when the job already finished otherwise.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = i64, Path)),
+    responses((status = 200, body = JobView), (status = 404, body = Problem), (status = 409, body = Problem)),
+    security(("bearer" = ["jobs"])))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<JobId>,
+) -> ApiResult<axum::Json<JobView>> {
+    visible_job(&state, &principal, id).await?;
+    let job = state
+        .jobs
+        .cancel(id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    if matches!(job.state, JobState::Completed | JobState::Discarded) {
+        return Err(ApiError::conflict(
+            "job_finished",
+            format!("the job is already {}", job.state),
+        ));
+    }
+    Ok(axum::Json(JobView::new(job, now())))
+}
+
+/// Run a job again now: a finished job gets one more attempt; a waiting one runs at once.
+/// 409 while it runs.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", tag = "jobs", params(("id" = i64, Path)),
+    responses((status = 200, body = JobView), (status = 404, body = Problem), (status = 409, body = Problem)),
+    security(("bearer" = ["jobs"])))]
+pub async fn retry(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<JobId>,
+) -> ApiResult<axum::Json<JobView>> {
+    principal.require_key(Scope::Jobs)?;
+    let job = state
+        .jobs
+        .retry(id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    if job.state == JobState::Running {
+        return Err(ApiError::conflict(
+            "job_running",
+            "the job is running; cancel it first",
+        ));
+    }
+    Ok(axum::Json(JobView::new(job, now())))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueList {
+    pub items: Vec<QueueView>,
+}
+
+/// Queues with their counts by state, oldest waiting job and throughput.
+#[utoipa::path(get, path = "/api/v1/queues", tag = "jobs",
+    responses((status = 200, body = QueueList)), security(("bearer" = ["jobs"])))]
+pub async fn queues(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> ApiResult<axum::Json<QueueList>> {
+    principal.require_key(Scope::Jobs)?;
+    let at = now();
+    let stats = state.jobs.store().queue_stats(at).await?;
+    Ok(axum::Json(QueueList {
+        items: stats.into_iter().map(|s| QueueView::new(s, at)).collect(),
+    }))
+}
+
+async fn set_paused(
+    state: &AppState,
+    principal: &Principal,
+    name: &str,
+    paused: bool,
+) -> ApiResult<axum::Json<QueueView>> {
+    principal.require_key(Scope::Jobs)?;
+    let queue = QueueName::parse(name).map_err(|_| ApiError::not_found())?;
+    state.jobs.store().set_queue_paused(&queue, paused).await?;
+    if !paused {
+        state
+            .jobs
+            .bus()
+            .publish(&super::queue_topic(queue.as_str()));
+    }
+    let at = now();
+    let stats = state.jobs.store().queue_stats(at).await?;
+    let view = stats
+        .into_iter()
+        .find(|s| s.queue == queue.as_str())
+        .map(|s| QueueView::new(s, at))
+        .ok_or_else(|| ApiError::internal(&"queue vanished after being paused"))?;
+    Ok(axum::Json(view))
+}
+
+/// Pause a queue: its jobs stay queued and are not claimed until it is resumed.
+#[utoipa::path(post, path = "/api/v1/queues/{queue}/pause", tag = "jobs", params(("queue" = String, Path)),
+    responses((status = 200, body = QueueView)), security(("bearer" = ["jobs"])))]
+pub async fn pause(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> ApiResult<axum::Json<QueueView>> {
+    set_paused(&state, &principal, &name, true).await
+}
+
+/// Resume a paused queue.
+#[utoipa::path(post, path = "/api/v1/queues/{queue}/resume", tag = "jobs", params(("queue" = String, Path)),
+    responses((status = 200, body = QueueView)), security(("bearer" = ["jobs"])))]
+pub async fn resume(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> ApiResult<axum::Json<QueueView>> {
+    set_paused(&state, &principal, &name, false).await
+}

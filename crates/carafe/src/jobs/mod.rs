@@ -1,0 +1,183 @@
+//! The job engine's rules above the store: publishing wake-ups after every change, long-poll
+//! claiming that returns as soon as work arrives, and the metrics of the queue. HTTP handlers
+//! (`http.rs`, `worker_http.rs`, `events.rs`), in-process handlers (`runner.rs`) and
+//! maintenance (`maintenance.rs`) all go through this one service.
+
+pub mod events;
+pub mod http;
+pub mod maintenance;
+pub mod request;
+pub mod runner;
+pub mod views;
+pub mod worker_http;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use carafe_core::jobs::{
+    Claim, ClaimedJob, Completion, Failure, FailureOutcome, Fenced, Heartbeat, HeartbeatAck,
+    Inserted, Job, JobId, JobState, NewJob, QueueName,
+};
+use carafe_core::time::now;
+use carafe_core::{Store, StoreResult};
+use tokio_util::sync::CancellationToken;
+
+use crate::config;
+use crate::realtime::bus::Bus;
+
+pub fn queue_topic(queue: &str) -> String {
+    format!("queue:{queue}")
+}
+
+pub fn job_topic(id: JobId) -> String {
+    format!("job:{id}")
+}
+
+pub struct Jobs {
+    store: Arc<dyn Store>,
+    bus: Bus,
+    settings: config::Jobs,
+}
+
+impl Jobs {
+    pub fn new(store: Arc<dyn Store>, bus: Bus, settings: config::Jobs) -> Self {
+        Jobs {
+            store,
+            bus,
+            settings,
+        }
+    }
+
+    pub fn settings(&self) -> &config::Jobs {
+        &self.settings
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    pub async fn enqueue(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<Inserted>> {
+        let inserted = self.store.insert_jobs(jobs).await?;
+        let mut queues = BTreeSet::new();
+        for item in &inserted {
+            if let Inserted::Created(job) = item {
+                queues.insert(job.queue.as_str().to_owned());
+                metrics::counter!("carafe_jobs_enqueued_total", "queue" => job.queue.as_str().to_owned())
+                    .increment(1);
+            }
+        }
+        for q in queues {
+            self.bus.publish(&queue_topic(&q));
+        }
+        Ok(inserted)
+    }
+
+    /// Claims up to `max` jobs, waiting up to `wait` for some to arrive. Wakes at once on an
+    /// enqueue (a bus wake-up), else re-checks every `poll_interval` (jobs whose time came, or
+    /// enqueued by another process). Returns early, empty, when `stop` is cancelled.
+    pub async fn claim(
+        &self,
+        queue: &QueueName,
+        worker: &str,
+        max: u32,
+        lease: Option<Duration>,
+        wait: Duration,
+        stop: &CancellationToken,
+    ) -> StoreResult<Vec<ClaimedJob>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let topic = queue_topic(queue.as_str());
+        let mut wakeups = self.bus.subscribe();
+        loop {
+            let at = now();
+            let claimed = self
+                .store
+                .claim_jobs(Claim {
+                    queue,
+                    worker,
+                    max,
+                    lease,
+                    now: at,
+                })
+                .await?;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if !claimed.is_empty() || left.is_zero() {
+                for job in &claimed {
+                    let waited = (at - job.scheduled_at).as_seconds_f64().max(0.0);
+                    metrics::histogram!("carafe_jobs_claim_latency_seconds", "queue" => queue.as_str().to_owned())
+                        .record(waited);
+                    self.bus.publish(&job_topic(job.id));
+                }
+                return Ok(claimed);
+            }
+            let nap = left.min(self.settings.poll_interval.0);
+            tokio::select! {
+                _ = wakeups.wait_for(&topic, nap) => {}
+                () = stop.cancelled() => return Ok(Vec::new()),
+            }
+        }
+    }
+
+    pub async fn heartbeat(&self, hb: Heartbeat<'_>) -> StoreResult<Fenced<HeartbeatAck>> {
+        let (id, progressed) = (hb.id, hb.progress.is_some());
+        let ack = self.store.heartbeat_job(hb).await?;
+        if progressed && matches!(ack, Fenced::Done(_)) {
+            self.bus.publish(&job_topic(id));
+        }
+        Ok(ack)
+    }
+
+    pub async fn complete(&self, items: &[Completion]) -> StoreResult<Vec<Fenced<()>>> {
+        let done = self.store.complete_jobs(items, now()).await?;
+        for (item, outcome) in items.iter().zip(&done) {
+            if matches!(outcome, Fenced::Done(())) {
+                self.bus.publish(&job_topic(item.id));
+            }
+        }
+        let n = done
+            .iter()
+            .filter(|d| matches!(d, Fenced::Done(())))
+            .count();
+        metrics::counter!("carafe_jobs_completed_total").increment(n as u64);
+        Ok(done)
+    }
+
+    pub async fn fail(
+        &self,
+        failure: Failure<'_>,
+        queue: Option<&QueueName>,
+    ) -> StoreResult<Fenced<FailureOutcome>> {
+        let id = failure.id;
+        let outcome = self.store.fail_job(failure).await?;
+        if let Fenced::Done(o) = &outcome {
+            self.bus.publish(&job_topic(id));
+            if let Some(q) = queue.filter(|_| o.state == JobState::Retryable) {
+                self.bus.publish(&queue_topic(q.as_str()));
+            }
+            metrics::counter!("carafe_jobs_failed_total", "outcome" => o.state.as_str())
+                .increment(1);
+        }
+        Ok(outcome)
+    }
+
+    pub async fn cancel(&self, id: JobId) -> StoreResult<Option<Job>> {
+        let job = self.store.cancel_job(id, now()).await?;
+        if job.is_some() {
+            self.bus.publish(&job_topic(id));
+        }
+        Ok(job)
+    }
+
+    pub async fn retry(&self, id: JobId) -> StoreResult<Option<Job>> {
+        let job = self.store.retry_job(id, now()).await?;
+        if let Some(j) = &job {
+            self.bus.publish(&job_topic(id));
+            self.bus.publish(&queue_topic(j.queue.as_str()));
+        }
+        Ok(job)
+    }
+}
