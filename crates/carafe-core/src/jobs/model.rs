@@ -218,6 +218,45 @@ pub struct NewJob {
     pub created_at: OffsetDateTime,
 }
 
+impl NewJob {
+    /// The state a new job starts in: available now, or scheduled for later.
+    pub fn initial_state(&self) -> JobState {
+        if self.scheduled_at <= self.created_at {
+            JobState::Available
+        } else {
+            JobState::Scheduled
+        }
+    }
+
+    /// The job this becomes once stored under `id` (what a store would read back).
+    pub fn into_job(self, id: JobId) -> Job {
+        Job {
+            id,
+            state: self.initial_state(),
+            queue: self.queue,
+            args: self.args,
+            priority: self.priority,
+            attempt: 0,
+            max_attempts: self.max_attempts,
+            backoff: self.backoff,
+            timeout: self.timeout,
+            scheduled_at: self.scheduled_at,
+            created_at: self.created_at,
+            attempted_at: None,
+            finalized_at: None,
+            attempted_by: None,
+            lease_expires_at: None,
+            unique_key: self.unique.map(|u| u.key),
+            owner: self.owner,
+            progress: None,
+            checkpoint: None,
+            result: None,
+            errors: Vec::new(),
+            cancel_requested: false,
+        }
+    }
+}
+
 /// A job as everyone but its worker sees it (no lease token).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {

@@ -3,6 +3,7 @@
 //! matches `state = 'running' AND lease_token = ?`, so a rescued or cancelled job can never be
 //! finished by the worker that lost it.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use carafe_core::jobs::{
@@ -11,7 +12,7 @@ use carafe_core::jobs::{
 };
 use carafe_core::{StoreError, StoreResult};
 use rand::Rng;
-use serde_json::json;
+use serde_json::{Value, json};
 use sqlx::{Row, SqliteConnection};
 use time::OffsetDateTime;
 
@@ -213,35 +214,65 @@ impl SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(map_err)?;
-        let mut out = Vec::with_capacity(items.len());
-        let mut events = Vec::new();
-        for item in items {
-            let row = sqlx::query(
-                "UPDATE jobs SET state = 'completed', result = ?, finalized_at = ?,
-                     lease_token = NULL, lease_expires_at = NULL, event_seq = event_seq + 1
-                 WHERE id = ? AND state = 'running' AND lease_token = ?
-                 RETURNING attempt, event_seq",
-            )
-            .bind(item.result.to_string())
-            .bind(ms(now))
-            .bind(item.id.0)
-            .bind(&item.lease_token)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_err)?;
-            match row {
-                Some(row) => {
-                    let attempt: i64 = row.try_get("attempt").map_err(map_err)?;
-                    events.push(NewEvent {
-                        job: item.id.0,
-                        seq: row.try_get("event_seq").map_err(map_err)?,
-                        kind: "state",
-                        data: json!({"state": JobState::Completed, "attempt": attempt, "result": item.result}),
-                    });
-                    out.push(Fenced::Done(()));
+        // Three statements per batch, whatever its size: read the current leases, complete
+        // the items that hold theirs, append their events. The single writer keeps the
+        // leases from changing in between.
+        let ids: Vec<i64> = items.iter().map(|i| i.id.0).collect();
+        let current: HashMap<i64, (String, Option<String>)> = sqlx::query(
+            "SELECT id, state, lease_token FROM jobs WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(serde_json::to_string(&ids).expect("serializes"))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(|r| {
+            Ok((
+                r.try_get("id")?,
+                (r.try_get("state")?, r.try_get("lease_token")?),
+            ))
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(map_err)?;
+        let mut taken = HashSet::new();
+        let mut winners = Vec::new();
+        let out: Vec<Fenced<()>> = items
+            .iter()
+            .map(|item| match current.get(&item.id.0) {
+                None => Fenced::NotFound,
+                Some((state, token))
+                    if state == "running"
+                        && token.as_deref() == Some(item.lease_token.as_str())
+                        && taken.insert(item.id.0) =>
+                {
+                    winners.push(json!({"id": item.id.0, "r": item.result}));
+                    Fenced::Done(())
                 }
-                None => out.push(lost(&mut tx, item.id).await?),
-            }
+                Some(_) => Fenced::LeaseLost,
+            })
+            .collect();
+        let rows = sqlx::query(
+            "UPDATE jobs SET state = 'completed', result = c.value -> '$.r', finalized_at = ?,
+                 lease_token = NULL, lease_expires_at = NULL, event_seq = event_seq + 1
+             FROM json_each(?) AS c WHERE jobs.id = c.value ->> '$.id'
+             RETURNING id, attempt, event_seq",
+        )
+        .bind(ms(now))
+        .bind(Value::Array(winners).to_string())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let results: HashMap<i64, &Value> = items.iter().map(|i| (i.id.0, &i.result)).collect();
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: i64 = row.try_get("id").map_err(map_err)?;
+            let attempt: i64 = row.try_get("attempt").map_err(map_err)?;
+            events.push(NewEvent {
+                job: id,
+                seq: row.try_get("event_seq").map_err(map_err)?,
+                kind: "state",
+                data: json!({"state": JobState::Completed, "attempt": attempt, "result": results.get(&id)}),
+            });
         }
         add_events(&mut tx, now, &events).await?;
         tx.commit().await.map_err(map_err)?;

@@ -168,22 +168,19 @@ fn push_state(q: &mut QueryBuilder<Sqlite>, state: JobState, now: OffsetDateTime
 }
 
 /// Inserts `jobs` (no unique checks) and returns them in order, with their first events.
-async fn insert_plain(conn: &mut SqliteConnection, jobs: &[NewJob]) -> StoreResult<Vec<Job>> {
+async fn insert_plain(conn: &mut SqliteConnection, jobs: Vec<NewJob>) -> StoreResult<Vec<Job>> {
     let mut out = Vec::with_capacity(jobs.len());
-    // 14 parameters per row: 1,000 rows stay below SQLite's parameter limit.
-    for chunk in jobs.chunks(1000) {
+    let mut jobs = jobs.into_iter().peekable();
+    // 12 parameters per row: 1,000 rows stay below SQLite's parameter limit.
+    while jobs.peek().is_some() {
+        let chunk: Vec<NewJob> = jobs.by_ref().take(1000).collect();
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO jobs (queue, state, args, priority, max_attempts, backoff, timeout_ms, \
              scheduled_at, created_at, unique_key, owner, event_seq) ",
         );
-        q.push_values(chunk, |mut b, j| {
-            let state = if j.scheduled_at <= j.created_at {
-                "available"
-            } else {
-                "scheduled"
-            };
+        q.push_values(&chunk, |mut b, j| {
             b.push_bind(j.queue.as_str().to_owned())
-                .push_bind(state)
+                .push_bind(j.initial_state().as_str())
                 .push_bind(j.args.to_string())
                 .push_bind(i64::from(j.priority))
                 .push_bind(i64::from(j.max_attempts))
@@ -198,28 +195,40 @@ async fn insert_plain(conn: &mut SqliteConnection, jobs: &[NewJob]) -> StoreResu
                 .push_bind(j.owner.clone())
                 .push_bind(1i64);
         });
-        q.push(format!(" RETURNING {JOB_COLUMNS}"));
-        let rows = q.build().fetch_all(&mut *conn).await.map_err(map_err)?;
-        let mut jobs = rows
-            .iter()
-            .map(job_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
-        // Ids are assigned in insertion order, so sorting by id restores the request's order.
-        jobs.sort_by_key(|j| j.id);
+        // Only the ids come back: the rest of each row is what was sent. Ids are assigned in
+        // insertion order, so sorted ids match the request's order.
+        q.push(" RETURNING id");
+        let mut ids: Vec<i64> = q
+            .build_query_scalar()
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(map_err)?;
+        ids.sort_unstable();
+        if ids.len() != chunk.len() {
+            return Err(StoreError::corrupt(
+                "insert returned a different number of ids",
+            ));
+        }
         let now = chunk
             .first()
             .map_or_else(carafe_core::time::now, |j| j.created_at);
-        let events: Vec<_> = jobs
+        let events: Vec<_> = chunk
             .iter()
-            .map(|j| NewEvent {
-                job: j.id.0,
+            .zip(&ids)
+            .map(|(j, id)| NewEvent {
+                job: *id,
                 seq: 1,
                 kind: "state",
-                data: json!({"state": j.state, "attempt": 0}),
+                data: json!({"state": j.initial_state(), "attempt": 0}),
             })
             .collect();
         add_events(conn, now, &events).await?;
-        out.extend(jobs);
+        out.extend(
+            chunk
+                .into_iter()
+                .zip(ids)
+                .map(|(j, id)| j.into_job(JobId(id))),
+        );
     }
     Ok(out)
 }
@@ -241,7 +250,7 @@ impl SqliteStore {
             // Earlier jobs of the batch go in first: a unique key may match one of them.
             let batch = std::mem::take(&mut plain);
             out.extend(
-                insert_plain(&mut tx, &batch)
+                insert_plain(&mut tx, batch)
                     .await?
                     .into_iter()
                     .map(Inserted::Created),
@@ -249,7 +258,7 @@ impl SqliteStore {
             match find_unique(&mut tx, &new).await? {
                 Some(existing) => out.push(Inserted::Existing(existing)),
                 None => out.extend(
-                    insert_plain(&mut tx, std::slice::from_ref(&new))
+                    insert_plain(&mut tx, vec![new])
                         .await?
                         .into_iter()
                         .map(Inserted::Created),
@@ -257,7 +266,7 @@ impl SqliteStore {
             }
         }
         out.extend(
-            insert_plain(&mut tx, &plain)
+            insert_plain(&mut tx, plain)
                 .await?
                 .into_iter()
                 .map(Inserted::Created),

@@ -25,7 +25,7 @@ const LEASE: Duration = Duration::from_secs(30);
 /// After the soft stop (cancellation), how long a handler has before it is aborted.
 const GRACE: Duration = Duration::from_secs(5);
 /// Most jobs claimed or completed in one statement.
-const BATCH: usize = 100;
+const BATCH: usize = 500;
 
 /// What a failed handler asks for.
 #[derive(Debug, Clone, PartialEq)]
