@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use carafe::config::{Config, HumanDuration, Secret};
 use carafe::jobs::runner::{Handlers, JobContext, JobError, JobHandler};
 use carafe::{App, jobs};
-use carafe_core::jobs::{Claim, Completion, NewJob, QueueName};
+use carafe_core::jobs::{Claim, Completion, JobState, NewJob, QueueName};
 use carafe_core::time::now;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -124,18 +124,18 @@ async fn wait_done(done: &AtomicUsize, n: usize, jobs: &jobs::Jobs, queue: &str)
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     // Handlers finished; wait for their batched completions to commit.
+    wait_completed(jobs, queue, n).await;
+}
+
+/// Waits until `n` jobs of `queue` are completed in the database.
+async fn wait_completed(jobs: &jobs::Jobs, queue: &str, n: usize) {
     loop {
         let stats = jobs.store().queue_stats(now()).await.unwrap();
         let completed = stats
             .iter()
             .find(|s| s.queue == queue)
-            .and_then(|s| {
-                s.counts
-                    .iter()
-                    .find(|(st, _)| st.as_str() == "completed")
-                    .map(|(_, n)| *n)
-            })
-            .unwrap_or(0);
+            .and_then(|s| s.counts.iter().find(|(st, _)| *st == JobState::Completed))
+            .map_or(0, |(_, n)| *n);
         if completed as usize >= n {
             return;
         }
@@ -176,23 +176,7 @@ async fn pull(db: &str, n: usize, workers: usize) -> Value {
         );
     }
     enqueue_all(&state.jobs, &queue, n).await;
-    loop {
-        let stats = state.jobs.store().queue_stats(now()).await.unwrap();
-        let completed = stats
-            .iter()
-            .find(|s| s.queue == "pull")
-            .and_then(|s| {
-                s.counts
-                    .iter()
-                    .find(|(st, _)| st.as_str() == "completed")
-                    .map(|(_, n)| *n)
-            })
-            .unwrap_or(0);
-        if completed as usize >= n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_completed(&state.jobs, "pull", n).await;
     let total = t.elapsed();
     for mut c in children {
         let _ = c.kill().await;
