@@ -3,22 +3,12 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
+use crate::process::{Served, carafe, serve};
 use carafe::{App, Config};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
-
-fn carafe(cwd: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_carafe"));
-    cmd.current_dir(cwd)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    cmd.kill_on_drop(true);
-    cmd
-}
 
 async fn run(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = carafe(cwd);
@@ -33,30 +23,13 @@ fn text(bytes: &[u8]) -> String {
 #[tokio::test]
 async fn serve_starts_on_embedded_defaults_and_stops_on_sigterm() {
     let cwd = tempfile::tempdir().unwrap();
-    let mut child = carafe(cwd.path())
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("CARAFE_LIMITS__JSON_BODY_BYTEZ", "1")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut log = Vec::new();
-    let addr = loop {
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("serve logs within 20 s")
-            .unwrap()
-            .expect("serve keeps running");
-        let entry: Value = serde_json::from_str(&line).expect("logs are JSON when not a terminal");
-        log.push(entry.clone());
-        if let Some(addr) = entry["message"]
-            .as_str()
-            .and_then(|m| m.strip_prefix("listening on "))
-        {
-            break addr.to_owned();
-        }
-    };
+    let served = serve(cwd.path(), &[("CARAFE_LIMITS__JSON_BODY_BYTEZ", "1")]).await;
+    let Served {
+        mut child,
+        addr,
+        log,
+        mut lines,
+    } = served;
     let data = cwd.path().join("carafe-data");
     let key_file = data.join("admin-key");
     let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
