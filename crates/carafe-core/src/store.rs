@@ -10,7 +10,7 @@ use crate::audit::{AuditEvent, NewAuditEvent};
 use crate::idempotency::{Reservation, Reserve};
 use crate::jobs::{
     Claim, ClaimedJob, Completion, Failure, FailureOutcome, Fenced, Heartbeat, HeartbeatAck,
-    Inserted, Job, JobEvent, JobFilter, JobId, NewJob, QueueName, QueueStats,
+    Inserted, Job, JobEvent, JobFilter, JobId, NewJob, QueueLimits, QueueName, QueueStats,
 };
 use crate::keys::{ApiKey, KeyHash, KeyId, NewApiKey};
 use crate::page::{Page, PageRequest};
@@ -110,6 +110,8 @@ pub trait JobStore: Send + Sync {
     /// Figures for every queue that has jobs or settings.
     async fn queue_stats(&self, now: OffsetDateTime) -> StoreResult<Vec<QueueStats>>;
     async fn set_queue_paused(&self, queue: &QueueName, paused: bool) -> StoreResult<()>;
+    /// Sets (or with `None`s, clears) a queue's claim limits; claims then honour them.
+    async fn set_queue_limits(&self, queue: &QueueName, limits: QueueLimits) -> StoreResult<()>;
 }
 
 /// Leader election for work one instance should do at a time (maintenance, schedules).

@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use carafe_core::jobs::{
     Claim, ClaimedJob, Completion, Failure, FailureOutcome, Fenced, Heartbeat, HeartbeatAck,
-    Inserted, Job, JobEvent, JobFilter, JobId, NewJob, QueueName, QueueStats,
+    Inserted, Job, JobEvent, JobFilter, JobId, NewJob, QueueLimits, QueueName, QueueStats,
 };
 use carafe_core::page::{Page, PageRequest};
 use carafe_core::store::{JobStore, LeaderStore, PoolStats, Store, WakeupSink};
@@ -207,6 +207,9 @@ impl JobStore for SqliteStore {
     }
     async fn set_queue_paused(&self, queue: &QueueName, paused: bool) -> StoreResult<()> {
         self.set_queue_paused_impl(queue, paused).await
+    }
+    async fn set_queue_limits(&self, queue: &QueueName, limits: QueueLimits) -> StoreResult<()> {
+        self.set_queue_limits_impl(queue, limits).await
     }
 }
 

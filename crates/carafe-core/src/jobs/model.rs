@@ -342,11 +342,21 @@ pub enum Fenced<T> {
     NotFound,
 }
 
+/// Limits on how fast a queue's jobs are claimed, across every instance and worker.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct QueueLimits {
+    /// At most this many of the queue's jobs run at once.
+    pub concurrency: Option<u32>,
+    /// At most this many claims per second on average (a token bucket holding one second).
+    pub rate_per_second: Option<f64>,
+}
+
 /// Per-queue figures for `GET /api/v1/queues`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueStats {
     pub queue: String,
     pub paused: bool,
+    pub limits: QueueLimits,
     /// Jobs per effective state.
     pub counts: Vec<(JobState, u64)>,
     /// When the oldest job that could run now became available.

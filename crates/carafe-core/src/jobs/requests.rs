@@ -100,6 +100,45 @@ pub fn after_failure(
     }
 }
 
+/// How many jobs a claim may take from a limited queue, and the rate bucket's level.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Allowance {
+    pub max: u32,
+    /// Tokens in the rate bucket after refilling to `now` (before this claim takes any).
+    pub tokens: f64,
+    /// The time the refill counted up to (never earlier than the last one).
+    pub tokens_at: OffsetDateTime,
+}
+
+/// Applies a queue's limits to a claim of `max`: the concurrency limit less the jobs already
+/// running, and the tokens the bucket holds after refilling at `rate_per_second` since
+/// `tokens_at` (a bucket holds one second's worth, at least one token).
+pub fn allowance(
+    limits: &super::QueueLimits,
+    running: u64,
+    tokens: f64,
+    tokens_at: OffsetDateTime,
+    max: u32,
+    now: OffsetDateTime,
+) -> Allowance {
+    let mut allowed = u64::from(max);
+    if let Some(limit) = limits.concurrency {
+        allowed = allowed.min(u64::from(limit).saturating_sub(running));
+    }
+    let at = now.max(tokens_at);
+    let mut level = tokens;
+    if let Some(rate) = limits.rate_per_second {
+        let elapsed = (at - tokens_at).as_seconds_f64().max(0.0);
+        level = (tokens + elapsed * rate).min(rate.max(1.0));
+        allowed = allowed.min(level.max(0.0).floor() as u64);
+    }
+    Allowance {
+        max: allowed as u32,
+        tokens: level,
+        tokens_at: at,
+    }
+}
+
 /// Filters for listing jobs.
 #[derive(Debug, Clone, Default)]
 pub struct JobFilter {
@@ -139,6 +178,40 @@ mod tests {
             o.state,
             JobState::Cancelled,
             "a cancel request wins over a retry"
+        );
+    }
+
+    #[test]
+    fn allowances_apply_concurrency_and_rate() {
+        use super::super::QueueLimits;
+        let t = OffsetDateTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let none = QueueLimits::default();
+        assert_eq!(allowance(&none, 99, 0.0, t, 10, t).max, 10);
+        let conc = QueueLimits {
+            concurrency: Some(5),
+            rate_per_second: None,
+        };
+        assert_eq!(allowance(&conc, 3, 0.0, t, 10, t).max, 2);
+        assert_eq!(allowance(&conc, 7, 0.0, t, 10, t).max, 0);
+        let rate = QueueLimits {
+            concurrency: None,
+            rate_per_second: Some(10.0),
+        };
+        let a = allowance(&rate, 0, 0.0, t, 100, t + Duration::from_millis(250));
+        assert_eq!((a.max, a.tokens), (2, 2.5));
+        let full = allowance(&rate, 0, 3.0, t, 100, t + Duration::from_secs(3600));
+        assert_eq!(full.max, 10, "the bucket holds one second");
+        let slow = QueueLimits {
+            concurrency: None,
+            rate_per_second: Some(0.5),
+        };
+        let a = allowance(&slow, 0, 0.0, t, 100, t + Duration::from_secs(10));
+        assert_eq!(a.max, 1, "a slow rate still holds one token");
+        let back = allowance(&rate, 0, 1.0, t, 100, t - Duration::from_secs(5));
+        assert_eq!(
+            (back.max, back.tokens_at),
+            (1, t),
+            "a clock that steps back refills nothing"
         );
     }
 

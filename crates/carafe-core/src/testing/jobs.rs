@@ -895,3 +895,69 @@ pub async fn leader_election(store: Arc<dyn Store>) {
             .unwrap()
     );
 }
+
+pub async fn jobs_queue_limits(store: Arc<dyn Store>) {
+    let t = now();
+    let batch: Vec<_> = (0..20).map(|_| job("limited", t)).collect();
+    store.insert_jobs(batch).await.unwrap();
+    let limits = QueueLimits {
+        concurrency: Some(3),
+        rate_per_second: None,
+    };
+    store.set_queue_limits(&q("limited"), limits).await.unwrap();
+    let first = claim(&store, "limited", 10, t).await;
+    assert_eq!(
+        first.len(),
+        3,
+        "no more than the concurrency limit run at once"
+    );
+    assert!(claim(&store, "limited", 10, t).await.is_empty());
+    let done = Completion {
+        id: first[0].id,
+        lease_token: first[0].lease_token.clone(),
+        result: json!(1),
+    };
+    store.complete_jobs(&[done], t).await.unwrap();
+    assert_eq!(
+        claim(&store, "limited", 10, t).await.len(),
+        1,
+        "a finished job frees a slot"
+    );
+    let stats = store.queue_stats(t).await.unwrap();
+    assert_eq!(
+        stats.iter().find(|s| s.queue == "limited").unwrap().limits,
+        limits
+    );
+
+    // A rate of 4 per second: a burst of 4, then refills with time (a new rate starts full,
+    // counted from when it was set).
+    let rated = QueueLimits {
+        concurrency: None,
+        rate_per_second: Some(4.0),
+    };
+    store.set_queue_limits(&q("limited"), rated).await.unwrap();
+    let t = now() + Duration::from_millis(1);
+    assert_eq!(claim(&store, "limited", 10, t).await.len(), 4);
+    assert!(claim(&store, "limited", 10, t).await.is_empty());
+    let half = t + Duration::from_millis(500);
+    assert_eq!(
+        claim(&store, "limited", 10, half).await.len(),
+        2,
+        "half a second, two tokens"
+    );
+    let later = t + Duration::from_secs(60);
+    assert_eq!(
+        claim(&store, "limited", 10, later).await.len(),
+        4,
+        "the bucket holds one second"
+    );
+    store
+        .set_queue_limits(&q("limited"), QueueLimits::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        claim(&store, "limited", 10, later).await.len(),
+        6,
+        "no limits: the rest"
+    );
+}

@@ -2,7 +2,9 @@
 //! pausing, and leader leases. Cancel and retry lock the job (`FOR UPDATE`) before deciding,
 //! so they cannot race a worker's report or a rescue into an inconsistent state.
 
-use carafe_core::jobs::{Job, JobId, JobState, QueueName, QueueStats};
+use carafe_core::jobs::{
+    Allowance, Job, JobId, JobState, QueueLimits, QueueName, QueueStats, allowance,
+};
 use carafe_core::{StoreError, StoreResult};
 use serde_json::{Value, json};
 use sqlx::types::Json;
@@ -12,6 +14,79 @@ use time::OffsetDateTime;
 use super::wakeup::Wakeups;
 use super::{JOB_COLUMNS, get_in, job_from_row};
 use crate::{PgStore, map_err};
+
+/// How many jobs a claim of `max` may take from `queue` now (`None`: it is paused), and the
+/// rate bucket to charge afterwards, if the queue has a rate. A limited queue's row stays
+/// locked until the claiming transaction ends, so instances claiming at once count each
+/// other's claims; queues without limits are not locked.
+pub(crate) async fn allowance_in(
+    conn: &mut PgConnection,
+    queue: &QueueName,
+    max: u32,
+    now: OffsetDateTime,
+) -> StoreResult<Option<(u32, Option<Allowance>)>> {
+    let limited: Option<(bool, bool)> = sqlx::query_as(
+        "SELECT paused, concurrency_limit IS NOT NULL OR rate_per_second IS NOT NULL
+         FROM queues WHERE name = $1",
+    )
+    .bind(queue.as_str())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    match limited {
+        None | Some((false, false)) => return Ok(Some((max, None))),
+        Some((true, _)) => return Ok(None),
+        Some((false, true)) => {}
+    }
+    let row = sqlx::query(
+        "SELECT paused, concurrency_limit, rate_per_second, tokens, tokens_at
+         FROM queues WHERE name = $1 FOR UPDATE",
+    )
+    .bind(queue.as_str())
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    if row.try_get::<bool, _>("paused").map_err(map_err)? {
+        return Ok(None);
+    }
+    let limits = QueueLimits {
+        concurrency: row
+            .try_get::<Option<i32>, _>("concurrency_limit")
+            .map_err(map_err)?
+            .map(|n| n as u32),
+        rate_per_second: row.try_get("rate_per_second").map_err(map_err)?,
+    };
+    let running: i64 = if limits.concurrency.is_some() {
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE queue = $1 AND state = 'running'")
+            .bind(queue.as_str())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(map_err)?
+    } else {
+        0
+    };
+    let tokens: f64 = row.try_get("tokens").map_err(map_err)?;
+    let tokens_at: OffsetDateTime = row.try_get("tokens_at").map_err(map_err)?;
+    let a = allowance(&limits, running as u64, tokens, tokens_at, max, now);
+    Ok(Some((a.max, limits.rate_per_second.map(|_| a))))
+}
+
+/// Takes `claimed` tokens out of the queue's rate bucket.
+pub(crate) async fn spend_tokens(
+    conn: &mut PgConnection,
+    queue: &QueueName,
+    bucket: Allowance,
+    claimed: usize,
+) -> StoreResult<()> {
+    sqlx::query("UPDATE queues SET tokens = $1, tokens_at = $2 WHERE name = $3")
+        .bind(bucket.tokens - claimed as f64)
+        .bind(bucket.tokens_at)
+        .bind(queue.as_str())
+        .execute(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
 
 /// Runs `set` (an `UPDATE jobs SET … WHERE id = $1`, which may use `$2` for `now`) with its
 /// `state` event, and returns the changed job.
@@ -152,10 +227,11 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(map_err)?;
-        let paused: Vec<(String, bool)> = sqlx::query_as("SELECT name, paused FROM queues")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_err)?;
+        let settings: Vec<(String, bool, Option<i32>, Option<f64>)> =
+            sqlx::query_as("SELECT name, paused, concurrency_limit, rate_per_second FROM queues")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
         let mut stats: Vec<QueueStats> = Vec::new();
         let entry = |stats: &mut Vec<QueueStats>, name: &str| -> usize {
             match stats.iter().position(|s| s.queue == name) {
@@ -164,6 +240,7 @@ impl PgStore {
                     stats.push(QueueStats {
                         queue: name.to_owned(),
                         paused: false,
+                        limits: QueueLimits::default(),
                         counts: Vec::new(),
                         oldest_available_at: None,
                         completed_last_minute: 0,
@@ -188,9 +265,13 @@ impl PgStore {
             }
             s.completed_last_minute += recent as u64;
         }
-        for (name, is_paused) in paused {
+        for (name, is_paused, concurrency, rate) in settings {
             let i = entry(&mut stats, &name);
             stats[i].paused = is_paused;
+            stats[i].limits = QueueLimits {
+                concurrency: concurrency.map(|n| n as u32),
+                rate_per_second: rate,
+            };
         }
         stats.sort_by(|a, b| a.queue.cmp(&b.queue));
         Ok(stats)
@@ -209,6 +290,33 @@ impl PgStore {
         .bind(queue.as_str())
         .bind(paused)
         .bind(carafe_core::time::now())
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    pub(crate) async fn set_queue_limits_impl(
+        &self,
+        queue: &QueueName,
+        limits: QueueLimits,
+    ) -> StoreResult<()> {
+        // A new rate starts with a full bucket.
+        let now = carafe_core::time::now();
+        sqlx::query(
+            "INSERT INTO queues (name, paused, updated_at, concurrency_limit, rate_per_second,
+                 tokens, tokens_at)
+             VALUES ($1, false, $2, $3, $4, $5, $2)
+             ON CONFLICT (name) DO UPDATE SET updated_at = excluded.updated_at,
+                 concurrency_limit = excluded.concurrency_limit,
+                 rate_per_second = excluded.rate_per_second,
+                 tokens = excluded.tokens, tokens_at = excluded.tokens_at",
+        )
+        .bind(queue.as_str())
+        .bind(now)
+        .bind(limits.concurrency.map(|n| n as i32))
+        .bind(limits.rate_per_second)
+        .bind(limits.rate_per_second.map_or(0.0, |r| r.max(1.0)))
         .execute(&self.pool)
         .await
         .map_err(map_err)?;

@@ -192,6 +192,14 @@ fn claimed_from_row(row: &PgRow, queue: &QueueName) -> StoreResult<ClaimedJob> {
 impl PgStore {
     pub(crate) async fn claim_jobs_impl(&self, c: Claim<'_>) -> StoreResult<Vec<ClaimedJob>> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let Some((max, bucket)) =
+            super::admin::allowance_in(&mut tx, c.queue, c.max, c.now).await?
+        else {
+            return Ok(Vec::new());
+        };
+        if max == 0 {
+            return Ok(Vec::new());
+        }
         // `picked` is materialized so the locked set is chosen exactly once, and handed to the
         // UPDATE as an array so the planner looks the rows up by primary key (a join with the
         // CTE, whose size it cannot estimate, gets a hash join over the whole table). The lease
@@ -202,7 +210,6 @@ impl PgStore {
                  SELECT id FROM jobs
                  WHERE queue = $4 AND state IN ('available', 'scheduled', 'retryable')
                    AND scheduled_at <= $1
-                   AND NOT EXISTS (SELECT 1 FROM queues WHERE name = $4 AND paused)
                  ORDER BY priority, scheduled_at, id
                  LIMIT $5
                  FOR UPDATE SKIP LOCKED),
@@ -226,7 +233,7 @@ impl PgStore {
         .bind(c.worker)
         .bind(c.lease.map(|l| l.as_millis() as i64))
         .bind(c.queue.as_str())
-        .bind(i64::from(c.max))
+        .bind(i64::from(max))
         .fetch_all(&mut *tx)
         .await
         .map_err(map_err)?;
@@ -234,6 +241,9 @@ impl PgStore {
             .iter()
             .map(|row| claimed_from_row(row, c.queue))
             .collect::<StoreResult<Vec<_>>>()?;
+        if let Some(bucket) = bucket {
+            super::admin::spend_tokens(&mut tx, c.queue, bucket, claimed.len()).await?;
+        }
         let mut wake = Wakeups::default();
         claimed.iter().for_each(|j| wake.job(j.id));
         wake.send(&mut tx).await?;

@@ -1,13 +1,81 @@
 //! Operator actions and maintenance on SQLite: cancel, retry, pruning, queue figures and
 //! pausing, reading a job's events, and leader leases.
 
-use carafe_core::jobs::{Job, JobEvent, JobId, JobState, QueueName, QueueStats};
+use carafe_core::jobs::{
+    Allowance, Job, JobEvent, JobId, JobState, QueueLimits, QueueName, QueueStats, allowance,
+};
 use carafe_core::{StoreError, StoreResult};
 use serde_json::json;
 use sqlx::Row;
 use time::OffsetDateTime;
 
+use sqlx::SqliteConnection;
+
 use super::{NewEvent, add_events, get_in};
+
+/// How many jobs a claim of `max` may take from `queue` now (`None`: it is paused), and the
+/// rate bucket to charge afterwards, if the queue has a rate.
+pub(crate) async fn allowance_in(
+    conn: &mut SqliteConnection,
+    queue: &QueueName,
+    max: u32,
+    now: OffsetDateTime,
+) -> StoreResult<Option<(u32, Option<Allowance>)>> {
+    let row = sqlx::query(
+        "SELECT paused, concurrency_limit, rate_per_second, tokens, tokens_at
+         FROM queues WHERE name = ?",
+    )
+    .bind(queue.as_str())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    let Some(row) = row else {
+        return Ok(Some((max, None)));
+    };
+    if row.try_get::<i64, _>("paused").map_err(map_err)? != 0 {
+        return Ok(None);
+    }
+    let limits = QueueLimits {
+        concurrency: row
+            .try_get::<Option<i64>, _>("concurrency_limit")
+            .map_err(map_err)?
+            .map(|n| n as u32),
+        rate_per_second: row.try_get("rate_per_second").map_err(map_err)?,
+    };
+    if limits == QueueLimits::default() {
+        return Ok(Some((max, None)));
+    }
+    let running: i64 = if limits.concurrency.is_some() {
+        sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE queue = ? AND state = 'running'")
+            .bind(queue.as_str())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(map_err)?
+    } else {
+        0
+    };
+    let tokens: f64 = row.try_get("tokens").map_err(map_err)?;
+    let tokens_at = at(row.try_get("tokens_at").map_err(map_err)?);
+    let a = allowance(&limits, running as u64, tokens, tokens_at, max, now);
+    Ok(Some((a.max, limits.rate_per_second.map(|_| a))))
+}
+
+/// Takes `claimed` tokens out of the queue's rate bucket.
+pub(crate) async fn spend_tokens(
+    conn: &mut SqliteConnection,
+    queue: &QueueName,
+    bucket: Allowance,
+    claimed: usize,
+) -> StoreResult<()> {
+    sqlx::query("UPDATE queues SET tokens = ?, tokens_at = ? WHERE name = ?")
+        .bind(bucket.tokens - claimed as f64)
+        .bind(ms(bucket.tokens_at))
+        .bind(queue.as_str())
+        .execute(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
 use crate::{SqliteStore, at, map_err, ms};
 
 impl SqliteStore {
@@ -194,10 +262,11 @@ impl SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(map_err)?;
-        let paused: Vec<(String, i64)> = sqlx::query_as("SELECT name, paused FROM queues")
-            .fetch_all(&self.reader)
-            .await
-            .map_err(map_err)?;
+        let paused: Vec<(String, i64, Option<i64>, Option<f64>)> =
+            sqlx::query_as("SELECT name, paused, concurrency_limit, rate_per_second FROM queues")
+                .fetch_all(&self.reader)
+                .await
+                .map_err(map_err)?;
         let mut stats: Vec<QueueStats> = Vec::new();
         let entry = |stats: &mut Vec<QueueStats>, name: &str| -> usize {
             match stats.iter().position(|s| s.queue == name) {
@@ -206,6 +275,7 @@ impl SqliteStore {
                     stats.push(QueueStats {
                         queue: name.to_owned(),
                         paused: false,
+                        limits: QueueLimits::default(),
                         counts: Vec::new(),
                         oldest_available_at: None,
                         completed_last_minute: 0,
@@ -230,9 +300,13 @@ impl SqliteStore {
             }
             s.completed_last_minute += row.try_get::<i64, _>("recent").map_err(map_err)? as u64;
         }
-        for (name, is_paused) in paused {
+        for (name, is_paused, concurrency, rate) in paused {
             let i = entry(&mut stats, &name);
             stats[i].paused = is_paused != 0;
+            stats[i].limits = QueueLimits {
+                concurrency: concurrency.map(|n| n as u32),
+                rate_per_second: rate,
+            };
         }
         stats.sort_by(|a, b| a.queue.cmp(&b.queue));
         Ok(stats)
@@ -250,6 +324,32 @@ impl SqliteStore {
         .bind(queue.as_str())
         .bind(i64::from(paused))
         .bind(ms(carafe_core::time::now()))
+        .execute(&self.writer)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    pub(crate) async fn set_queue_limits_impl(
+        &self,
+        queue: &QueueName,
+        limits: QueueLimits,
+    ) -> StoreResult<()> {
+        // A new rate starts with a full bucket.
+        let now = carafe_core::time::now();
+        sqlx::query(
+            "INSERT INTO queues (name, paused, updated_at, concurrency_limit, rate_per_second, tokens, tokens_at)
+             VALUES (?1, 0, ?2, ?3, ?4, ?5, ?2)
+             ON CONFLICT (name) DO UPDATE SET updated_at = excluded.updated_at,
+                 concurrency_limit = excluded.concurrency_limit,
+                 rate_per_second = excluded.rate_per_second,
+                 tokens = excluded.tokens, tokens_at = excluded.tokens_at",
+        )
+        .bind(queue.as_str())
+        .bind(ms(now))
+        .bind(limits.concurrency.map(i64::from))
+        .bind(limits.rate_per_second)
+        .bind(limits.rate_per_second.map_or(0.0, |r| r.max(1.0)))
         .execute(&self.writer)
         .await
         .map_err(map_err)?;

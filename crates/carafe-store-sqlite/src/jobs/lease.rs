@@ -110,11 +110,29 @@ pub(crate) async fn record_failure(
 
 impl SqliteStore {
     pub(crate) async fn claim_jobs_impl(&self, c: Claim<'_>) -> StoreResult<Vec<ClaimedJob>> {
+        // Idle polling should not queue for the write lock: look first on a read connection.
+        let sql = format!(
+            "SELECT 1 FROM jobs WHERE queue = ? AND {WAITING} AND scheduled_at <= ? LIMIT 1"
+        );
+        let any: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(c.queue.as_str())
+            .bind(ms(c.now))
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_err)?;
+        if any.is_none() {
+            return Ok(Vec::new());
+        }
         let mut tx = self
             .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(map_err)?;
+        let Some((max, bucket)) =
+            super::admin::allowance_in(&mut tx, c.queue, c.max, c.now).await?
+        else {
+            return Ok(Vec::new());
+        };
         let sql = format!(
             "UPDATE jobs SET state = 'running', attempt = attempt + 1, attempted_at = ?1,
                  attempted_by = ?2, lease_token = lower(hex(randomblob(16))),
@@ -122,7 +140,6 @@ impl SqliteStore {
              WHERE id IN (
                  SELECT id FROM jobs
                  WHERE queue = ?4 AND {WAITING} AND scheduled_at <= ?1
-                   AND NOT EXISTS (SELECT 1 FROM queues WHERE name = ?4 AND paused = 1)
                  ORDER BY priority, scheduled_at, id LIMIT ?5)
              RETURNING id, args, attempt, max_attempts, lease_token, lease_expires_at,
                  checkpoint, timeout_ms, owner, scheduled_at, event_seq"
@@ -132,7 +149,7 @@ impl SqliteStore {
             .bind(c.worker)
             .bind(c.lease.map(|l| l.as_millis() as i64))
             .bind(c.queue.as_str())
-            .bind(i64::from(c.max))
+            .bind(i64::from(max))
             .fetch_all(&mut *tx)
             .await
             .map_err(map_err)?;
@@ -149,6 +166,9 @@ impl SqliteStore {
             claimed.push(job);
         }
         add_events(&mut tx, c.now, &events).await?;
+        if let Some(bucket) = bucket {
+            super::admin::spend_tokens(&mut tx, c.queue, bucket, claimed.len()).await?;
+        }
         tx.commit().await.map_err(map_err)?;
         claimed.sort_by_key(|c| c.id);
         Ok(claimed)

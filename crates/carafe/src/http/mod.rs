@@ -20,7 +20,7 @@ mod security;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, get, post, put};
 use tower_http::compression::CompressionLayer;
 
 use crate::jobs::{events as job_events, http as jobs, worker_http as workers};
@@ -63,6 +63,7 @@ pub fn routes(state: &AppState) -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/api/v1/jobs/{id}/complete", post(workers::complete)),
         ("/api/v1/jobs/{id}/fail", post(workers::fail)),
         ("/api/v1/queues", get(jobs::queues)),
+        ("/api/v1/queues/{queue}", put(jobs::configure)),
         ("/api/v1/queues/{queue}/claim", post(workers::claim)),
         ("/api/v1/queues/{queue}/pause", post(jobs::pause)),
         ("/api/v1/queues/{queue}/resume", post(jobs::resume)),

@@ -26,7 +26,7 @@ use crate::{audit, keys, tokens};
         job_events::stream,
         workers::claim, workers::heartbeat, workers::progress, workers::complete,
         workers::complete_batch, workers::fail,
-        jobs::queues, jobs::pause, jobs::resume,
+        jobs::queues, jobs::configure, jobs::pause, jobs::resume,
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerAuth),

@@ -272,6 +272,18 @@ pub async fn queues(
     }))
 }
 
+/// One queue's view, after a change to its settings.
+async fn queue_view(state: &AppState, queue: &QueueName) -> ApiResult<axum::Json<QueueView>> {
+    let at = now();
+    let stats = state.jobs.store().queue_stats(at).await?;
+    let view = stats
+        .into_iter()
+        .find(|s| s.queue == queue.as_str())
+        .map(|s| QueueView::new(s, at))
+        .ok_or_else(|| ApiError::internal(&"queue vanished after a settings change"))?;
+    Ok(axum::Json(view))
+}
+
 async fn set_paused(
     state: &AppState,
     principal: &Principal,
@@ -287,14 +299,63 @@ async fn set_paused(
             .bus()
             .publish(&super::queue_topic(queue.as_str()));
     }
-    let at = now();
-    let stats = state.jobs.store().queue_stats(at).await?;
-    let view = stats
-        .into_iter()
-        .find(|s| s.queue == queue.as_str())
-        .map(|s| QueueView::new(s, at))
-        .ok_or_else(|| ApiError::internal(&"queue vanished after being paused"))?;
-    Ok(axum::Json(view))
+    queue_view(state, &queue).await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettings {
+    /// At most this many of the queue's jobs run at once, across all instances and workers
+    /// (1–100000); null for no limit.
+    pub concurrency: Option<i64>,
+    /// At most this many claims per second on average (0.001–100000), in bursts of up to one
+    /// second's worth; null for no limit.
+    pub rate_per_second: Option<f64>,
+}
+
+/// Set a queue's limits (replacing the previous ones).
+#[utoipa::path(put, path = "/api/v1/queues/{queue}", tag = "jobs", request_body = QueueSettings,
+    params(("queue" = String, Path)),
+    responses((status = 200, body = QueueView), (status = 422, body = Problem)),
+    security(("bearer" = ["jobs"])))]
+pub async fn configure(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+    Json(body): Json<QueueSettings>,
+) -> ApiResult<axum::Json<QueueView>> {
+    principal.require_key(Scope::Jobs)?;
+    let queue = QueueName::parse(&name).map_err(|m| ApiError::invalid("queue", m))?;
+    let concurrency = match body.concurrency {
+        None => None,
+        Some(n @ 1..=100_000) => Some(n as u32),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "/concurrency",
+                "must be between 1 and 100000, or null",
+            ));
+        }
+    };
+    let rate = match body.rate_per_second {
+        None => None,
+        Some(r) if (0.001..=100_000.0).contains(&r) => Some(r),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "/rate_per_second",
+                "must be between 0.001 and 100000, or null",
+            ));
+        }
+    };
+    let limits = carafe_core::jobs::QueueLimits {
+        concurrency,
+        rate_per_second: rate,
+    };
+    state.jobs.store().set_queue_limits(&queue, limits).await?;
+    state
+        .jobs
+        .bus()
+        .publish(&super::queue_topic(queue.as_str()));
+    queue_view(&state, &queue).await
 }
 
 /// Pause a queue: its jobs stay queued and are not claimed until it is resumed.

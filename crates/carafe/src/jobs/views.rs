@@ -131,6 +131,10 @@ pub struct QueueView {
     pub oldest_available_age_ms: Option<u64>,
     /// Jobs completed in the last minute.
     pub completed_last_minute: u64,
+    /// At most this many of the queue's jobs run at once, across all instances.
+    pub concurrency: Option<u32>,
+    /// At most this many claims per second.
+    pub rate_per_second: Option<f64>,
 }
 
 impl QueueView {
@@ -154,6 +158,8 @@ impl QueueView {
                 .oldest_available_at
                 .map(|t| (now - t).whole_milliseconds().max(0) as u64),
             completed_last_minute: s.completed_last_minute,
+            concurrency: s.limits.concurrency,
+            rate_per_second: s.limits.rate_per_second,
         }
     }
 }

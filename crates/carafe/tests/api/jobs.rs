@@ -15,6 +15,7 @@ both_backends!(
     retry_revives_a_discarded_job,
     end_users_see_only_their_own_jobs,
     queues_report_counts_and_pause,
+    queue_limits_cap_claims,
 );
 
 async fn enqueued_jobs_are_readable_and_listed(backend: Backend) {
@@ -464,4 +465,67 @@ async fn queues_report_counts_and_pause(backend: Backend) {
         "not_found",
     )
     .await;
+}
+
+async fn queue_limits_cap_claims(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let jobs: Vec<_> = (0..10).map(|_| json!({"queue": "smtp"})).collect();
+    app.enqueue_batch(&app.admin_key, &json!({"jobs": jobs}))
+        .await;
+    let res = app
+        .request(Method::PUT, "/api/v1/queues/smtp", Some(&app.admin_key))
+        .json(&json!({"concurrency": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let view: Value = res.json().await.unwrap();
+    assert_eq!(
+        (
+            view["concurrency"].as_u64(),
+            view["rate_per_second"].is_null()
+        ),
+        (Some(2), true)
+    );
+    assert_eq!(
+        app.claim_jobs("smtp", json!({"worker": "a", "max": 10}))
+            .await
+            .len(),
+        2
+    );
+    assert!(
+        app.claim_jobs("smtp", json!({"worker": "b", "max": 10}))
+            .await
+            .is_empty(),
+        "the limit holds across workers"
+    );
+
+    let res = app
+        .request(Method::PUT, "/api/v1/queues/smtp", Some(&app.admin_key))
+        .json(&json!({"concurrency": null, "rate_per_second": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap()["rate_per_second"], 3.0);
+    assert_eq!(
+        app.claim_jobs("smtp", json!({"worker": "a", "max": 10}))
+            .await
+            .len(),
+        3,
+        "a one-second burst"
+    );
+    for (body, field) in [
+        (json!({"concurrency": 0}), "/concurrency"),
+        (json!({"rate_per_second": -1}), "/rate_per_second"),
+        (json!({"burst": 1}), "/burst"),
+    ] {
+        let res = app
+            .request(Method::PUT, "/api/v1/queues/smtp", Some(&app.admin_key))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let p = problem(res, 422, "validation_failed").await;
+        assert_eq!(p["errors"][0]["field"], field);
+    }
 }
