@@ -78,6 +78,8 @@ pub trait JobStore: Send + Sync {
     /// Leases up to `max` claimable jobs of a queue (none while it is paused), by priority,
     /// then time, then id. Each gets a fresh lease token; its attempt is counted.
     async fn claim_jobs(&self, claim: Claim<'_>) -> StoreResult<Vec<ClaimedJob>>;
+    /// Queues holding push jobs that are due now.
+    async fn push_queues(&self, now: OffsetDateTime) -> StoreResult<Vec<QueueName>>;
     /// Extends the lease and/or records progress and a checkpoint, for the lease holder only.
     async fn heartbeat_job(&self, hb: Heartbeat<'_>) -> StoreResult<Fenced<HeartbeatAck>>;
     /// Completes jobs (one transaction); each answer is in the order of `items`.

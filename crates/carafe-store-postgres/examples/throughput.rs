@@ -37,6 +37,7 @@ async fn main() {
                 scheduled_at: now,
                 unique: None,
                 owner: None,
+                target: None,
                 created_at: now,
             })
             .collect();
@@ -53,6 +54,7 @@ async fn main() {
                 max: BATCH,
                 lease: None,
                 now,
+                push: false,
             };
             let got = store.claim_jobs(claim).await.unwrap();
             if got.is_empty() {

@@ -122,6 +122,9 @@ impl JobStore for PgStore {
     async fn claim_jobs(&self, claim: Claim<'_>) -> StoreResult<Vec<ClaimedJob>> {
         self.claim_jobs_impl(claim).await
     }
+    async fn push_queues(&self, now: OffsetDateTime) -> StoreResult<Vec<QueueName>> {
+        self.push_queues_impl(now).await
+    }
     async fn heartbeat_job(&self, hb: Heartbeat<'_>) -> StoreResult<Fenced<HeartbeatAck>> {
         self.heartbeat_job_impl(hb).await
     }

@@ -32,6 +32,7 @@ fn job(queue: &str, at: OffsetDateTime, unique: Option<(&str, &[JobState])>) -> 
             period: None,
         }),
         owner: None,
+        target: None,
         created_at: at.min(carafe_core::time::now()),
     }
 }
@@ -127,6 +128,7 @@ async fn repeated_completions_in_one_batch_are_answered_in_order() {
         max: 2,
         lease: None,
         now: t,
+        push: false,
     };
     let c = store.claim_jobs(claim).await.unwrap();
     let done = |i: usize, token: &str| Completion {

@@ -29,6 +29,7 @@ fn new_job(queue: &QueueName) -> NewJob {
         scheduled_at: now,
         unique: None,
         owner: None,
+        target: None,
         created_at: now,
     }
 }

@@ -57,6 +57,7 @@ fn new_job(queue: &QueueName, i: usize) -> NewJob {
         scheduled_at: at,
         unique: None,
         owner: None,
+        target: None,
         created_at: at,
     }
 }
@@ -288,6 +289,7 @@ async fn depth(db: &str, queued: usize, sample: usize) -> Value {
                 max: 100,
                 lease: None,
                 now: now(),
+                push: false,
             })
             .await
             .unwrap();

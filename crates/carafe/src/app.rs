@@ -20,6 +20,7 @@ use url::Url;
 
 use crate::config::Config;
 use crate::http::{self, observe::Observer};
+use crate::jobs::push::Dispatcher;
 use crate::jobs::runner::Handlers;
 use crate::jobs::{Jobs, maintenance};
 use crate::keys::Keys;
@@ -79,20 +80,31 @@ fn instance_id() -> String {
     format!("carafe-{}", uuid::Uuid::now_v7().simple())
 }
 
-/// Background work every process runs until `stop`: maintenance, and the in-process handlers.
+/// Background work every process runs until `stop`: maintenance, push delivery (when
+/// configured), and the in-process handlers.
 fn spawn_engine(
     jobs: &Arc<Jobs>,
     handlers: Handlers,
+    config: &Config,
     stop: &CancellationToken,
-    drain: std::time::Duration,
 ) -> JoinSet<()> {
     let instance = instance_id();
+    let drain = config.shutdown_timeout.0;
     let mut tasks = JoinSet::new();
     tasks.spawn(maintenance::run(
         jobs.clone(),
         instance.clone(),
         stop.clone(),
     ));
+    if let Some(secret) = &config.push.secret {
+        let dispatcher = Dispatcher::new(
+            jobs.clone(),
+            secret.expose(),
+            config.push.concurrency,
+            instance.clone(),
+        );
+        tasks.spawn(dispatcher.run(stop.clone(), drain));
+    }
     if !handlers.is_empty() {
         tasks.spawn(handlers.run(jobs.clone(), instance, stop.clone(), drain));
     }
@@ -180,7 +192,7 @@ impl App {
             trigger.cancel();
         });
         let timeout = state.config.shutdown_timeout.0;
-        let mut engine = spawn_engine(&state.jobs, handlers, &stop, timeout);
+        let mut engine = spawn_engine(&state.jobs, handlers, &state.config, &stop);
         let url = state
             .config
             .public_url
@@ -225,7 +237,7 @@ pub async fn run_worker(
     config.validate()?;
     let (store, jobs) = open_engine(&config).await?;
     let stop = CancellationToken::new();
-    let mut engine = spawn_engine(&jobs, handlers, &stop, config.shutdown_timeout.0);
+    let mut engine = spawn_engine(&jobs, handlers, &config, &stop);
     tracing::info!(backend = store.backend(), "worker running");
     shutdown.await;
     tracing::info!("shutting down: letting running jobs finish");

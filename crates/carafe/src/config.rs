@@ -21,7 +21,7 @@ mod values;
 pub use values::{HumanDuration, Secret, TrustedProxy};
 
 /// Settings whose values are secrets: masked in `carafe config`, readable from `…_FILE`.
-pub const SECRET_KEYS: [&str; 2] = ["secret_key", "database_url"];
+pub const SECRET_KEYS: [&str; 3] = ["secret_key", "database_url", "push.secret"];
 
 /// The example configuration printed by `carafe config example`.
 pub const EXAMPLE_TOML: &str = include_str!("config/example.toml");
@@ -58,6 +58,7 @@ pub struct Config {
     pub auth: Auth,
     pub metrics: Metrics,
     pub jobs: Jobs,
+    pub push: Push,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +104,25 @@ pub struct Jobs {
     pub poll_interval: HumanDuration,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Push {
+    /// Signs every push delivery (HMAC-SHA256), at least 32 characters; the receiving app
+    /// verifies with the same value. Unset: push delivery is off.
+    pub secret: Option<Secret>,
+    /// Deliveries in flight at once, per process.
+    pub concurrency: usize,
+}
+
+impl Default for Push {
+    fn default() -> Self {
+        Push {
+            secret: None,
+            concurrency: 64,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Metrics {
@@ -128,6 +148,7 @@ impl Default for Config {
             auth: Auth::default(),
             metrics: Metrics::default(),
             jobs: Jobs::default(),
+            push: Push::default(),
         }
     }
 }
@@ -265,6 +286,17 @@ impl Config {
                 "jobs.default_timeout must be at least 1s and jobs.poll_interval positive".into(),
             );
         }
+        if self
+            .push
+            .secret
+            .as_ref()
+            .is_some_and(|k| k.expose().len() < 32)
+        {
+            return bad("push.secret must be at least 32 characters".into());
+        }
+        if !(1..=10_000).contains(&self.push.concurrency) {
+            return bad("push.concurrency must be between 1 and 10000".into());
+        }
         let (default_ttl, max_ttl) = (self.auth.token_default_ttl.0, self.auth.token_max_ttl.0);
         if max_ttl.is_zero() || default_ttl.is_zero() || default_ttl > max_ttl {
             return bad("auth: token ttls must be positive and default ≤ max".into());
@@ -276,6 +308,7 @@ impl Config {
     pub fn to_masked_toml(&self) -> String {
         let mut shown = self.clone();
         shown.secret_key = shown.secret_key.map(|_| Secret::new("********".into()));
+        shown.push.secret = shown.push.secret.map(|_| Secret::new("********".into()));
         shown.database_url = shown
             .database_url
             .map(|u| Secret::new(mask_url(u.expose())));
@@ -305,13 +338,10 @@ fn env_layer(env: &[(String, String)]) -> Result<(Figment, Vec<String>), ConfigE
         if let Some(secret) = key.strip_suffix("_file")
             && SECRET_KEYS.contains(&secret)
         {
-            if env
-                .iter()
-                .any(|(n, _)| n == &format!("CARAFE_{}", secret.to_uppercase()))
-            {
+            let plain = format!("CARAFE_{}", secret.to_uppercase().replace('.', "__"));
+            if env.iter().any(|(n, _)| *n == plain) {
                 return Err(ConfigError::Invalid(format!(
-                    "both {name} and CARAFE_{} are set; set one",
-                    secret.to_uppercase()
+                    "both {name} and {plain} are set; set one"
                 )));
             }
             let text = std::fs::read_to_string(value)

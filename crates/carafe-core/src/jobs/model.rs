@@ -215,6 +215,8 @@ pub struct NewJob {
     pub unique: Option<Unique>,
     /// The application's user this job belongs to; that user's tokens may watch it.
     pub owner: Option<String>,
+    /// Where Carafe delivers the job (push delivery); `None` for pull workers and handlers.
+    pub target: Option<String>,
     pub created_at: OffsetDateTime,
 }
 
@@ -248,6 +250,7 @@ impl NewJob {
             lease_expires_at: None,
             unique_key: self.unique.map(|u| u.key),
             owner: self.owner,
+            target: self.target,
             progress: None,
             checkpoint: None,
             result: None,
@@ -277,6 +280,7 @@ pub struct Job {
     pub lease_expires_at: Option<OffsetDateTime>,
     pub unique_key: Option<String>,
     pub owner: Option<String>,
+    pub target: Option<String>,
     pub progress: Option<Progress>,
     pub checkpoint: Option<Value>,
     pub result: Option<Value>,
@@ -297,6 +301,7 @@ pub struct ClaimedJob {
     pub checkpoint: Option<Value>,
     pub timeout: Duration,
     pub owner: Option<String>,
+    pub target: Option<String>,
     /// When the job became claimable, for the enqueue-to-claim latency.
     pub scheduled_at: OffsetDateTime,
 }

@@ -15,6 +15,8 @@ pub struct Claim<'a> {
     /// Lease length; `None` uses each job's own timeout.
     pub lease: Option<Duration>,
     pub now: OffsetDateTime,
+    /// Claim jobs with a push `target` (for the push dispatcher) instead of those without.
+    pub push: bool,
 }
 
 #[derive(Debug, Clone)]

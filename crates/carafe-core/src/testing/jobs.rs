@@ -27,6 +27,7 @@ fn job(queue: &str, at: OffsetDateTime) -> NewJob {
         scheduled_at: at,
         unique: None,
         owner: None,
+        target: None,
         // Jobs for the future are created now; jobs for the past were created then.
         created_at: at.min(now()),
     }
@@ -53,6 +54,7 @@ async fn claim(
             max,
             lease: None,
             now: at,
+            push: false,
         })
         .await
         .unwrap()
@@ -214,6 +216,7 @@ pub async fn jobs_claim_order_and_leases(store: Arc<dyn Store>) {
             max: 10,
             lease: Some(Duration::from_secs(5)),
             now: t,
+            push: false,
         })
         .await
         .unwrap();
@@ -582,6 +585,7 @@ pub async fn jobs_expired_leases_are_rescued(store: Arc<dyn Store>) {
             max: 1,
             lease,
             now: t,
+            push: false,
         })
         .await
         .unwrap()
@@ -622,6 +626,7 @@ pub async fn jobs_expired_leases_are_rescued(store: Arc<dyn Store>) {
             max: 1,
             lease,
             now: again,
+            push: false,
         })
         .await
         .unwrap()
@@ -822,6 +827,7 @@ pub async fn jobs_concurrent_claims_never_overlap(store: Arc<dyn Store>) {
                         max: 7,
                         lease: None,
                         now: t,
+                        push: false,
                     })
                     .await
                     .unwrap();
@@ -960,4 +966,51 @@ pub async fn jobs_queue_limits(store: Arc<dyn Store>) {
         6,
         "no limits: the rest"
     );
+}
+
+pub async fn jobs_push_jobs_are_claimed_apart(store: Arc<dyn Store>) {
+    let t = now();
+    let pull = insert(&store, job("mixed", t)).await;
+    let mut p = job("mixed", t);
+    p.target = Some("https://app.example/hooks/jobs".into());
+    let push = insert(&store, p).await;
+    assert_eq!(
+        push.target.as_deref(),
+        Some("https://app.example/hooks/jobs")
+    );
+    assert_eq!(
+        store.get_job(push.id).await.unwrap().unwrap().target,
+        push.target
+    );
+    let mut later = job("later", t + Duration::from_secs(60));
+    later.target = Some("https://app.example/hooks/later".into());
+    insert(&store, later).await;
+    assert_eq!(store.push_queues(t).await.unwrap(), vec![q("mixed")]);
+
+    let pulled = claim(&store, "mixed", 10, t).await;
+    assert_eq!(
+        pulled.iter().map(|c| c.id).collect::<Vec<_>>(),
+        [pull.id],
+        "pull workers never get push jobs"
+    );
+    let queue = q("mixed");
+    let pushed = store
+        .claim_jobs(Claim {
+            queue: &queue,
+            worker: "dispatcher",
+            max: 10,
+            lease: None,
+            now: t,
+            push: true,
+        })
+        .await
+        .unwrap();
+    assert_eq!(pushed.iter().map(|c| c.id).collect::<Vec<_>>(), [push.id]);
+    assert_eq!(pushed[0].target, push.target);
+    assert!(store.push_queues(t).await.unwrap().is_empty());
+    let due = store
+        .push_queues(t + Duration::from_secs(61))
+        .await
+        .unwrap();
+    assert_eq!(due, vec![q("later")]);
 }

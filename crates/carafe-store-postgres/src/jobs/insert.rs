@@ -134,14 +134,15 @@ async fn insert_rows(conn: &mut PgConnection, jobs: &[&NewJob]) -> StoreResult<V
     let sql = format!(
         "WITH ins AS (
              INSERT INTO jobs (queue, state, args, priority, max_attempts, backoff, timeout_ms,
-                               scheduled_at, created_at, unique_key, owner, event_seq)
+                               scheduled_at, created_at, unique_key, owner, target, event_seq)
              SELECT queue, state, args, priority, max_attempts, backoff, timeout_ms,
-                    scheduled_at, created_at, unique_key, owner, 1
+                    scheduled_at, created_at, unique_key, owner, target, 1
              FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::smallint[], $5::int[],
                          $6::jsonb[], $7::bigint[], $8::timestamptz[], $9::timestamptz[],
-                         $10::text[], $11::text[])
+                         $10::text[], $11::text[], $12::text[])
                   WITH ORDINALITY AS n(queue, state, args, priority, max_attempts, backoff,
-                                       timeout_ms, scheduled_at, created_at, unique_key, owner, ord)
+                                       timeout_ms, scheduled_at, created_at, unique_key, owner,
+                                       target, ord)
              ORDER BY ord
              RETURNING {JOB_COLUMNS}),
          ev AS (
@@ -178,6 +179,7 @@ async fn insert_rows(conn: &mut PgConnection, jobs: &[&NewJob]) -> StoreResult<V
                 .collect::<Vec<_>>(),
         )
         .bind(jobs.iter().map(|j| j.owner.as_deref()).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.target.as_deref()).collect::<Vec<_>>())
         .fetch_all(&mut *conn)
         .await
         .map_err(map_err)?;

@@ -185,6 +185,7 @@ fn claimed_from_row(row: &PgRow, queue: &QueueName) -> StoreResult<ClaimedJob> {
         checkpoint: row.try_get("checkpoint").map_err(map_err)?,
         timeout: Duration::from_millis(timeout_ms as u64),
         owner: row.try_get("owner").map_err(map_err)?,
+        target: row.try_get("target").map_err(map_err)?,
         scheduled_at: row.try_get("scheduled_at").map_err(map_err)?,
     })
 }
@@ -205,11 +206,17 @@ impl PgStore {
         // CTE, whose size it cannot estimate, gets a hash join over the whole table). The lease
         // token is 32 lowercase hex digits (a v4 UUID without dashes); the lease runs from the
         // caller's `now` for the requested length, or the job's own timeout.
-        let rows = sqlx::query(
+        // Pull and push claims get separate statements so each matches its partial index.
+        let delivery = if c.push {
+            "target IS NOT NULL"
+        } else {
+            "target IS NULL"
+        };
+        let sql = format!(
             "WITH picked AS MATERIALIZED (
                  SELECT id FROM jobs
                  WHERE queue = $4 AND state IN ('available', 'scheduled', 'retryable')
-                   AND scheduled_at <= $1
+                   AND {delivery} AND scheduled_at <= $1
                  ORDER BY priority, scheduled_at, id
                  LIMIT $5
                  FOR UPDATE SKIP LOCKED),
@@ -220,23 +227,24 @@ impl PgStore {
                      event_seq = j.event_seq + 1
                  WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
                  RETURNING j.id, j.args, j.attempt, j.max_attempts, j.lease_token,
-                     j.lease_expires_at, j.checkpoint, j.timeout_ms, j.owner, j.scheduled_at,
+                     j.lease_expires_at, j.checkpoint, j.timeout_ms, j.owner, j.target, j.scheduled_at,
                      j.event_seq),
              ev AS (
                  INSERT INTO job_events (job_id, seq, at, kind, data)
                  SELECT id, event_seq, $1, 'state',
                      jsonb_build_object('state', 'running', 'attempt', attempt, 'worker', $2::text)
                  FROM claimed)
-             SELECT * FROM claimed ORDER BY id",
-        )
-        .bind(c.now)
-        .bind(c.worker)
-        .bind(c.lease.map(|l| l.as_millis() as i64))
-        .bind(c.queue.as_str())
-        .bind(i64::from(max))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map_err)?;
+             SELECT * FROM claimed ORDER BY id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(c.now)
+            .bind(c.worker)
+            .bind(c.lease.map(|l| l.as_millis() as i64))
+            .bind(c.queue.as_str())
+            .bind(i64::from(max))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_err)?;
         let claimed = rows
             .iter()
             .map(|row| claimed_from_row(row, c.queue))

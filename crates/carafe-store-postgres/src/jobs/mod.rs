@@ -35,13 +35,14 @@ use crate::{PgStore, map_err};
 /// Every column `job_from_row` reads, in table order.
 pub(crate) const JOB_COLUMNS: &str = "id, queue, state, args, priority, attempt, max_attempts, \
     backoff, timeout_ms, scheduled_at, created_at, attempted_at, finalized_at, attempted_by, \
-    lease_expires_at, unique_key, owner, progress, checkpoint, result, errors, cancel_requested";
+    lease_expires_at, unique_key, owner, target, progress, checkpoint, result, errors, \
+    cancel_requested";
 
 /// The same columns qualified by `j.`, for statements that join `jobs j` with their input.
 pub(crate) const J_COLUMNS: &str = "j.id, j.queue, j.state, j.args, j.priority, j.attempt, \
     j.max_attempts, j.backoff, j.timeout_ms, j.scheduled_at, j.created_at, j.attempted_at, \
-    j.finalized_at, j.attempted_by, j.lease_expires_at, j.unique_key, j.owner, j.progress, \
-    j.checkpoint, j.result, j.errors, j.cancel_requested";
+    j.finalized_at, j.attempted_by, j.lease_expires_at, j.unique_key, j.owner, j.target, \
+    j.progress, j.checkpoint, j.result, j.errors, j.cancel_requested";
 
 /// A `jsonb` column decoded into `T`; a value that does not fit is a corrupt row.
 fn typed<T: serde::de::DeserializeOwned>(row: &PgRow, col: &str) -> StoreResult<Option<T>> {
@@ -73,6 +74,7 @@ pub(crate) fn job_from_row(row: &PgRow) -> StoreResult<Job> {
         lease_expires_at: row.try_get("lease_expires_at").map_err(map_err)?,
         unique_key: row.try_get("unique_key").map_err(map_err)?,
         owner: row.try_get("owner").map_err(map_err)?,
+        target: row.try_get("target").map_err(map_err)?,
         progress: typed::<Progress>(row, "progress")?,
         checkpoint: row.try_get("checkpoint").map_err(map_err)?,
         result: row.try_get("result").map_err(map_err)?,
@@ -133,6 +135,25 @@ fn push_state(q: &mut QueryBuilder<Postgres>, state: JobState, now: OffsetDateTi
 }
 
 impl PgStore {
+    pub(crate) async fn push_queues_impl(
+        &self,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<QueueName>> {
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT queue FROM jobs
+             WHERE state IN ('available', 'scheduled', 'retryable') AND target IS NOT NULL
+               AND scheduled_at <= $1",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        names
+            .iter()
+            .map(|n| QueueName::parse(n).map_err(|_| StoreError::corrupt("jobs.queue")))
+            .collect()
+    }
+
     pub(crate) async fn get_job_impl(&self, id: JobId) -> StoreResult<Option<Job>> {
         let mut conn = self.pool.acquire().await.map_err(map_err)?;
         get_in(&mut conn, id, false).await

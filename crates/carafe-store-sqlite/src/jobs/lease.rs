@@ -111,8 +111,13 @@ pub(crate) async fn record_failure(
 impl SqliteStore {
     pub(crate) async fn claim_jobs_impl(&self, c: Claim<'_>) -> StoreResult<Vec<ClaimedJob>> {
         // Idle polling should not queue for the write lock: look first on a read connection.
+        let delivery = if c.push {
+            "target IS NOT NULL"
+        } else {
+            "target IS NULL"
+        };
         let sql = format!(
-            "SELECT 1 FROM jobs WHERE queue = ? AND {WAITING} AND scheduled_at <= ? LIMIT 1"
+            "SELECT 1 FROM jobs WHERE queue = ? AND {WAITING} AND {delivery} AND scheduled_at <= ? LIMIT 1"
         );
         let any: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .bind(c.queue.as_str())
@@ -139,10 +144,10 @@ impl SqliteStore {
                  lease_expires_at = ?1 + COALESCE(?3, timeout_ms), event_seq = event_seq + 1
              WHERE id IN (
                  SELECT id FROM jobs
-                 WHERE queue = ?4 AND {WAITING} AND scheduled_at <= ?1
+                 WHERE queue = ?4 AND {WAITING} AND {delivery} AND scheduled_at <= ?1
                  ORDER BY priority, scheduled_at, id LIMIT ?5)
              RETURNING id, args, attempt, max_attempts, lease_token, lease_expires_at,
-                 checkpoint, timeout_ms, owner, scheduled_at, event_seq"
+                 checkpoint, timeout_ms, owner, target, scheduled_at, event_seq"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(ms(c.now))
@@ -369,6 +374,7 @@ fn claimed_from_row(row: &sqlx::sqlite::SqliteRow, queue: &QueueName) -> StoreRe
         checkpoint: checkpoint.and_then(|c| serde_json::from_str(&c).ok()),
         timeout: Duration::from_millis(row.try_get::<i64, _>("timeout_ms").map_err(map_err)? as u64),
         owner: row.try_get("owner").map_err(map_err)?,
+        target: row.try_get("target").map_err(map_err)?,
         scheduled_at: at(row.try_get("scheduled_at").map_err(map_err)?),
     })
 }

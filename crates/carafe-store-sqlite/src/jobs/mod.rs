@@ -21,7 +21,8 @@ use crate::{SqliteStore, at, map_err, ms};
 
 pub(crate) const JOB_COLUMNS: &str = "id, queue, state, args, priority, attempt, max_attempts, \
     backoff, timeout_ms, scheduled_at, created_at, attempted_at, finalized_at, attempted_by, \
-    lease_expires_at, unique_key, owner, progress, checkpoint, result, errors, cancel_requested";
+    lease_expires_at, unique_key, owner, target, progress, checkpoint, result, errors, \
+    cancel_requested";
 
 /// The SQL test for "waiting and due": what claiming takes and what reads as `available`.
 const WAITING: &str = "state IN ('available', 'scheduled', 'retryable')";
@@ -62,6 +63,7 @@ pub(crate) fn job_from_row(row: &SqliteRow) -> StoreResult<Job> {
         lease_expires_at: opt_at("lease_expires_at")?,
         unique_key: row.try_get("unique_key").map_err(map_err)?,
         owner: row.try_get("owner").map_err(map_err)?,
+        target: row.try_get("target").map_err(map_err)?,
         progress: typed::<Progress>(row, "progress")?,
         checkpoint: json_col(row, "checkpoint")?,
         result: json_col(row, "result")?,
@@ -171,12 +173,12 @@ fn push_state(q: &mut QueryBuilder<Sqlite>, state: JobState, now: OffsetDateTime
 async fn insert_plain(conn: &mut SqliteConnection, jobs: Vec<NewJob>) -> StoreResult<Vec<Job>> {
     let mut out = Vec::with_capacity(jobs.len());
     let mut jobs = jobs.into_iter().peekable();
-    // 12 parameters per row: 1,000 rows stay below SQLite's parameter limit.
+    // 13 parameters per row: 1,000 rows stay below SQLite's parameter limit.
     while jobs.peek().is_some() {
         let chunk: Vec<NewJob> = jobs.by_ref().take(1000).collect();
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO jobs (queue, state, args, priority, max_attempts, backoff, timeout_ms, \
-             scheduled_at, created_at, unique_key, owner, event_seq) ",
+             scheduled_at, created_at, unique_key, owner, target, event_seq) ",
         );
         q.push_values(&chunk, |mut b, j| {
             b.push_bind(j.queue.as_str().to_owned())
@@ -193,6 +195,7 @@ async fn insert_plain(conn: &mut SqliteConnection, jobs: Vec<NewJob>) -> StoreRe
                 .push_bind(ms(j.created_at))
                 .push_bind(j.unique.as_ref().map(|u| u.key.clone()))
                 .push_bind(j.owner.clone())
+                .push_bind(j.target.clone())
                 .push_bind(1i64);
         });
         // Only the ids come back: the rest of each row is what was sent. Ids are assigned in
@@ -278,6 +281,24 @@ impl SqliteStore {
     pub(crate) async fn get_job_impl(&self, id: JobId) -> StoreResult<Option<Job>> {
         let mut conn = self.reader.acquire().await.map_err(map_err)?;
         get_in(&mut conn, id.0).await
+    }
+
+    pub(crate) async fn push_queues_impl(
+        &self,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<QueueName>> {
+        let sql = format!(
+            "SELECT DISTINCT queue FROM jobs WHERE {WAITING} AND target IS NOT NULL AND scheduled_at <= ?"
+        );
+        let names: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(ms(now))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_err)?;
+        names
+            .iter()
+            .map(|n| QueueName::parse(n).map_err(|_| StoreError::corrupt("jobs.queue")))
+            .collect()
     }
 
     pub(crate) async fn list_jobs_impl(

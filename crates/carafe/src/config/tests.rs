@@ -105,6 +105,21 @@ fn secrets_can_come_from_files_but_not_twice() {
     assert_eq!(c.secret_key.unwrap().expose(), "k".repeat(40));
     let err = load(&[("CARAFE_SECRET_KEY_FILE", p), ("CARAFE_SECRET_KEY", "x")]).unwrap_err();
     assert!(err.to_string().contains("set one"), "{err}");
+    let c = load(&[("CARAFE_PUSH__SECRET_FILE", p)]).unwrap().config;
+    assert_eq!(
+        c.push.secret.unwrap().expose(),
+        "k".repeat(40),
+        "nested secrets too"
+    );
+    let err = load(&[
+        ("CARAFE_PUSH__SECRET_FILE", p),
+        ("CARAFE_PUSH__SECRET", "x"),
+    ])
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("CARAFE_PUSH__SECRET are set"),
+        "{err}"
+    );
     let err = load(&[("CARAFE_SECRET_KEY_FILE", "/nonexistent/key")]).unwrap_err();
     assert!(err.to_string().contains("cannot read"), "{err}");
 }
@@ -132,12 +147,14 @@ fn bad_values_are_refused_with_the_setting_named() {
 
 #[test]
 fn the_masked_view_hides_secrets() {
-    let c = Config {
+    let mut c = Config {
         secret_key: Some(Secret::new("s".repeat(40))),
         database_url: Some(Secret::new("postgres://carafe:hunter2@db/carafe".into())),
         ..Config::default()
     };
+    c.push.secret = Some(Secret::new("p".repeat(40)));
     let shown = c.to_masked_toml();
+    assert!(!shown.contains(&"p".repeat(40)), "{shown}");
     assert!(
         !shown.contains(&"s".repeat(40)) && !shown.contains("hunter2"),
         "{shown}"

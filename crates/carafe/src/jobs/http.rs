@@ -41,7 +41,14 @@ pub async fn enqueue(
 ) -> ApiResult<Response> {
     principal.require_key(Scope::Jobs)?;
     let at = now();
-    let new = request::validate(body, "", state.jobs.settings(), at).map_err(request::invalid)?;
+    let new = request::validate(
+        body,
+        "",
+        state.jobs.settings(),
+        state.config.push.secret.is_some(),
+        at,
+    )
+    .map_err(request::invalid)?;
     let inserted = state.jobs.enqueue(vec![new]).await?.remove(0);
     let status = match inserted {
         Inserted::Created(_) => StatusCode::CREATED,
@@ -96,7 +103,13 @@ pub async fn enqueue_batch(
     let mut problems = Vec::new();
     let mut jobs = Vec::with_capacity(body.jobs.len());
     for (i, item) in body.jobs.into_iter().enumerate() {
-        match request::validate(item, &format!("/jobs/{i}"), state.jobs.settings(), at) {
+        match request::validate(
+            item,
+            &format!("/jobs/{i}"),
+            state.jobs.settings(),
+            state.config.push.secret.is_some(),
+            at,
+        ) {
             Ok(job) => jobs.push(job),
             Err(list) => problems.extend(list),
         }

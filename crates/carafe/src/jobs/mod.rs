@@ -6,6 +6,7 @@
 pub mod events;
 pub mod http;
 pub mod maintenance;
+pub mod push;
 pub mod request;
 pub mod runner;
 pub mod views;
@@ -77,18 +78,17 @@ impl Jobs {
         Ok(inserted)
     }
 
-    /// Claims up to `max` jobs, waiting up to `wait` for some to arrive. Wakes at once on an
-    /// enqueue (a bus wake-up), else re-checks every `poll_interval` (jobs whose time came, or
-    /// enqueued by another process). Returns early, empty, when `stop` is cancelled.
+    /// Claims as `claim` says (its `now` is taken afresh at every try), waiting up to `wait`
+    /// for jobs to arrive. Wakes at once on an enqueue (a bus wake-up), else re-checks every
+    /// `poll_interval` (jobs whose time came, or enqueued by another process). Returns early,
+    /// empty, when `stop` is cancelled.
     pub async fn claim(
         &self,
-        queue: &QueueName,
-        worker: &str,
-        max: u32,
-        lease: Option<Duration>,
+        claim: Claim<'_>,
         wait: Duration,
         stop: &CancellationToken,
     ) -> StoreResult<Vec<ClaimedJob>> {
+        let queue = claim.queue;
         let deadline = tokio::time::Instant::now() + wait;
         let topic = queue_topic(queue.as_str());
         let mut wakeups = self.bus.subscribe();
@@ -97,11 +97,8 @@ impl Jobs {
             let claimed = self
                 .store
                 .claim_jobs(Claim {
-                    queue,
-                    worker,
-                    max,
-                    lease,
                     now: at,
+                    ..claim.clone()
                 })
                 .await?;
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());

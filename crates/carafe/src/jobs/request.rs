@@ -23,6 +23,7 @@ pub const MAX_UNIQUE_KEY: usize = 255;
 pub const MAX_OWNER: usize = 255;
 /// Most jobs in one batch enqueue.
 pub const MAX_BATCH: usize = 1000;
+pub const MAX_TARGET: usize = 2048;
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -54,6 +55,9 @@ pub struct EnqueueJob {
     pub timeout_ms: Option<i64>,
     /// The application's user the job belongs to; that user's tokens may watch and cancel it.
     pub owner: Option<String>,
+    /// Push delivery: Carafe POSTs the job to this http(s) URL, signed, instead of waiting for
+    /// a pull worker (needs `push.secret`).
+    pub target: Option<String>,
 }
 
 /// Collects field problems so a client learns about all of them at once.
@@ -75,6 +79,7 @@ pub fn validate(
     mut req: EnqueueJob,
     prefix: &str,
     settings: &config::Jobs,
+    push_enabled: bool,
     now: OffsetDateTime,
 ) -> Result<NewJob, Vec<(String, String)>> {
     let mut p = Problems {
@@ -153,6 +158,25 @@ pub fn validate(
             "must be 1 to 255 characters without control characters",
         );
     }
+    if let Some(target) = &req.target {
+        let url_ok = target.len() <= MAX_TARGET
+            && url::Url::parse(target).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some()
+                    && u.username().is_empty()
+            });
+        if !url_ok {
+            p.add(
+                "target",
+                "must be an http(s) URL of at most 2048 characters, without credentials",
+            );
+        } else if !push_enabled {
+            p.add(
+                "target",
+                "push delivery is off: set push.secret (CARAFE_PUSH__SECRET) to use targets",
+            );
+        }
+    }
     match (queue, p.list.is_empty()) {
         (Some(queue), true) => Ok(NewJob {
             queue,
@@ -164,6 +188,7 @@ pub fn validate(
             scheduled_at,
             unique,
             owner: req.owner,
+            target: req.target,
             created_at: now,
         }),
         _ => Err(p.list),

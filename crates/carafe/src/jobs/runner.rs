@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use carafe_core::jobs::{
-    ClaimedJob, Completion, Failure, Fenced, Heartbeat, JobId, Progress, QueueName, RetryRequest,
+    Claim, ClaimedJob, Completion, Failure, Fenced, Heartbeat, JobId, Progress, QueueName,
+    RetryRequest,
 };
 use carafe_core::time::now;
 use serde_json::Value;
@@ -212,7 +213,18 @@ impl QueueLoop {
             let max = free.min(BATCH) as u32;
             let claimed = match self
                 .jobs
-                .claim(&self.queue, &self.worker, max, Some(LEASE), poll, &stop)
+                .claim(
+                    Claim {
+                        queue: &self.queue,
+                        worker: &self.worker,
+                        max,
+                        lease: Some(LEASE),
+                        now: now(),
+                        push: false,
+                    },
+                    poll,
+                    &stop,
+                )
                 .await
             {
                 Ok(c) => c,

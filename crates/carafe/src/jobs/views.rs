@@ -42,6 +42,8 @@ pub struct JobView {
     pub lease_expires_at: Option<OffsetDateTime>,
     pub unique_key: Option<String>,
     pub owner: Option<String>,
+    /// Where Carafe delivers the job (push delivery).
+    pub target: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub progress: Option<Progress>,
     #[schema(value_type = Option<Object>)]
@@ -74,6 +76,7 @@ impl JobView {
             lease_expires_at: job.lease_expires_at,
             unique_key: job.unique_key,
             owner: job.owner,
+            target: job.target,
             progress: job.progress,
             checkpoint: job.checkpoint,
             result: job.result,

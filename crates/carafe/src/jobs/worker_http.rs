@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use axum::extract::State;
 use carafe_core::jobs::{
-    Completion, Failure, Fenced, Heartbeat, JobId, JobState, Progress, QueueName, RetryRequest,
+    Claim, Completion, Failure, Fenced, Heartbeat, JobId, JobState, Progress, QueueName,
+    RetryRequest,
 };
 use carafe_core::keys::Scope;
 use carafe_core::time::now;
@@ -119,7 +120,18 @@ pub async fn claim(
     let lease = lease(body.lease_ms, "/lease_ms")?;
     let jobs = state
         .jobs
-        .claim(&queue, worker, max, Some(lease), wait, &state.shutdown)
+        .claim(
+            Claim {
+                queue: &queue,
+                worker,
+                max,
+                lease: Some(lease),
+                now: now(),
+                push: false,
+            },
+            wait,
+            &state.shutdown,
+        )
         .await?;
     Ok(axum::Json(ClaimAnswer {
         jobs: jobs.into_iter().map(ClaimedView::from).collect(),

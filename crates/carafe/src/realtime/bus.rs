@@ -51,10 +51,15 @@ impl Subscription {
     /// Waits until `topic` (or `*`) is published, or `timeout` passes. Returns true when woken
     /// (or when wake-ups were lost to lag, which means "look again" too).
     pub async fn wait_for(&mut self, topic: &str, timeout: Duration) -> bool {
+        self.wait_until(|t| t == topic, timeout).await
+    }
+
+    /// Like `wait_for`, for any topic `wanted` accepts.
+    pub async fn wait_until(&mut self, wanted: impl Fn(&str) -> bool, timeout: Duration) -> bool {
         let wait = async {
             loop {
                 match self.rx.recv().await {
-                    Ok(t) if &*t == topic || &*t == "*" => return true,
+                    Ok(t) if wanted(&t) || &*t == "*" => return true,
                     Ok(_) => continue,
                     Err(broadcast::error::RecvError::Lagged(_)) => return true,
                     Err(broadcast::error::RecvError::Closed) => {

@@ -17,5 +17,6 @@ mod jobs;
 mod keys;
 mod ops;
 mod process;
+mod push;
 mod shutdown;
 mod workers;

@@ -8,7 +8,7 @@ fn req(v: Value) -> EnqueueJob {
 
 fn fields(v: Value) -> Vec<String> {
     let now = carafe_core::time::now();
-    match validate(req(v), "", &config::Jobs::default(), now) {
+    match validate(req(v), "", &config::Jobs::default(), true, now) {
         Ok(_) => Vec::new(),
         Err(list) => list.into_iter().map(|(f, _)| f).collect(),
     }
@@ -21,6 +21,7 @@ fn a_minimal_request_gets_the_defaults() {
         req(json!({"queue": "mail"})),
         "",
         &config::Jobs::default(),
+        true,
         now,
     )
     .unwrap();
@@ -35,12 +36,20 @@ fn a_minimal_request_gets_the_defaults() {
 fn schedules_and_uniqueness_are_read() {
     let now = carafe_core::time::now();
     let s = config::Jobs::default();
-    let job = validate(req(json!({"queue": "q", "delay_ms": 1500})), "", &s, now).unwrap();
+    let job = validate(
+        req(json!({"queue": "q", "delay_ms": 1500})),
+        "",
+        &s,
+        true,
+        now,
+    )
+    .unwrap();
     assert_eq!(job.scheduled_at, now + Duration::from_millis(1500));
     let past = validate(
         req(json!({"queue": "q", "run_at": "2000-01-01T00:00:00Z"})),
         "",
         &s,
+        true,
         now,
     )
     .unwrap();
@@ -49,6 +58,7 @@ fn schedules_and_uniqueness_are_read() {
         req(json!({"queue": "q", "unique_key": "k", "unique_states": ["completed"], "unique_period_ms": 60000})),
         "",
         &s,
+        true,
         now,
     )
     .unwrap()
@@ -107,6 +117,18 @@ fn every_bad_field_is_named() {
         ),
         (json!({"queue": "q", "unique_period_ms": 5}), "/unique_key"),
         (json!({"queue": "q", "owner": ""}), "/owner"),
+        (
+            json!({"queue": "q", "target": "ftp://example.com/x"}),
+            "/target",
+        ),
+        (
+            json!({"queue": "q", "target": "https://user:pw@example.com/x"}),
+            "/target",
+        ),
+        (
+            json!({"queue": "q", "target": format!("https://example.com/{}", "x".repeat(2100))}),
+            "/target",
+        ),
     ];
     for (body, field) in cases {
         assert_eq!(fields(body.clone()), vec![field.to_owned()], "{body}");
@@ -117,9 +139,20 @@ fn every_bad_field_is_named() {
         req(json!({"queue": "!", "priority": 99})),
         "/jobs/7",
         &config::Jobs::default(),
+        true,
         now,
     )
     .unwrap_err();
     let names: Vec<_> = list.iter().map(|(f, _)| f.as_str()).collect();
     assert_eq!(names, ["/jobs/7/queue", "/jobs/7/priority"]);
+}
+
+#[test]
+fn targets_need_push_delivery_turned_on() {
+    let now = carafe_core::time::now();
+    let body = json!({"queue": "q", "target": "https://app.example.com/jobs"});
+    let off = validate(req(body.clone()), "", &config::Jobs::default(), false, now).unwrap_err();
+    assert_eq!(off[0].0, "/target");
+    let on = validate(req(body), "", &config::Jobs::default(), true, now).unwrap();
+    assert_eq!(on.target.as_deref(), Some("https://app.example.com/jobs"));
 }
