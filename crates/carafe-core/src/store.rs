@@ -11,6 +11,7 @@ use crate::idempotency::{Reservation, Reserve};
 use crate::jobs::{
     Claim, ClaimedJob, Completion, Failure, FailureOutcome, Fenced, Heartbeat, HeartbeatAck,
     Inserted, Job, JobEvent, JobFilter, JobId, NewJob, QueueLimits, QueueName, QueueStats,
+    Schedule,
 };
 use crate::keys::{ApiKey, KeyHash, KeyId, NewApiKey};
 use crate::page::{Page, PageRequest};
@@ -116,6 +117,31 @@ pub trait JobStore: Send + Sync {
     async fn set_queue_limits(&self, queue: &QueueName, limits: QueueLimits) -> StoreResult<()>;
 }
 
+/// Recurring jobs. Firing is done by the maintenance leader; `mark_fired` is fenced by the
+/// tick it read, so an instance that briefly also believed itself leader changes nothing.
+#[async_trait]
+pub trait ScheduleStore: Send + Sync {
+    /// Creates or replaces a schedule (keeping its creation time and firing history); true
+    /// when it was created.
+    async fn put_schedule(&self, schedule: Schedule) -> StoreResult<bool>;
+    async fn get_schedule(&self, name: &str) -> StoreResult<Option<Schedule>>;
+    /// In name order; `after` is a name.
+    async fn list_schedules(&self, page: &PageRequest) -> StoreResult<Page<Schedule>>;
+    /// True when it existed.
+    async fn delete_schedule(&self, name: &str) -> StoreResult<bool>;
+    /// Unpaused schedules whose next tick is due, earliest first.
+    async fn due_schedules(&self, now: OffsetDateTime, limit: u32) -> StoreResult<Vec<Schedule>>;
+    /// Records a firing, if the schedule's next tick is still `expected_next`; true when it was.
+    async fn mark_fired(
+        &self,
+        name: &str,
+        expected_next: OffsetDateTime,
+        fired_at: OffsetDateTime,
+        job: Option<JobId>,
+        next: OffsetDateTime,
+    ) -> StoreResult<bool>;
+}
+
 /// Leader election for work one instance should do at a time (maintenance, schedules).
 #[async_trait]
 pub trait LeaderStore: Send + Sync {
@@ -141,7 +167,15 @@ pub struct PoolStats {
 
 #[async_trait]
 pub trait Store:
-    KeyStore + IdempotencyStore + AuditStore + JobStore + LeaderStore + Send + Sync + 'static
+    KeyStore
+    + IdempotencyStore
+    + AuditStore
+    + JobStore
+    + ScheduleStore
+    + LeaderStore
+    + Send
+    + Sync
+    + 'static
 {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;

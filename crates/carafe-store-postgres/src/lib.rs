@@ -6,6 +6,7 @@ mod audit;
 mod idempotency;
 mod jobs;
 mod keys;
+mod schedules;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -8,6 +8,7 @@ mod audit;
 mod idempotency;
 mod jobs;
 mod keys;
+mod schedules;
 
 use std::path::Path;
 use std::str::FromStr;

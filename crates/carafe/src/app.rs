@@ -70,7 +70,12 @@ async fn open_engine(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<Job
         .listen(Arc::new(move |topic: &str| sink.publish(topic)))
         .await
         .context("cannot listen for wake-ups")?;
-    let jobs = Arc::new(Jobs::new(store.clone(), bus, config.jobs.clone()));
+    let jobs = Arc::new(Jobs::new(
+        store.clone(),
+        bus,
+        config.jobs.clone(),
+        config.push.secret.is_some(),
+    ));
     Ok((store, jobs))
 }
 

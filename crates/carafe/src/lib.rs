@@ -11,6 +11,7 @@ pub mod http;
 pub mod jobs;
 pub mod keys;
 pub mod realtime;
+pub mod schedules;
 pub mod secrets;
 pub mod state;
 pub mod telemetry;

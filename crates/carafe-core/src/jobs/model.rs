@@ -369,3 +369,21 @@ pub struct QueueStats {
     /// Jobs completed in the last minute.
     pub completed_last_minute: u64,
 }
+
+/// A recurring job: a cron expression in a time zone and the job to enqueue at each tick.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schedule {
+    pub name: String,
+    pub cron: String,
+    /// An IANA time zone name such as `Asia/Seoul`.
+    pub timezone: String,
+    /// The enqueue request (as JSON) made at every tick.
+    pub job: Value,
+    pub paused: bool,
+    /// The next tick, in UTC.
+    pub next_fire_at: OffsetDateTime,
+    pub last_fire_at: Option<OffsetDateTime>,
+    pub last_job_id: Option<JobId>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}

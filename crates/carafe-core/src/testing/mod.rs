@@ -32,7 +32,8 @@ macro_rules! conformance_tests {
             jobs_completion_is_fenced, jobs_failures_retry_then_discard, jobs_cancellation,
             jobs_retry_revives_finished_jobs, jobs_expired_leases_are_rescued, jobs_pruning,
             jobs_listing_filters_and_pages, jobs_queue_stats, jobs_concurrent_claims_never_overlap,
-            jobs_queue_limits, jobs_push_jobs_are_claimed_apart, leader_election);
+            jobs_queue_limits, jobs_push_jobs_are_claimed_apart,
+            schedules_are_stored_listed_and_fired_once, leader_election);
     };
     (@each $make:path, $attrs:tt, $($name:ident),*) => {
         $( $crate::conformance_tests!(@one $make, $attrs, $name); )*

@@ -24,6 +24,7 @@ use axum::routing::{MethodRouter, get, post, put};
 use tower_http::compression::CompressionLayer;
 
 use crate::jobs::{events as job_events, http as jobs, worker_http as workers};
+use crate::schedules::http as schedules;
 use crate::state::AppState;
 use crate::{audit, keys, tokens};
 
@@ -67,6 +68,13 @@ pub fn routes(state: &AppState) -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/api/v1/queues/{queue}/claim", post(workers::claim)),
         ("/api/v1/queues/{queue}/pause", post(jobs::pause)),
         ("/api/v1/queues/{queue}/resume", post(jobs::resume)),
+        ("/api/v1/schedules", get(schedules::list)),
+        (
+            "/api/v1/schedules/{name}",
+            put(schedules::put)
+                .get(schedules::get)
+                .delete(schedules::delete),
+        ),
     ]
 }
 

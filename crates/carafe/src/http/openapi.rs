@@ -7,6 +7,7 @@ use utoipa::{Modify, OpenApi};
 use super::error::{FieldError, Problem};
 use super::{me, ops};
 use crate::jobs::{events as job_events, http as jobs, worker_http as workers};
+use crate::schedules::http as schedules;
 use crate::{audit, keys, tokens};
 
 #[derive(OpenApi)]
@@ -27,6 +28,7 @@ use crate::{audit, keys, tokens};
         workers::claim, workers::heartbeat, workers::progress, workers::complete,
         workers::complete_batch, workers::fail,
         jobs::queues, jobs::configure, jobs::pause, jobs::resume,
+        schedules::put, schedules::get, schedules::list, schedules::delete,
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerAuth),
@@ -36,6 +38,7 @@ use crate::{audit, keys, tokens};
         (name = "keys", description = "Server API keys (admin)"),
         (name = "audit", description = "The append-only audit log (admin)"),
         (name = "jobs", description = "Enqueue, inspect, watch, cancel and retry jobs; queues"),
+        (name = "schedules", description = "Recurring jobs: cron in a time zone, one leader fires each tick once"),
         (name = "workers", description = "The pull-worker protocol: claim, heartbeat, progress, complete, fail"),
     )
 )]

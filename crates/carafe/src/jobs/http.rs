@@ -45,7 +45,7 @@ pub async fn enqueue(
         body,
         "",
         state.jobs.settings(),
-        state.config.push.secret.is_some(),
+        state.jobs.push_enabled(),
         at,
     )
     .map_err(request::invalid)?;
@@ -107,7 +107,7 @@ pub async fn enqueue_batch(
             item,
             &format!("/jobs/{i}"),
             state.jobs.settings(),
-            state.config.push.secret.is_some(),
+            state.jobs.push_enabled(),
             at,
         ) {
             Ok(job) => jobs.push(job),

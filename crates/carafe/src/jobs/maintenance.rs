@@ -1,6 +1,6 @@
 //! Queue maintenance, done by one instance at a time (the holder of the `maintenance` leader
-//! lease): rescuing jobs whose lease expired, and deleting finished jobs past their retention
-//! and expired idempotency records, in bounded batches. Each step is safe if two instances
+//! lease): rescuing jobs whose lease expired, firing due schedules, and deleting finished jobs
+//! past their retention and expired idempotency records, in bounded batches. Each step is safe if two instances
 //! briefly overlap: rescues are fenced by lease token, deletes are idempotent.
 
 use std::sync::Arc;
@@ -39,6 +39,9 @@ pub async fn run(jobs: Arc<Jobs>, instance: String, stop: CancellationToken) {
         }
         if let Err(e) = rescue(&jobs).await {
             tracing::warn!(error = %e, "rescuing expired jobs failed");
+        }
+        if let Err(e) = crate::schedules::fire_due(&jobs, now()).await {
+            tracing::warn!(error = %e, "firing schedules failed");
         }
         if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
             last_prune = Some(tokio::time::Instant::now());

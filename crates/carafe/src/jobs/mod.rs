@@ -39,15 +39,27 @@ pub struct Jobs {
     store: Arc<dyn Store>,
     bus: Bus,
     settings: config::Jobs,
+    push_enabled: bool,
 }
 
 impl Jobs {
-    pub fn new(store: Arc<dyn Store>, bus: Bus, settings: config::Jobs) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        bus: Bus,
+        settings: config::Jobs,
+        push_enabled: bool,
+    ) -> Self {
         Jobs {
             store,
             bus,
             settings,
+            push_enabled,
         }
+    }
+
+    /// Whether push delivery is configured (jobs may have a `target`).
+    pub fn push_enabled(&self) -> bool {
+        self.push_enabled
     }
 
     pub fn settings(&self) -> &config::Jobs {

@@ -18,5 +18,6 @@ mod keys;
 mod ops;
 mod process;
 mod push;
+mod schedules;
 mod shutdown;
 mod workers;
