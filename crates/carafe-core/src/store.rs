@@ -11,7 +11,7 @@ use crate::idempotency::{Reservation, Reserve};
 use crate::jobs::{
     Claim, ClaimedJob, Completion, Failure, FailureOutcome, Fenced, Heartbeat, HeartbeatAck,
     Inserted, Job, JobEvent, JobFilter, JobId, NewJob, QueueLimits, QueueName, QueueStats,
-    Schedule,
+    Schedule, Workflow, WorkflowId, WorkflowKind,
 };
 use crate::keys::{ApiKey, KeyHash, KeyId, NewApiKey};
 use crate::page::{Page, PageRequest};
@@ -142,6 +142,37 @@ pub trait ScheduleStore: Send + Sync {
     ) -> StoreResult<bool>;
 }
 
+/// Workflows of jobs (see `carafe_core::jobs::plan`). Every step is inserted when the workflow
+/// is created; advancing locks the workflow, so concurrent step completions cannot both miss
+/// (or both start) the next step.
+#[async_trait]
+pub trait WorkflowStore: Send + Sync {
+    /// Creates a workflow and its steps in one transaction. A chain's first step and a
+    /// group's members start as their `NewJob` says; later chain steps and a chord's callback
+    /// (the last step) are `pending`.
+    async fn create_workflow(
+        &self,
+        kind: WorkflowKind,
+        steps: Vec<NewJob>,
+        now: OffsetDateTime,
+    ) -> StoreResult<Workflow>;
+    async fn get_workflow(&self, id: WorkflowId) -> StoreResult<Option<Workflow>>;
+    /// Advances the running workflows these jobs are steps of; returns the steps it started
+    /// (their ids and queues, for wake-ups).
+    async fn advance_workflows(
+        &self,
+        jobs: &[JobId],
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<(JobId, QueueName)>>;
+    /// Advances up to `batch` running workflows: the sweep that finishes any advance a crash
+    /// interrupted.
+    async fn advance_running_workflows(
+        &self,
+        now: OffsetDateTime,
+        batch: u32,
+    ) -> StoreResult<Vec<(JobId, QueueName)>>;
+}
+
 /// Leader election for work one instance should do at a time (maintenance, schedules).
 #[async_trait]
 pub trait LeaderStore: Send + Sync {
@@ -172,6 +203,7 @@ pub trait Store:
     + AuditStore
     + JobStore
     + ScheduleStore
+    + WorkflowStore
     + LeaderStore
     + Send
     + Sync

@@ -16,9 +16,10 @@ use async_trait::async_trait;
 use carafe_core::jobs::{
     Claim, ClaimedJob, Completion, Failure, FailureOutcome, Fenced, Heartbeat, HeartbeatAck,
     Inserted, Job, JobEvent, JobFilter, JobId, NewJob, QueueLimits, QueueName, QueueStats,
+    Workflow, WorkflowId, WorkflowKind,
 };
 use carafe_core::page::{Page, PageRequest};
-use carafe_core::store::{JobStore, LeaderStore, PoolStats, Store, WakeupSink};
+use carafe_core::store::{JobStore, LeaderStore, PoolStats, Store, WakeupSink, WorkflowStore};
 use carafe_core::{StoreError, StoreResult};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -172,6 +173,35 @@ impl JobStore for PgStore {
     }
     async fn set_queue_limits(&self, queue: &QueueName, limits: QueueLimits) -> StoreResult<()> {
         self.set_queue_limits_impl(queue, limits).await
+    }
+}
+
+#[async_trait]
+impl WorkflowStore for PgStore {
+    async fn create_workflow(
+        &self,
+        kind: WorkflowKind,
+        steps: Vec<NewJob>,
+        now: OffsetDateTime,
+    ) -> StoreResult<Workflow> {
+        self.create_workflow_impl(kind, steps, now).await
+    }
+    async fn get_workflow(&self, id: WorkflowId) -> StoreResult<Option<Workflow>> {
+        self.get_workflow_impl(id).await
+    }
+    async fn advance_workflows(
+        &self,
+        jobs: &[JobId],
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<(JobId, QueueName)>> {
+        self.advance_workflows_impl(jobs, now).await
+    }
+    async fn advance_running_workflows(
+        &self,
+        now: OffsetDateTime,
+        batch: u32,
+    ) -> StoreResult<Vec<(JobId, QueueName)>> {
+        self.advance_running_workflows_impl(now, batch).await
     }
 }
 

@@ -5,7 +5,9 @@
 mod backoff;
 mod model;
 mod requests;
+mod workflow;
 
 pub use backoff::{Backoff, BackoffError};
 pub use model::*;
 pub use requests::*;
+pub use workflow::*;

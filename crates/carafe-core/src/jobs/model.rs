@@ -71,6 +71,8 @@ impl fmt::Display for QueueName {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
+    /// A workflow step waiting for the steps before it.
+    Pending,
     /// Waiting for its `scheduled_at`.
     Scheduled,
     /// Ready to be claimed.
@@ -86,7 +88,8 @@ pub enum JobState {
 }
 
 impl JobState {
-    pub const ALL: [JobState; 7] = [
+    pub const ALL: [JobState; 8] = [
+        JobState::Pending,
         JobState::Scheduled,
         JobState::Available,
         JobState::Running,
@@ -96,7 +99,8 @@ impl JobState {
         JobState::Discarded,
     ];
     /// States in which a job may still run: the default scope of a unique key.
-    pub const LIVE: [JobState; 4] = [
+    pub const LIVE: [JobState; 5] = [
+        JobState::Pending,
         JobState::Scheduled,
         JobState::Available,
         JobState::Running,
@@ -105,6 +109,7 @@ impl JobState {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            JobState::Pending => "pending",
             JobState::Scheduled => "scheduled",
             JobState::Available => "available",
             JobState::Running => "running",
@@ -251,6 +256,7 @@ impl NewJob {
             unique_key: self.unique.map(|u| u.key),
             owner: self.owner,
             target: self.target,
+            workflow: None,
             progress: None,
             checkpoint: None,
             result: None,
@@ -281,6 +287,8 @@ pub struct Job {
     pub unique_key: Option<String>,
     pub owner: Option<String>,
     pub target: Option<String>,
+    /// The workflow this job is a step of, and its place in it.
+    pub workflow: Option<(super::WorkflowId, u32)>,
     pub progress: Option<Progress>,
     pub checkpoint: Option<Value>,
     pub result: Option<Value>,

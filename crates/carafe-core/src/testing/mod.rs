@@ -33,7 +33,9 @@ macro_rules! conformance_tests {
             jobs_retry_revives_finished_jobs, jobs_expired_leases_are_rescued, jobs_pruning,
             jobs_listing_filters_and_pages, jobs_queue_stats, jobs_concurrent_claims_never_overlap,
             jobs_queue_limits, jobs_push_jobs_are_claimed_apart,
-            schedules_are_stored_listed_and_fired_once, leader_election);
+            schedules_are_stored_listed_and_fired_once, workflows_chain_pass_results_along,
+            workflows_chords_call_back_once, workflows_stop_at_a_failed_step,
+            workflows_are_swept_after_a_crash, leader_election);
     };
     (@each $make:path, $attrs:tt, $($name:ident),*) => {
         $( $crate::conformance_tests!(@one $make, $attrs, $name); )*

@@ -115,6 +115,39 @@ async fn change(
     job_from_row(&row)
 }
 
+/// Cancels a waiting (or pending) job at once, or asks a running one to stop; final jobs are
+/// left alone. Returns the job as it is now (locked until the transaction ends).
+pub(crate) async fn cancel_in(
+    conn: &mut PgConnection,
+    id: JobId,
+    now: OffsetDateTime,
+    wake: &mut Wakeups,
+) -> StoreResult<Option<Job>> {
+    let Some(job) = get_in(&mut *conn, id, true).await? else {
+        return Ok(None);
+    };
+    let (set, data) = match job.state {
+        JobState::Pending | JobState::Scheduled | JobState::Available | JobState::Retryable => (
+            "UPDATE jobs SET state = 'cancelled', finalized_at = $2",
+            json!({"state": JobState::Cancelled, "attempt": job.attempt}),
+        ),
+        JobState::Running if !job.cancel_requested => (
+            "UPDATE jobs SET cancel_requested = true",
+            json!({
+                "state": JobState::Running,
+                "attempt": job.attempt,
+                "cancel_requested": true,
+            }),
+        ),
+        // Final, or already asked to stop: nothing changes.
+        _ => return Ok(Some(job)),
+    };
+    let job = change(conn, id, now, set, data).await?;
+    wake.job(id);
+    wake.queue(&job.queue);
+    Ok(Some(job))
+}
+
 impl PgStore {
     pub(crate) async fn cancel_job_impl(
         &self,
@@ -122,32 +155,11 @@ impl PgStore {
         now: OffsetDateTime,
     ) -> StoreResult<Option<Job>> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let Some(job) = get_in(&mut tx, id, true).await? else {
-            return Ok(None);
-        };
-        let (set, data) = match job.state {
-            JobState::Scheduled | JobState::Available | JobState::Retryable => (
-                "UPDATE jobs SET state = 'cancelled', finalized_at = $2",
-                json!({"state": JobState::Cancelled, "attempt": job.attempt}),
-            ),
-            JobState::Running if !job.cancel_requested => (
-                "UPDATE jobs SET cancel_requested = true",
-                json!({
-                    "state": JobState::Running,
-                    "attempt": job.attempt,
-                    "cancel_requested": true,
-                }),
-            ),
-            // Final, or already asked to stop: nothing changes.
-            _ => return Ok(Some(job)),
-        };
-        let job = change(&mut tx, id, now, set, data).await?;
         let mut wake = Wakeups::default();
-        wake.job(id);
-        wake.queue(&job.queue);
+        let job = cancel_in(&mut tx, id, now, &mut wake).await?;
         wake.send(&mut tx).await?;
         tx.commit().await.map_err(map_err)?;
-        Ok(Some(job))
+        Ok(job)
     }
 
     pub(crate) async fn retry_job_impl(
@@ -159,7 +171,8 @@ impl PgStore {
         let Some(job) = get_in(&mut tx, id, true).await? else {
             return Ok(None);
         };
-        if job.state == JobState::Running {
+        // A running job is left alone; so is a workflow step waiting its turn.
+        if matches!(job.state, JobState::Running | JobState::Pending) {
             return Ok(Some(job));
         }
         let set = "UPDATE jobs SET state = 'available', scheduled_at = $2, finalized_at = NULL,
@@ -193,7 +206,13 @@ impl PgStore {
                  LIMIT $3
                  FOR UPDATE SKIP LOCKED),
              events AS (DELETE FROM job_events WHERE job_id IN (SELECT id FROM doomed)),
-             gone AS (DELETE FROM jobs WHERE id IN (SELECT id FROM doomed) RETURNING id)
+             gone AS (DELETE FROM jobs WHERE id IN (SELECT id FROM doomed) RETURNING id),
+             -- Finished workflows go once their last step has (this statement's deletions
+             -- are not visible to itself, so a workflow goes in the round after its steps).
+             flows AS (DELETE FROM workflows WHERE id IN (
+                 SELECT id FROM workflows w WHERE finalized_at < $1
+                   AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.workflow_id = w.id)
+                 LIMIT $3))
              SELECT count(*) FROM gone",
         )
         .bind(finished_before)

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use carafe_core::StoreResult;
-use carafe_core::jobs::{Inserted, Job, JobState, NewJob, Unique};
+use carafe_core::jobs::{Inserted, Job, JobState, NewJob, Unique, WorkflowId};
 use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;
@@ -30,15 +30,6 @@ enum Plan {
     Existing(Box<Job>),
 }
 
-/// A new job waits when it is scheduled for later than its creation.
-fn initial_state(new: &NewJob) -> JobState {
-    if new.scheduled_at <= new.created_at {
-        JobState::Available
-    } else {
-        JobState::Scheduled
-    }
-}
-
 /// The oldest `created_at` the key's period admits, `None` for any age.
 fn since(new: &NewJob, unique: &Unique) -> Option<OffsetDateTime> {
     let period = time::Duration::try_from(unique.period?).ok()?;
@@ -48,7 +39,9 @@ fn since(new: &NewJob, unique: &Unique) -> Option<OffsetDateTime> {
 /// Whether `earlier`, a job created earlier in the same batch, holds `new`'s key: the same
 /// test as the SQL lookup (effective state at `new`'s creation, within the period).
 fn holds(earlier: &NewJob, new: &NewJob, unique: &Unique) -> bool {
-    let state = initial_state(earlier).effective(earlier.scheduled_at, new.created_at);
+    let state = earlier
+        .initial_state()
+        .effective(earlier.scheduled_at, new.created_at);
     unique.states.contains(&state) && since(new, unique).is_none_or(|s| earlier.created_at > s)
 }
 
@@ -125,7 +118,13 @@ async fn find_unique(conn: &mut PgConnection, jobs: &[NewJob]) -> StoreResult<Ve
 }
 
 /// Inserts `jobs` and their first events in one statement; returns them in the given order.
-async fn insert_rows(conn: &mut PgConnection, jobs: &[&NewJob]) -> StoreResult<Vec<Job>> {
+/// With `workflow`, the jobs are that workflow's steps in order, and `pending[i]` says whether
+/// step `i` waits for the others.
+pub(crate) async fn insert_rows(
+    conn: &mut PgConnection,
+    jobs: &[&NewJob],
+    workflow: Option<(WorkflowId, &[bool])>,
+) -> StoreResult<Vec<Job>> {
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
@@ -134,9 +133,11 @@ async fn insert_rows(conn: &mut PgConnection, jobs: &[&NewJob]) -> StoreResult<V
     let sql = format!(
         "WITH ins AS (
              INSERT INTO jobs (queue, state, args, priority, max_attempts, backoff, timeout_ms,
-                               scheduled_at, created_at, unique_key, owner, target, event_seq)
+                               scheduled_at, created_at, unique_key, owner, target, workflow_id,
+                               workflow_step, event_seq)
              SELECT queue, state, args, priority, max_attempts, backoff, timeout_ms,
-                    scheduled_at, created_at, unique_key, owner, target, 1
+                    scheduled_at, created_at, unique_key, owner, target, $13,
+                    CASE WHEN $13 IS NULL THEN NULL ELSE ord - 1 END, 1
              FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::smallint[], $5::int[],
                          $6::jsonb[], $7::bigint[], $8::timestamptz[], $9::timestamptz[],
                          $10::text[], $11::text[], $12::text[])
@@ -155,7 +156,13 @@ async fn insert_rows(conn: &mut PgConnection, jobs: &[&NewJob]) -> StoreResult<V
         .bind(jobs.iter().map(|j| j.queue.as_str()).collect::<Vec<_>>())
         .bind(
             jobs.iter()
-                .map(|j| initial_state(j).as_str())
+                .enumerate()
+                .map(|(i, j)| match workflow {
+                    Some((_, pending)) if pending.get(i).copied().unwrap_or(false) => {
+                        JobState::Pending.as_str()
+                    }
+                    _ => j.initial_state().as_str(),
+                })
                 .collect::<Vec<_>>(),
         )
         .bind(jobs.iter().map(|j| Json(&j.args)).collect::<Vec<_>>())
@@ -180,6 +187,7 @@ async fn insert_rows(conn: &mut PgConnection, jobs: &[&NewJob]) -> StoreResult<V
         )
         .bind(jobs.iter().map(|j| j.owner.as_deref()).collect::<Vec<_>>())
         .bind(jobs.iter().map(|j| j.target.as_deref()).collect::<Vec<_>>())
+        .bind(workflow.map(|(w, _)| w.0))
         .fetch_all(&mut *conn)
         .await
         .map_err(map_err)?;
@@ -220,7 +228,7 @@ impl PgStore {
             plans.push(Plan::Create(create.len()));
             create.push(new);
         }
-        let created = insert_rows(&mut tx, &create).await?;
+        let created = insert_rows(&mut tx, &create, None).await?;
         let mut wake = Wakeups::default();
         // New jobs have no watchers yet (their ids are not known outside this call), so only
         // their queues are told.

@@ -16,13 +16,14 @@ mod admin;
 mod insert;
 mod lease;
 pub(crate) mod wakeup;
+mod workflows;
 
 use std::time::Duration;
 
 use carafe_core::StoreError;
 use carafe_core::StoreResult;
 use carafe_core::jobs::{
-    AttemptError, Job, JobEvent, JobFilter, JobId, JobState, Progress, QueueName,
+    AttemptError, Job, JobEvent, JobFilter, JobId, JobState, Progress, QueueName, WorkflowId,
 };
 use carafe_core::page::{Page, PageRequest};
 use serde_json::Value;
@@ -36,13 +37,14 @@ use crate::{PgStore, map_err};
 pub(crate) const JOB_COLUMNS: &str = "id, queue, state, args, priority, attempt, max_attempts, \
     backoff, timeout_ms, scheduled_at, created_at, attempted_at, finalized_at, attempted_by, \
     lease_expires_at, unique_key, owner, target, progress, checkpoint, result, errors, \
-    cancel_requested";
+    cancel_requested, workflow_id, workflow_step";
 
 /// The same columns qualified by `j.`, for statements that join `jobs j` with their input.
 pub(crate) const J_COLUMNS: &str = "j.id, j.queue, j.state, j.args, j.priority, j.attempt, \
     j.max_attempts, j.backoff, j.timeout_ms, j.scheduled_at, j.created_at, j.attempted_at, \
     j.finalized_at, j.attempted_by, j.lease_expires_at, j.unique_key, j.owner, j.target, \
-    j.progress, j.checkpoint, j.result, j.errors, j.cancel_requested";
+    j.progress, j.checkpoint, j.result, j.errors, j.cancel_requested, j.workflow_id, \
+    j.workflow_step";
 
 /// A `jsonb` column decoded into `T`; a value that does not fit is a corrupt row.
 fn typed<T: serde::de::DeserializeOwned>(row: &PgRow, col: &str) -> StoreResult<Option<T>> {
@@ -75,6 +77,16 @@ pub(crate) fn job_from_row(row: &PgRow) -> StoreResult<Job> {
         unique_key: row.try_get("unique_key").map_err(map_err)?,
         owner: row.try_get("owner").map_err(map_err)?,
         target: row.try_get("target").map_err(map_err)?,
+        workflow: match row
+            .try_get::<Option<i64>, _>("workflow_id")
+            .map_err(map_err)?
+        {
+            Some(w) => Some((
+                WorkflowId(w),
+                row.try_get::<i32, _>("workflow_step").map_err(map_err)? as u32,
+            )),
+            None => None,
+        },
         progress: typed::<Progress>(row, "progress")?,
         checkpoint: row.try_get("checkpoint").map_err(map_err)?,
         result: row.try_get("result").map_err(map_err)?,

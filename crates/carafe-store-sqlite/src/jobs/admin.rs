@@ -78,6 +78,50 @@ pub(crate) async fn spend_tokens(
 }
 use crate::{SqliteStore, at, map_err, ms};
 
+/// Cancels a waiting (or pending) job at once, or asks a running one to stop; final jobs are
+/// left alone. Returns the job as it is now.
+pub(crate) async fn cancel_in(
+    conn: &mut SqliteConnection,
+    id: JobId,
+    now: OffsetDateTime,
+) -> StoreResult<Option<Job>> {
+    let Some(job) = get_in(&mut *conn, id.0).await? else {
+        return Ok(None);
+    };
+    let (query, data) = match job.state {
+        JobState::Pending | JobState::Scheduled | JobState::Available | JobState::Retryable => (
+            sqlx::query_scalar(
+                "UPDATE jobs SET state = 'cancelled', finalized_at = ?, event_seq = event_seq + 1
+                 WHERE id = ? RETURNING event_seq",
+            )
+            .bind(ms(now)),
+            json!({"state": JobState::Cancelled, "attempt": job.attempt}),
+        ),
+        JobState::Running if !job.cancel_requested => (
+            sqlx::query_scalar(
+                "UPDATE jobs SET cancel_requested = 1, event_seq = event_seq + 1
+                 WHERE id = ? RETURNING event_seq",
+            ),
+            json!({"state": JobState::Running, "attempt": job.attempt, "cancel_requested": true}),
+        ),
+        // Final, or already asked to stop: nothing changes.
+        _ => return Ok(Some(job)),
+    };
+    let seq: i64 = query
+        .bind(id.0)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(map_err)?;
+    let event = NewEvent {
+        job: id.0,
+        seq,
+        kind: "state",
+        data,
+    };
+    add_events(&mut *conn, now, &[event]).await?;
+    get_in(conn, id.0).await
+}
+
 impl SqliteStore {
     pub(crate) async fn cancel_job_impl(
         &self,
@@ -89,45 +133,7 @@ impl SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(map_err)?;
-        let Some(job) = get_in(&mut tx, id.0).await? else {
-            return Ok(None);
-        };
-        let (query, data) = match job.state {
-            JobState::Scheduled | JobState::Available | JobState::Retryable => (
-                sqlx::query_scalar(
-                    "UPDATE jobs SET state = 'cancelled', finalized_at = ?, event_seq = event_seq + 1
-                     WHERE id = ? RETURNING event_seq",
-                )
-                .bind(ms(now)),
-                json!({"state": JobState::Cancelled, "attempt": job.attempt}),
-            ),
-            JobState::Running if !job.cancel_requested => (
-                sqlx::query_scalar(
-                    "UPDATE jobs SET cancel_requested = 1, event_seq = event_seq + 1
-                     WHERE id = ? RETURNING event_seq",
-                ),
-                json!({"state": JobState::Running, "attempt": job.attempt, "cancel_requested": true}),
-            ),
-            // Final, or already asked to stop: nothing changes.
-            _ => return Ok(Some(job)),
-        };
-        let seq: i64 = query
-            .bind(id.0)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        add_events(
-            &mut tx,
-            now,
-            &[NewEvent {
-                job: id.0,
-                seq,
-                kind: "state",
-                data,
-            }],
-        )
-        .await?;
-        let job = get_in(&mut tx, id.0).await?;
+        let job = cancel_in(&mut tx, id, now).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(job)
     }
@@ -145,7 +151,8 @@ impl SqliteStore {
         let Some(job) = get_in(&mut tx, id.0).await? else {
             return Ok(None);
         };
-        if job.state == JobState::Running {
+        // A running job is left alone; so is a workflow step waiting its turn.
+        if matches!(job.state, JobState::Running | JobState::Pending) {
             return Ok(Some(job));
         }
         let seq: i64 = sqlx::query_scalar(
@@ -208,6 +215,18 @@ impl SqliteStore {
                 .await
                 .map_err(map_err)?;
         }
+        // Finished workflows go once their last step has.
+        sqlx::query(
+            "DELETE FROM workflows WHERE id IN (
+                 SELECT id FROM workflows WHERE finalized_at < ?
+                   AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.workflow_id = workflows.id)
+                 LIMIT ?)",
+        )
+        .bind(ms(finished_before))
+        .bind(i64::from(batch))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
         tx.commit().await.map_err(map_err)?;
         Ok(ids.len() as u64)
     }

@@ -4,11 +4,13 @@
 
 mod admin;
 mod lease;
+mod workflows;
 
 use std::time::Duration;
 
 use carafe_core::jobs::{
     AttemptError, Inserted, Job, JobFilter, JobId, JobState, NewJob, Progress, QueueName,
+    WorkflowId,
 };
 use carafe_core::page::{Page, PageRequest};
 use carafe_core::{StoreError, StoreResult};
@@ -22,7 +24,7 @@ use crate::{SqliteStore, at, map_err, ms};
 pub(crate) const JOB_COLUMNS: &str = "id, queue, state, args, priority, attempt, max_attempts, \
     backoff, timeout_ms, scheduled_at, created_at, attempted_at, finalized_at, attempted_by, \
     lease_expires_at, unique_key, owner, target, progress, checkpoint, result, errors, \
-    cancel_requested";
+    cancel_requested, workflow_id, workflow_step";
 
 /// The SQL test for "waiting and due": what claiming takes and what reads as `available`.
 const WAITING: &str = "state IN ('available', 'scheduled', 'retryable')";
@@ -64,6 +66,16 @@ pub(crate) fn job_from_row(row: &SqliteRow) -> StoreResult<Job> {
         unique_key: row.try_get("unique_key").map_err(map_err)?,
         owner: row.try_get("owner").map_err(map_err)?,
         target: row.try_get("target").map_err(map_err)?,
+        workflow: match row
+            .try_get::<Option<i64>, _>("workflow_id")
+            .map_err(map_err)?
+        {
+            Some(w) => Some((
+                WorkflowId(w),
+                row.try_get::<i64, _>("workflow_step").map_err(map_err)? as u32,
+            )),
+            None => None,
+        },
         progress: typed::<Progress>(row, "progress")?,
         checkpoint: json_col(row, "checkpoint")?,
         result: json_col(row, "result")?,
@@ -106,7 +118,7 @@ pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
-async fn get_in(conn: &mut SqliteConnection, id: i64) -> StoreResult<Option<Job>> {
+pub(crate) async fn get_in(conn: &mut SqliteConnection, id: i64) -> StoreResult<Option<Job>> {
     let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id)
@@ -170,19 +182,30 @@ fn push_state(q: &mut QueryBuilder<Sqlite>, state: JobState, now: OffsetDateTime
 }
 
 /// Inserts `jobs` (no unique checks) and returns them in order, with their first events.
-async fn insert_plain(conn: &mut SqliteConnection, jobs: Vec<NewJob>) -> StoreResult<Vec<Job>> {
+/// With `workflow`, the jobs are that workflow's steps in order, and `pending[i]` says whether
+/// step `i` waits for the others.
+pub(crate) async fn insert_plain(
+    conn: &mut SqliteConnection,
+    jobs: Vec<NewJob>,
+    workflow: Option<(WorkflowId, &[bool])>,
+) -> StoreResult<Vec<Job>> {
     let mut out = Vec::with_capacity(jobs.len());
-    let mut jobs = jobs.into_iter().peekable();
-    // 13 parameters per row: 1,000 rows stay below SQLite's parameter limit.
+    let mut jobs = jobs.into_iter().enumerate().peekable();
+    let state_of = |i: usize, j: &NewJob| match workflow {
+        Some((_, pending)) if pending.get(i).copied().unwrap_or(false) => JobState::Pending,
+        _ => j.initial_state(),
+    };
+    // 15 parameters per row: 1,000 rows stay below SQLite's parameter limit.
     while jobs.peek().is_some() {
-        let chunk: Vec<NewJob> = jobs.by_ref().take(1000).collect();
+        let chunk: Vec<(usize, NewJob)> = jobs.by_ref().take(1000).collect();
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO jobs (queue, state, args, priority, max_attempts, backoff, timeout_ms, \
-             scheduled_at, created_at, unique_key, owner, target, event_seq) ",
+             scheduled_at, created_at, unique_key, owner, target, workflow_id, workflow_step, \
+             event_seq) ",
         );
-        q.push_values(&chunk, |mut b, j| {
+        q.push_values(&chunk, |mut b, (i, j)| {
             b.push_bind(j.queue.as_str().to_owned())
-                .push_bind(j.initial_state().as_str())
+                .push_bind(state_of(*i, j).as_str())
                 .push_bind(j.args.to_string())
                 .push_bind(i64::from(j.priority))
                 .push_bind(i64::from(j.max_attempts))
@@ -196,6 +219,8 @@ async fn insert_plain(conn: &mut SqliteConnection, jobs: Vec<NewJob>) -> StoreRe
                 .push_bind(j.unique.as_ref().map(|u| u.key.clone()))
                 .push_bind(j.owner.clone())
                 .push_bind(j.target.clone())
+                .push_bind(workflow.map(|(w, _)| w.0))
+                .push_bind(workflow.map(|_| *i as i64))
                 .push_bind(1i64);
         });
         // Only the ids come back: the rest of each row is what was sent. Ids are assigned in
@@ -214,24 +239,25 @@ async fn insert_plain(conn: &mut SqliteConnection, jobs: Vec<NewJob>) -> StoreRe
         }
         let now = chunk
             .first()
-            .map_or_else(carafe_core::time::now, |j| j.created_at);
+            .map_or_else(carafe_core::time::now, |(_, j)| j.created_at);
         let events: Vec<_> = chunk
             .iter()
             .zip(&ids)
-            .map(|(j, id)| NewEvent {
+            .map(|((i, j), id)| NewEvent {
                 job: *id,
                 seq: 1,
                 kind: "state",
-                data: json!({"state": j.initial_state(), "attempt": 0}),
+                data: json!({"state": state_of(*i, j), "attempt": 0}),
             })
             .collect();
         add_events(conn, now, &events).await?;
-        out.extend(
-            chunk
-                .into_iter()
-                .zip(ids)
-                .map(|(j, id)| j.into_job(JobId(id))),
-        );
+        out.extend(chunk.into_iter().zip(ids).map(|((i, j), id)| {
+            let state = state_of(i, &j);
+            let mut job = j.into_job(JobId(id));
+            job.state = state;
+            job.workflow = workflow.map(|(w, _)| (w, i as u32));
+            job
+        }));
     }
     Ok(out)
 }
@@ -253,7 +279,7 @@ impl SqliteStore {
             // Earlier jobs of the batch go in first: a unique key may match one of them.
             let batch = std::mem::take(&mut plain);
             out.extend(
-                insert_plain(&mut tx, batch)
+                insert_plain(&mut tx, batch, None)
                     .await?
                     .into_iter()
                     .map(Inserted::Created),
@@ -261,7 +287,7 @@ impl SqliteStore {
             match find_unique(&mut tx, &new).await? {
                 Some(existing) => out.push(Inserted::Existing(existing)),
                 None => out.extend(
-                    insert_plain(&mut tx, vec![new])
+                    insert_plain(&mut tx, vec![new], None)
                         .await?
                         .into_iter()
                         .map(Inserted::Created),
@@ -269,7 +295,7 @@ impl SqliteStore {
             }
         }
         out.extend(
-            insert_plain(&mut tx, plain)
+            insert_plain(&mut tx, plain, None)
                 .await?
                 .into_iter()
                 .map(Inserted::Created),

@@ -23,7 +23,7 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{MethodRouter, get, post, put};
 use tower_http::compression::CompressionLayer;
 
-use crate::jobs::{events as job_events, http as jobs, worker_http as workers};
+use crate::jobs::{events as job_events, http as jobs, worker_http as workers, workflows};
 use crate::schedules::http as schedules;
 use crate::state::AppState;
 use crate::{audit, keys, tokens};
@@ -68,6 +68,8 @@ pub fn routes(state: &AppState) -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/api/v1/queues/{queue}/claim", post(workers::claim)),
         ("/api/v1/queues/{queue}/pause", post(jobs::pause)),
         ("/api/v1/queues/{queue}/resume", post(jobs::resume)),
+        ("/api/v1/workflows", idempotent(post(workflows::create))),
+        ("/api/v1/workflows/{id}", get(workflows::get)),
         ("/api/v1/schedules", get(schedules::list)),
         (
             "/api/v1/schedules/{name}",

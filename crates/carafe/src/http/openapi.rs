@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{FieldError, Problem};
 use super::{me, ops};
-use crate::jobs::{events as job_events, http as jobs, worker_http as workers};
+use crate::jobs::{events as job_events, http as jobs, worker_http as workers, workflows};
 use crate::schedules::http as schedules;
 use crate::{audit, keys, tokens};
 
@@ -28,6 +28,7 @@ use crate::{audit, keys, tokens};
         workers::claim, workers::heartbeat, workers::progress, workers::complete,
         workers::complete_batch, workers::fail,
         jobs::queues, jobs::configure, jobs::pause, jobs::resume,
+        workflows::create, workflows::get,
         schedules::put, schedules::get, schedules::list, schedules::delete,
     ),
     components(schemas(Problem, FieldError)),

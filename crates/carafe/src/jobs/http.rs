@@ -256,13 +256,17 @@ pub async fn retry(
         .retry(id)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    if job.state == JobState::Running {
-        return Err(ApiError::conflict(
+    match job.state {
+        JobState::Running => Err(ApiError::conflict(
             "job_running",
             "the job is running; cancel it first",
-        ));
+        )),
+        JobState::Pending => Err(ApiError::conflict(
+            "job_pending",
+            "the job is a workflow step waiting for the steps before it",
+        )),
+        _ => Ok(axum::Json(JobView::new(job, now()))),
     }
-    Ok(axum::Json(JobView::new(job, now())))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -63,6 +63,7 @@ pub async fn rescue(jobs: &Jobs) -> carafe_core::StoreResult<usize> {
         for id in &ids {
             jobs.bus().publish(&job_topic(*id));
         }
+        jobs.advance_workflows(&ids).await?;
         total += ids.len();
         if !ids.is_empty() {
             tracing::info!(jobs = ids.len(), "rescued jobs whose lease expired");
@@ -74,8 +75,13 @@ pub async fn rescue(jobs: &Jobs) -> carafe_core::StoreResult<usize> {
     }
 }
 
-/// Deletes finished jobs past their retention, then expired idempotency records.
+/// Deletes finished jobs past their retention, then expired idempotency records; first,
+/// finishes any workflow advance a crash interrupted.
 pub async fn prune(jobs: &Jobs) -> carafe_core::StoreResult<u64> {
+    for (job, queue) in jobs.store().advance_running_workflows(now(), BATCH).await? {
+        jobs.bus().publish(&job_topic(job));
+        jobs.bus().publish(&super::queue_topic(queue.as_str()));
+    }
     let settings = jobs.settings();
     let mut total = 0;
     loop {

@@ -11,6 +11,7 @@ pub mod request;
 pub mod runner;
 pub mod views;
 pub mod worker_http;
+pub mod workflows;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -152,7 +153,27 @@ impl Jobs {
             .filter(|d| matches!(d, Fenced::Done(())))
             .count();
         metrics::counter!("carafe_jobs_completed_total").increment(n as u64);
+        let finished: Vec<JobId> = items
+            .iter()
+            .zip(&done)
+            .filter(|(_, d)| matches!(d, Fenced::Done(())))
+            .map(|(i, _)| i.id)
+            .collect();
+        self.advance_workflows(&finished).await?;
         Ok(done)
+    }
+
+    /// Moves on the workflows these (now finished) jobs are steps of, and wakes the queues of
+    /// the steps that start.
+    pub async fn advance_workflows(&self, finished: &[JobId]) -> StoreResult<()> {
+        if finished.is_empty() {
+            return Ok(());
+        }
+        for (job, queue) in self.store.advance_workflows(finished, now()).await? {
+            self.bus.publish(&job_topic(job));
+            self.bus.publish(&queue_topic(queue.as_str()));
+        }
+        Ok(())
     }
 
     pub async fn fail(
@@ -169,14 +190,20 @@ impl Jobs {
             }
             metrics::counter!("carafe_jobs_failed_total", "outcome" => o.state.as_str())
                 .increment(1);
+            if o.state.is_final() {
+                self.advance_workflows(&[id]).await?;
+            }
         }
         Ok(outcome)
     }
 
     pub async fn cancel(&self, id: JobId) -> StoreResult<Option<Job>> {
         let job = self.store.cancel_job(id, now()).await?;
-        if job.is_some() {
+        if let Some(j) = &job {
             self.bus.publish(&job_topic(id));
+            if j.state.is_final() {
+                self.advance_workflows(&[id]).await?;
+            }
         }
         Ok(job)
     }

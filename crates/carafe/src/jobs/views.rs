@@ -44,6 +44,10 @@ pub struct JobView {
     pub owner: Option<String>,
     /// Where Carafe delivers the job (push delivery).
     pub target: Option<String>,
+    /// The workflow this job is a step of.
+    pub workflow_id: Option<i64>,
+    /// Its place in the workflow (0 first).
+    pub workflow_step: Option<u32>,
     #[schema(value_type = Option<Object>)]
     pub progress: Option<Progress>,
     #[schema(value_type = Option<Object>)]
@@ -77,6 +81,8 @@ impl JobView {
             unique_key: job.unique_key,
             owner: job.owner,
             target: job.target,
+            workflow_id: job.workflow.map(|(w, _)| w.0),
+            workflow_step: job.workflow.map(|(_, s)| s),
             progress: job.progress,
             checkpoint: job.checkpoint,
             result: job.result,

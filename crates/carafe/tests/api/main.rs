@@ -21,3 +21,4 @@ mod push;
 mod schedules;
 mod shutdown;
 mod workers;
+mod workflows;

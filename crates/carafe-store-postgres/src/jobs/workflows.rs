@@ -1,0 +1,225 @@
+//! `WorkflowStore` on PostgreSQL. Advancing locks the workflow's row (`FOR UPDATE`), so two
+//! steps completing at once on different servers are seen one after the other: the next step
+//! (or a chord's callback) is started exactly once.
+
+use carafe_core::jobs::{
+    Job, JobId, JobState, NewJob, QueueName, Step, Workflow, WorkflowId, WorkflowKind,
+    WorkflowState, plan,
+};
+use carafe_core::{StoreError, StoreResult};
+use sqlx::types::Json;
+use sqlx::{PgConnection, Row};
+use time::OffsetDateTime;
+
+use super::admin::cancel_in;
+use super::insert::insert_rows;
+use super::wakeup::Wakeups;
+use super::{JOB_COLUMNS, job_from_row};
+use crate::{PgStore, map_err};
+
+async fn steps_of(conn: &mut PgConnection, id: WorkflowId) -> StoreResult<Vec<Job>> {
+    let sql =
+        format!("SELECT {JOB_COLUMNS} FROM jobs WHERE workflow_id = $1 ORDER BY workflow_step");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.0)
+        .fetch_all(conn)
+        .await
+        .map_err(map_err)?;
+    rows.iter().map(job_from_row).collect()
+}
+
+/// The workflow and its steps; with `lock`, its row stays locked until the transaction ends.
+async fn workflow_in(
+    conn: &mut PgConnection,
+    id: WorkflowId,
+    lock: bool,
+) -> StoreResult<Option<Workflow>> {
+    let sql = format!(
+        "SELECT kind, state, created_at, finalized_at FROM workflows WHERE id = $1{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.0)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(map_err)?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let kind: String = row.try_get("kind").map_err(map_err)?;
+    let state: String = row.try_get("state").map_err(map_err)?;
+    Ok(Some(Workflow {
+        id,
+        kind: kind.parse().map_err(StoreError::corrupt)?,
+        state: state.parse().map_err(StoreError::corrupt)?,
+        created_at: row.try_get("created_at").map_err(map_err)?,
+        finalized_at: row.try_get("finalized_at").map_err(map_err)?,
+        steps: steps_of(conn, id).await?,
+    }))
+}
+
+/// Applies `plan` to one running workflow; returns the steps it started.
+async fn advance_in(
+    conn: &mut PgConnection,
+    id: WorkflowId,
+    now: OffsetDateTime,
+    wake: &mut Wakeups,
+) -> StoreResult<Vec<(JobId, QueueName)>> {
+    let Some(wf) = workflow_in(&mut *conn, id, true).await? else {
+        return Ok(Vec::new());
+    };
+    if wf.state != WorkflowState::Running {
+        return Ok(Vec::new());
+    }
+    let steps: Vec<Step> = wf
+        .steps
+        .iter()
+        .map(|j| Step {
+            job: j.id,
+            state: j.state,
+            result: j.result.clone(),
+        })
+        .collect();
+    let next = plan(wf.kind, &steps);
+    let mut started = Vec::new();
+    for (job, key, value) in next.activate {
+        let row = sqlx::query(
+            "WITH a AS (
+                 UPDATE jobs SET state = 'available', scheduled_at = $1, event_seq = event_seq + 1,
+                     args = args || jsonb_build_object($2::text, $3::jsonb)
+                 WHERE id = $4 AND state = 'pending' RETURNING id, queue, attempt, event_seq),
+             ev AS (
+                 INSERT INTO job_events (job_id, seq, at, kind, data)
+                 SELECT id, event_seq, $1, 'state',
+                     jsonb_build_object('state', 'available', 'attempt', attempt)
+                 FROM a)
+             SELECT queue FROM a",
+        )
+        .bind(now)
+        .bind(key)
+        .bind(Json(&value))
+        .bind(job.0)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(map_err)?;
+        if let Some(row) = row {
+            let queue: String = row.try_get("queue").map_err(map_err)?;
+            let queue = QueueName::parse(&queue).map_err(|_| StoreError::corrupt("jobs.queue"))?;
+            wake.job(job);
+            wake.queue(&queue);
+            started.push((job, queue));
+        }
+    }
+    for job in next.cancel {
+        cancel_in(&mut *conn, job, now, wake).await?;
+    }
+    if let Some(state) = next.finish {
+        sqlx::query("UPDATE workflows SET state = $1, finalized_at = $2 WHERE id = $3")
+            .bind(state.as_str())
+            .bind(now)
+            .bind(id.0)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_err)?;
+    }
+    Ok(started)
+}
+
+impl PgStore {
+    pub(crate) async fn create_workflow_impl(
+        &self,
+        kind: WorkflowKind,
+        steps: Vec<NewJob>,
+        now: OffsetDateTime,
+    ) -> StoreResult<Workflow> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO workflows (kind, state, created_at) VALUES ($1, 'running', $2)
+             RETURNING id",
+        )
+        .bind(kind.as_str())
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let last = steps.len().saturating_sub(1);
+        let pending: Vec<bool> = (0..steps.len())
+            .map(|i| match kind {
+                WorkflowKind::Chain => i > 0,
+                WorkflowKind::Group => false,
+                WorkflowKind::Chord => i == last,
+            })
+            .collect();
+        let refs: Vec<&NewJob> = steps.iter().collect();
+        let jobs = insert_rows(&mut tx, &refs, Some((WorkflowId(id), &pending))).await?;
+        let mut wake = Wakeups::default();
+        for job in jobs.iter().filter(|j| j.state != JobState::Pending) {
+            wake.queue(&job.queue);
+        }
+        wake.send(&mut tx).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(Workflow {
+            id: WorkflowId(id),
+            kind,
+            state: WorkflowState::Running,
+            created_at: now,
+            finalized_at: None,
+            steps: jobs,
+        })
+    }
+
+    pub(crate) async fn get_workflow_impl(&self, id: WorkflowId) -> StoreResult<Option<Workflow>> {
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        workflow_in(&mut conn, id, false).await
+    }
+
+    pub(crate) async fn advance_workflows_impl(
+        &self,
+        jobs: &[JobId],
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<(JobId, QueueName)>> {
+        let ids: Vec<i64> = jobs.iter().map(|j| j.0).collect();
+        let workflows: Vec<i64> = sqlx::query_scalar(
+            "SELECT DISTINCT workflow_id FROM jobs
+             WHERE id = ANY($1) AND workflow_id IS NOT NULL ORDER BY workflow_id",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        self.advance_each(workflows, now).await
+    }
+
+    pub(crate) async fn advance_running_workflows_impl(
+        &self,
+        now: OffsetDateTime,
+        batch: u32,
+    ) -> StoreResult<Vec<(JobId, QueueName)>> {
+        let workflows: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM workflows WHERE state = 'running' ORDER BY id LIMIT $1",
+        )
+        .bind(i64::from(batch))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        self.advance_each(workflows, now).await
+    }
+
+    /// Advances each workflow in its own short transaction, in id order (so two servers lock
+    /// them in the same order).
+    async fn advance_each(
+        &self,
+        workflows: Vec<i64>,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<(JobId, QueueName)>> {
+        let mut started = Vec::new();
+        for id in workflows {
+            let mut tx = self.pool.begin().await.map_err(map_err)?;
+            let mut wake = Wakeups::default();
+            started.extend(advance_in(&mut tx, WorkflowId(id), now, &mut wake).await?);
+            wake.send(&mut tx).await?;
+            tx.commit().await.map_err(map_err)?;
+        }
+        Ok(started)
+    }
+}

@@ -1,0 +1,218 @@
+//! `WorkflowStore` on SQLite. The single writer serializes every advance, so a workflow's
+//! next step (or a chord's callback) is started exactly once.
+
+use carafe_core::jobs::{
+    Job, JobId, JobState, NewJob, QueueName, Step, Workflow, WorkflowId, WorkflowKind,
+    WorkflowState, plan,
+};
+use carafe_core::{StoreError, StoreResult};
+use serde_json::json;
+use sqlx::{Row, SqliteConnection};
+use time::OffsetDateTime;
+
+use super::admin::cancel_in;
+use super::{JOB_COLUMNS, NewEvent, add_events, insert_plain, job_from_row};
+use crate::{SqliteStore, at, map_err, ms};
+
+async fn steps_of(conn: &mut SqliteConnection, id: WorkflowId) -> StoreResult<Vec<Job>> {
+    let sql =
+        format!("SELECT {JOB_COLUMNS} FROM jobs WHERE workflow_id = ? ORDER BY workflow_step");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.0)
+        .fetch_all(conn)
+        .await
+        .map_err(map_err)?;
+    rows.iter().map(job_from_row).collect()
+}
+
+async fn workflow_in(conn: &mut SqliteConnection, id: WorkflowId) -> StoreResult<Option<Workflow>> {
+    let row =
+        sqlx::query("SELECT kind, state, created_at, finalized_at FROM workflows WHERE id = ?")
+            .bind(id.0)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(map_err)?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let kind: String = row.try_get("kind").map_err(map_err)?;
+    let state: String = row.try_get("state").map_err(map_err)?;
+    Ok(Some(Workflow {
+        id,
+        kind: kind.parse().map_err(StoreError::corrupt)?,
+        state: state.parse().map_err(StoreError::corrupt)?,
+        created_at: at(row.try_get("created_at").map_err(map_err)?),
+        finalized_at: row
+            .try_get::<Option<i64>, _>("finalized_at")
+            .map_err(map_err)?
+            .map(at),
+        steps: steps_of(conn, id).await?,
+    }))
+}
+
+/// Applies `plan` to one running workflow; returns the steps it started.
+async fn advance_in(
+    conn: &mut SqliteConnection,
+    id: WorkflowId,
+    now: OffsetDateTime,
+) -> StoreResult<Vec<(JobId, QueueName)>> {
+    let Some(wf) = workflow_in(&mut *conn, id).await? else {
+        return Ok(Vec::new());
+    };
+    if wf.state != WorkflowState::Running {
+        return Ok(Vec::new());
+    }
+    let steps: Vec<Step> = wf
+        .steps
+        .iter()
+        .map(|j| Step {
+            job: j.id,
+            state: j.state,
+            result: j.result.clone(),
+        })
+        .collect();
+    let next = plan(wf.kind, &steps);
+    let mut started = Vec::new();
+    for (job, key, value) in next.activate {
+        let row = sqlx::query(
+            "UPDATE jobs SET state = 'available', scheduled_at = ?, event_seq = event_seq + 1,
+                 args = json_set(args, '$.' || ?, json(?))
+             WHERE id = ? AND state = 'pending' RETURNING queue, attempt, event_seq",
+        )
+        .bind(ms(now))
+        .bind(key)
+        .bind(value.to_string())
+        .bind(job.0)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(map_err)?;
+        if let Some(row) = row {
+            let queue: String = row.try_get("queue").map_err(map_err)?;
+            let attempt: i64 = row.try_get("attempt").map_err(map_err)?;
+            let event = NewEvent {
+                job: job.0,
+                seq: row.try_get("event_seq").map_err(map_err)?,
+                kind: "state",
+                data: json!({"state": JobState::Available, "attempt": attempt}),
+            };
+            add_events(&mut *conn, now, &[event]).await?;
+            started.push((
+                job,
+                QueueName::parse(&queue).map_err(|_| StoreError::corrupt("jobs.queue"))?,
+            ));
+        }
+    }
+    for job in next.cancel {
+        cancel_in(&mut *conn, job, now).await?;
+    }
+    if let Some(state) = next.finish {
+        sqlx::query("UPDATE workflows SET state = ?, finalized_at = ? WHERE id = ?")
+            .bind(state.as_str())
+            .bind(ms(now))
+            .bind(id.0)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_err)?;
+    }
+    Ok(started)
+}
+
+impl SqliteStore {
+    pub(crate) async fn create_workflow_impl(
+        &self,
+        kind: WorkflowKind,
+        steps: Vec<NewJob>,
+        now: OffsetDateTime,
+    ) -> StoreResult<Workflow> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO workflows (kind, state, created_at) VALUES (?, 'running', ?) RETURNING id",
+        )
+        .bind(kind.as_str())
+        .bind(ms(now))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let last = steps.len().saturating_sub(1);
+        let pending: Vec<bool> = (0..steps.len())
+            .map(|i| match kind {
+                WorkflowKind::Chain => i > 0,
+                WorkflowKind::Group => false,
+                WorkflowKind::Chord => i == last,
+            })
+            .collect();
+        let jobs = insert_plain(&mut tx, steps, Some((WorkflowId(id), &pending))).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(Workflow {
+            id: WorkflowId(id),
+            kind,
+            state: WorkflowState::Running,
+            created_at: now,
+            finalized_at: None,
+            steps: jobs,
+        })
+    }
+
+    pub(crate) async fn get_workflow_impl(&self, id: WorkflowId) -> StoreResult<Option<Workflow>> {
+        let mut conn = self.reader.acquire().await.map_err(map_err)?;
+        workflow_in(&mut conn, id).await
+    }
+
+    pub(crate) async fn advance_workflows_impl(
+        &self,
+        jobs: &[JobId],
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<(JobId, QueueName)>> {
+        let ids: Vec<i64> = jobs.iter().map(|j| j.0).collect();
+        // Most jobs belong to no workflow: find out on a read connection first.
+        let workflows: Vec<i64> = sqlx::query_scalar(
+            "SELECT DISTINCT workflow_id FROM jobs
+             WHERE id IN (SELECT value FROM json_each(?)) AND workflow_id IS NOT NULL",
+        )
+        .bind(serde_json::to_string(&ids).expect("serializes"))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        self.advance_each(workflows, now).await
+    }
+
+    pub(crate) async fn advance_running_workflows_impl(
+        &self,
+        now: OffsetDateTime,
+        batch: u32,
+    ) -> StoreResult<Vec<(JobId, QueueName)>> {
+        let workflows: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM workflows WHERE state = 'running' ORDER BY id LIMIT ?",
+        )
+        .bind(i64::from(batch))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        self.advance_each(workflows, now).await
+    }
+
+    async fn advance_each(
+        &self,
+        workflows: Vec<i64>,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<(JobId, QueueName)>> {
+        if workflows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
+        let mut started = Vec::new();
+        for id in workflows {
+            started.extend(advance_in(&mut tx, WorkflowId(id), now).await?);
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(started)
+    }
+}
