@@ -312,3 +312,61 @@ async fn migrate_and_check_on_postgres() {
     assert!(out.status.success(), "{}", text(&out.stdout));
     assert!(text(&out.stdout).contains("postgres reachable"));
 }
+
+/// `carafe worker` runs the job engine with no HTTP API: here it delivers a push job that a
+/// server (now stopped) enqueued on the same database, and stops cleanly on SIGTERM.
+#[tokio::test]
+async fn the_worker_command_runs_the_engine_without_http() {
+    use crate::helpers::{Backend, SECRET, TestApp};
+    use crate::push::{PUSH_SECRET, start_receiver};
+
+    let (base, receiver) = start_receiver().await;
+    let mut app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.push.secret = Some(carafe::config::Secret::new(PUSH_SECRET.into()));
+    })
+    .await;
+    let id = app
+        .new_job(serde_json::json!({"queue": "offline", "target": format!("{base}/hooks/ok"), "delay_ms": 2000}))
+        .await;
+    app.begin_stop();
+    app.wait_stopped().await.unwrap();
+    let data_dir = app.data_dir().to_str().unwrap().to_owned();
+
+    let mut worker = carafe(app.data_dir())
+        .arg("worker")
+        .env("CARAFE_DATA_DIR", &data_dir)
+        .env("CARAFE_SECRET_KEY", SECRET)
+        .env("CARAFE_PUSH__SECRET", PUSH_SECRET)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !receiver.calls.lock().unwrap().contains_key(&id) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker delivers the job"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = worker.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), worker.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+
+    let store = carafe_store_sqlite::SqliteStore::open(&app.data_dir().join("carafe.db"), 1)
+        .await
+        .unwrap();
+    use carafe_core::store::JobStore;
+    let job = store
+        .get_job(carafe_core::jobs::JobId(id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(job.state, carafe_core::jobs::JobState::Completed);
+}

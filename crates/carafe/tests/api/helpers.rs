@@ -140,6 +140,10 @@ impl TestApp {
             .expect("the server task does not panic")
     }
 
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._data_dir.path()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -144,3 +144,51 @@ async fn event_streams_check_access(backend: Backend) {
     problem(res, 400, "invalid_last_event_id").await;
     let _: Value = json!(null);
 }
+
+/// Two instances on one PostgreSQL: a watcher on one sees, at once, every change made through
+/// the other (a NOTIFY wake-up, not a poll: the poll interval here is 30 s).
+#[tokio::test]
+#[ignore = "needs CARAFE_TEST_POSTGRES_URL"]
+async fn watchers_see_changes_made_on_another_instance() {
+    use std::time::Duration;
+    let a = TestApp::spawn_with(Backend::Postgres, |c| {
+        c.jobs.poll_interval = carafe::config::HumanDuration(Duration::from_secs(30));
+    })
+    .await;
+    let b = a.sibling(Default::default()).await;
+    let id = a.new_job(json!({"queue": "cross"})).await;
+    let res = b
+        .request(
+            reqwest::Method::GET,
+            &format!("/api/v1/jobs/{id}/events"),
+            Some(&b.admin_key),
+        )
+        .send()
+        .await
+        .unwrap();
+    let reader = tokio::spawn(read_sse(res, 10));
+    let started = std::time::Instant::now();
+    let job = a
+        .claim_jobs("cross", json!({"worker": "w"}))
+        .await
+        .remove(0);
+    let lease = job["lease_token"].clone();
+    a.worker_call(
+        &a.admin_key,
+        id,
+        "progress",
+        &json!({"lease_token": lease, "progress": {"current": 1}}),
+    )
+    .await;
+    a.worker_call(&a.admin_key, id, "complete", &json!({"lease_token": lease}))
+        .await;
+    let events = reader.await.unwrap();
+    let kinds: Vec<_> = events.iter().map(|e| e.event.clone().unwrap()).collect();
+    assert_eq!(kinds, ["state", "state", "progress", "state"]);
+    assert_eq!(events[3].data["state"], "completed");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "woken by NOTIFY: {:?}",
+        started.elapsed()
+    );
+}

@@ -18,11 +18,11 @@ both_backends!(
     a_cancelled_delivery_is_aborted
 );
 
-const PUSH_SECRET: &str = "push-secret-push-secret-push-secret!";
+pub const PUSH_SECRET: &str = "push-secret-push-secret-push-secret!";
 
 #[derive(Clone, Default)]
-struct Receiver {
-    calls: Arc<Mutex<HashMap<i64, u32>>>,
+pub struct Receiver {
+    pub calls: Arc<Mutex<HashMap<i64, u32>>>,
     bodies: Arc<Mutex<Vec<Value>>>,
 }
 
@@ -82,7 +82,7 @@ async fn receive(
     }
 }
 
-async fn start_receiver() -> (String, Receiver) {
+pub async fn start_receiver() -> (String, Receiver) {
     let receiver = Receiver::default();
     let router = axum::Router::new()
         .route("/hooks/{mode}", axum::routing::post(receive))
