@@ -7,14 +7,20 @@ use serde_json::json;
 
 use crate::StoreError;
 
+mod flows;
 mod jobs;
+mod lifecycle;
+mod queues;
 use crate::audit::NewAuditEvent;
 use crate::idempotency::{Reservation, Reserve};
 use crate::keys::{KeyHash, KeyId, KeyName, NewApiKey, Scope, Scopes};
 use crate::page::PageRequest;
 use crate::store::Store;
 use crate::time::{Duration, now};
+pub use flows::*;
 pub use jobs::*;
+pub use lifecycle::*;
+pub use queues::*;
 
 /// Generates one `#[tokio::test]` per conformance check. `$make` is an async fn returning a
 /// fresh `Arc<dyn Store>`; extra attributes (such as `#[ignore = "…"]`) go on every test.
