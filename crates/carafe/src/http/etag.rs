@@ -18,7 +18,8 @@ use super::json::is_json;
 const MAX_TAGGED_BYTES: u64 = 8 * 1024 * 1024;
 
 pub async fn middleware(req: Request, next: Next) -> Response {
-    if req.method() != Method::GET {
+    // Resources live under /api; probes and metrics are never cached.
+    if req.method() != Method::GET || !req.uri().path().starts_with("/api/") {
         return next.run(req).await;
     }
     let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();

@@ -53,12 +53,22 @@ pub async fn middleware(mut req: Request, next: Next) -> Response {
         _ => generate(),
     };
     let request_id = RequestId(id.clone());
-    let span = tracing::info_span!(
-        "request",
-        request_id = request_id.as_str(),
-        method = %req.method(),
-        path = req.uri().path(),
-    );
+    // Probes (health, readiness, metrics) log only at debug; their span costs nothing at info.
+    let span = if req.uri().path().starts_with("/api/") {
+        tracing::info_span!(
+            "request",
+            request_id = request_id.as_str(),
+            method = %req.method(),
+            path = req.uri().path(),
+        )
+    } else {
+        tracing::debug_span!(
+            "request",
+            request_id = request_id.as_str(),
+            method = %req.method(),
+            path = req.uri().path(),
+        )
+    };
     req.extensions_mut().insert(request_id.clone());
     let mut response = CURRENT
         .scope(request_id, next.run(req).instrument(span))
