@@ -529,3 +529,50 @@ async fn queue_limits_cap_claims(backend: Backend) {
         assert_eq!(p["errors"][0]["field"], field);
     }
 }
+
+/// Retention, as the maintenance leader applies it: finished jobs past their retention go,
+/// waiting ones stay; and the queue figures reach /metrics.
+#[tokio::test]
+async fn retention_prunes_finished_jobs_and_metrics_show_queues() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.jobs.retention_completed =
+            carafe::config::HumanDuration(std::time::Duration::from_millis(1));
+    })
+    .await;
+    let done = app.new_job(json!({"queue": "kept-short"})).await;
+    let waiting = app
+        .new_job(json!({"queue": "kept-short", "delay_ms": 60_000}))
+        .await;
+    let job = app
+        .claim_jobs("kept-short", json!({"worker": "w"}))
+        .await
+        .remove(0);
+    app.worker_call(
+        &app.admin_key,
+        done,
+        "complete",
+        &json!({"lease_token": job["lease_token"]}),
+    )
+    .await;
+    let text = app
+        .metrics(Some(&app.admin_key))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("carafe_jobs{queue=\"kept-short\",state=\"completed\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("carafe_jobs_claim_latency_seconds_count"),
+        "claim latency histogram"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await; // past the 1 ms retention
+    let pruned = carafe::jobs::maintenance::prune(&app.state.jobs)
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1);
+    problem(app.get_job(&app.admin_key, done).await, 404, "not_found").await;
+    assert_eq!(app.get_job(&app.admin_key, waiting).await.status(), 200);
+}
