@@ -378,6 +378,52 @@ pub struct QueueStats {
     pub completed_last_minute: u64,
 }
 
+/// One row of per-queue figures as a store counts them (by queue and effective state).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueCount {
+    pub queue: String,
+    pub state: JobState,
+    pub jobs: u64,
+    pub oldest_available_at: Option<OffsetDateTime>,
+    pub completed_last_minute: u64,
+}
+
+impl QueueStats {
+    /// Folds count rows and queue settings (`name, paused, limits`) into one entry per queue,
+    /// by name. A queue with settings but no jobs is listed too.
+    pub fn collect(
+        counts: Vec<QueueCount>,
+        settings: Vec<(String, bool, QueueLimits)>,
+    ) -> Vec<QueueStats> {
+        use std::collections::BTreeMap;
+        fn entry<'a>(map: &'a mut BTreeMap<String, QueueStats>, name: &str) -> &'a mut QueueStats {
+            map.entry(name.to_owned()).or_insert_with(|| QueueStats {
+                queue: name.to_owned(),
+                paused: false,
+                limits: QueueLimits::default(),
+                counts: Vec::new(),
+                oldest_available_at: None,
+                completed_last_minute: 0,
+            })
+        }
+        let mut by_name = BTreeMap::new();
+        for c in counts {
+            let s = entry(&mut by_name, &c.queue);
+            s.counts.push((c.state, c.jobs));
+            if let Some(t) = c.oldest_available_at {
+                s.oldest_available_at = Some(s.oldest_available_at.map_or(t, |o| o.min(t)));
+            }
+            s.completed_last_minute += c.completed_last_minute;
+        }
+        for (name, paused, limits) in settings {
+            let s = entry(&mut by_name, &name);
+            s.paused = paused;
+            s.limits = limits;
+        }
+        by_name.into_values().collect()
+    }
+}
+
 /// A recurring job: a cron expression in a time zone and the job to enqueue at each tick.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Schedule {

@@ -71,6 +71,18 @@ macro_rules! names {
 }
 
 names!(WorkflowKind { Chain => "chain", Group => "group", Chord => "chord" });
+
+impl WorkflowKind {
+    /// Whether step `i` of `len` waits (`pending`) when the workflow is created: every chain
+    /// step after the first, and a chord's callback (its last step).
+    pub fn waits(self, i: usize, len: usize) -> bool {
+        match self {
+            WorkflowKind::Chain => i > 0,
+            WorkflowKind::Group => false,
+            WorkflowKind::Chord => i + 1 == len,
+        }
+    }
+}
 names!(WorkflowState { Running => "running", Completed => "completed", Failed => "failed", Cancelled => "cancelled" });
 
 #[derive(Debug, Clone, PartialEq)]

@@ -3,7 +3,7 @@
 //! so they cannot race a worker's report or a rescue into an inconsistent state.
 
 use carafe_core::jobs::{
-    Allowance, Job, JobId, JobState, QueueLimits, QueueName, QueueStats, allowance,
+    Allowance, Job, JobId, JobState, QueueCount, QueueLimits, QueueName, QueueStats, allowance,
 };
 use carafe_core::{StoreError, StoreResult};
 use serde_json::{Value, json};
@@ -251,49 +251,30 @@ impl PgStore {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(map_err)?;
-        let mut stats: Vec<QueueStats> = Vec::new();
-        let entry = |stats: &mut Vec<QueueStats>, name: &str| -> usize {
-            match stats.iter().position(|s| s.queue == name) {
-                Some(i) => i,
-                None => {
-                    stats.push(QueueStats {
-                        queue: name.to_owned(),
-                        paused: false,
-                        limits: QueueLimits::default(),
-                        counts: Vec::new(),
-                        oldest_available_at: None,
-                        completed_last_minute: 0,
-                    });
-                    stats.len() - 1
-                }
-            }
-        };
-        for row in &rows {
-            let queue: String = row.try_get("queue").map_err(map_err)?;
-            let state: String = row.try_get("effective").map_err(map_err)?;
-            let n: i64 = row.try_get("n").map_err(map_err)?;
-            let oldest: Option<OffsetDateTime> = row.try_get("oldest").map_err(map_err)?;
-            let recent: i64 = row.try_get("recent").map_err(map_err)?;
-            let i = entry(&mut stats, &queue);
-            let s = &mut stats[i];
-            s.counts
-                .push((state.parse().map_err(StoreError::corrupt)?, n as u64));
-            if let Some(oldest) = oldest {
-                s.oldest_available_at =
-                    Some(s.oldest_available_at.map_or(oldest, |o| o.min(oldest)));
-            }
-            s.completed_last_minute += recent as u64;
-        }
-        for (name, is_paused, concurrency, rate) in settings {
-            let i = entry(&mut stats, &name);
-            stats[i].paused = is_paused;
-            stats[i].limits = QueueLimits {
-                concurrency: concurrency.map(|n| n as u32),
-                rate_per_second: rate,
-            };
-        }
-        stats.sort_by(|a, b| a.queue.cmp(&b.queue));
-        Ok(stats)
+        let counts = rows
+            .iter()
+            .map(|row| {
+                let state: String = row.try_get("effective").map_err(map_err)?;
+                Ok(QueueCount {
+                    queue: row.try_get("queue").map_err(map_err)?,
+                    state: state.parse().map_err(StoreError::corrupt)?,
+                    jobs: row.try_get::<i64, _>("n").map_err(map_err)? as u64,
+                    oldest_available_at: row.try_get("oldest").map_err(map_err)?,
+                    completed_last_minute: row.try_get::<i64, _>("recent").map_err(map_err)? as u64,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let settings = settings
+            .into_iter()
+            .map(|(name, paused, concurrency, rate)| {
+                let limits = QueueLimits {
+                    concurrency: concurrency.map(|n| n as u32),
+                    rate_per_second: rate,
+                };
+                (name, paused, limits)
+            })
+            .collect();
+        Ok(QueueStats::collect(counts, settings))
     }
 
     pub(crate) async fn set_queue_paused_impl(

@@ -142,13 +142,8 @@ impl PgStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(map_err)?;
-        let last = steps.len().saturating_sub(1);
         let pending: Vec<bool> = (0..steps.len())
-            .map(|i| match kind {
-                WorkflowKind::Chain => i > 0,
-                WorkflowKind::Group => false,
-                WorkflowKind::Chord => i == last,
-            })
+            .map(|i| kind.waits(i, steps.len()))
             .collect();
         let refs: Vec<&NewJob> = steps.iter().collect();
         let jobs = insert_rows(&mut tx, &refs, Some((WorkflowId(id), &pending))).await?;

@@ -2,7 +2,8 @@
 //! pausing, reading a job's events, and leader leases.
 
 use carafe_core::jobs::{
-    Allowance, Job, JobEvent, JobId, JobState, QueueLimits, QueueName, QueueStats, allowance,
+    Allowance, Job, JobEvent, JobId, JobState, QueueCount, QueueLimits, QueueName, QueueStats,
+    allowance,
 };
 use carafe_core::{StoreError, StoreResult};
 use serde_json::json;
@@ -286,49 +287,33 @@ impl SqliteStore {
                 .fetch_all(&self.reader)
                 .await
                 .map_err(map_err)?;
-        let mut stats: Vec<QueueStats> = Vec::new();
-        let entry = |stats: &mut Vec<QueueStats>, name: &str| -> usize {
-            match stats.iter().position(|s| s.queue == name) {
-                Some(i) => i,
-                None => {
-                    stats.push(QueueStats {
-                        queue: name.to_owned(),
-                        paused: false,
-                        limits: QueueLimits::default(),
-                        counts: Vec::new(),
-                        oldest_available_at: None,
-                        completed_last_minute: 0,
-                    });
-                    stats.len() - 1
-                }
-            }
-        };
-        for row in &rows {
-            let queue: String = row.try_get("queue").map_err(map_err)?;
-            let state: String = row.try_get("effective").map_err(map_err)?;
-            let i = entry(&mut stats, &queue);
-            let s = &mut stats[i];
-            s.counts.push((
-                state.parse().map_err(StoreError::corrupt)?,
-                row.try_get::<i64, _>("n").map_err(map_err)? as u64,
-            ));
-            if let Some(oldest) = row.try_get::<Option<i64>, _>("oldest").map_err(map_err)? {
-                let oldest = at(oldest);
-                s.oldest_available_at =
-                    Some(s.oldest_available_at.map_or(oldest, |o| o.min(oldest)));
-            }
-            s.completed_last_minute += row.try_get::<i64, _>("recent").map_err(map_err)? as u64;
-        }
-        for (name, is_paused, concurrency, rate) in paused {
-            let i = entry(&mut stats, &name);
-            stats[i].paused = is_paused != 0;
-            stats[i].limits = QueueLimits {
-                concurrency: concurrency.map(|n| n as u32),
-                rate_per_second: rate,
-            };
-        }
-        stats.sort_by(|a, b| a.queue.cmp(&b.queue));
-        Ok(stats)
+        let counts = rows
+            .iter()
+            .map(|row| {
+                let state: String = row.try_get("effective").map_err(map_err)?;
+                Ok(QueueCount {
+                    queue: row.try_get("queue").map_err(map_err)?,
+                    state: state.parse().map_err(StoreError::corrupt)?,
+                    jobs: row.try_get::<i64, _>("n").map_err(map_err)? as u64,
+                    oldest_available_at: row
+                        .try_get::<Option<i64>, _>("oldest")
+                        .map_err(map_err)?
+                        .map(at),
+                    completed_last_minute: row.try_get::<i64, _>("recent").map_err(map_err)? as u64,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let settings = paused
+            .into_iter()
+            .map(|(name, is_paused, concurrency, rate)| {
+                let limits = QueueLimits {
+                    concurrency: concurrency.map(|n| n as u32),
+                    rate_per_second: rate,
+                };
+                (name, is_paused != 0, limits)
+            })
+            .collect();
+        Ok(QueueStats::collect(counts, settings))
     }
 
     pub(crate) async fn set_queue_paused_impl(

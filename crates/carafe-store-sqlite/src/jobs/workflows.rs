@@ -137,13 +137,8 @@ impl SqliteStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(map_err)?;
-        let last = steps.len().saturating_sub(1);
         let pending: Vec<bool> = (0..steps.len())
-            .map(|i| match kind {
-                WorkflowKind::Chain => i > 0,
-                WorkflowKind::Group => false,
-                WorkflowKind::Chord => i == last,
-            })
+            .map(|i| kind.waits(i, steps.len()))
             .collect();
         let jobs = insert_plain(&mut tx, steps, Some((WorkflowId(id), &pending))).await?;
         tx.commit().await.map_err(map_err)?;
