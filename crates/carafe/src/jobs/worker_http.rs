@@ -175,18 +175,23 @@ pub async fn heartbeat(
     let extend = lease(body.lease_ms, "/lease_ms")?;
     progress_ok(&body.progress)?;
     let at = now();
-    let ack = state
-        .jobs
-        .heartbeat(Heartbeat {
+    report(
+        &state,
+        Heartbeat {
             id,
             lease_token: &body.lease_token,
             now: at,
             extend_to: Some(at + extend),
             progress: body.progress,
             checkpoint: body.checkpoint,
-        })
-        .await?;
-    let ack = fenced(ack)?;
+        },
+    )
+    .await
+}
+
+/// Sends a heartbeat (or progress report) and answers with what the worker must know.
+async fn report(state: &AppState, hb: Heartbeat<'_>) -> ApiResult<axum::Json<HeartbeatAnswer>> {
+    let ack = fenced(state.jobs.heartbeat(hb).await?)?;
     Ok(axum::Json(HeartbeatAnswer {
         cancel_requested: ack.cancel_requested,
         lease_expires_at: ack.lease_expires_at,
@@ -214,22 +219,18 @@ pub async fn progress(
 ) -> ApiResult<axum::Json<HeartbeatAnswer>> {
     principal.require_key(Scope::Jobs)?;
     progress_ok(&Some(body.progress.clone()))?;
-    let ack = state
-        .jobs
-        .heartbeat(Heartbeat {
+    report(
+        &state,
+        Heartbeat {
             id,
             lease_token: &body.lease_token,
             now: now(),
             extend_to: None,
             progress: Some(body.progress),
             checkpoint: None,
-        })
-        .await?;
-    let ack = fenced(ack)?;
-    Ok(axum::Json(HeartbeatAnswer {
-        cancel_requested: ack.cancel_requested,
-        lease_expires_at: ack.lease_expires_at,
-    }))
+        },
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
