@@ -7,7 +7,7 @@ use std::process::Stdio;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::helpers::{Backend, TestApp, problem};
+use crate::helpers::{Backend, TestApp, post_json_to, problem};
 use crate::process::serve;
 
 both_backends!(
@@ -116,32 +116,26 @@ async fn a_server_killed_mid_job_loses_nothing(backend: Backend) {
         ids.insert(res.json::<Value>().await.unwrap()["id"].as_i64().unwrap());
     }
     let claim = json!({"worker": "before-crash", "max": 10, "lease_ms": 1000});
-    let res: Value = client
-        .post(server.url("/api/v1/queues/durable/claim"))
-        .bearer_auth(&key)
-        .json(&claim)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let res: Value = post_json_to(
+        &client,
+        &server.url("/api/v1/queues/durable/claim"),
+        &key,
+        &claim,
+    )
+    .await;
     let claimed = res["jobs"].as_array().unwrap().clone();
     assert_eq!(claimed.len(), 10);
     let items: Vec<_> = claimed[..5]
         .iter()
         .map(|j| json!({"id": j["id"], "lease_token": j["lease_token"]}))
         .collect();
-    let res: Value = client
-        .post(server.url("/api/v1/jobs/complete"))
-        .bearer_auth(&key)
-        .json(&json!({"items": items}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let res: Value = post_json_to(
+        &client,
+        &server.url("/api/v1/jobs/complete"),
+        &key,
+        &json!({"items": items}),
+    )
+    .await;
     assert!(
         res["results"]
             .as_array()
@@ -198,16 +192,13 @@ async fn a_server_killed_mid_job_loses_nothing(backend: Backend) {
     let mut done: Vec<i64> = completed.iter().copied().collect();
     loop {
         let claim = json!({"worker": "after-crash", "max": 100});
-        let res: Value = client
-            .post(server.url("/api/v1/queues/durable/claim"))
-            .bearer_auth(&key)
-            .json(&claim)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let res: Value = post_json_to(
+            &client,
+            &server.url("/api/v1/queues/durable/claim"),
+            &key,
+            &claim,
+        )
+        .await;
         let jobs = res["jobs"].as_array().unwrap().clone();
         if jobs.is_empty() {
             break;
@@ -216,16 +207,13 @@ async fn a_server_killed_mid_job_loses_nothing(backend: Backend) {
             .iter()
             .map(|j| json!({"id": j["id"], "lease_token": j["lease_token"]}))
             .collect();
-        let res: Value = client
-            .post(server.url("/api/v1/jobs/complete"))
-            .bearer_auth(&key)
-            .json(&json!({"items": items}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let res: Value = post_json_to(
+            &client,
+            &server.url("/api/v1/jobs/complete"),
+            &key,
+            &json!({"items": items}),
+        )
+        .await;
         for r in res["results"].as_array().unwrap() {
             assert_eq!(r["status"], "completed");
             done.push(r["id"].as_i64().unwrap());

@@ -345,6 +345,19 @@ impl TestApp {
     }
 }
 
+/// POSTs JSON with a bearer key to any Carafe (a `TestApp` or a `carafe serve` child process)
+/// and returns the JSON answer.
+pub async fn post_json_to(client: &reqwest::Client, url: &str, key: &str, body: &Value) -> Value {
+    let res = client
+        .post(url)
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    res.json().await.unwrap()
+}
+
 /// Reads a problem+json answer, checking its shape, and returns it.
 pub async fn problem(res: Response, status: u16, code: &str) -> Value {
     assert_eq!(res.status(), status, "status (expected code {code})");

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, problem};
+use crate::helpers::{Backend, TestApp, post_json_to, problem};
 
 both_backends!(
     a_worker_claims_reports_and_completes,
@@ -429,16 +429,13 @@ async fn two_instances_and_eight_workers_complete_every_job_once() {
         workers.push(tokio::spawn(async move {
             let mut done = Vec::new();
             loop {
-                let res: Value = client
-                    .post(format!("{base}/api/v1/queues/many/claim"))
-                    .bearer_auth(&key)
-                    .json(&json!({"worker": format!("w{w}"), "max": 100, "lease_ms": 60_000}))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let res: Value = post_json_to(
+                    &client,
+                    &format!("{base}/api/v1/queues/many/claim"),
+                    &key,
+                    &json!({"worker": format!("w{w}"), "max": 100, "lease_ms": 60_000}),
+                )
+                .await;
                 let jobs = res["jobs"].as_array().unwrap().clone();
                 if jobs.is_empty() {
                     return done;
@@ -447,32 +444,26 @@ async fn two_instances_and_eight_workers_complete_every_job_once() {
                     .iter()
                     .map(|j| json!({"id": j["id"], "lease_token": j["lease_token"]}))
                     .collect();
-                let res: Value = client
-                    .post(format!("{base}/api/v1/jobs/complete"))
-                    .bearer_auth(&key)
-                    .json(&json!({"items": items}))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let res: Value = post_json_to(
+                    &client,
+                    &format!("{base}/api/v1/jobs/complete"),
+                    &key,
+                    &json!({"items": items}),
+                )
+                .await;
                 for r in res["results"].as_array().unwrap() {
                     assert_eq!(r["status"], "completed");
                     done.push(r["id"].as_i64().unwrap());
                 }
                 // A replay of the same completions is refused: the leases are spent.
                 if done.len() % 1000 < 100 {
-                    let again: Value = client
-                        .post(format!("{base}/api/v1/jobs/complete"))
-                        .bearer_auth(&key)
-                        .json(&json!({"items": items}))
-                        .send()
-                        .await
-                        .unwrap()
-                        .json()
-                        .await
-                        .unwrap();
+                    let again: Value = post_json_to(
+                        &client,
+                        &format!("{base}/api/v1/jobs/complete"),
+                        &key,
+                        &json!({"items": items}),
+                    )
+                    .await;
                     assert!(
                         again["results"]
                             .as_array()
