@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod error;
+pub mod files;
 pub mod idempotency;
 pub mod jobs;
 pub mod keys;

@@ -7,6 +7,9 @@ use time::OffsetDateTime;
 
 use crate::StoreResult;
 use crate::audit::{AuditEvent, NewAuditEvent};
+use crate::files::{
+    Bucket, BucketName, FileFilter, FileId, FileRecord, NewFile, ProcessingOutcome,
+};
 use crate::idempotency::{Reservation, Reserve};
 use crate::jobs::{
     Claim, ClaimedJob, Completion, Failure, FailureOutcome, Fenced, Heartbeat, HeartbeatAck,
@@ -173,6 +176,53 @@ pub trait WorkflowStore: Send + Sync {
     ) -> StoreResult<Vec<(JobId, QueueName)>>;
 }
 
+/// Buckets and file rows. A file's row is written with its processing job (and audit event)
+/// in one transaction, so no stored upload is ever left without the job that processes it.
+#[async_trait]
+pub trait FileStore: Send + Sync {
+    /// Stores a bucket. With `replace`, an existing bucket's policy is replaced (keeping its
+    /// creation time); without, an existing bucket is returned unchanged. True when created.
+    async fn put_bucket(&self, bucket: Bucket, replace: bool) -> StoreResult<(Bucket, bool)>;
+    async fn get_bucket(&self, name: &BucketName) -> StoreResult<Option<Bucket>>;
+    /// Every bucket, in name order.
+    async fn list_buckets(&self) -> StoreResult<Vec<Bucket>>;
+    /// Records an upload whose bytes are stored, with its processing job (whose id the row
+    /// keeps) and its audit event.
+    async fn insert_file(
+        &self,
+        file: NewFile,
+        job: NewJob,
+        audit: NewAuditEvent,
+    ) -> StoreResult<FileRecord>;
+    /// A file that is not deleted.
+    async fn get_file(&self, id: FileId) -> StoreResult<Option<FileRecord>>;
+    /// Files that are not deleted, newest first; `after` is a file id.
+    async fn list_files(
+        &self,
+        filter: &FileFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<FileRecord>>;
+    /// Ends processing with `outcome` and appends `audit`, if the file is still processing;
+    /// `None` otherwise (processing already ended, or the file is gone).
+    async fn finish_processing(
+        &self,
+        id: FileId,
+        outcome: ProcessingOutcome,
+        audit: Vec<NewAuditEvent>,
+    ) -> StoreResult<Option<FileRecord>>;
+    /// Marks a file deleted (hiding it at once) and enqueues the job that purges its bytes,
+    /// with the audit event. `None` when there is no such file (or it was deleted already).
+    async fn delete_file(
+        &self,
+        id: FileId,
+        at: OffsetDateTime,
+        purge: NewJob,
+        audit: NewAuditEvent,
+    ) -> StoreResult<Option<FileRecord>>;
+    /// Forgets a deleted file once its bytes are gone; false when there was no deleted row.
+    async fn purge_file(&self, id: FileId) -> StoreResult<bool>;
+}
+
 /// Leader election for work one instance should do at a time (maintenance, schedules).
 #[async_trait]
 pub trait LeaderStore: Send + Sync {
@@ -204,6 +254,7 @@ pub trait Store:
     + JobStore
     + ScheduleStore
     + WorkflowStore
+    + FileStore
     + LeaderStore
     + Send
     + Sync

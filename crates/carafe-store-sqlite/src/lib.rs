@@ -5,6 +5,7 @@
 //! could take back.
 
 mod audit;
+mod files;
 mod idempotency;
 mod jobs;
 mod keys;

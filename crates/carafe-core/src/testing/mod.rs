@@ -7,6 +7,7 @@ use serde_json::json;
 
 use crate::StoreError;
 
+mod files;
 mod flows;
 mod jobs;
 mod lifecycle;
@@ -17,6 +18,7 @@ use crate::keys::{KeyHash, KeyId, KeyName, NewApiKey, Scope, Scopes};
 use crate::page::PageRequest;
 use crate::store::Store;
 use crate::time::{Duration, now};
+pub use files::*;
 pub use flows::*;
 pub use jobs::*;
 pub use lifecycle::*;
@@ -41,7 +43,10 @@ macro_rules! conformance_tests {
             jobs_queue_limits, jobs_push_jobs_are_claimed_apart,
             schedules_are_stored_listed_and_fired_once, workflows_chain_pass_results_along,
             workflows_chords_call_back_once, workflows_stop_at_a_failed_step,
-            workflows_are_swept_after_a_crash, leader_election);
+            workflows_are_swept_after_a_crash, leader_election,
+            files_buckets_are_created_replaced_and_listed,
+            files_are_recorded_with_their_job_and_listed, files_processing_ends_once,
+            files_deletion_hides_then_purges);
     };
     (@each $make:path, $attrs:tt, $($name:ident),*) => {
         $( $crate::conformance_tests!(@one $make, $attrs, $name); )*

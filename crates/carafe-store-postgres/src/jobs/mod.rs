@@ -13,7 +13,7 @@
 //! data-modifying CTE always runs, even when the final `SELECT` does not read it.
 
 mod admin;
-mod insert;
+pub(crate) mod insert;
 mod lease;
 pub(crate) mod wakeup;
 mod workflows;
