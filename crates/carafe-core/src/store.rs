@@ -60,6 +60,8 @@ pub trait IdempotencyStore: Send + Sync {
 #[async_trait]
 pub trait AuditStore: Send + Sync {
     async fn append_audit(&self, event: NewAuditEvent) -> StoreResult<AuditEvent>;
+    /// Appends several events in one transaction (batched writers, such as download logs).
+    async fn append_audits(&self, events: Vec<NewAuditEvent>) -> StoreResult<()>;
     /// Newest first; `after` is an event id, the page holds older events.
     async fn list_audit(&self, page: &PageRequest) -> StoreResult<Page<AuditEvent>>;
 }

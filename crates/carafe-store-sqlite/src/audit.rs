@@ -58,6 +58,18 @@ impl AuditStore for SqliteStore {
         })
     }
 
+    async fn append_audits(&self, events: Vec<NewAuditEvent>) -> StoreResult<()> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
+        for event in &events {
+            insert_audit(&mut tx, event).await?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
     async fn list_audit(&self, page: &PageRequest) -> StoreResult<Page<AuditEvent>> {
         let Some(before) = page.after_or(i64::MAX) else {
             return Ok(Page::empty());

@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::config::Config;
+use crate::files::Files;
+use crate::files::process::FileJobs;
 use crate::http::{self, observe::Observer};
 use crate::jobs::push::Dispatcher;
 use crate::jobs::runner::Handlers;
@@ -79,6 +81,36 @@ async fn open_engine(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<Job
     Ok((store, jobs))
 }
 
+/// The files service, with its buckets ensured, its leftovers swept, and its job handler
+/// added to `handlers`.
+async fn open_files(
+    config: &Config,
+    secrets: &Secrets,
+    store: &Arc<dyn Store>,
+    jobs: &Arc<Jobs>,
+    handlers: Handlers,
+) -> anyhow::Result<(Arc<Files>, Handlers)> {
+    let files = Arc::new(Files::new(config, secrets, store.clone(), jobs.clone())?);
+    files
+        .ensure_buckets()
+        .await
+        .context("cannot create the configured buckets")?;
+    if config.clamd_url.is_none() {
+        tracing::warn!(
+            "clamd_url is not set: uploaded files are not virus-scanned (marked unscanned)"
+        );
+    }
+    let handlers = handlers.add(
+        crate::files::QUEUE,
+        FILE_JOBS_CONCURRENCY,
+        FileJobs::new(files.clone()),
+    );
+    Ok((files, handlers))
+}
+
+/// File jobs one process runs at once (scans and image work are CPU- and I/O-heavy).
+const FILE_JOBS_CONCURRENCY: usize = 4;
+
 /// A name for this process in leases and claims; never reused, so a restarted process is
 /// never mistaken for its predecessor.
 fn instance_id() -> String {
@@ -89,6 +121,7 @@ fn instance_id() -> String {
 /// configured), and the in-process handlers.
 fn spawn_engine(
     jobs: &Arc<Jobs>,
+    files: &Arc<Files>,
     handlers: Handlers,
     config: &Config,
     stop: &CancellationToken,
@@ -96,6 +129,7 @@ fn spawn_engine(
     let instance = instance_id();
     let drain = config.shutdown_timeout.0;
     let mut tasks = JoinSet::new();
+    tasks.spawn(files.clone().sweep(stop.clone()));
     tasks.spawn(maintenance::run(
         jobs.clone(),
         instance.clone(),
@@ -134,6 +168,7 @@ impl App {
             );
         }
         let (store, jobs) = open_engine(&config).await?;
+        let (files, handlers) = open_files(&config, &secrets, &store, &jobs, handlers).await?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -146,6 +181,7 @@ impl App {
             observer: Observer::new(),
             fallback_base: fallback_base(local_addr),
             jobs,
+            files,
             shutdown: CancellationToken::new(),
             keys,
             store,
@@ -197,7 +233,7 @@ impl App {
             trigger.cancel();
         });
         let timeout = state.config.shutdown_timeout.0;
-        let mut engine = spawn_engine(&state.jobs, handlers, &state.config, &stop);
+        let mut engine = spawn_engine(&state.jobs, &state.files, handlers, &state.config, &stop);
         let url = state
             .config
             .public_url
@@ -226,6 +262,7 @@ impl App {
         };
         stop.cancel();
         while engine.join_next().await.is_some() {}
+        state.files.audit.flush().await;
         state.store.close().await;
         tracing::info!("stopped");
         result
@@ -240,14 +277,17 @@ pub async fn run_worker(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
+    let secrets = Secrets::load(&config)?;
     let (store, jobs) = open_engine(&config).await?;
+    let (files, handlers) = open_files(&config, &secrets, &store, &jobs, handlers).await?;
     let stop = CancellationToken::new();
-    let mut engine = spawn_engine(&jobs, handlers, &config, &stop);
+    let mut engine = spawn_engine(&jobs, &files, handlers, &config, &stop);
     tracing::info!(backend = store.backend(), "worker running");
     shutdown.await;
     tracing::info!("shutting down: letting running jobs finish");
     stop.cancel();
     while engine.join_next().await.is_some() {}
+    files.audit.flush().await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

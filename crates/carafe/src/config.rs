@@ -16,12 +16,15 @@ use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+mod files;
 mod values;
+
+pub use files::Files;
 
 pub use values::{HumanDuration, Secret, TrustedProxy};
 
 /// Settings whose values are secrets: masked in `carafe config`, readable from `…_FILE`.
-pub const SECRET_KEYS: [&str; 3] = ["secret_key", "database_url", "push.secret"];
+pub const SECRET_KEYS: [&str; 4] = ["secret_key", "database_url", "storage_url", "push.secret"];
 
 /// The example configuration printed by `carafe config example`.
 pub const EXAMPLE_TOML: &str = include_str!("config/example.toml");
@@ -45,6 +48,13 @@ pub struct Config {
     /// Key for signing tokens and sealing stored answers (at least 32 characters); generated
     /// into the data dir when unset. Set it explicitly when several instances share a database.
     pub secret_key: Option<Secret>,
+    /// Where file bytes are kept: unset means local disk under the data dir, `file:///path`
+    /// another directory, `s3://bucket?endpoint=…&region=…` any S3-compatible store.
+    pub storage_url: Option<Secret>,
+    /// The virus scanner (clamd): `tcp://host:3310` or `unix:///run/clamav/clamd.sock`. Unset:
+    /// files are not scanned (marked `unscanned`), and buckets that require scanning refuse
+    /// uploads.
+    pub clamd_url: Option<String>,
     /// `error`, `warn`, `info`, `debug`, `trace`, or a full filter such as `info,sqlx=warn`.
     pub log_level: String,
     /// `json`, `pretty`, or `auto` (JSON unless standard error is a terminal).
@@ -59,6 +69,7 @@ pub struct Config {
     pub metrics: Metrics,
     pub jobs: Jobs,
     pub push: Push,
+    pub files: Files,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +160,9 @@ impl Default for Config {
             metrics: Metrics::default(),
             jobs: Jobs::default(),
             push: Push::default(),
+            files: Files::default(),
+            storage_url: None,
+            clamd_url: None,
         }
     }
 }
@@ -297,6 +311,18 @@ impl Config {
         if !(1..=10_000).contains(&self.push.concurrency) {
             return bad("push.concurrency must be between 1 and 10000".into());
         }
+        self.files.validate().map_err(ConfigError::Invalid)?;
+        if let Some(url) = &self.storage_url {
+            let url = url.expose();
+            if !["file://", "s3://"].iter().any(|p| url.starts_with(p)) {
+                return bad("storage_url must start with file:// or s3://".into());
+            }
+        }
+        if let Some(url) = &self.clamd_url
+            && crate::files::scan::parse_url(url).is_err()
+        {
+            return bad("clamd_url must be tcp://host:port or unix:///path".into());
+        }
         let (default_ttl, max_ttl) = (self.auth.token_default_ttl.0, self.auth.token_max_ttl.0);
         if max_ttl.is_zero() || default_ttl.is_zero() || default_ttl > max_ttl {
             return bad("auth: token ttls must be positive and default ≤ max".into());
@@ -312,6 +338,7 @@ impl Config {
         shown.database_url = shown
             .database_url
             .map(|u| Secret::new(mask_url(u.expose())));
+        shown.storage_url = shown.storage_url.map(|u| Secret::new(mask_url(u.expose())));
         toml::to_string_pretty(&shown).expect("config renders")
     }
 

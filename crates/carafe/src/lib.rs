@@ -7,6 +7,7 @@ pub mod app;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod files;
 pub mod http;
 pub mod jobs;
 pub mod keys;

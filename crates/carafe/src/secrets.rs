@@ -95,6 +95,11 @@ impl Secrets {
         derive(&self.root, b"carafe:jwt:v1")
     }
 
+    /// The HMAC key for signed file links.
+    pub fn link_key(&self) -> [u8; 32] {
+        derive(&self.root, b"carafe:links:v1")
+    }
+
     /// An AEAD for data Carafe stores and reads back itself (idempotent answers).
     pub fn sealer(&self) -> Sealer {
         let key = derive(&self.root, b"carafe:seal:v1");

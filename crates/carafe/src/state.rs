@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::config::Config;
+use crate::files::Files;
 use crate::http::observe::Observer;
 use crate::jobs::Jobs;
 use crate::keys::Keys;
@@ -26,6 +27,7 @@ pub struct Inner {
     pub sealer: Sealer,
     pub observer: Observer,
     pub jobs: Arc<Jobs>,
+    pub files: Arc<Files>,
     /// Cancelled when the server begins to shut down: long polls and event streams end.
     pub shutdown: CancellationToken,
     /// Base for absolute URLs when no `public_url` is configured and no trusted proxy said

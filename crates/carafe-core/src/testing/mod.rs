@@ -358,15 +358,21 @@ pub async fn idempotency_prune_removes_only_expired(store: Arc<dyn Store>) {
 }
 
 pub async fn audit_lists_newest_first(store: Arc<dyn Store>) {
-    for i in 0..5 {
+    let event = |i: u32| {
         let mut e = audit(&format!("thing.{i}"));
         e.target = Some(format!("thing:{i}"));
+        e
+    };
+    for i in 0..3 {
+        let e = event(i);
         let saved = store.append_audit(e.clone()).await.unwrap();
         assert_eq!(
             (saved.action, saved.target, saved.at),
             (e.action, e.target, e.at)
         );
     }
+    // A batch keeps its order.
+    store.append_audits(vec![event(3), event(4)]).await.unwrap();
     let first = store.list_audit(&PageRequest::first(3)).await.unwrap();
     let actions: Vec<_> = first.items.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(actions, ["thing.4", "thing.3", "thing.2"]);

@@ -2,6 +2,7 @@
 //! recorded in the append-only audit log with the request that caused it.
 
 pub mod http;
+pub mod writer;
 
 use carafe_core::audit::NewAuditEvent;
 use serde_json::Value;

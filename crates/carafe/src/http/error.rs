@@ -114,6 +114,15 @@ impl ApiError {
             .field(field, message)
     }
 
+    /// 422 naming every invalid field.
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        errors.into_iter().fold(
+            Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
+                .detail("the request has invalid fields"),
+            |e, f| e.field(f.field, f.message),
+        )
+    }
+
     pub fn not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found").detail("no such resource")
     }

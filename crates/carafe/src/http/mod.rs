@@ -3,6 +3,7 @@
 //! problem+json fallbacks) are layered once around all of them.
 
 pub mod auth;
+pub mod client;
 pub mod error;
 pub mod etag;
 pub mod idempotency;
@@ -22,7 +23,9 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{MethodRouter, get, post, put};
 use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{DefaultPredicate, Predicate};
 
+use crate::files::{buckets, content_http as content, http as files};
 use crate::jobs::{events as job_events, http as jobs, worker_http as workers, workflows};
 use crate::schedules::http as schedules;
 use crate::state::AppState;
@@ -70,6 +73,25 @@ pub fn routes(state: &AppState) -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/api/v1/queues/{queue}/resume", post(jobs::resume)),
         ("/api/v1/workflows", idempotent(post(workflows::create))),
         ("/api/v1/workflows/{id}", get(workflows::get)),
+        ("/api/v1/buckets", get(buckets::list)),
+        (
+            "/api/v1/buckets/{name}",
+            put(buckets::put).get(buckets::get),
+        ),
+        (
+            "/api/v1/files",
+            // Uploads stream to disk under the bucket's own limit, not the JSON body limit.
+            post(files::upload)
+                .layer(DefaultBodyLimit::disable())
+                .get(files::list),
+        ),
+        ("/api/v1/files/{id}", get(files::get).delete(files::delete)),
+        ("/api/v1/files/{id}/content", get(content::content)),
+        (
+            "/api/v1/files/{id}/thumbnails/{name}",
+            get(content::thumbnail),
+        ),
+        ("/api/v1/files/{id}/links", post(files::create_link)),
         ("/api/v1/schedules", get(schedules::list)),
         (
             "/api/v1/schedules/{name}",
@@ -91,7 +113,17 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(from_fn(etag::middleware))
         .layer(DefaultBodyLimit::max(config.limits.json_body_bytes))
-        .layer(CompressionLayer::new());
+        // File content is never compressed: ranges and strong ETags name the stored bytes.
+        .layer(
+            CompressionLayer::new().compress_when(DefaultPredicate::new().and(
+                |_: http::StatusCode,
+                 _: http::Version,
+                 h: &http::HeaderMap,
+                 _: &http::Extensions| {
+                    !h.contains_key(http::header::ACCEPT_RANGES)
+                },
+            )),
+        );
     security::apply(router, config)
         .layer(from_fn_with_state(state.clone(), observe::middleware))
         .layer(from_fn(request_id::middleware))

@@ -6,6 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{FieldError, Problem};
 use super::{me, ops};
+use crate::files::{buckets, content_http as content, http as files};
 use crate::jobs::{events as job_events, http as jobs, worker_http as workers, workflows};
 use crate::schedules::http as schedules;
 use crate::{audit, keys, tokens};
@@ -30,6 +31,9 @@ use crate::{audit, keys, tokens};
         jobs::queues, jobs::configure, jobs::pause, jobs::resume,
         workflows::create, workflows::get,
         schedules::put, schedules::get, schedules::list, schedules::delete,
+        buckets::put, buckets::get, buckets::list,
+        files::upload, files::list, files::get, files::delete, files::create_link,
+        content::content, content::thumbnail,
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerAuth),
@@ -39,6 +43,7 @@ use crate::{audit, keys, tokens};
         (name = "keys", description = "Server API keys (admin)"),
         (name = "audit", description = "The append-only audit log (admin)"),
         (name = "jobs", description = "Enqueue, inspect, watch, cancel and retry jobs; queues"),
+        (name = "files", description = "Buckets, uploads, processing, downloads with ranges, signed links"),
         (name = "schedules", description = "Recurring jobs: cron in a time zone, one leader fires each tick once"),
         (name = "workers", description = "The pull-worker protocol: claim, heartbeat, progress, complete, fail"),
     )

@@ -80,6 +80,11 @@ impl JobContext {
         self.job.attempt
     }
 
+    /// Whether a failure now would be final (no attempts are left).
+    pub fn is_last_attempt(&self) -> bool {
+        self.job.attempt >= self.job.max_attempts
+    }
+
     /// What an earlier attempt saved with `checkpoint`, to resume from.
     pub fn saved_checkpoint(&self) -> Option<&Value> {
         self.job.checkpoint.as_ref()

@@ -1,0 +1,98 @@
+//! A batching audit writer, for events that must not cost their request a commit of its own
+//! (every file download is audited). Events queue in a bounded channel — a full queue slows
+//! the requests that feed it rather than dropping events — and are written in one transaction
+//! per batch. `flush` waits until everything queued before it is written (used at shutdown).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use carafe_core::Store;
+use carafe_core::audit::NewAuditEvent;
+use tokio::sync::{mpsc, oneshot};
+
+/// Events waiting to be written before senders wait.
+const QUEUE: usize = 10_000;
+/// Most events per transaction.
+const BATCH: usize = 1_000;
+
+enum Msg {
+    Event(NewAuditEvent),
+    Flush(oneshot::Sender<()>),
+}
+
+#[derive(Clone)]
+pub struct AuditWriter {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl std::fmt::Debug for AuditWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditWriter")
+    }
+}
+
+impl AuditWriter {
+    /// Starts the writer task on the current runtime.
+    pub fn spawn(store: Arc<dyn Store>) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(store, rx));
+        AuditWriter { tx }
+    }
+
+    pub async fn record(&self, event: NewAuditEvent) {
+        if self.tx.send(Msg::Event(event)).await.is_err() {
+            tracing::error!("the audit writer has stopped; an event was not recorded");
+        }
+    }
+
+    /// Waits until every event recorded before this call is written.
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Msg::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Msg>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut waiting = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(msg) = next {
+            match msg {
+                Msg::Event(e) => batch.push(e),
+                Msg::Flush(done) => waiting.push(done),
+            }
+            next = if batch.len() < BATCH {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if !batch.is_empty() {
+            write(&store, std::mem::take(&mut batch)).await;
+        }
+        for done in waiting.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Writes a batch, retrying while the database is unavailable (up to about a minute).
+async fn write(store: &Arc<dyn Store>, batch: Vec<NewAuditEvent>) {
+    let mut delay = Duration::from_millis(100);
+    for attempt in 1..=10 {
+        match store.append_audits(batch.clone()).await {
+            Ok(()) => return,
+            Err(e) if attempt < 10 => {
+                tracing::warn!(error = %e, attempt, "audit batch not written; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, events = batch.len(), "audit batch lost");
+            }
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Buckets over HTTP, and the rules a bucket policy must follow wherever it comes from (the
+//! API or the configuration file).
+
+use std::collections::HashSet;
+
+use axum::extract::State;
+use carafe_core::files::{Bucket, BucketName, BucketPolicy};
+use carafe_core::keys::Scope;
+use carafe_core::time::now;
+use http::StatusCode;
+use serde_json::json;
+
+use super::sniff::Kind;
+use super::views::BucketView;
+use crate::config;
+use crate::http::auth::Principal;
+use crate::http::error::{ApiError, ApiResult, FieldError, Problem};
+use crate::http::json::Json;
+use crate::http::query::Path;
+use crate::http::request_id::RequestId;
+use crate::state::AppState;
+
+/// Most thumbnail sizes per bucket, and the largest side of one.
+const MAX_THUMBNAILS: usize = 8;
+const MAX_THUMBNAIL_SIDE: u32 = 4096;
+
+/// Checks a policy; each problem names its field.
+pub fn validate(policy: &BucketPolicy, settings: &config::Files) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let mut bad = |field: &str, message: String| {
+        errors.push(FieldError {
+            field: field.into(),
+            message,
+        })
+    };
+    if policy.max_size == 0 || policy.max_size > settings.max_upload_bytes {
+        bad(
+            "/max_size",
+            format!(
+                "between 1 and {} (files.max_upload_bytes)",
+                settings.max_upload_bytes
+            ),
+        );
+    }
+    if policy.allowed_types.is_empty() {
+        bad("/allowed_types", "name at least one type".into());
+    }
+    for (i, t) in policy.allowed_types.iter().enumerate() {
+        if Kind::from_name(t).is_none_or(|k| k == Kind::Unknown) {
+            let known: Vec<&str> = Kind::all()
+                .filter(|k| *k != Kind::Unknown)
+                .map(Kind::name)
+                .collect();
+            bad(
+                &format!("/allowed_types/{i}"),
+                format!("unknown type; known: {}", known.join(", ")),
+            );
+        }
+    }
+    if policy.thumbnails.len() > MAX_THUMBNAILS {
+        bad("/thumbnails", format!("at most {MAX_THUMBNAILS}"));
+    }
+    let mut names = HashSet::new();
+    for (i, t) in policy.thumbnails.iter().enumerate() {
+        let name_ok = !t.name.is_empty()
+            && t.name.len() <= 32
+            && t.name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b));
+        if !name_ok || !names.insert(t.name.as_str()) {
+            bad(
+                &format!("/thumbnails/{i}/name"),
+                "unique, 1-32 of a-z, 0-9, '_' and '-'".into(),
+            );
+        }
+        if !(1..=MAX_THUMBNAIL_SIDE).contains(&t.width)
+            || !(1..=MAX_THUMBNAIL_SIDE).contains(&t.height)
+        {
+            bad(
+                &format!("/thumbnails/{i}"),
+                format!("width and height between 1 and {MAX_THUMBNAIL_SIDE}"),
+            );
+        }
+    }
+    if policy
+        .retention_days
+        .is_some_and(|d| !(1..=36_500).contains(&d))
+    {
+        bad("/retention_days", "between 1 and 36500".into());
+    }
+    if policy.encrypt {
+        bad(
+            "/encrypt",
+            "encryption at rest is not available in this version".into(),
+        );
+    }
+    if let Some(cc) = &policy.cache_control
+        && (cc.is_empty() || cc.len() > 200 || !cc.bytes().all(|b| (0x20..0x7f).contains(&b)))
+    {
+        bad("/cache_control", "1-200 printable ASCII characters".into());
+    }
+    errors
+}
+
+/// Create or replace a bucket's policy (fields left out take their defaults).
+#[utoipa::path(put, path = "/api/v1/buckets/{name}", tag = "files", request_body = Object,
+    params(("name" = String, Path)),
+    responses((status = 201, body = BucketView), (status = 200, body = BucketView),
+              (status = 409, description = "Defined in the configuration file", body = Problem),
+              (status = 422, body = Problem)),
+    security(("bearer" = ["files"])))]
+pub async fn put(
+    State(state): State<AppState>,
+    principal: Principal,
+    request_id: Option<axum::Extension<RequestId>>,
+    Path(name): Path<String>,
+    Json(policy): Json<BucketPolicy>,
+) -> ApiResult<(StatusCode, axum::Json<BucketView>)> {
+    principal.require_key(Scope::Files)?;
+    let name = BucketName::parse(&name).map_err(|e| ApiError::invalid("name", e))?;
+    let files = &state.files;
+    if files.settings.buckets.contains_key(name.as_str()) {
+        return Err(ApiError::conflict(
+            "bucket_managed_by_config",
+            "this bucket is defined in the configuration file; change it there",
+        ));
+    }
+    let errors = validate(&policy, &files.settings);
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let at = now();
+    let bucket = Bucket {
+        name: name.clone(),
+        policy,
+        created_at: at,
+        updated_at: at,
+    };
+    let (bucket, created) = files.store().put_bucket(bucket, true).await?;
+    files.forget_bucket(&name).await;
+    let actor = principal.actor(request_id.as_deref());
+    let event = actor.event(
+        "bucket.put",
+        Some(format!("bucket:{name}")),
+        json!(bucket.policy),
+    );
+    state.store.append_audit(event).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(BucketView::from(&bucket))))
+}
+
+/// A bucket's policy.
+#[utoipa::path(get, path = "/api/v1/buckets/{name}", tag = "files",
+    params(("name" = String, Path)),
+    responses((status = 200, body = BucketView), (status = 404, body = Problem)),
+    security(("bearer" = ["files"])))]
+pub async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> ApiResult<axum::Json<BucketView>> {
+    principal.require_key(Scope::Files)?;
+    let name = BucketName::parse(&name).map_err(|_| ApiError::not_found())?;
+    match state.files.store().get_bucket(&name).await? {
+        Some(b) => Ok(axum::Json(BucketView::from(&b))),
+        None => Err(ApiError::not_found()),
+    }
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct BucketList {
+    pub items: Vec<BucketView>,
+}
+
+/// Every bucket, by name.
+#[utoipa::path(get, path = "/api/v1/buckets", tag = "files",
+    responses((status = 200, body = BucketList)),
+    security(("bearer" = ["files"])))]
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> ApiResult<axum::Json<BucketList>> {
+    principal.require_key(Scope::Files)?;
+    let buckets = state.files.store().list_buckets().await?;
+    Ok(axum::Json(BucketList {
+        items: buckets.iter().map(BucketView::from).collect(),
+    }))
+}

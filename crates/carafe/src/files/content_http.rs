@@ -1,0 +1,259 @@
+//! HTTP handlers that serve file bytes: a file's content and its thumbnails. Access is by an
+//! API key with `files`, the owner's token (also as `?access_token=`, for `<img src>`), a
+//! public bucket, or a signed link. Every download is audited.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::extract::{FromRequestParts, State};
+use axum::response::Response;
+use carafe_core::files::{FileId, FileRecord, FileStatus, Visibility};
+use carafe_core::keys::Scope;
+use http::request::Parts;
+use http::{Method, StatusCode, header};
+use serde::Deserialize;
+use serde_json::json;
+use utoipa::IntoParams;
+
+use super::disposition::DispositionKind;
+use super::download::{Content, Delivery};
+use super::links::{LinkError, LinkQuery};
+use super::{Files, object_key, thumb_key};
+use crate::audit::Actor;
+use crate::http::auth::{Principal, StreamPrincipal};
+use crate::http::client::Client;
+use crate::http::error::{ApiError, ApiResult, Problem};
+use crate::http::query::{Path, Query};
+use crate::http::request_id::RequestId;
+use crate::state::AppState;
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ContentParams {
+    /// `1` forces a download (`Content-Disposition: attachment`).
+    pub download: Option<String>,
+    /// Signed links: the expiry (unix seconds).
+    pub expires: Option<i64>,
+    /// Signed links: `inline` or `attachment`.
+    pub disposition: Option<String>,
+    /// Signed links: the name to save under.
+    pub filename: Option<String>,
+    /// Signed links: the signature.
+    pub signature: Option<String>,
+    /// An end-user token, for clients that cannot send headers.
+    pub access_token: Option<String>,
+}
+
+/// Who may read, and how they asked for it.
+struct Access {
+    actor: String,
+    via: &'static str,
+    delivery: Delivery,
+}
+
+fn forced(params: &ContentParams) -> Option<DispositionKind> {
+    matches!(params.download.as_deref(), Some("1" | "true")).then_some(DispositionKind::Attachment)
+}
+
+/// Decides whether this request may read `file`.
+async fn authorize(
+    state: &AppState,
+    parts: &mut Parts,
+    file: &FileRecord,
+    params: &ContentParams,
+) -> ApiResult<Access> {
+    let mut delivery = Delivery {
+        disposition: forced(params),
+        filename: None,
+    };
+    if params.signature.is_some() {
+        let link = LinkQuery {
+            expires: params.expires,
+            disposition: params.disposition.clone(),
+            filename: params.filename.clone(),
+            signature: params.signature.clone(),
+        };
+        let now = carafe_core::time::now().unix_timestamp();
+        return match state.files.links.verify(file.id, &link, now) {
+            Ok(grant) => {
+                delivery.disposition = delivery.disposition.or(Some(grant.disposition));
+                delivery.filename = grant.filename;
+                Ok(Access {
+                    actor: "link".into(),
+                    via: "link",
+                    delivery,
+                })
+            }
+            Err(LinkError::Expired) => Err(ApiError::new(StatusCode::FORBIDDEN, "link_expired")
+                .detail("this link has expired; ask for a new one")),
+            Err(LinkError::Invalid) => Err(ApiError::new(StatusCode::FORBIDDEN, "link_invalid")
+                .detail("this link is not valid for this file")),
+        };
+    }
+    let has_credentials =
+        parts.headers.contains_key(header::AUTHORIZATION) || params.access_token.is_some();
+    if has_credentials {
+        let StreamPrincipal(principal) = StreamPrincipal::from_request_parts(parts, state).await?;
+        principal.require(Scope::Files)?;
+        if !principal.may_see(Scope::Files, file.owner.as_deref()) {
+            return Err(ApiError::not_found());
+        }
+        let actor = principal.actor_id();
+        let via = match principal {
+            Principal::Key(_) => "key",
+            Principal::User(_) => "token",
+        };
+        return Ok(Access {
+            actor,
+            via,
+            delivery,
+        });
+    }
+    let public = state
+        .files
+        .bucket(&file.bucket)
+        .await?
+        .is_some_and(|b| b.policy.visibility == Visibility::Public);
+    if public {
+        return Ok(Access {
+            actor: "anonymous".into(),
+            via: "public",
+            delivery,
+        });
+    }
+    Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated")
+        .detail("this file needs an API key, a token or a signed link"))
+}
+
+async fn ready_file(files: &Files, id: FileId) -> ApiResult<Arc<FileRecord>> {
+    let Some(file) = files.file(id).await? else {
+        return Err(ApiError::not_found());
+    };
+    Ok(file)
+}
+
+fn not_ready(file: &FileRecord) -> ApiError {
+    ApiError::conflict("file_not_ready", "the file is not ready to be served")
+        .with("status", file.status.as_str())
+}
+
+async fn cache_control(files: &Files, file: &FileRecord) -> ApiResult<String> {
+    Ok(files
+        .bucket(&file.bucket)
+        .await?
+        .map(|b| b.policy.cache_control().to_owned())
+        .unwrap_or_else(|| "private, max-age=0, must-revalidate".into()))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    state: &AppState,
+    mut parts: Parts,
+    params: ContentParams,
+    id: FileId,
+    thumbnail: Option<&str>,
+    client: Client,
+) -> ApiResult<Response> {
+    let files = &state.files;
+    let file = ready_file(files, id).await?;
+    let access = authorize(state, &mut parts, &file, &params).await?;
+    if file.status != FileStatus::Ready {
+        return Err(not_ready(&file));
+    }
+    let modified = SystemTime::from(file.updated_at);
+    let content = match thumbnail {
+        None => Content {
+            key: object_key(id),
+            size: file.size,
+            sha256: file.sha256.clone(),
+            kind: file.kind.clone(),
+            mime: file.mime.clone(),
+            name: file.name.clone(),
+            modified,
+            cache_control: cache_control(files, &file).await?,
+        },
+        Some(name) => {
+            let Some(t) = file.thumbnails.iter().find(|t| t.name == name) else {
+                return Err(ApiError::not_found());
+            };
+            let stem = file
+                .name
+                .rsplit_once('.')
+                .map_or(file.name.as_str(), |(s, _)| s);
+            let ext = if t.kind == "png" { "png" } else { "jpg" };
+            Content {
+                key: thumb_key(id, name),
+                size: t.size,
+                sha256: t.sha256.clone(),
+                kind: t.kind.clone(),
+                mime: format!("image/{}", t.kind),
+                name: format!("{stem}_{name}.{ext}"),
+                modified,
+                cache_control: cache_control(files, &file).await?,
+            }
+        }
+    };
+    let response = files
+        .serve(&parts.method, &parts.headers, &content, &access.delivery)
+        .await?;
+    if parts.method == Method::GET && response.status().is_success() {
+        let request_id = parts.extensions.get::<RequestId>();
+        let actor = Actor {
+            id: access.actor,
+            request_id: request_id.map(|r| r.as_str().to_owned()),
+        };
+        let range = parts
+            .headers
+            .get(header::RANGE)
+            .and_then(|r| r.to_str().ok())
+            .map(|r| r.chars().take(100).collect::<String>());
+        let event = super::upload::Origin {
+            actor,
+            ip: client.ip.map(|ip| ip.to_string()),
+            user_agent: client.user_agent,
+        }
+        .event(
+            "file.download",
+            id,
+            json!({"via": access.via, "thumbnail": thumbnail, "range": range,
+                   "status": response.status().as_u16()}),
+        );
+        files.audit.record(event).await;
+    }
+    Ok(response)
+}
+
+/// Download a file's content: ranges, validators, signed links.
+#[utoipa::path(get, path = "/api/v1/files/{id}/content", tag = "files",
+    params(("id" = String, Path), ContentParams),
+    responses((status = 200, description = "The bytes"), (status = 206, description = "Ranges"),
+              (status = 304), (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 412, body = Problem), (status = 416, body = Problem)),
+    security((), ("bearer" = ["files"])))]
+pub async fn content(
+    State(state): State<AppState>,
+    Path(id): Path<FileId>,
+    Query(params): Query<ContentParams>,
+    client: Client,
+    request: axum::extract::Request,
+) -> ApiResult<Response> {
+    let (parts, _) = request.into_parts();
+    serve(&state, parts, params, id, None, client).await
+}
+
+/// Download one of a file's thumbnails.
+#[utoipa::path(get, path = "/api/v1/files/{id}/thumbnails/{name}", tag = "files",
+    params(("id" = String, Path), ("name" = String, Path), ContentParams),
+    responses((status = 200, description = "The thumbnail"), (status = 304),
+              (status = 404, body = Problem)),
+    security((), ("bearer" = ["files"])))]
+pub async fn thumbnail(
+    State(state): State<AppState>,
+    Path((id, name)): Path<(FileId, String)>,
+    Query(params): Query<ContentParams>,
+    client: Client,
+    request: axum::extract::Request,
+) -> ApiResult<Response> {
+    let (parts, _) = request.into_parts();
+    serve(&state, parts, params, id, Some(&name), client).await
+}

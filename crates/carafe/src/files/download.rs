@@ -1,0 +1,242 @@
+//! Carafe's own serving path for file content and thumbnails: strong validators from the
+//! content hash, conditional requests, single and multiple ranges, RFC 6266 names, and safe
+//! headers for user content. Small objects come from a memory cache; large ones stream from
+//! storage in large chunks, or are handed to nginx with `X-Accel-Redirect`.
+
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use futures::{StreamExt, stream};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+
+use super::Files;
+use super::conditional::{self, Outcome, Validators};
+use super::disposition::{DispositionKind, content_disposition};
+use super::range::{self, ByteRange, RangeRequest};
+use super::storage::ByteStream;
+use crate::http::error::ApiError;
+
+/// Types a browser may show inline; everything else is always downloaded.
+const INLINE_TYPES: [&str; 9] = [
+    "png", "jpeg", "gif", "webp", "pdf", "txt", "csv", "json", "mp4",
+];
+
+/// User content can never run script or load anything, even if a browser renders it.
+const CONTENT_CSP: &str = "default-src 'none'; img-src 'self' data:; media-src 'self'; style-src 'unsafe-inline'; sandbox";
+
+/// One servable object.
+#[derive(Debug, Clone)]
+pub struct Content {
+    pub key: String,
+    pub size: u64,
+    pub sha256: String,
+    /// The type name (`png`, …) and its media type.
+    pub kind: String,
+    pub mime: String,
+    pub name: String,
+    pub modified: SystemTime,
+    pub cache_control: String,
+}
+
+/// How the caller wants it delivered.
+#[derive(Debug, Clone, Default)]
+pub struct Delivery {
+    /// `Some(Attachment)` forces a download; `Some(Inline)` asks to show it (types outside the
+    /// inline list are still downloaded).
+    pub disposition: Option<DispositionKind>,
+    /// A name to save it under instead of its own.
+    pub filename: Option<String>,
+}
+
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s)
+        .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"))
+}
+
+fn whole_seconds(t: SystemTime) -> SystemTime {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+impl Files {
+    /// Answers a GET or HEAD of `content`.
+    pub async fn serve(
+        &self,
+        method: &Method,
+        request: &HeaderMap,
+        content: &Content,
+        delivery: &Delivery,
+    ) -> Result<Response, ApiError> {
+        let etag = format!("\"{}\"", content.sha256);
+        let modified = whole_seconds(content.modified);
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ETAG, header_value(&etag));
+        headers.insert(
+            header::LAST_MODIFIED,
+            header_value(&httpdate::fmt_http_date(modified)),
+        );
+        headers.insert(header::CACHE_CONTROL, header_value(&content.cache_control));
+        headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        let validators = Validators {
+            etag: &etag,
+            last_modified: modified,
+        };
+        let range_allowed = match conditional::evaluate(method, request, &validators) {
+            Outcome::NotModified => {
+                return Ok(reply(StatusCode::NOT_MODIFIED, headers, Body::empty()));
+            }
+            Outcome::PreconditionFailed => {
+                return Err(
+                    ApiError::new(StatusCode::PRECONDITION_FAILED, "precondition_failed")
+                        .detail("the file has changed since the version the request names"),
+                );
+            }
+            Outcome::Proceed { range_allowed } => range_allowed,
+        };
+        self.content_headers(&mut headers, content, delivery);
+        let ranges = if range_allowed {
+            range::parse(request.get(header::RANGE), content.size)
+        } else {
+            RangeRequest::Full
+        };
+        let head = method == Method::HEAD;
+        match ranges {
+            RangeRequest::Unsatisfiable => Err(ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+            )
+            .detail("no requested range overlaps the file")
+            .header(
+                header::CONTENT_RANGE,
+                header_value(&range::unsatisfied_range(content.size)),
+            )),
+            RangeRequest::Full => {
+                headers.insert(header::CONTENT_LENGTH, content.size.into());
+                if head {
+                    return Ok(reply(StatusCode::OK, headers, Body::empty()));
+                }
+                if let (Some(prefix), Some(path)) = (
+                    &self.settings.accel_redirect,
+                    self.storage.local_path(&content.key),
+                ) {
+                    headers.remove(header::CONTENT_LENGTH);
+                    headers.insert("x-accel-redirect", header_value(&format!("{prefix}{path}")));
+                    return Ok(reply(StatusCode::OK, headers, Body::empty()));
+                }
+                let body = self.body(content, None).await?;
+                Ok(reply(StatusCode::OK, headers, body))
+            }
+            RangeRequest::Partial(ranges) if ranges.len() == 1 => {
+                let r = ranges[0];
+                headers.insert(header::CONTENT_LENGTH, r.len().into());
+                headers.insert(
+                    header::CONTENT_RANGE,
+                    header_value(&range::content_range(&r, content.size)),
+                );
+                let body = if head {
+                    Body::empty()
+                } else {
+                    self.body(content, Some(r)).await?
+                };
+                Ok(reply(StatusCode::PARTIAL_CONTENT, headers, body))
+            }
+            RangeRequest::Partial(ranges) => {
+                let boundary = uuid::Uuid::new_v4().simple().to_string();
+                let layout =
+                    range::multipart_layout(&ranges, content.size, &content.mime, &boundary);
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    header_value(&range::multipart_content_type(&boundary)),
+                );
+                headers.insert(header::CONTENT_LENGTH, layout.content_length.into());
+                if head {
+                    return Ok(reply(StatusCode::PARTIAL_CONTENT, headers, Body::empty()));
+                }
+                let mut parts: Vec<(Bytes, Option<ByteRange>)> = layout
+                    .parts
+                    .into_iter()
+                    .map(|(h, r)| (h, Some(r)))
+                    .collect();
+                parts.push((layout.trailer, None));
+                let files_content = content.clone();
+                let cached = self.cached_content(&content.key, content.size).await;
+                let storage = self.storage.clone();
+                let body = stream::iter(parts)
+                    .then(move |(header, r)| {
+                        let storage = storage.clone();
+                        let cached = cached.clone();
+                        let key = files_content.key.clone();
+                        async move {
+                            let head = stream::once(async move { Ok(header) }).boxed();
+                            let Some(r) = r else { return head };
+                            let data: ByteStream = match cached {
+                                Some(all) => {
+                                    let slice = all.slice(r.start as usize..=r.end as usize);
+                                    stream::once(async move { Ok(slice) }).boxed()
+                                }
+                                None => match storage.read(&key, Some(r.start..r.end + 1)).await {
+                                    Ok(s) => s,
+                                    Err(e) => stream::once(async move { Err(e) }).boxed(),
+                                },
+                            };
+                            head.chain(data).boxed()
+                        }
+                    })
+                    .flatten();
+                Ok(reply(
+                    StatusCode::PARTIAL_CONTENT,
+                    headers,
+                    Body::from_stream(body),
+                ))
+            }
+        }
+    }
+
+    fn content_headers(&self, headers: &mut HeaderMap, content: &Content, delivery: &Delivery) {
+        let inline_ok = INLINE_TYPES.contains(&content.kind.as_str());
+        let kind = match delivery.disposition {
+            Some(DispositionKind::Inline) | None if inline_ok => DispositionKind::Inline,
+            _ => DispositionKind::Attachment,
+        };
+        let name = delivery.filename.as_deref().unwrap_or(&content.name);
+        headers.insert(header::CONTENT_TYPE, header_value(&content.mime));
+        headers.insert(header::CONTENT_DISPOSITION, content_disposition(kind, name));
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_CSP),
+        );
+    }
+
+    /// The bytes of `content` (or of one range of it).
+    async fn body(&self, content: &Content, r: Option<ByteRange>) -> Result<Body, ApiError> {
+        if let Some(all) = self.cached_content(&content.key, content.size).await {
+            let bytes = match r {
+                Some(r) => all.slice(r.start as usize..=r.end as usize),
+                None => all,
+            };
+            return Ok(Body::from(bytes));
+        }
+        let stream = self
+            .storage
+            .read(&content.key, r.map(|r| r.start..r.end + 1))
+            .await
+            .map_err(|e| ApiError::unavailable(&e))?;
+        Ok(Body::from_stream(stream))
+    }
+}
+
+fn reply(status: StatusCode, headers: HeaderMap, body: Body) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}

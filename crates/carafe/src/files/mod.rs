@@ -1,0 +1,316 @@
+//! Files: uploads checked against their bucket's policy, stored durably, processed by a job
+//! (virus scan, metadata stripping, thumbnails) and served with ranges, validators and signed
+//! links. This module holds the rules; `http.rs` and friends only translate HTTP.
+//!
+//! An upload's bytes go to `incoming/<id>` and its row (status `processing`) is written with
+//! its processing job in one transaction. Only processing moves the bytes to `objects/<id>`
+//! (or to `quarantine/<id>`), so nothing unscanned is ever served, and a crash at any point
+//! leaves either a row whose job will finish the work or an `incoming/` object that the sweep
+//! removes.
+
+pub mod buckets;
+pub mod conditional;
+pub mod content_http;
+pub mod disposition;
+pub mod download;
+pub mod filename;
+pub mod http;
+pub mod images;
+pub mod links;
+pub mod multipart;
+pub mod process;
+pub mod range;
+pub mod receive;
+pub mod scan;
+pub mod sniff;
+pub mod storage;
+pub mod upload;
+pub mod views;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use carafe_core::files::{Bucket, BucketName, FileId, FileRecord};
+use carafe_core::jobs::{Backoff, JobId, NewJob, QueueName};
+use carafe_core::time::now;
+use carafe_core::{Store, StoreResult};
+use moka::future::Cache;
+use serde_json::json;
+
+use crate::audit::writer::AuditWriter;
+use crate::config::{self, Config};
+use crate::jobs::Jobs;
+use crate::secrets::Secrets;
+use links::LinkSigner;
+use scan::Clamd;
+use storage::Storage;
+
+/// The queue of Carafe's own file work (processing and purging).
+pub const QUEUE: &str = "carafe.files";
+
+pub fn incoming_key(id: FileId) -> String {
+    format!("incoming/{id}")
+}
+
+pub fn object_key(id: FileId) -> String {
+    format!("objects/{id}")
+}
+
+pub fn quarantine_key(id: FileId) -> String {
+    format!("quarantine/{id}")
+}
+
+pub fn thumbs_prefix(id: FileId) -> String {
+    format!("thumbs/{id}")
+}
+
+pub fn thumb_key(id: FileId, name: &str) -> String {
+    format!("thumbs/{id}/{name}")
+}
+
+pub struct Files {
+    store: Arc<dyn Store>,
+    jobs: Arc<Jobs>,
+    pub storage: Storage,
+    pub scanner: Option<Clamd>,
+    pub links: LinkSigner,
+    pub settings: config::Files,
+    /// Download events are many: they are written in batches.
+    pub audit: AuditWriter,
+    /// Ready files by id, so downloads skip the database. Short-lived: another instance's
+    /// deletion is seen within its time to live.
+    records: Cache<FileId, Arc<FileRecord>>,
+    /// Whole small objects by key, so hot downloads skip the disk.
+    content: Cache<String, Bytes>,
+    buckets: Cache<BucketName, Arc<Bucket>>,
+}
+
+impl Files {
+    pub fn new(
+        config: &Config,
+        secrets: &Secrets,
+        store: Arc<dyn Store>,
+        jobs: Arc<Jobs>,
+    ) -> anyhow::Result<Self> {
+        let storage = Storage::open(
+            config.storage_url.as_ref().map(|u| u.expose()),
+            &config.data_dir,
+        )?;
+        let settings = config.files.clone();
+        let scanner = match &config.clamd_url {
+            Some(url) => Some(Clamd::new(
+                scan::parse_url(url).map_err(anyhow::Error::msg)?,
+                settings.scan_timeout.0,
+            )),
+            None => None,
+        };
+        let content = Cache::builder()
+            .max_capacity(settings.cache_bytes)
+            .weigher(|k: &String, v: &Bytes| (k.len() + v.len()).try_into().unwrap_or(u32::MAX))
+            .time_to_live(Duration::from_secs(300))
+            .build();
+        for (name, policy) in &settings.buckets {
+            let errors = buckets::validate(policy, &settings);
+            if let Some(e) = errors.first() {
+                anyhow::bail!(
+                    "files.buckets.{name}{}: {}",
+                    e.field.replace('/', "."),
+                    e.message
+                );
+            }
+        }
+        Ok(Files {
+            audit: AuditWriter::spawn(store.clone()),
+            store,
+            jobs,
+            storage,
+            scanner,
+            links: LinkSigner::new(secrets.link_key()),
+            records: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(5))
+                .build(),
+            content,
+            buckets: Cache::builder()
+                .max_capacity(1_000)
+                .time_to_live(Duration::from_secs(5))
+                .build(),
+            settings,
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn jobs(&self) -> &Arc<Jobs> {
+        &self.jobs
+    }
+
+    pub fn queue() -> QueueName {
+        QueueName::parse(QUEUE).expect("valid queue name")
+    }
+
+    /// A job on Carafe's files queue. Processing retries with backoff (the scanner may be
+    /// down for a while); purging retries until the storage answers.
+    pub fn job(&self, args: serde_json::Value, max_attempts: u32) -> NewJob {
+        let at = now();
+        NewJob {
+            queue: Self::queue(),
+            args,
+            priority: 5,
+            max_attempts,
+            backoff: Some(Backoff::Exponential {
+                base_ms: self.settings.scan_retry_base.0.as_millis() as u64,
+                max_ms: 600_000,
+                jitter: 0.2,
+            }),
+            timeout: Duration::from_secs(3600),
+            scheduled_at: at,
+            unique: None,
+            owner: None,
+            target: None,
+            created_at: at,
+        }
+    }
+
+    pub fn process_job(&self, id: FileId) -> NewJob {
+        self.job(json!({"process": id}), self.settings.scan_attempts)
+    }
+
+    pub fn purge_job(&self, id: FileId) -> NewJob {
+        self.job(json!({"purge": id}), 25)
+    }
+
+    /// Wakes this process's workers for the files queue (other instances poll or are told
+    /// through the database).
+    pub fn wake(&self) {
+        self.jobs.bus().publish(&crate::jobs::queue_topic(QUEUE));
+    }
+
+    /// Creates the `default` bucket and the buckets of the configuration file.
+    pub async fn ensure_buckets(&self) -> StoreResult<()> {
+        let at = now();
+        let default = BucketName::default_bucket();
+        let mut configured = self.settings.buckets.clone();
+        let default_policy = configured.remove(default.as_str());
+        let mut put = vec![(
+            default.clone(),
+            default_policy.clone(),
+            default_policy.is_some(),
+        )];
+        for (name, policy) in configured {
+            if let Ok(name) = BucketName::parse(&name) {
+                put.push((name, Some(policy), true));
+            }
+        }
+        for (name, policy, replace) in put {
+            let bucket = Bucket {
+                name,
+                policy: policy.unwrap_or_default(),
+                created_at: at,
+                updated_at: at,
+            };
+            self.store.put_bucket(bucket, replace).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn bucket(&self, name: &BucketName) -> StoreResult<Option<Arc<Bucket>>> {
+        if let Some(b) = self.buckets.get(name).await {
+            return Ok(Some(b));
+        }
+        let Some(bucket) = self.store.get_bucket(name).await? else {
+            return Ok(None);
+        };
+        let bucket = Arc::new(bucket);
+        self.buckets.insert(name.clone(), bucket.clone()).await;
+        Ok(Some(bucket))
+    }
+
+    pub async fn forget_bucket(&self, name: &BucketName) {
+        self.buckets.invalidate(name).await;
+    }
+
+    /// A file that is not deleted; ready files come from a short-lived cache.
+    pub async fn file(&self, id: FileId) -> StoreResult<Option<Arc<FileRecord>>> {
+        if let Some(f) = self.records.get(&id).await {
+            return Ok(Some(f));
+        }
+        let Some(file) = self.store.get_file(id).await? else {
+            return Ok(None);
+        };
+        let file = Arc::new(file);
+        if file.status == carafe_core::files::FileStatus::Ready {
+            self.records.insert(id, file.clone()).await;
+        }
+        Ok(Some(file))
+    }
+
+    pub async fn forget_file(&self, id: FileId) {
+        self.records.invalidate(&id).await;
+    }
+
+    /// An object's bytes from the memory cache, if it is small enough to be kept there.
+    pub async fn cached_content(&self, key: &str, size: u64) -> Option<Bytes> {
+        if size > self.settings.cache_max_object || self.settings.cache_bytes == 0 {
+            return None;
+        }
+        if let Some(b) = self.content.get(key).await {
+            return Some(b);
+        }
+        let bytes = self.storage.read_all(key, size).await.ok()?;
+        if bytes.len() as u64 != size {
+            return None;
+        }
+        self.content.insert(key.to_owned(), bytes.clone()).await;
+        Some(bytes)
+    }
+
+    pub async fn forget_content(&self, key: &str) {
+        self.content.invalidate(key).await;
+    }
+
+    /// Removes temporary upload files left by a crash, at start and then every ten minutes,
+    /// until `stop`. Files younger than an hour may belong to an upload in progress.
+    pub async fn sweep(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        let age = Duration::from_secs(3600);
+        loop {
+            match self.storage.sweep_temp(age).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "removed temporary upload files"),
+                Err(e) => tracing::warn!(error = %e, "cannot sweep temporary upload files"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(600)) => {}
+            }
+        }
+    }
+
+    /// Waits up to `wait` for a processing file's job to end; returns the file as it is then.
+    pub async fn wait_processed(
+        &self,
+        file: FileRecord,
+        job: JobId,
+        wait: Duration,
+    ) -> StoreResult<FileRecord> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let topic = crate::jobs::job_topic(job);
+        let mut file = file;
+        loop {
+            let mut sub = self.jobs.bus().subscribe();
+            if let Some(current) = self.store.get_file(file.id).await? {
+                file = current;
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if file.status != carafe_core::files::FileStatus::Processing || left.is_zero() {
+                return Ok(file);
+            }
+            // Polling covers wake-ups lost between instances.
+            sub.wait_for(&topic, left.min(self.jobs.settings().poll_interval.0))
+                .await;
+        }
+    }
+}

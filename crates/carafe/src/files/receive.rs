@@ -1,0 +1,183 @@
+//! Receiving an upload: the body is streamed to a temporary file while it is counted against
+//! the bucket's limit and hashed, and its first bytes are kept for type detection. Memory stays
+//! flat whatever the size: chunks pass through a small bounded channel to a blocking writer
+//! thread (hashing and writing there keeps both off the async workers and overlaps them with
+//! the network). The file is synced before it is handed over, and removed if anything fails
+//! or the receiver is dropped (a client that disconnects leaves nothing behind).
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+/// Bytes kept from the start of a file for type detection.
+pub const HEAD_BYTES: usize = 8 * 1024;
+
+/// Chunks are gathered to this size before a write.
+const WRITE_BATCH: usize = 1024 * 1024;
+
+/// A stored temporary file, removed on drop unless it was moved into storage.
+#[derive(Debug)]
+pub struct TempPath(Option<PathBuf>);
+
+impl TempPath {
+    pub fn path(&self) -> &Path {
+        self.0.as_deref().expect("present until taken")
+    }
+
+    fn keep(mut self) -> PathBuf {
+        self.0.take().expect("present until taken")
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A fully received, synced upload.
+#[derive(Debug)]
+pub struct Received {
+    file: TempPath,
+    pub size: u64,
+    /// Hex SHA-256 of the bytes.
+    pub sha256: String,
+    /// The first `HEAD_BYTES` bytes (fewer for smaller files).
+    pub head: Bytes,
+}
+
+impl Received {
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    /// Takes the file out of the guard: the caller now owns (and must remove or move) it.
+    pub fn into_path(self) -> PathBuf {
+        self.file.keep()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiveError {
+    #[error("the upload exceeds {limit} bytes")]
+    TooLarge { limit: u64 },
+    /// The body ended early or could not be read (the client went away, or sent less than
+    /// it declared).
+    #[error("the upload body could not be read: {0}")]
+    Body(String),
+    #[error("the upload could not be stored")]
+    Io(#[from] io::Error),
+}
+
+/// Streams `body` into a new temporary file in `dir`, refusing more than `limit` bytes.
+pub async fn receive<S, E>(body: S, dir: &Path, limit: u64) -> Result<Received, ReceiveError>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: std::fmt::Display,
+{
+    let path = dir.join(format!("{}.part", uuid::Uuid::now_v7().simple()));
+    let file = std::fs::File::create_new(&path)?;
+    let guard = TempPath(Some(path));
+    let (tx, rx) = mpsc::channel::<Bytes>(8);
+    let writer = tokio::task::spawn_blocking(move || write_all(file, rx));
+
+    let mut head = BytesMut::new();
+    let mut size: u64 = 0;
+    let mut failure = None;
+    futures::pin_mut!(body);
+    while let Some(chunk) = body.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                failure = Some(ReceiveError::Body(e.to_string()));
+                break;
+            }
+        };
+        size += chunk.len() as u64;
+        if size > limit {
+            failure = Some(ReceiveError::TooLarge { limit });
+            break;
+        }
+        if head.len() < HEAD_BYTES {
+            let take = (HEAD_BYTES - head.len()).min(chunk.len());
+            head.extend_from_slice(&chunk[..take]);
+        }
+        if tx.send(chunk).await.is_err() {
+            break; // The writer failed; its error is reported below.
+        }
+    }
+    drop(tx);
+    let written = writer.await.map_err(io::Error::other)?;
+    if let Some(failure) = failure {
+        return Err(failure);
+    }
+    let digest = written?;
+    Ok(Received {
+        file: guard,
+        size,
+        sha256: hex::encode(digest),
+        head: head.freeze(),
+    })
+}
+
+/// The blocking side: hash and write every chunk, then sync. Returns the digest.
+fn write_all(file: std::fs::File, mut rx: mpsc::Receiver<Bytes>) -> io::Result<[u8; 32]> {
+    let mut hasher = Sha256::new();
+    let mut out = io::BufWriter::with_capacity(WRITE_BATCH, file);
+    while let Some(chunk) = rx.blocking_recv() {
+        hasher.update(&chunk);
+        out.write_all(&chunk)?;
+    }
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    Ok(hasher.finalize().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(parts: Vec<&'static [u8]>) -> impl Stream<Item = Result<Bytes, String>> {
+        futures::stream::iter(parts.into_iter().map(|p| Ok(Bytes::from_static(p))))
+    }
+
+    #[tokio::test]
+    async fn receives_hashes_and_keeps_the_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let got = receive(chunks(vec![b"hello ", b"world"]), dir.path(), 100)
+            .await
+            .unwrap();
+        assert_eq!(got.size, 11);
+        assert_eq!(&got.head[..], b"hello world");
+        assert_eq!(
+            got.sha256,
+            "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
+        );
+        assert_eq!(std::fs::read(got.path()).unwrap(), b"hello world");
+        let path = got.path().to_path_buf();
+        drop(got);
+        assert!(!path.exists(), "a dropped upload leaves no file");
+    }
+
+    #[tokio::test]
+    async fn over_the_limit_or_broken_bodies_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = receive(chunks(vec![b"12345", b"6789"]), dir.path(), 8)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ReceiveError::TooLarge { limit: 8 }));
+        let broken = futures::stream::iter(vec![
+            Ok(Bytes::from_static(b"abc")),
+            Err("connection reset".to_string()),
+        ]);
+        let err = receive(broken, dir.path(), 100).await.unwrap_err();
+        assert!(matches!(err, ReceiveError::Body(_)));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

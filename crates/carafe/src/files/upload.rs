@@ -1,0 +1,140 @@
+//! Accepting a received upload: its name is sanitised, its type decided from its bytes and
+//! checked against its extension and its bucket, and only then is it stored and recorded with
+//! its processing job. Nothing the client says about the type is believed.
+
+use std::sync::Arc;
+
+use carafe_core::StoreError;
+use carafe_core::audit::NewAuditEvent;
+use carafe_core::files::{Bucket, FileId, FileRecord, NewFile};
+use carafe_core::time::now;
+use serde_json::{Value, json};
+
+use super::receive::Received;
+use super::sniff::{self, Kind};
+use super::{Files, filename, incoming_key};
+use crate::audit::Actor;
+
+/// Who uploads, from where: recorded in the audit log.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub actor: Actor,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl Origin {
+    pub fn event(&self, action: &str, file: FileId, mut details: Value) -> NewAuditEvent {
+        if let Value::Object(map) = &mut details {
+            map.insert("ip".into(), json!(self.ip));
+            map.insert("user_agent".into(), json!(self.user_agent));
+        }
+        self.actor
+            .event(action, Some(format!("file:{file}")), details)
+    }
+}
+
+/// What the client said about the upload besides its bytes.
+#[derive(Debug, Clone)]
+pub struct UploadMeta {
+    pub bucket: Arc<Bucket>,
+    pub name: Option<String>,
+    pub owner: Option<String>,
+    pub metadata: Value,
+    pub origin: Origin,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("the file is empty")]
+    Empty,
+    /// The bytes and the name disagree, or the content is unsafe; `code` says how.
+    #[error("{detail}")]
+    Type { code: &'static str, detail: String },
+    #[error("the bucket does not accept `{0}` files")]
+    NotAllowed(String),
+    #[error("the file could not be stored")]
+    Storage(#[source] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Files {
+    /// Validates a received upload against its bucket, stores it and records it with its
+    /// processing job. On any refusal the received file is removed.
+    pub async fn accept(
+        &self,
+        received: Received,
+        meta: UploadMeta,
+    ) -> Result<FileRecord, UploadError> {
+        if received.size == 0 {
+            return Err(UploadError::Empty);
+        }
+        let name = filename::sanitize(meta.name.as_deref().unwrap_or(""));
+        let ext = filename::extension(&name);
+        let kind = sniff::detect_with_hint(&received.head, ext.as_deref());
+        sniff::check(kind, &received.head, ext.as_deref()).map_err(|m| UploadError::Type {
+            code: m.code(),
+            detail: m.to_string(),
+        })?;
+        if !meta.bucket.policy.allows(kind.name()) {
+            return Err(UploadError::NotAllowed(kind.name().to_owned()));
+        }
+        // A name without an extension gets its type's, so downloads open in the right program.
+        let name = match ext {
+            Some(_) => name,
+            None => format!("{name}.{}", kind.extensions()[0]),
+        };
+        self.record(received, meta, name, kind).await
+    }
+
+    async fn record(
+        &self,
+        received: Received,
+        meta: UploadMeta,
+        name: String,
+        kind: Kind,
+    ) -> Result<FileRecord, UploadError> {
+        let id = FileId::new();
+        let new = NewFile {
+            id,
+            bucket: meta.bucket.name.clone(),
+            name,
+            size: received.size,
+            kind: kind.name().to_owned(),
+            mime: kind.mime().to_owned(),
+            sha256: received.sha256.clone(),
+            owner: meta.owner,
+            metadata: meta.metadata,
+            created_at: now(),
+        };
+        let audit = meta.origin.event(
+            "file.upload",
+            id,
+            json!({
+                "bucket": new.bucket, "name": new.name, "size": new.size,
+                "type": new.kind, "sha256": new.sha256,
+            }),
+        );
+        let key = incoming_key(id);
+        self.storage
+            .put_received(&key, received)
+            .await
+            .map_err(UploadError::Storage)?;
+        match self
+            .store()
+            .insert_file(new, self.process_job(id), audit)
+            .await
+        {
+            Ok(file) => {
+                self.wake();
+                Ok(file)
+            }
+            Err(e) => {
+                // Not recorded: the bytes must not linger.
+                let _ = self.storage.delete(&key).await;
+                Err(e.into())
+            }
+        }
+    }
+}
