@@ -134,7 +134,7 @@ async fn ready_file(files: &Files, id: FileId) -> ApiResult<Arc<FileRecord>> {
 
 fn not_ready(file: &FileRecord) -> ApiError {
     ApiError::conflict("file_not_ready", "the file is not ready to be served")
-        .with("status", file.status.as_str())
+        .with("file_status", file.status.as_str())
 }
 
 async fn cache_control(files: &Files, file: &FileRecord) -> ApiResult<String> {

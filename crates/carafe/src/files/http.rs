@@ -146,13 +146,14 @@ pub struct FileListParams {
     pub owner: Option<String>,
     /// processing, ready, quarantined, rejected or failed.
     pub status: Option<String>,
-    #[serde(flatten)]
-    #[param(ignore)]
-    pub page: ListParams,
+    /// Items per page, 1–500 (default 50).
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
 }
 
 /// Files, newest first. End users see only their own.
-#[utoipa::path(get, path = "/api/v1/files", tag = "files", params(FileListParams, ListParams),
+#[utoipa::path(get, path = "/api/v1/files", tag = "files", params(FileListParams),
     responses((status = 200, body = inline(crate::http::pagination::PageBody<FileView>))),
     security(("bearer" = ["files"])))]
 pub async fn list(
@@ -163,7 +164,11 @@ pub async fn list(
     Query(params): Query<FileListParams>,
 ) -> ApiResult<Response> {
     principal.require(Scope::Files)?;
-    let page = params.page.page_request()?;
+    let page = ListParams {
+        limit: params.limit,
+        cursor: params.cursor.clone(),
+    }
+    .page_request()?;
     let mut filter = FileFilter {
         bucket: match &params.bucket {
             Some(b) => Some(BucketName::parse(b).map_err(|e| ApiError::invalid("bucket", e))?),
@@ -290,8 +295,8 @@ pub async fn create_link(
     };
     let filename = body.filename.as_deref().map(super::filename::sanitize);
     let expires = (now() + ttl).unix_timestamp();
-    let expires_at = time::OffsetDateTime::from_unix_timestamp(expires)
-        .map_err(|e| ApiError::internal(&e))?;
+    let expires_at =
+        time::OffsetDateTime::from_unix_timestamp(expires).map_err(|e| ApiError::internal(&e))?;
     let query = state
         .files
         .links

@@ -49,7 +49,7 @@ pub(crate) fn upload_error(e: UploadError) -> ApiError {
         UploadError::NotAllowed(kind) => {
             ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "type_not_allowed")
                 .detail(format!("this bucket does not accept {kind} files"))
-                .with("type", kind)
+                .with("detected_type", kind)
         }
         UploadError::Storage(e) => ApiError::unavailable(&e),
         UploadError::Store(e) => e.into(),
@@ -154,7 +154,13 @@ async fn read_form(
                     ));
                 }
                 let name = field.file_name().map(str::to_owned);
-                let received = receive(field, dir, limit).await.map_err(receive_error)?;
+                let received = receive(field, dir, limit).await.map_err(|e| match e {
+                    // Inside a form, a body that cannot be read is a broken form.
+                    ReceiveError::Body(detail) => {
+                        ApiError::bad_request("invalid_multipart", detail)
+                    }
+                    e => receive_error(e),
+                })?;
                 file = Some((received, name));
             }
             Some("metadata") => {
