@@ -426,11 +426,32 @@ fn is_origin(text: &str) -> bool {
 /// Hides the password of a database URL.
 pub fn mask_url(url: &str) -> String {
     match Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("********"));
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("********"));
+            }
+            // Secrets can also ride in the query (S3 storage URLs).
+            let secret = |k: &str| {
+                ["secret", "token", "password"]
+                    .iter()
+                    .any(|s| k.contains(s))
+            };
+            if u.query_pairs().any(|(k, _)| secret(&k)) {
+                let pairs: Vec<(String, String)> = u
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if secret(&k) {
+                            "********".into()
+                        } else {
+                            v.into_owned()
+                        };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                u.query_pairs_mut().clear().extend_pairs(pairs);
+            }
             u.to_string()
         }
-        Ok(u) => u.to_string(),
         Err(_) => "********".into(),
     }
 }

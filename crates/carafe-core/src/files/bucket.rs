@@ -105,6 +105,9 @@ pub struct BucketPolicy {
     /// `Cache-Control` for downloads; by default `private, max-age=0, must-revalidate` for
     /// private buckets and `public, max-age=3600` for public ones.
     pub cache_control: Option<String>,
+    /// On S3 storage, answer downloads with a redirect to a short-lived presigned URL, so the
+    /// bytes flow from S3 to the client directly (S3 then handles ranges and validators).
+    pub presigned_downloads: bool,
 }
 
 impl Default for BucketPolicy {
@@ -125,6 +128,7 @@ impl Default for BucketPolicy {
             retention_days: None,
             encrypt: false,
             cache_control: None,
+            presigned_downloads: false,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use axum::extract::{FromRequestParts, State};
 use axum::response::Response;
-use carafe_core::files::{FileId, FileRecord, FileStatus, Visibility};
+use carafe_core::files::{BucketPolicy, FileId, FileRecord, FileStatus, Visibility};
 use carafe_core::keys::Scope;
 use http::request::Parts;
 use http::{Method, StatusCode, header};
@@ -137,12 +137,12 @@ fn not_ready(file: &FileRecord) -> ApiError {
         .with("file_status", file.status.as_str())
 }
 
-async fn cache_control(files: &Files, file: &FileRecord) -> ApiResult<String> {
+async fn policy(files: &Files, file: &FileRecord) -> ApiResult<BucketPolicy> {
     Ok(files
         .bucket(&file.bucket)
         .await?
-        .map(|b| b.policy.cache_control().to_owned())
-        .unwrap_or_else(|| "private, max-age=0, must-revalidate".into()))
+        .map(|b| b.policy.clone())
+        .unwrap_or_default())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -161,6 +161,8 @@ async fn serve(
         return Err(not_ready(&file));
     }
     let modified = SystemTime::from(file.updated_at);
+    let policy = policy(files, &file).await?;
+    let cache_control = policy.cache_control().to_owned();
     let content = match thumbnail {
         None => Content {
             key: object_key(id),
@@ -170,7 +172,7 @@ async fn serve(
             mime: file.mime.clone(),
             name: file.name.clone(),
             modified,
-            cache_control: cache_control(files, &file).await?,
+            cache_control: cache_control.clone(),
         },
         Some(name) => {
             let Some(t) = file.thumbnails.iter().find(|t| t.name == name) else {
@@ -189,14 +191,24 @@ async fn serve(
                 mime: format!("image/{}", t.kind),
                 name: format!("{stem}_{name}.{ext}"),
                 modified,
-                cache_control: cache_control(files, &file).await?,
+                cache_control,
             }
         }
     };
-    let response = files
-        .serve(&parts.method, &parts.headers, &content, &access.delivery)
-        .await?;
-    if parts.method == Method::GET && response.status().is_success() {
+    let redirected = match policy.presigned_downloads {
+        true => files.redirect(&content, &access.delivery).await?,
+        false => None,
+    };
+    let response = match redirected {
+        Some(r) => r,
+        None => {
+            files
+                .serve(&parts.method, &parts.headers, &content, &access.delivery)
+                .await?
+        }
+    };
+    let served = response.status().is_success() || response.status() == StatusCode::FOUND;
+    if parts.method == Method::GET && served {
         let request_id = parts.extensions.get::<RequestId>();
         let actor = Actor {
             id: access.actor,

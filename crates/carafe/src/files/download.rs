@@ -197,15 +197,23 @@ impl Files {
         }
     }
 
-    fn content_headers(&self, headers: &mut HeaderMap, content: &Content, delivery: &Delivery) {
+    /// The `Content-Disposition` of a download: inline only for types browsers may show.
+    pub fn disposition(content: &Content, delivery: &Delivery) -> HeaderValue {
         let inline_ok = INLINE_TYPES.contains(&content.kind.as_str());
         let kind = match delivery.disposition {
             Some(DispositionKind::Inline) | None if inline_ok => DispositionKind::Inline,
             _ => DispositionKind::Attachment,
         };
         let name = delivery.filename.as_deref().unwrap_or(&content.name);
+        content_disposition(kind, name)
+    }
+
+    fn content_headers(&self, headers: &mut HeaderMap, content: &Content, delivery: &Delivery) {
         headers.insert(header::CONTENT_TYPE, header_value(&content.mime));
-        headers.insert(header::CONTENT_DISPOSITION, content_disposition(kind, name));
+        headers.insert(
+            header::CONTENT_DISPOSITION,
+            Self::disposition(content, delivery),
+        );
         headers.insert(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
@@ -231,6 +239,36 @@ impl Files {
             .await
             .map_err(|e| ApiError::unavailable(&e))?;
         Ok(Body::from_stream(stream))
+    }
+}
+
+/// How long a presigned download URL lasts: long enough to start, short enough not to share.
+const PRESIGNED_TTL: Duration = Duration::from_secs(300);
+
+impl Files {
+    /// A redirect to a presigned URL for `content`, when storage can make one (S3).
+    pub async fn redirect(
+        &self,
+        content: &Content,
+        delivery: &Delivery,
+    ) -> Result<Option<Response>, ApiError> {
+        let disposition = Self::disposition(content, delivery);
+        let url = self
+            .storage
+            .presigned_get(
+                &content.key,
+                PRESIGNED_TTL,
+                &content.mime,
+                disposition.to_str().unwrap_or("attachment"),
+            )
+            .await
+            .map_err(|e| ApiError::unavailable(&e))?;
+        Ok(url.map(|url| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::LOCATION, header_value(url.as_str()));
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            reply(StatusCode::FOUND, headers, Body::empty())
+        }))
     }
 }
 

@@ -13,6 +13,7 @@ mod crashes;
 mod file_access;
 mod file_processing;
 mod file_ranges;
+mod file_s3;
 mod files;
 mod handlers;
 mod idempotency;

@@ -1,0 +1,136 @@
+//! Local disk: every object is written to a temporary file, synced, renamed into place, and
+//! its directory synced, so an object is either whole or absent, also after a power cut.
+//! Reads stream large chunks straight from the file.
+
+use std::io;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use super::ByteStream;
+use crate::files::receive::Received;
+
+/// Chunk size for streaming reads: large chunks keep per-chunk overhead out of the way.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Where temporary files go, inside the root so renames never cross devices.
+const TMP_DIR: &str = ".tmp";
+
+#[derive(Debug, Clone)]
+pub struct LocalStorage {
+    root: PathBuf,
+}
+
+impl LocalStorage {
+    pub fn open(root: PathBuf) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(root.join(TMP_DIR))?;
+        Ok(LocalStorage { root })
+    }
+
+    pub fn temp_dir(&self) -> PathBuf {
+        self.root.join(TMP_DIR)
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        debug_assert!(!key.contains(".."), "keys are made by Carafe");
+        self.root.join(key)
+    }
+
+    /// Renames `from` to `key`'s path, creating its directory, and syncs the directory so
+    /// the rename survives a crash.
+    async fn rename_in(&self, from: &Path, key: &str) -> io::Result<()> {
+        let to = self.path(key);
+        let dir = to.parent().map(Path::to_path_buf).unwrap_or_default();
+        let from = from.to_path_buf();
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            std::fs::create_dir_all(&dir)?;
+            std::fs::rename(&from, &to)?;
+            std::fs::File::open(&dir)?.sync_all()
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    pub async fn put_received(&self, key: &str, received: Received) -> io::Result<()> {
+        let path = received.into_path();
+        let result = self.rename_in(&path, key).await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&path).await;
+        }
+        result
+    }
+
+    pub async fn put_bytes(&self, key: &str, bytes: Bytes) -> io::Result<()> {
+        let tmp = self
+            .temp_dir()
+            .join(format!("{}.put", uuid::Uuid::now_v7().simple()));
+        let written = {
+            let tmp = tmp.clone();
+            tokio::task::spawn_blocking(move || -> io::Result<()> {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(&bytes)?;
+                f.sync_all()
+            })
+            .await
+            .map_err(io::Error::other)?
+        };
+        let result = match written {
+            Ok(()) => self.rename_in(&tmp, key).await,
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
+    }
+
+    pub async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        self.rename_in(&self.path(from), to).await
+    }
+
+    pub async fn size(&self, key: &str) -> io::Result<Option<u64>> {
+        match tokio::fs::metadata(self.path(key)).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn read_all(&self, key: &str, limit: u64) -> io::Result<Bytes> {
+        let f = tokio::fs::File::open(self.path(key)).await?;
+        let mut buf = Vec::new();
+        f.take(limit).read_to_end(&mut buf).await?;
+        Ok(Bytes::from(buf))
+    }
+
+    pub async fn read(&self, key: &str, range: Option<Range<u64>>) -> io::Result<ByteStream> {
+        let mut f = tokio::fs::File::open(self.path(key)).await?;
+        Ok(match range {
+            None => ReaderStream::with_capacity(f, READ_CHUNK).boxed(),
+            Some(r) => {
+                f.seek(io::SeekFrom::Start(r.start)).await?;
+                let cap = READ_CHUNK.min((r.end - r.start).max(1) as usize);
+                ReaderStream::with_capacity(f.take(r.end - r.start), cap).boxed()
+            }
+        })
+    }
+
+    pub async fn delete(&self, key: &str) -> io::Result<()> {
+        match tokio::fs::remove_file(self.path(key)).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    pub async fn delete_prefix(&self, prefix: &str) -> io::Result<()> {
+        match tokio::fs::remove_dir_all(self.path(prefix)).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! Any S3-compatible store, through `object_store`. Objects live under an optional key prefix
+//! (`s3://bucket/prefix`), so several deployments can share a bucket. Large uploads go up as
+//! multipart uploads in 8 MiB parts with a few in flight, so memory stays bounded whatever
+//! the size; an upload that fails is aborted, leaving no parts behind.
+
+use std::io;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as ObjectPath;
+use object_store::signer::{Method, SignedUrlOptions, Signer};
+use object_store::{BackoffConfig, ClientOptions, RetryConfig};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use tokio::io::AsyncReadExt;
+
+use super::ByteStream;
+use crate::files::receive::Received;
+
+/// Objects up to this size are sent in one PUT.
+const SINGLE_PUT: u64 = 16 * 1024 * 1024;
+/// Multipart part size (S3 needs at least 5 MiB for every part but the last).
+const PART: usize = 8 * 1024 * 1024;
+/// Parts in flight at once.
+const PARTS_IN_FLIGHT: usize = 4;
+
+#[derive(Debug, Clone)]
+pub struct S3Storage {
+    store: Arc<AmazonS3>,
+    prefix: String,
+    tmp: PathBuf,
+}
+
+fn io_error(e: object_store::Error) -> io::Error {
+    match e {
+        object_store::Error::NotFound { .. } => io::Error::new(io::ErrorKind::NotFound, e),
+        e => io::Error::other(e),
+    }
+}
+
+fn is_not_found(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::NotFound { .. })
+}
+
+impl S3Storage {
+    /// `s3://bucket[/prefix]?endpoint=…&region=…&access_key_id=…&secret_access_key=…`.
+    /// Credentials not in the URL come from the usual `AWS_*` environment variables.
+    pub fn open(url: &str, tmp: &Path) -> anyhow::Result<Self> {
+        let parsed = url::Url::parse(url)?;
+        let bucket = parsed
+            .host_str()
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| anyhow::anyhow!("storage_url: s3:// needs a bucket name"))?;
+        let prefix = parsed.path().trim_matches('/').to_owned();
+        // A store that is down must not hold an upload for minutes: a few quick retries, then
+        // the caller gets a clear error (and processing jobs retry with their own backoff).
+        let retry = RetryConfig {
+            backoff: BackoffConfig::default(),
+            max_retries: 3,
+            retry_timeout: Duration::from_secs(15),
+        };
+        let client = ClientOptions::new().with_connect_timeout(Duration::from_secs(5));
+        // Client options first: the URL's `endpoint` adjusts them (plain HTTP).
+        let mut builder = AmazonS3Builder::from_env()
+            .with_client_options(client)
+            .with_retry(retry)
+            .with_bucket_name(bucket)
+            .with_region("us-east-1");
+        for (k, v) in parsed.query_pairs() {
+            builder = match k.as_ref() {
+                "endpoint" => builder
+                    .with_allow_http(v.starts_with("http://"))
+                    .with_endpoint(v.as_ref()),
+                "region" => builder.with_region(v.as_ref()),
+                "access_key_id" => builder.with_access_key_id(v.as_ref()),
+                "secret_access_key" => builder.with_secret_access_key(v.as_ref()),
+                "session_token" => builder.with_token(v.as_ref()),
+                "virtual_hosted" => builder.with_virtual_hosted_style_request(v == "true"),
+                other => anyhow::bail!("storage_url: unknown parameter `{other}`"),
+            };
+        }
+        let store = builder.build()?;
+        std::fs::create_dir_all(tmp)?;
+        Ok(S3Storage {
+            store: Arc::new(store),
+            prefix,
+            tmp: tmp.to_path_buf(),
+        })
+    }
+
+    pub fn temp_dir(&self) -> PathBuf {
+        self.tmp.clone()
+    }
+
+    fn path(&self, key: &str) -> ObjectPath {
+        if self.prefix.is_empty() {
+            ObjectPath::from(key)
+        } else {
+            ObjectPath::from(format!("{}/{key}", self.prefix))
+        }
+    }
+
+    pub async fn put_received(&self, key: &str, received: Received) -> io::Result<()> {
+        // `received` removes its temporary file when dropped, whatever happens here.
+        let path = self.path(key);
+        if received.size <= SINGLE_PUT {
+            let bytes = tokio::fs::read(received.path()).await?;
+            self.store
+                .put(&path, PutPayload::from(bytes))
+                .await
+                .map_err(io_error)?;
+            return Ok(());
+        }
+        let upload = self.store.put_multipart(&path).await.map_err(io_error)?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
+        let mut file = tokio::fs::File::open(received.path()).await?;
+        let mut buf = vec![0u8; 1024 * 1024];
+        let sent = async {
+            loop {
+                let n = file.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok::<(), io::Error>(());
+                }
+                writer
+                    .wait_for_capacity(PARTS_IN_FLIGHT)
+                    .await
+                    .map_err(io_error)?;
+                writer.write(&buf[..n]);
+            }
+        }
+        .await;
+        match sent {
+            Ok(()) => writer.finish().await.map(|_| ()).map_err(io_error),
+            Err(e) => {
+                let _ = writer.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    pub async fn put_bytes(&self, key: &str, bytes: Bytes) -> io::Result<()> {
+        self.store
+            .put(&self.path(key), PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(io_error)
+    }
+
+    pub async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        self.store
+            .rename(&self.path(from), &self.path(to))
+            .await
+            .map_err(io_error)
+    }
+
+    pub async fn size(&self, key: &str) -> io::Result<Option<u64>> {
+        match self.store.head(&self.path(key)).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(io_error(e)),
+        }
+    }
+
+    pub async fn read_all(&self, key: &str, limit: u64) -> io::Result<Bytes> {
+        let got = self.store.get(&self.path(key)).await.map_err(io_error)?;
+        if got.meta.size > limit {
+            return Err(io::Error::other("object larger than expected"));
+        }
+        got.bytes().await.map_err(io_error)
+    }
+
+    pub async fn read(&self, key: &str, range: Option<Range<u64>>) -> io::Result<ByteStream> {
+        let options = GetOptions {
+            range: range.map(GetRange::Bounded),
+            ..GetOptions::default()
+        };
+        let got = self
+            .store
+            .get_opts(&self.path(key), options)
+            .await
+            .map_err(io_error)?;
+        Ok(got.into_stream().map_err(io_error).boxed())
+    }
+
+    pub async fn delete(&self, key: &str) -> io::Result<()> {
+        match self.store.delete(&self.path(key)).await {
+            Err(e) if !is_not_found(&e) => Err(io_error(e)),
+            _ => Ok(()),
+        }
+    }
+
+    pub async fn delete_prefix(&self, prefix: &str) -> io::Result<()> {
+        let found: Vec<_> = self
+            .store
+            .list(Some(&self.path(prefix)))
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .await
+            .map_err(io_error)?;
+        for location in found {
+            match self.store.delete(&location).await {
+                Err(e) if !is_not_found(&e) => return Err(io_error(e)),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// A presigned GET that makes S3 answer with these content headers.
+    pub async fn presigned_get(
+        &self,
+        key: &str,
+        expires_in: Duration,
+        content_type: &str,
+        content_disposition: &str,
+    ) -> io::Result<url::Url> {
+        let options = SignedUrlOptions::new().with_query([
+            ("response-content-type", content_type),
+            ("response-content-disposition", content_disposition),
+        ]);
+        self.store
+            .signed_url_opts(Method::GET, &self.path(key), expires_in, &options)
+            .await
+            .map_err(io_error)
+    }
+}

@@ -1,0 +1,206 @@
+//! Files on S3-compatible storage (a real S3 server that checks signatures): the same upload,
+//! processing and download paths as on local disk, multipart uploads of large files,
+//! presigned download redirects, purging, and a store that is down.
+
+use std::time::Duration;
+
+use carafe::config::Secret;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::files::{pdf, png, upload_raw, upload_ready};
+use crate::helpers::{Backend, TestApp, eventually, problem};
+
+macro_rules! s3_tests {
+    ($($name:ident),* $(,)?) => {
+        mod s3_sqlite {
+            $(
+                #[tokio::test]
+                #[ignore = "needs CARAFE_TEST_S3_URL"]
+                async fn $name() {
+                    super::$name(crate::helpers::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod s3_postgres {
+            $(
+                #[tokio::test]
+                #[ignore = "needs CARAFE_TEST_S3_URL and CARAFE_TEST_POSTGRES_URL"]
+                async fn $name() {
+                    super::$name(crate::helpers::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+s3_tests!(
+    files_round_trip_through_s3,
+    large_files_go_up_in_parts_and_ranges_come_back,
+    presigned_downloads_redirect_to_s3,
+);
+
+both_backends!(an_unreachable_store_refuses_uploads_cleanly);
+
+/// The test S3 URL with a fresh key prefix, so tests never see each other's objects.
+fn s3_url() -> String {
+    let url = std::env::var("CARAFE_TEST_S3_URL")
+        .expect("CARAFE_TEST_S3_URL is not set: run scripts/services/s3 (scripts/test-all does)");
+    let (base, query) = url.split_once('?').expect("the URL has a query");
+    format!("{base}/t-{}?{query}", uuid::Uuid::now_v7().simple())
+}
+
+async fn spawn_s3(backend: Backend) -> TestApp {
+    let url = s3_url();
+    TestApp::spawn_with(backend, |c| c.storage_url = Some(Secret::new(url))).await
+}
+
+async fn exists(app: &TestApp, key: &str) -> bool {
+    app.state.files.storage.size(key).await.unwrap().is_some()
+}
+
+async fn files_round_trip_through_s3(backend: Backend) {
+    let app = spawn_s3(backend).await;
+    assert_eq!(app.state.files.storage.kind(), "s3");
+    let bytes = pdf("stored in s3");
+    let file = upload_ready(&app, "s3.pdf", bytes.clone()).await;
+    let id = file["id"].as_str().unwrap();
+    assert!(exists(&app, &format!("objects/{id}")).await);
+    assert!(!exists(&app, &format!("incoming/{id}")).await);
+    let path = format!("/api/v1/files/{id}/content");
+    let res = app.get(&path, Some(&app.admin_key)).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.bytes().await.unwrap(), bytes);
+    // Images: stripped and thumbnailed on S3 as on disk.
+    let img = upload_ready(&app, "pic.png", png(300, 100)).await;
+    let img_id = img["id"].as_str().unwrap();
+    assert_eq!(img["thumbnails"][0]["width"], 256);
+    let res = app
+        .get(
+            &format!("/api/v1/files/{img_id}/thumbnails/small"),
+            Some(&app.admin_key),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    // Deleting purges every object of the file.
+    for id in [id, img_id] {
+        let res = app
+            .request(
+                Method::DELETE,
+                &format!("/api/v1/files/{id}"),
+                Some(&app.admin_key),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 204);
+    }
+    eventually(Duration::from_secs(20), || async {
+        !exists(&app, &format!("objects/{id}")).await
+            && !exists(&app, &format!("objects/{img_id}")).await
+            && !exists(&app, &format!("thumbs/{img_id}/small")).await
+    })
+    .await;
+}
+
+async fn large_files_go_up_in_parts_and_ranges_come_back(backend: Backend) {
+    let app = spawn_s3(backend).await;
+    // 20 MiB is over the single-PUT size: it goes up as a multipart upload.
+    let bytes: Vec<u8> = (0..20 * 1024 * 1024)
+        .map(|i| b'a' + (i % 23) as u8)
+        .collect();
+    let file = upload_ready(&app, "big.txt", bytes.clone()).await;
+    let id = file["id"].as_str().unwrap();
+    let path = format!("/api/v1/files/{id}/content");
+    let res = app
+        .request(Method::GET, &path, Some(&app.admin_key))
+        .header("range", "bytes=10485750-10485769")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 206);
+    assert_eq!(res.bytes().await.unwrap(), bytes[10_485_750..10_485_770]);
+    let res = app.get(&path, Some(&app.admin_key)).await;
+    assert_eq!(
+        res.headers()["content-length"],
+        bytes.len().to_string().as_str()
+    );
+    let got = res.bytes().await.unwrap();
+    assert!(got == bytes, "the whole object streams back unchanged");
+}
+
+async fn presigned_downloads_redirect_to_s3(backend: Backend) {
+    let app = spawn_s3(backend).await;
+    let res = app
+        .request(Method::PUT, "/api/v1/buckets/direct", Some(&app.admin_key))
+        .json(&json!({"allowed_types": ["pdf"], "presigned_downloads": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let bytes = pdf("straight from s3");
+    let res = upload_raw(
+        &app,
+        &app.admin_key,
+        "?bucket=direct&wait=30",
+        "d.pdf",
+        bytes.clone(),
+    )
+    .await;
+    let file: Value = res.json().await.unwrap();
+    let id = file["id"].as_str().unwrap();
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap();
+    let res = no_redirects
+        .get(app.url(&format!("/api/v1/files/{id}/content")))
+        .bearer_auth(&app.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let location = res.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.contains("X-Amz-Signature="), "{location}");
+    let res = no_redirects.get(&location).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.bytes().await.unwrap(), bytes);
+    // The S3 server checks the signature: a changed URL is refused there.
+    let forged = location.replace(
+        "response-content-type=application%2Fpdf",
+        "response-content-type=text%2Fhtml",
+    );
+    assert_ne!(forged, location);
+    let res = no_redirects.get(&forged).send().await.unwrap();
+    assert!(res.status().is_client_error(), "{}", res.status());
+}
+
+async fn an_unreachable_store_refuses_uploads_cleanly(backend: Backend) {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let url = format!(
+        "s3://nowhere?endpoint=http://127.0.0.1:{port}&region=us-east-1&access_key_id=a&secret_access_key=b"
+    );
+    let app = TestApp::spawn_with(backend, |c| c.storage_url = Some(Secret::new(url))).await;
+    let res = upload_raw(&app, &app.admin_key, "", "a.pdf", pdf("lost?")).await;
+    problem(res, 503, "unavailable").await;
+    let listed: Value = app
+        .get("/api/v1/files", Some(&app.admin_key))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        listed["items"].as_array().unwrap().is_empty(),
+        "no row without bytes"
+    );
+    let temp = app.state.files.storage.temp_dir();
+    assert_eq!(
+        std::fs::read_dir(temp).unwrap().count(),
+        0,
+        "no temporary file left"
+    );
+}
