@@ -213,7 +213,8 @@ pub trait FileStore: Send + Sync {
         audit: Vec<NewAuditEvent>,
     ) -> StoreResult<Option<FileRecord>>;
     /// Marks a file deleted (hiding it at once) and enqueues the job that purges its bytes,
-    /// with the audit event. `None` when there is no such file (or it was deleted already).
+    /// with the audit event. `None` when there is no such file (or it was deleted already, or
+    /// it is under legal hold).
     async fn delete_file(
         &self,
         id: FileId,
@@ -223,6 +224,22 @@ pub trait FileStore: Send + Sync {
     ) -> StoreResult<Option<FileRecord>>;
     /// Forgets a deleted file once its bytes are gone; false when there was no deleted row.
     async fn purge_file(&self, id: FileId) -> StoreResult<bool>;
+    /// Sets or clears a file's legal hold (a held file is never deleted), with the audit event.
+    async fn set_legal_hold(
+        &self,
+        id: FileId,
+        hold: bool,
+        at: OffsetDateTime,
+        audit: NewAuditEvent,
+    ) -> StoreResult<Option<FileRecord>>;
+    /// Up to `limit` live files of `bucket` created before `before` and not under legal hold
+    /// (for retention), oldest first.
+    async fn expired_files(
+        &self,
+        bucket: &BucketName,
+        before: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<FileId>>;
 }
 
 /// Leader election for work one instance should do at a time (maintenance, schedules).

@@ -266,6 +266,9 @@ impl FileStore for PgStore {
         let Some(mut file) = live_file(&mut tx, id, true).await? else {
             return Ok(None);
         };
+        if file.legal_hold {
+            return Ok(None);
+        }
         sqlx::query("UPDATE files SET deleted_at = $1, updated_at = $1 WHERE id = $2")
             .bind(now)
             .bind(id.0)
@@ -288,5 +291,51 @@ impl FileStore for PgStore {
             .map_err(map_err)?
             .rows_affected();
         Ok(gone > 0)
+    }
+
+    async fn set_legal_hold(
+        &self,
+        id: FileId,
+        hold: bool,
+        at: OffsetDateTime,
+        audit: NewAuditEvent,
+    ) -> StoreResult<Option<FileRecord>> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let sql = format!(
+            "UPDATE files SET legal_hold = $1, updated_at = $2 \
+             WHERE id = $3 AND deleted_at IS NULL RETURNING {COLUMNS}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(hold)
+            .bind(at)
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        insert_audit(&mut tx, &audit).await?;
+        tx.commit().await.map_err(map_err)?;
+        file_from_row(&row).map(Some)
+    }
+
+    async fn expired_files(
+        &self,
+        bucket: &BucketName,
+        before: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<FileId>> {
+        let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT id FROM files WHERE bucket = $1 AND created_at < $2 AND deleted_at IS NULL \
+             AND NOT legal_hold ORDER BY created_at LIMIT $3",
+        )
+        .bind(bucket.as_str())
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(ids.into_iter().map(FileId).collect())
     }
 }

@@ -298,6 +298,9 @@ impl FileStore for SqliteStore {
         let Some(mut file) = live_file(&mut tx, id).await? else {
             return Ok(None);
         };
+        if file.legal_hold {
+            return Ok(None);
+        }
         sqlx::query("UPDATE files SET deleted_at = ?, updated_at = ? WHERE id = ?")
             .bind(ms(now))
             .bind(ms(now))
@@ -321,5 +324,57 @@ impl FileStore for SqliteStore {
             .map_err(map_err)?
             .rows_affected();
         Ok(gone > 0)
+    }
+
+    async fn set_legal_hold(
+        &self,
+        id: FileId,
+        hold: bool,
+        at: OffsetDateTime,
+        audit: NewAuditEvent,
+    ) -> StoreResult<Option<FileRecord>> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
+        let changed = sqlx::query(
+            "UPDATE files SET legal_hold = ?, updated_at = ? WHERE id = ? AND deleted_at IS NULL",
+        )
+        .bind(i64::from(hold))
+        .bind(ms(at))
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?
+        .rows_affected();
+        if changed == 0 {
+            return Ok(None);
+        }
+        insert_audit(&mut tx, &audit).await?;
+        let file = live_file(&mut tx, id).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(file)
+    }
+
+    async fn expired_files(
+        &self,
+        bucket: &BucketName,
+        before: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<FileId>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM files WHERE bucket = ? AND created_at < ? AND deleted_at IS NULL \
+             AND legal_hold = 0 ORDER BY created_at LIMIT ?",
+        )
+        .bind(bucket.as_str())
+        .bind(ms(before))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        ids.iter()
+            .map(|id| id.parse().map_err(|_| StoreError::corrupt("files.id")))
+            .collect()
     }
 }

@@ -130,6 +130,7 @@ fn spawn_engine(
     let drain = config.shutdown_timeout.0;
     let mut tasks = JoinSet::new();
     tasks.spawn(files.clone().sweep(stop.clone()));
+    tasks.spawn(files.clone().retain(instance.clone(), stop.clone()));
     tasks.spawn(maintenance::run(
         jobs.clone(),
         instance.clone(),

@@ -304,3 +304,71 @@ pub async fn files_deletion_hides_then_purges(store: Arc<dyn Store>) {
     assert!(store.purge_file(file.id).await.unwrap());
     assert!(!store.purge_file(file.id).await.unwrap());
 }
+
+pub async fn files_legal_holds_block_deletion_and_retention(store: Arc<dyn Store>) {
+    let at = now();
+    let insert = |bucket: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .insert_file(
+                    new_file(bucket, None),
+                    job("carafe.files", now()),
+                    audit("file.upload"),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let old = insert("default").await;
+    let held = insert("default").await;
+    let other = insert("other").await;
+    let later = now() + time::Duration::seconds(1);
+    let held_now = store
+        .set_legal_hold(held.id, true, at, audit("file.legal_hold"))
+        .await
+        .unwrap()
+        .expect("a live file");
+    assert!(held_now.legal_hold);
+    let default = BucketName::parse("default").unwrap();
+    let expired = store.expired_files(&default, later, 10).await.unwrap();
+    assert_eq!(
+        expired,
+        [old.id],
+        "held files and other buckets are not expired"
+    );
+    assert!(
+        store
+            .expired_files(&default, at - time::Duration::hours(1), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A held file cannot be deleted; released, it can.
+    let delete = |id| {
+        let store = store.clone();
+        async move {
+            store
+                .delete_file(id, now(), job("carafe.files", now()), audit("file.delete"))
+                .await
+                .unwrap()
+        }
+    };
+    assert!(delete(held.id).await.is_none());
+    assert!(store.get_file(held.id).await.unwrap().is_some());
+    store
+        .set_legal_hold(held.id, false, now(), audit("file.legal_hold"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(delete(held.id).await.is_some());
+    assert!(
+        store
+            .set_legal_hold(held.id, true, now(), audit("file.legal_hold"))
+            .await
+            .unwrap()
+            .is_none(),
+        "deleted files cannot be held"
+    );
+    let _ = other;
+}

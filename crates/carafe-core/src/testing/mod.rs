@@ -46,7 +46,8 @@ macro_rules! conformance_tests {
             workflows_are_swept_after_a_crash, leader_election,
             files_buckets_are_created_replaced_and_listed,
             files_are_recorded_with_their_job_and_listed, files_processing_ends_once,
-            files_deletion_hides_then_purges);
+            files_deletion_hides_then_purges,
+            files_legal_holds_block_deletion_and_retention);
     };
     (@each $make:path, $attrs:tt, $($name:ident),*) => {
         $( $crate::conformance_tests!(@one $make, $attrs, $name); )*

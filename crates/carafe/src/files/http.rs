@@ -200,7 +200,8 @@ pub async fn list(
 /// Delete a file: hidden at once, its bytes purged by a job.
 #[utoipa::path(delete, path = "/api/v1/files/{id}", tag = "files",
     params(("id" = String, Path)),
-    responses((status = 204), (status = 404, body = Problem)),
+    responses((status = 204), (status = 404, body = Problem),
+              (status = 409, description = "Under legal hold", body = Problem)),
     security(("bearer" = ["files"])))]
 pub async fn delete(
     State(state): State<AppState>,
@@ -231,6 +232,55 @@ pub async fn delete(
             files.forget_file(id).await;
             files.wake();
             Ok(StatusCode::NO_CONTENT)
+        }
+        // Held (or deleted) between the read and the write.
+        None => Err(legal_hold()),
+    }
+}
+
+fn legal_hold() -> ApiError {
+    ApiError::conflict(
+        "legal_hold",
+        "the file is under legal hold; release the hold to delete it",
+    )
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateFile {
+    /// Under legal hold, a file is never deleted: not through the API, not by retention.
+    pub legal_hold: bool,
+}
+
+/// Change a file: set or release its legal hold.
+#[utoipa::path(patch, path = "/api/v1/files/{id}", tag = "files", request_body = UpdateFile,
+    params(("id" = String, Path)),
+    responses((status = 200, body = FileView), (status = 404, body = Problem)),
+    security(("bearer" = ["files"])))]
+pub async fn update(
+    State(state): State<AppState>,
+    principal: Principal,
+    base: BaseUrl,
+    client: Client,
+    request_id: Option<axum::Extension<RequestId>>,
+    Path(id): Path<FileId>,
+    Json(body): Json<UpdateFile>,
+) -> ApiResult<axum::Json<FileView>> {
+    principal.require_key(Scope::Files)?;
+    let audit = origin(&principal, request_id.as_deref(), client).event(
+        "file.legal_hold",
+        id,
+        json!({"legal_hold": body.legal_hold}),
+    );
+    let files = &state.files;
+    match files
+        .store()
+        .set_legal_hold(id, body.legal_hold, now(), audit)
+        .await?
+    {
+        Some(file) => {
+            files.forget_file(id).await;
+            Ok(axum::Json(FileView::new(&file, &base)))
         }
         None => Err(ApiError::not_found()),
     }

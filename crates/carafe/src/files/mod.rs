@@ -16,6 +16,7 @@ pub mod download;
 pub mod filename;
 pub mod http;
 pub mod images;
+pub mod lifecycle;
 pub mod links;
 pub mod multipart;
 pub mod process;
@@ -270,23 +271,6 @@ impl Files {
 
     pub async fn forget_content(&self, key: &str) {
         self.content.invalidate(key).await;
-    }
-
-    /// Removes temporary upload files left by a crash, at start and then every ten minutes,
-    /// until `stop`. Files younger than an hour may belong to an upload in progress.
-    pub async fn sweep(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
-        let age = Duration::from_secs(3600);
-        loop {
-            match self.storage.sweep_temp(age).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(removed = n, "removed temporary upload files"),
-                Err(e) => tracing::warn!(error = %e, "cannot sweep temporary upload files"),
-            }
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_secs(600)) => {}
-            }
-        }
     }
 
     /// Waits up to `wait` for a processing file's job to end; returns the file as it is then.

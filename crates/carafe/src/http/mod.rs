@@ -85,7 +85,10 @@ pub fn routes(state: &AppState) -> Vec<(&'static str, MethodRouter<AppState>)> {
                 .layer(DefaultBodyLimit::disable())
                 .get(files::list),
         ),
-        ("/api/v1/files/{id}", get(files::get).delete(files::delete)),
+        (
+            "/api/v1/files/{id}",
+            get(files::get).patch(files::update).delete(files::delete),
+        ),
         ("/api/v1/files/{id}/content", get(content::content)),
         (
             "/api/v1/files/{id}/thumbnails/{name}",

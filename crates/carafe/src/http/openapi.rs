@@ -32,7 +32,7 @@ use crate::{audit, keys, tokens};
         workflows::create, workflows::get,
         schedules::put, schedules::get, schedules::list, schedules::delete,
         buckets::put, buckets::get, buckets::list,
-        files::upload, files::list, files::get, files::delete, files::create_link,
+        files::upload, files::list, files::get, files::update, files::delete, files::create_link,
         content::content, content::thumbnail,
     ),
     components(schemas(Problem, FieldError)),

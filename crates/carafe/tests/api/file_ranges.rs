@@ -11,6 +11,7 @@ both_backends!(
     ranges_are_served_from_memory_and_disk,
     conditional_requests_answer_304_412_and_honour_if_range,
     bad_range_headers_never_break_a_download,
+    accel_redirect_hands_whole_downloads_to_nginx,
 );
 
 /// A text file of `len` bytes whose content says where each byte is.
@@ -251,4 +252,43 @@ async fn bad_range_headers_never_break_a_download(backend: Backend) {
     assert_eq!(res.status(), 200);
     let res = get_with(&app, &path, &[("range", "bytes=-0")]).await;
     problem(res, 416, "range_not_satisfiable").await;
+}
+
+async fn accel_redirect_hands_whole_downloads_to_nginx(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.files.accel_redirect = Some("/protected/".into());
+    })
+    .await;
+    let bytes = text(3000);
+    let file = upload_ready(&app, "n.txt", bytes.clone()).await;
+    let id = file["id"].as_str().unwrap();
+    let path = format!("/api/v1/files/{id}/content");
+    let res = get_with(&app, &path, &[]).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["x-accel-redirect"],
+        format!("/protected/objects/{id}").as_str()
+    );
+    // nginx sends the bytes; Carafe still decides the headers it keeps.
+    assert!(
+        res.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("inline")
+    );
+    assert_eq!(
+        res.headers()["etag"],
+        format!("\"{}\"", file["sha256"].as_str().unwrap()).as_str()
+    );
+    assert!(res.bytes().await.unwrap().is_empty());
+    let object = app.data_dir().join(format!("files/objects/{id}"));
+    assert_eq!(
+        std::fs::read(object).unwrap(),
+        bytes,
+        "the path names the stored object"
+    );
+    // Ranges and validators are still answered by Carafe itself.
+    let res = get_with(&app, &path, &[("range", "bytes=0-9")]).await;
+    assert_eq!(res.status(), 206);
+    assert_eq!(res.bytes().await.unwrap(), bytes[..10]);
 }

@@ -11,6 +11,7 @@ mod cli;
 mod conventions;
 mod crashes;
 mod file_access;
+mod file_lifecycle;
 mod file_processing;
 mod file_ranges;
 mod file_s3;

@@ -243,7 +243,8 @@ async fn missed_ticks_run_once_and_overlapping_leaders_fire_once(backend: Backen
         carafe::schedules::fire_due(&app.state.jobs, now),
         carafe::schedules::fire_due(&app.state.jobs, now)
     );
-    assert!(a.unwrap() + b.unwrap() >= 1);
+    // The server's own leader may fire it first; either way, exactly one job must exist.
+    assert!(a.unwrap() + b.unwrap() <= 1);
     let list: Value = app
         .list_jobs(&app.admin_key, "?queue=catchup")
         .await

@@ -133,4 +133,30 @@ impl LocalStorage {
             _ => Ok(()),
         }
     }
+
+    pub async fn list_older(
+        &self,
+        prefix: &str,
+        age: std::time::Duration,
+    ) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        let mut entries = match tokio::fs::read_dir(self.path(prefix)).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(names),
+            Err(e) => return Err(e),
+        };
+        while let Some(entry) = entries.next_entry().await? {
+            let old = entry
+                .metadata()
+                .await
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|e| e >= age);
+            if old {
+                names.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        Ok(names)
+    }
 }

@@ -155,6 +155,14 @@ impl Storage {
         }
     }
 
+    /// Names of the objects directly under `prefix/` last written more than `age` ago.
+    pub async fn list_older(&self, prefix: &str, age: Duration) -> io::Result<Vec<String>> {
+        match self {
+            Storage::Local(l) => l.list_older(prefix, age).await,
+            Storage::S3(s) => s.list_older(prefix, age).await,
+        }
+    }
+
     /// Removes temporary files older than `age`: leftovers of uploads a crash interrupted.
     pub async fn sweep_temp(&self, age: Duration) -> io::Result<u64> {
         let dir = self.temp_dir();

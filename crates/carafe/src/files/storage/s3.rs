@@ -210,6 +210,21 @@ impl S3Storage {
         Ok(())
     }
 
+    pub async fn list_older(&self, prefix: &str, age: Duration) -> io::Result<Vec<String>> {
+        let cutoff = carafe_core::time::now().unix_timestamp() - age.as_secs() as i64;
+        let metas: Vec<_> = self
+            .store
+            .list(Some(&self.path(prefix)))
+            .try_collect()
+            .await
+            .map_err(io_error)?;
+        Ok(metas
+            .into_iter()
+            .filter(|m| m.last_modified.timestamp() < cutoff)
+            .filter_map(|m| m.location.filename().map(str::to_owned))
+            .collect())
+    }
+
     /// A presigned GET that makes S3 answer with these content headers.
     pub async fn presigned_get(
         &self,

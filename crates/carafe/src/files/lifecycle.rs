@@ -1,0 +1,132 @@
+//! Clean-up over time: temporary files and unrecorded uploads a crash left behind (every
+//! instance sweeps its own temporary directory and the shared `incoming/` area), and bucket
+//! retention (one instance at a time, as the holder of the `files-retention` lease), which
+//! deletes files older than their bucket's `retention_days` unless they are under legal hold.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use carafe_core::files::FileId;
+use carafe_core::time::now;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::{Files, incoming_key};
+use crate::audit::Actor;
+
+/// Leftovers younger than this may belong to an upload in progress.
+const LEFTOVER_AGE: Duration = Duration::from_secs(3600);
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+const LEADER: &str = "files-retention";
+const BATCH: u32 = 500;
+
+impl Files {
+    /// Sweeps leftovers at start and then every ten minutes, until `stop`.
+    pub async fn sweep(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            match self.storage.sweep_temp(LEFTOVER_AGE).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "removed temporary upload files"),
+                Err(e) => tracing::warn!(error = %e, "cannot sweep temporary upload files"),
+            }
+            match self.sweep_incoming().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "removed unrecorded uploads"),
+                Err(e) => tracing::warn!(error = %e, "cannot sweep unrecorded uploads"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(SWEEP_EVERY) => {}
+            }
+        }
+    }
+
+    /// Removes `incoming/` objects that no live file row claims (a crash between storing an
+    /// upload and recording it).
+    pub async fn sweep_incoming(&self) -> anyhow::Result<u64> {
+        let mut removed = 0;
+        for name in self.storage.list_older("incoming", LEFTOVER_AGE).await? {
+            let Ok(id) = name.parse::<FileId>() else {
+                continue;
+            };
+            if self.store().get_file(id).await?.is_none() {
+                self.storage.delete(&incoming_key(id)).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Applies bucket retention while this instance leads, every minute, until `stop`.
+    pub async fn retain(self: Arc<Self>, instance: String, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(RETENTION_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let at = now();
+            let until = at + RETENTION_EVERY * 2;
+            match self.store().try_lead(LEADER, &instance, until, at).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "files retention: leader election failed");
+                    continue;
+                }
+            }
+            match self.apply_retention().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(files = n, "deleted files past their bucket's retention"),
+                Err(e) => tracing::warn!(error = %e, "files retention failed"),
+            }
+        }
+        let _ = self.store().resign(LEADER, &instance).await;
+    }
+
+    /// Deletes every file past its bucket's retention (not under legal hold); returns how many.
+    pub async fn apply_retention(&self) -> carafe_core::StoreResult<u64> {
+        let system = Actor {
+            id: "system".into(),
+            request_id: None,
+        };
+        let mut total = 0;
+        for bucket in self.store().list_buckets().await? {
+            let Some(days) = bucket.policy.retention_days else {
+                continue;
+            };
+            let before = now() - time::Duration::days(i64::from(days));
+            loop {
+                let ids = self
+                    .store()
+                    .expired_files(&bucket.name, before, BATCH)
+                    .await?;
+                for id in &ids {
+                    let event = system.event(
+                        "file.expire",
+                        Some(format!("file:{id}")),
+                        json!({"bucket": bucket.name, "retention_days": days}),
+                    );
+                    if self
+                        .store()
+                        .delete_file(*id, now(), self.purge_job(*id), event)
+                        .await?
+                        .is_some()
+                    {
+                        self.forget_file(*id).await;
+                        total += 1;
+                    }
+                }
+                if ids.len() < BATCH as usize {
+                    break;
+                }
+            }
+        }
+        if total > 0 {
+            self.wake();
+        }
+        Ok(total)
+    }
+}
