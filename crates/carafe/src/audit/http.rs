@@ -58,6 +58,9 @@ pub async fn list(
     Query(params): Query<ListParams>,
 ) -> ApiResult<Response> {
     principal.require(Scope::Admin)?;
-    let page = state.store.list_audit(&params.page_request()?).await?;
+    let page = state
+        .store
+        .list_audit(&Default::default(), &params.page_request()?)
+        .await?;
     Ok(pagination::respond(page, AuditView::from, &base, &uri))
 }
