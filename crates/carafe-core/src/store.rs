@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::StoreResult;
-use crate::audit::{AuditEvent, NewAuditEvent};
+use crate::audit::{AuditEvent, AuditFilter, NewAuditEvent};
 use crate::files::{
     Bucket, BucketName, FileFilter, FileId, FileRecord, NewFile, ProcessingOutcome,
 };
@@ -62,8 +62,13 @@ pub trait AuditStore: Send + Sync {
     async fn append_audit(&self, event: NewAuditEvent) -> StoreResult<AuditEvent>;
     /// Appends several events in one transaction (batched writers, such as download logs).
     async fn append_audits(&self, events: Vec<NewAuditEvent>) -> StoreResult<()>;
-    /// Newest first; `after` is an event id, the page holds older events.
-    async fn list_audit(&self, page: &PageRequest) -> StoreResult<Page<AuditEvent>>;
+    /// The events `filter` matches, newest first; `after` is an event id, the page holds
+    /// older events. Large exports page through this with big pages rather than one query.
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<AuditEvent>>;
 }
 
 /// The durable job queue. Every change to a job also appends a `JobEvent` (numbered per job,

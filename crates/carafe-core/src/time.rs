@@ -20,6 +20,14 @@ pub fn unix_ms(t: OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
+/// Milliseconds since the epoch, rounded up: for a stored whole-millisecond time `a`,
+/// `a >= t` exactly when `unix_ms(a) >= ceil_unix_ms(t)` (used for time-range filters).
+pub fn ceil_unix_ms(t: OffsetDateTime) -> i64 {
+    let nanos = t.unix_timestamp_nanos();
+    let ms = nanos.div_euclid(1_000_000) + i128::from(nanos.rem_euclid(1_000_000) != 0);
+    ms as i64
+}
+
 pub fn from_unix_ms(ms: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)

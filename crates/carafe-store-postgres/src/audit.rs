@@ -2,12 +2,13 @@
 
 use async_trait::async_trait;
 use carafe_core::StoreResult;
-use carafe_core::audit::{AuditEvent, NewAuditEvent};
+use carafe_core::audit::{ActionMatch, AuditEvent, AuditFilter, NewAuditEvent};
 use carafe_core::page::{Page, PageRequest};
 use carafe_core::store::AuditStore;
+use carafe_core::time::{ceil_unix_ms, from_unix_ms};
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
-use sqlx::{PgConnection, Row};
+use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 
 use crate::{PgStore, map_err};
 
@@ -64,20 +65,56 @@ impl AuditStore for PgStore {
         tx.commit().await.map_err(map_err)
     }
 
-    async fn list_audit(&self, page: &PageRequest) -> StoreResult<Page<AuditEvent>> {
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<AuditEvent>> {
         let Some(before) = page.after_or(i64::MAX) else {
             return Ok(Page::empty());
         };
-        let rows = sqlx::query(
+        let mut q = QueryBuilder::<Postgres>::new(
             "SELECT id, at, actor, action, target, request_id, details FROM audit_events
-             WHERE id < $1 ORDER BY id DESC LIMIT $2",
-        )
-        .bind(before)
-        .bind(i64::from(page.limit) + 1)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
-        let events = rows
+             WHERE id < ",
+        );
+        q.push_bind(before);
+        if let Some(target) = &filter.target {
+            q.push(" AND target = ").push_bind(target.clone());
+        }
+        // Actions compare in the "C" collation: the prefix range needs byte order (a locale
+        // collation may ignore punctuation), and the `(action COLLATE "C", id)` index serves
+        // both forms.
+        match &filter.action {
+            None => {}
+            Some(ActionMatch::Exact(action)) => {
+                q.push(r#" AND action COLLATE "C" = "#)
+                    .push_bind(action.clone());
+            }
+            Some(ActionMatch::Prefix(prefix)) => {
+                let (low, high) = ActionMatch::prefix_range(prefix);
+                q.push(r#" AND action COLLATE "C" >= "#).push_bind(low);
+                q.push(r#" AND action COLLATE "C" < "#).push_bind(high);
+            }
+        }
+        if let Some(actor) = &filter.actor {
+            q.push(" AND actor = ").push_bind(actor.clone());
+        }
+        // Stored times are whole milliseconds; rounding the bounds up keeps both backends exact.
+        if let Some(since) = filter.since {
+            q.push(" AND at >= ")
+                .push_bind(from_unix_ms(ceil_unix_ms(since)));
+        }
+        if let Some(until) = filter.until {
+            q.push(" AND at < ")
+                .push_bind(from_unix_ms(ceil_unix_ms(until)));
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(page.limit) + 1);
+        let events = q
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?
             .iter()
             .map(event_from_row)
             .collect::<StoreResult<Vec<_>>>()?;

@@ -2,11 +2,12 @@
 
 use async_trait::async_trait;
 use carafe_core::StoreResult;
-use carafe_core::audit::{AuditEvent, NewAuditEvent};
+use carafe_core::audit::{ActionMatch, AuditEvent, AuditFilter, NewAuditEvent};
 use carafe_core::page::{Page, PageRequest};
 use carafe_core::store::AuditStore;
+use carafe_core::time::ceil_unix_ms;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use crate::{SqliteStore, at, map_err, ms};
 
@@ -70,20 +71,50 @@ impl AuditStore for SqliteStore {
         tx.commit().await.map_err(map_err)
     }
 
-    async fn list_audit(&self, page: &PageRequest) -> StoreResult<Page<AuditEvent>> {
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<AuditEvent>> {
         let Some(before) = page.after_or(i64::MAX) else {
             return Ok(Page::empty());
         };
-        let rows = sqlx::query(
+        let mut q = QueryBuilder::<Sqlite>::new(
             "SELECT id, at, actor, action, target, request_id, details FROM audit_events
-             WHERE id < ? ORDER BY id DESC LIMIT ?",
-        )
-        .bind(before)
-        .bind(i64::from(page.limit) + 1)
-        .fetch_all(&self.reader)
-        .await
-        .map_err(map_err)?;
-        let events = rows
+             WHERE id < ",
+        );
+        q.push_bind(before);
+        if let Some(target) = &filter.target {
+            q.push(" AND target = ").push_bind(target.clone());
+        }
+        match &filter.action {
+            None => {}
+            Some(ActionMatch::Exact(action)) => {
+                q.push(" AND action = ").push_bind(action.clone());
+            }
+            Some(ActionMatch::Prefix(prefix)) => {
+                // SQLite compares TEXT bytewise (BINARY collation), as the range needs.
+                let (low, high) = ActionMatch::prefix_range(prefix);
+                q.push(" AND action >= ").push_bind(low);
+                q.push(" AND action < ").push_bind(high);
+            }
+        }
+        if let Some(actor) = &filter.actor {
+            q.push(" AND actor = ").push_bind(actor.clone());
+        }
+        if let Some(since) = filter.since {
+            q.push(" AND at >= ").push_bind(ceil_unix_ms(since));
+        }
+        if let Some(until) = filter.until {
+            q.push(" AND at < ").push_bind(ceil_unix_ms(until));
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(page.limit) + 1);
+        let events = q
+            .build()
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_err)?
             .iter()
             .map(event_from_row)
             .collect::<StoreResult<Vec<_>>>()?;

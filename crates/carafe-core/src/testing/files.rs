@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::audit;
 use super::jobs::job;
+use crate::audit::AuditFilter;
 use crate::files::*;
 use crate::page::PageRequest;
 use crate::store::Store;
@@ -93,7 +94,7 @@ pub async fn files_are_recorded_with_their_job_and_listed(store: Arc<dyn Store>)
     assert_eq!(stored_job.queue.as_str(), "carafe.files");
     assert_eq!(store.get_file(first.id).await.unwrap().unwrap(), first);
     let actions: Vec<String> = store
-        .list_audit(&PageRequest::first(10))
+        .list_audit(&AuditFilter::default(), &PageRequest::first(10))
         .await
         .unwrap()
         .items
@@ -221,7 +222,7 @@ pub async fn files_processing_ends_once(store: Arc<dyn Store>) {
             .is_none()
     );
     let actions: Vec<String> = store
-        .list_audit(&PageRequest::first(10))
+        .list_audit(&AuditFilter::default(), &PageRequest::first(10))
         .await
         .unwrap()
         .items

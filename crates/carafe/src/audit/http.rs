@@ -1,16 +1,20 @@
-//! `GET /api/v1/audit` (admin): the audit log, newest first.
+//! `GET /api/v1/audit`: the audit log, newest first, filtered by file, action, actor and time;
+//! JSON pages, or the whole matching log as a streamed CSV download. Who may read what is
+//! decided in `query::authorize`.
 
 use axum::extract::{OriginalUri, State};
 use axum::response::Response;
 use carafe_core::audit::AuditEvent;
-use carafe_core::keys::Scope;
+use http::{HeaderMap, HeaderValue, header};
 use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
+use super::csv;
+use super::query::{self, AuditParams, Format};
 use crate::http::auth::Principal;
 use crate::http::error::{ApiResult, Problem};
-use crate::http::pagination::{self, ListParams, PageBody};
+use crate::http::pagination::{self, PageBody};
 use crate::http::public_url::BaseUrl;
 use crate::http::query::Query;
 use crate::state::AppState;
@@ -23,10 +27,12 @@ pub struct AuditView {
     pub at: OffsetDateTime,
     /// `key:<id>`, `user:<id>`, `cli` or `system`.
     pub actor: String,
-    /// e.g. `key.create`, `key.revoke`.
+    /// e.g. `key.create`, `file.download`.
     pub action: String,
+    /// e.g. `key:<id>`, `file:<id>`.
     pub target: Option<String>,
     pub request_id: Option<String>,
+    /// Facts about the event; file events carry the client's `ip` and `user_agent`.
     #[schema(value_type = Object)]
     pub details: serde_json::Value,
 }
@@ -45,19 +51,50 @@ impl From<AuditEvent> for AuditView {
     }
 }
 
-/// The audit log, newest first.
-#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(ListParams),
-    responses((status = 200, body = PageBody<AuditView>, headers(("Link" = String))),
-              (status = 401, body = Problem), (status = 403, body = Problem)),
-    security(("bearer" = ["admin"])))]
+/// The audit log, newest first: JSON pages, or every matching event as a streamed CSV.
+///
+/// Filters combine (AND). With `Accept: text/csv` or
+/// `?format=csv` the answer is a CSV download (`id,at,actor,action,target,request_id,ip,
+/// user_agent,details`) of **every** matching event, streamed: `limit` and `cursor` are ignored
+/// there. Cells starting with `= + - @`, tab or CR are prefixed with `'`. A download that
+/// ends early (a database failure mid-export) is cut off, never completed silently.
+///
+/// Admin keys read everything; keys with the `files` scope read one file's events with
+/// `file=` (without it: 403). End-user tokens cannot read the log.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditParams),
+    responses((status = 200, description = "A page of events, or the CSV export",
+                content((PageBody<AuditView> = "application/json"), (String = "text/csv")),
+                headers(("Link" = String, description = "JSON: the next page"),
+                        ("Content-Disposition" = String, description = "CSV: `attachment`"))),
+              (status = 401, body = Problem), (status = 403, body = Problem),
+              (status = 422, body = Problem)),
+    security(("bearer" = ["admin"]), ("bearer" = ["files"])))]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
     base: BaseUrl,
     OriginalUri(uri): OriginalUri,
-    Query(params): Query<ListParams>,
+    headers: HeaderMap,
+    Query(params): Query<AuditParams>,
 ) -> ApiResult<Response> {
-    principal.require(Scope::Admin)?;
-    let page = state.store.list_audit(&params.page_request()?).await?;
-    Ok(pagination::respond(page, AuditView::from, &base, &uri))
+    query::authorize(&principal, &params)?;
+    let filter = params.filter()?;
+    let mut response = match params.format(&headers)? {
+        Format::Csv => {
+            let store = state.store.clone();
+            csv::response(move |page| {
+                let (store, filter) = (store.clone(), filter.clone());
+                async move { store.list_audit(&filter, &page).await }
+            })
+        }
+        Format::Json => {
+            let page = params.list_params().page_request()?;
+            let page = state.store.list_audit(&filter, &page).await?;
+            pagination::respond(page, AuditView::from, &base, &uri)
+        }
+    };
+    response
+        .headers_mut()
+        .append(header::VARY, HeaderValue::from_static("accept"));
+    Ok(response)
 }

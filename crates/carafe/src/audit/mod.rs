@@ -1,7 +1,9 @@
 //! Who acts: every change is attributed to an actor (an API key, an end user, the CLI) and
 //! recorded in the append-only audit log with the request that caused it.
 
+pub mod csv;
 pub mod http;
+pub mod query;
 pub mod writer;
 
 use carafe_core::audit::NewAuditEvent;

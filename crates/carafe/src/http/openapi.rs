@@ -41,7 +41,7 @@ use crate::{audit, keys, tokens};
         (name = "operations", description = "Health, readiness, metrics, this document"),
         (name = "auth", description = "Who is calling; end-user tokens"),
         (name = "keys", description = "Server API keys (admin)"),
-        (name = "audit", description = "The append-only audit log (admin)"),
+        (name = "audit", description = "The append-only audit log: admin, or one file's events with the `files` scope; JSON or streamed CSV"),
         (name = "jobs", description = "Enqueue, inspect, watch, cancel and retry jobs; queues"),
         (name = "files", description = "Buckets, uploads, processing, downloads with ranges, signed links"),
         (name = "schedules", description = "Recurring jobs: cron in a time zone, one leader fires each tick once"),

@@ -6,6 +6,8 @@
 #[macro_use]
 mod helpers;
 
+mod audit;
+mod audit_csv;
 mod auth;
 mod cli;
 mod conventions;
