@@ -8,6 +8,7 @@ mod idempotency;
 mod jobs;
 mod keys;
 mod schedules;
+mod uploads;
 #[cfg(feature = "testing")]
 pub mod testing;
 
