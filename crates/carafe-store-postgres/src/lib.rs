@@ -8,9 +8,9 @@ mod idempotency;
 mod jobs;
 mod keys;
 mod schedules;
-mod uploads;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod uploads;
 
 use std::time::Duration;
 

@@ -5,8 +5,7 @@
 use async_trait::async_trait;
 use carafe_core::audit::NewAuditEvent;
 use carafe_core::files::{
-    Advance, BucketName, FileId, NewUpload, Upload, UploadChunk, UploadEnd, UploadId,
-    UploadStatus,
+    Advance, BucketName, FileId, NewUpload, Upload, UploadChunk, UploadEnd, UploadId, UploadStatus,
 };
 use carafe_core::store::UploadStore;
 use carafe_core::{StoreError, StoreResult};

@@ -202,7 +202,10 @@ pub async fn uploads_end_once_and_expire(store: Arc<dyn Store>) {
     );
     let row = store.get_upload(done.id).await.unwrap().unwrap();
     assert_eq!(row.status, UploadStatus::Completed);
-    assert_eq!((row.file, row.offset, row.expires_at), (Some(file), 10, keep));
+    assert_eq!(
+        (row.file, row.offset, row.expires_at),
+        (Some(file), 10, keep)
+    );
     assert_eq!(row.lock_holder, None, "finishing frees the lock");
     lock(store.clone(), done.id).await;
     assert!(
@@ -284,5 +287,8 @@ pub async fn uploads_end_once_and_expire(store: Arc<dyn Store>) {
         .iter()
         .filter(|e| e.action == "upload.terminate")
         .count();
-    assert_eq!(terminations, 1, "only the termination that happened is logged");
+    assert_eq!(
+        terminations, 1,
+        "only the termination that happened is logged"
+    );
 }
