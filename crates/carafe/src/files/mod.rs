@@ -24,6 +24,7 @@ pub mod receive;
 pub mod scan;
 pub mod sniff;
 pub mod storage;
+pub mod tus;
 pub mod upload;
 pub mod views;
 
@@ -273,18 +274,29 @@ impl Files {
     }
 
     /// Removes temporary upload files left by a crash, at start and then every ten minutes,
-    /// until `stop`. Files younger than an hour may belong to an upload in progress.
+    /// and expired resumable uploads (see `tus::sweep_interval`), until `stop`. Temporary
+    /// files younger than an hour may belong to an upload in progress.
     pub async fn sweep(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
         let age = Duration::from_secs(3600);
+        let every = tus::sweep_interval(self.settings.upload_ttl.0);
+        let mut next_temp = tokio::time::Instant::now();
         loop {
-            match self.storage.sweep_temp(age).await {
+            if tokio::time::Instant::now() >= next_temp {
+                next_temp += Duration::from_secs(600);
+                match self.storage.sweep_temp(age).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(removed = n, "removed temporary upload files"),
+                    Err(e) => tracing::warn!(error = %e, "cannot sweep temporary upload files"),
+                }
+            }
+            match self.sweep_uploads().await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(removed = n, "removed temporary upload files"),
-                Err(e) => tracing::warn!(error = %e, "cannot sweep temporary upload files"),
+                Ok(n) => tracing::info!(removed = n, "removed expired resumable uploads"),
+                Err(e) => tracing::warn!(error = %e, "cannot sweep expired resumable uploads"),
             }
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_secs(600)) => {}
+                () = tokio::time::sleep(every) => {}
             }
         }
     }
