@@ -10,6 +10,7 @@ mod keys;
 mod schedules;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod uploads;
 
 use std::time::Duration;
 

@@ -10,6 +10,7 @@ mod idempotency;
 mod jobs;
 mod keys;
 mod schedules;
+mod uploads;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -3,6 +3,7 @@
 //! made from the file's id, never from anything a client sent.
 
 mod bucket;
+mod upload;
 
 use std::fmt;
 use std::str::FromStr;
@@ -14,6 +15,7 @@ use time::OffsetDateTime;
 use crate::jobs::JobId;
 
 pub use bucket::{Bucket, BucketName, BucketPolicy, ScanPolicy, ThumbnailSpec, Visibility};
+pub use upload::{Advance, NewUpload, Upload, UploadChunk, UploadEnd, UploadId, UploadStatus};
 
 /// A file's id: a UUIDv7, so ids sort by creation and cannot be guessed from one another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

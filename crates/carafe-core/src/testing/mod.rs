@@ -13,6 +13,7 @@ mod flows;
 mod jobs;
 mod lifecycle;
 mod queues;
+mod uploads;
 use crate::audit::{AuditFilter, NewAuditEvent};
 use crate::idempotency::{Reservation, Reserve};
 use crate::keys::{KeyHash, KeyId, KeyName, NewApiKey, Scope, Scopes};
@@ -25,6 +26,7 @@ pub use flows::*;
 pub use jobs::*;
 pub use lifecycle::*;
 pub use queues::*;
+pub use uploads::*;
 
 /// Generates one `#[tokio::test]` per conformance check. `$make` is an async fn returning a
 /// fresh `Arc<dyn Store>`; extra attributes (such as `#[ignore = "…"]`) go on every test.
@@ -51,7 +53,9 @@ macro_rules! conformance_tests {
             files_buckets_are_created_replaced_and_listed,
             files_are_recorded_with_their_job_and_listed, files_processing_ends_once,
             files_deletion_hides_then_purges,
-            files_legal_holds_block_deletion_and_retention);
+            files_legal_holds_block_deletion_and_retention, uploads_are_recorded_and_read_back,
+            uploads_locks_exclude_other_holders, uploads_concurrent_locks_have_one_winner,
+            uploads_advances_are_fenced, uploads_end_once_and_expire);
     };
     (@each $make:path, $attrs:tt, $($name:ident),*) => {
         $( $crate::conformance_tests!(@one $make, $attrs, $name); )*

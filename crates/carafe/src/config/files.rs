@@ -30,6 +30,9 @@ pub struct Files {
     pub cache_bytes: u64,
     /// Largest file the memory cache holds, in bytes.
     pub cache_max_object: u64,
+    /// Unfinished resumable (tus) uploads are deleted this long after their last chunk;
+    /// finished ones are remembered (for `HEAD`) this long after they end.
+    pub upload_ttl: HumanDuration,
     /// When set (e.g. `/protected/`), downloads from local storage answer with an
     /// `X-Accel-Redirect` to this internal nginx location plus the object's path, and nginx
     /// sends the bytes.
@@ -50,6 +53,7 @@ impl Default for Files {
             link_max_ttl: HumanDuration(Duration::from_secs(7 * 24 * 3600)),
             cache_bytes: 64 * 1024 * 1024,
             cache_max_object: 256 * 1024,
+            upload_ttl: HumanDuration(Duration::from_secs(24 * 3600)),
             accel_redirect: None,
             buckets: BTreeMap::new(),
         }
@@ -74,6 +78,9 @@ impl Files {
         }
         if self.scan_timeout.0 < Duration::from_secs(1) {
             return Err("files.scan_timeout must be at least 1s".into());
+        }
+        if self.upload_ttl.0.is_zero() || self.upload_ttl.0 > Duration::from_secs(366 * 24 * 3600) {
+            return Err("files.upload_ttl must be positive and at most a year".into());
         }
         if let Some(prefix) = &self.accel_redirect
             && !(prefix.starts_with('/') && prefix.ends_with('/'))

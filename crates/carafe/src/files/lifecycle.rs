@@ -22,23 +22,38 @@ const LEADER: &str = "files-retention";
 const BATCH: u32 = 500;
 
 impl Files {
-    /// Sweeps leftovers at start and then every ten minutes, until `stop`.
+    /// Sweeps leftovers at start and then every ten minutes, and expired resumable uploads
+    /// more often (see `tus::sweep_interval`), until `stop`.
     pub async fn sweep(self: Arc<Self>, stop: CancellationToken) {
+        let every = super::tus::sweep_interval(self.settings.upload_ttl.0);
+        let mut next_leftovers = tokio::time::Instant::now();
         loop {
-            match self.storage.sweep_temp(LEFTOVER_AGE).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(removed = n, "removed temporary upload files"),
-                Err(e) => tracing::warn!(error = %e, "cannot sweep temporary upload files"),
+            if tokio::time::Instant::now() >= next_leftovers {
+                next_leftovers += SWEEP_EVERY;
+                self.sweep_leftovers().await;
             }
-            match self.sweep_incoming().await {
+            match self.sweep_uploads().await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(removed = n, "removed unrecorded uploads"),
-                Err(e) => tracing::warn!(error = %e, "cannot sweep unrecorded uploads"),
+                Ok(n) => tracing::info!(removed = n, "removed expired resumable uploads"),
+                Err(e) => tracing::warn!(error = %e, "cannot sweep expired resumable uploads"),
             }
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = tokio::time::sleep(SWEEP_EVERY) => {}
+                () = tokio::time::sleep(every) => {}
             }
+        }
+    }
+
+    async fn sweep_leftovers(&self) {
+        match self.storage.sweep_temp(LEFTOVER_AGE).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed temporary upload files"),
+            Err(e) => tracing::warn!(error = %e, "cannot sweep temporary upload files"),
+        }
+        match self.sweep_incoming().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed unrecorded uploads"),
+            Err(e) => tracing::warn!(error = %e, "cannot sweep unrecorded uploads"),
         }
     }
 

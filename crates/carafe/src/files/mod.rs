@@ -25,6 +25,7 @@ pub mod receive;
 pub mod scan;
 pub mod sniff;
 pub mod storage;
+pub mod tus;
 pub mod upload;
 pub mod views;
 

@@ -24,13 +24,17 @@ pub struct Origin {
 }
 
 impl Origin {
-    pub fn event(&self, action: &str, file: FileId, mut details: Value) -> NewAuditEvent {
+    pub fn event(&self, action: &str, file: FileId, details: Value) -> NewAuditEvent {
+        self.event_on(action, format!("file:{file}"), details)
+    }
+
+    /// An event about another kind of resource (`upload:<id>`), with the same origin facts.
+    pub fn event_on(&self, action: &str, target: String, mut details: Value) -> NewAuditEvent {
         if let Value::Object(map) = &mut details {
             map.insert("ip".into(), json!(self.ip));
             map.insert("user_agent".into(), json!(self.user_agent));
         }
-        self.actor
-            .event(action, Some(format!("file:{file}")), details)
+        self.actor.event(action, Some(target), details)
     }
 }
 

@@ -21,10 +21,11 @@ mod security;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
-use axum::routing::{MethodRouter, get, post, put};
+use axum::routing::{MethodRouter, get, head, options, post, put};
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{DefaultPredicate, Predicate};
 
+use crate::files::tus::{http as tus, protocol as tus_protocol};
 use crate::files::{buckets, content_http as content, http as files};
 use crate::jobs::{events as job_events, http as jobs, worker_http as workers, workflows};
 use crate::schedules::http as schedules;
@@ -95,6 +96,20 @@ pub fn routes(state: &AppState) -> Vec<(&'static str, MethodRouter<AppState>)> {
             get(content::thumbnail),
         ),
         ("/api/v1/files/{id}/links", post(files::create_link)),
+        (
+            "/api/v1/uploads",
+            // Creation with upload streams its body like a PATCH.
+            options(tus::options)
+                .merge(post(tus::create).layer(DefaultBodyLimit::disable()))
+                .layer(from_fn(tus_protocol::middleware)),
+        ),
+        (
+            "/api/v1/uploads/{id}",
+            head(tus::head)
+                .merge(axum::routing::patch(tus::patch).layer(DefaultBodyLimit::disable()))
+                .delete(tus::terminate)
+                .layer(from_fn(tus_protocol::middleware)),
+        ),
         ("/api/v1/schedules", get(schedules::list)),
         (
             "/api/v1/schedules/{name}",

@@ -6,6 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{FieldError, Problem};
 use super::{me, ops};
+use crate::files::tus::http as tus;
 use crate::files::{buckets, content_http as content, http as files};
 use crate::jobs::{events as job_events, http as jobs, worker_http as workers, workflows};
 use crate::schedules::http as schedules;
@@ -34,6 +35,7 @@ use crate::{audit, keys, tokens};
         buckets::put, buckets::get, buckets::list,
         files::upload, files::list, files::get, files::update, files::delete, files::create_link,
         content::content, content::thumbnail,
+        tus::options, tus::create, tus::head, tus::patch, tus::terminate,
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerAuth),
@@ -44,6 +46,7 @@ use crate::{audit, keys, tokens};
         (name = "audit", description = "The append-only audit log: admin, or one file's events with the `files` scope; JSON or streamed CSV"),
         (name = "jobs", description = "Enqueue, inspect, watch, cancel and retry jobs; queues"),
         (name = "files", description = "Buckets, uploads, processing, downloads with ranges, signed links"),
+        (name = "uploads", description = "Resumable uploads (tus 1.0: creation, creation-with-upload, termination, expiration, checksum); finished uploads become files"),
         (name = "schedules", description = "Recurring jobs: cron in a time zone, one leader fires each tick once"),
         (name = "workers", description = "The pull-worker protocol: claim, heartbeat, progress, complete, fail"),
     )

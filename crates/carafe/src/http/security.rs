@@ -12,6 +12,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use super::idempotency::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 use super::request_id::X_REQUEST_ID;
 use crate::config::Config;
+use crate::files::tus::protocol as tus;
 use crate::state::AppState;
 
 /// Adds the security headers (unless a handler set its own: the dashboard will send its own
@@ -63,24 +64,36 @@ pub fn cors(config: &Config) -> Option<CorsLayer> {
                 Method::PUT,
                 Method::PATCH,
                 Method::DELETE,
+                Method::OPTIONS,
             ])
-            .allow_headers([
-                header::AUTHORIZATION,
-                header::CONTENT_TYPE,
-                header::IF_NONE_MATCH,
-                header::IF_MATCH,
-                IDEMPOTENCY_KEY.clone(),
-                X_REQUEST_ID.clone(),
-                HeaderName::from_static("last-event-id"),
-            ])
-            .expose_headers([
-                header::LOCATION,
-                header::LINK,
-                header::ETAG,
-                header::RETRY_AFTER,
-                X_REQUEST_ID.clone(),
-                IDEMPOTENT_REPLAYED.clone(),
-            ])
+            .allow_headers(
+                [
+                    header::AUTHORIZATION,
+                    header::CONTENT_TYPE,
+                    header::IF_NONE_MATCH,
+                    header::IF_MATCH,
+                    IDEMPOTENCY_KEY.clone(),
+                    X_REQUEST_ID.clone(),
+                    HeaderName::from_static("last-event-id"),
+                ]
+                .into_iter()
+                // Browser tus clients (tus-js-client, Uppy) send and read these.
+                .chain(tus::REQUEST_HEADERS)
+                .collect::<Vec<_>>(),
+            )
+            .expose_headers(
+                [
+                    header::LOCATION,
+                    header::LINK,
+                    header::ETAG,
+                    header::RETRY_AFTER,
+                    X_REQUEST_ID.clone(),
+                    IDEMPOTENT_REPLAYED.clone(),
+                ]
+                .into_iter()
+                .chain(tus::RESPONSE_HEADERS)
+                .collect::<Vec<_>>(),
+            )
             .max_age(Duration::from_secs(3600)),
     )
 }

@@ -28,5 +28,7 @@ mod process;
 mod push;
 mod schedules;
 mod shutdown;
+mod tus;
+mod tus_clients;
 mod workers;
 mod workflows;
