@@ -43,22 +43,46 @@ struct Stored {
 }
 
 pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    run(state, req, next, false).await
+}
+
+/// The same for requests whose body is a file upload, streamed to disk by the handler: the
+/// body is not buffered, so the fingerprint covers the method, the URL and the headers that
+/// describe the content (type, length, disposition, metadata) instead of the bytes.
+pub async fn streaming_middleware(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    run(state, req, next, true).await
+}
+
+async fn run(state: AppState, req: Request, next: Next, streaming: bool) -> Response {
     if req.method() != Method::POST {
         return next.run(req).await;
     }
     let Some(key) = req.headers().get(&IDEMPOTENCY_KEY).cloned() else {
         return next.run(req).await;
     };
-    handle(state, key, req, next)
+    handle(state, key, req, next, streaming)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
+
+/// Request headers that describe a streamed upload's content.
+const CONTENT_HEADERS: [&str; 4] = [
+    "content-type",
+    "content-length",
+    "content-disposition",
+    "carafe-metadata",
+];
 
 async fn handle(
     state: AppState,
     key: HeaderValue,
     req: Request,
     next: Next,
+    streaming: bool,
 ) -> Result<Response, ApiError> {
     let key = key
         .to_str()
@@ -73,10 +97,24 @@ async fn handle(
         .to_owned();
     let (mut parts, body) = req.into_parts();
     let principal = Principal::from_request_parts(&mut parts, &state).await?;
-    let body = axum::body::to_bytes(body, state.config.limits.json_body_bytes)
-        .await
-        .map_err(|_| body_error(StatusCode::PAYLOAD_TOO_LARGE))?;
-    let fingerprint = fingerprint(&parts, &body);
+    let (body, fingerprint) = if streaming {
+        let mut described = Vec::new();
+        for name in CONTENT_HEADERS {
+            for value in parts.headers.get_all(name) {
+                described.extend_from_slice(name.as_bytes());
+                described.push(b':');
+                described.extend_from_slice(value.as_bytes());
+                described.push(0);
+            }
+        }
+        (body, fingerprint(&parts, &described))
+    } else {
+        let bytes = axum::body::to_bytes(body, state.config.limits.json_body_bytes)
+            .await
+            .map_err(|_| body_error(StatusCode::PAYLOAD_TOO_LARGE))?;
+        let fingerprint = fingerprint(&parts, &bytes);
+        (Body::from(bytes), fingerprint)
+    };
     let scope = principal.actor_id();
     let at = now();
     let reservation = state
@@ -107,7 +145,7 @@ async fn handle(
             ..
         } => replay(&state, &sealed),
         Reservation::Reserved => {
-            let req = Request::from_parts(parts, Body::from(body));
+            let req = Request::from_parts(parts, body);
             let response = next.run(req).await;
             Ok(remember(&state, &scope, &key, response).await)
         }

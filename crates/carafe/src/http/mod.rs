@@ -37,6 +37,12 @@ pub fn routes(state: &AppState) -> Vec<(&'static str, MethodRouter<AppState>)> {
     let idempotent = |m: MethodRouter<AppState>| {
         m.layer(from_fn_with_state(state.clone(), idempotency::middleware))
     };
+    let idempotent_upload = |m: MethodRouter<AppState>| {
+        m.layer(from_fn_with_state(
+            state.clone(),
+            idempotency::streaming_middleware,
+        ))
+    };
     vec![
         ("/healthz", get(ops::healthz)),
         ("/readyz", get(ops::readyz)),
@@ -82,8 +88,7 @@ pub fn routes(state: &AppState) -> Vec<(&'static str, MethodRouter<AppState>)> {
         (
             "/api/v1/files",
             // Uploads stream to disk under the bucket's own limit, not the JSON body limit.
-            post(files::upload)
-                .layer(DefaultBodyLimit::disable())
+            idempotent_upload(post(files::upload).layer(DefaultBodyLimit::disable()))
                 .get(files::list),
         ),
         (

@@ -10,6 +10,7 @@ both_backends!(
     the_same_key_with_another_body_is_a_conflict,
     keys_are_scoped_to_the_caller,
     failed_requests_can_be_retried_with_the_same_key,
+    uploads_replay_without_buffering_their_bodies,
 );
 
 async fn post_with_key(app: &TestApp, auth: &str, key: &str, body: &Value) -> reqwest::Response {
@@ -134,4 +135,42 @@ async fn failed_requests_can_be_retried_with_the_same_key(backend: Backend) {
     let res = post_with_key(&app, &app.admin_key, "retry-2", &bad).await;
     assert_eq!(res.headers()["idempotent-replayed"], "true");
     assert_eq!(res.status(), 422);
+}
+
+async fn uploads_replay_without_buffering_their_bodies(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let upload = |name: &'static str, bytes: Vec<u8>| {
+        let app = &app;
+        async move {
+            app.request(
+                Method::POST,
+                &format!("/api/v1/files?name={name}"),
+                Some(&app.admin_key),
+            )
+            .header("idempotency-key", "upload-1")
+            .body(bytes)
+            .send()
+            .await
+            .unwrap()
+        }
+    };
+    // Larger than the JSON body limit: the body is streamed, never buffered for the key.
+    let big = vec![b'x'; 2 * 1024 * 1024];
+    let first = upload("a.txt", big.clone()).await;
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.unwrap();
+    let again = upload("a.txt", big).await;
+    assert_eq!(again.status(), 202);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], first["id"], "the same file, not a second one");
+    let other = upload("b.txt", b"other".to_vec()).await;
+    problem(other, 409, "idempotency_key_reused").await;
+    let files: Value = app
+        .get("/api/v1/files", Some(&app.admin_key))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(files["items"].as_array().unwrap().len(), 1);
 }
