@@ -310,6 +310,7 @@ pub struct CompleteParams {
               (status = 409, body = Problem), (status = 410, body = Problem),
               (status = 415, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = ["files"])))]
+#[allow(clippy::too_many_arguments)] // axum extractors, one per concern
 pub async fn complete(
     State(state): State<AppState>,
     principal: Principal,
@@ -328,11 +329,11 @@ pub async fn complete(
     };
     principal.require(Scope::Files)?;
     let files = &state.files;
-    let session = match files.store().get_direct(id).await? {
-        Some(s) if principal.may_see(Scope::Files, s.owner.as_deref()) => s,
+    // Only the owner (or a key) may learn the session exists.
+    match files.store().get_direct(id).await? {
+        Some(s) if principal.may_see(Scope::Files, s.owner.as_deref()) => {}
         _ => return Err(ApiError::not_found()),
-    };
-    drop(session);
+    }
     let session = files.open_direct(id).await.map_err(direct_error)?;
     let parts = body
         .parts
