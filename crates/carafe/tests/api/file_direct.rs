@@ -160,6 +160,23 @@ async fn direct_uploads_refuse_lies_about_size(backend: Backend) {
     .await;
     problem(start(&app, "tool.exe", 10).await, 415, "type_not_allowed").await;
     problem(start(&app, "empty.pdf", 0).await, 400, "file_empty").await;
+    let typed = |name: &str, kind: &str| json!({"name": name, "size": 10, "type": kind});
+    let res = app
+        .post_json(
+            "/api/v1/files/direct",
+            Some(&app.admin_key),
+            &typed("a.pdf", "png"),
+        )
+        .await;
+    problem(res, 415, "type_not_allowed").await;
+    let res = app
+        .post_json(
+            "/api/v1/files/direct",
+            Some(&app.admin_key),
+            &typed("a.pdf", "pdf"),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
     let bytes = pdf("sized");
     let s = session(&app, "sized.pdf", bytes.len()).await;
     let (id, url) = (s["id"].as_str().unwrap(), s["url"].as_str().unwrap());
@@ -258,10 +275,19 @@ async fn spawn_s3(backend: Backend, single_max: u64) -> TestApp {
 async fn direct_uploads_to_s3_with_a_presigned_put(backend: Backend) {
     let app = spawn_s3(backend, 64 * 1024 * 1024).await;
     let bytes = pdf("straight to s3");
-    let file = upload_direct(&app, "s3-direct.pdf", &bytes).await;
-    let id = file["id"].as_str().unwrap();
+    let s = session(&app, "s3-direct.pdf", bytes.len()).await;
+    let (id, url) = (s["id"].as_str().unwrap(), s["url"].as_str().unwrap());
+    assert_eq!(put(url, bytes.clone()).await.status(), 200);
+    let res = complete(&app, id, "?wait=30", &json!({})).await;
+    assert_eq!(res.status(), 201);
+    // The URL still works until it expires, but cannot replace what was checked.
+    let mut other = pdf("swapped after the checks");
+    other.truncate(bytes.len());
+    assert_eq!(put(url, other).await.status(), 200);
     assert!(exists(&app, &format!("objects/{id}")).await);
     assert_eq!(content(&app, id).await, bytes);
+    let file = upload_direct(&app, "again.pdf", &bytes).await;
+    assert_eq!(content(&app, file["id"].as_str().unwrap()).await, bytes);
 }
 
 async fn direct_uploads_to_s3_in_presigned_parts(backend: Backend) {

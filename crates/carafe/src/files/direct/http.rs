@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use carafe_core::files::{BucketName, FileStatus};
+use carafe_core::files::{BucketName, DirectState, FileStatus};
 use carafe_core::keys::Scope;
 use carafe_core::time::now;
 use http::{HeaderValue, StatusCode, header};
@@ -165,12 +165,18 @@ pub async fn create(
     let Some(bucket) = state.files.bucket(&name).await? else {
         return Err(ApiError::invalid("bucket", "no such bucket"));
     };
+    // A declared type must be one the bucket takes and the name's extension stands for.
+    let ext = crate::files::filename::extension(&crate::files::filename::sanitize(&body.name));
     if let Some(kind) = &body.kind
-        && !bucket.policy.allows(kind)
+        && (!bucket.policy.allows(kind)
+            || !ext
+                .as_deref()
+                .is_some_and(|e| super::kinds_for(e).iter().any(|k| k.name() == kind)))
     {
         return Err(
-            ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "type_not_allowed")
-                .detail(format!("this bucket does not accept {kind} files")),
+            ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "type_not_allowed").detail(format!(
+                "`{kind}` is not a type this bucket accepts under this name"
+            )),
         );
     }
     let request = DirectRequest {
@@ -256,10 +262,14 @@ pub async fn put(
     let received = receive(body, &files.storage.temp_dir(), session.size)
         .await
         .map_err(|e| match e {
-            ReceiveError::TooLarge { .. } => direct_error(DirectError::SizeMismatch {
-                declared: session.size,
-                actual: session.size + 1,
-            }),
+            ReceiveError::TooLarge { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "size_mismatch")
+                    .detail(format!(
+                        "more than the declared {} bytes arrived",
+                        session.size
+                    ))
+                    .with("declared", session.size)
+            }
             ReceiveError::Body(_) => ApiError::bad_request(
                 "body_incomplete",
                 "the upload ended early or could not be read",
@@ -272,11 +282,22 @@ pub async fn put(
             actual: received.size,
         }));
     }
-    files
+    // Held while storing, so a `complete` can never check bytes this PUT then replaces.
+    let store = files.store();
+    if !store
+        .transition_direct(id, DirectState::Open, DirectState::Completing)
+        .await?
+    {
+        return Err(direct_error(DirectError::InProgress));
+    }
+    let stored = files
         .storage
         .put_received(&incoming_key(id), received)
-        .await
-        .map_err(|e| ApiError::unavailable(&e))?;
+        .await;
+    store
+        .transition_direct(id, DirectState::Completing, DirectState::Open)
+        .await?;
+    stored.map_err(|e| ApiError::unavailable(&e))?;
     Ok(StatusCode::OK.into_response())
 }
 

@@ -5,7 +5,12 @@
 //! against the name and bucket, and hashes the whole object, before the file is recorded
 //! with its processing job exactly like any other upload (the scan then reads the object).
 //!
-//! The session's id is the file's id and the bytes land at `incoming/<id>`, so a crash at any
+//! A presigned PUT stays usable until it expires, so on S3 a single PUT goes to `direct/<id>`
+//! and `complete` moves it to `incoming/<id>` before checking it: a second PUT after the
+//! checks can never replace what was checked. (A completed multipart upload cannot be
+//! written again: its part URLs then answer `NoSuchUpload`.)
+//!
+//! The session's id is the file's id and the checked bytes sit at `incoming/<id>`, so a crash at any
 //! point leaves either a session the expiry sweep aborts or a file row whose job finishes the
 //! work. A refused upload's object is deleted at once.
 
@@ -30,6 +35,11 @@ use super::{Files, filename, incoming_key};
 /// S3 allows at most this many parts.
 const MAX_PARTS: u64 = 10_000;
 const SWEEP_BATCH: u32 = 200;
+
+/// Where a single presigned S3 PUT lands, until `complete` moves it to `incoming/<id>`.
+pub fn direct_key(id: FileId) -> String {
+    format!("direct/{id}")
+}
 
 /// What the client declares when it starts a direct upload.
 #[derive(Debug, Clone)]
@@ -93,7 +103,7 @@ pub enum DirectError {
 }
 
 /// The type names an extension may stand for.
-fn kinds_for(ext: &str) -> Vec<Kind> {
+pub fn kinds_for(ext: &str) -> Vec<Kind> {
     Kind::all()
         .filter(|k| k.extensions().contains(&ext))
         .collect()
@@ -163,7 +173,10 @@ impl Files {
                 }
             }
             Some(s3) if req.size <= self.settings.direct_single_max => Plan::Single {
-                url: s3.presigned_put(&key, ttl).await?.to_string(),
+                url: s3
+                    .presigned_put(&direct_key(session.id), ttl)
+                    .await?
+                    .to_string(),
             },
             Some(s3) => {
                 let upload_id = s3.create_multipart(&key).await?;
@@ -243,6 +256,7 @@ impl Files {
             }
             Err(e @ (DirectError::SizeMismatch { .. } | DirectError::Refused(_))) => {
                 let _ = self.storage.delete(&incoming_key(id)).await;
+                let _ = self.storage.delete(&direct_key(id)).await;
                 store.delete_direct(id).await?;
                 Err(e)
             }
@@ -279,6 +293,13 @@ impl Files {
                         tracing::info!(error = %e, "direct upload: S3 refused the parts");
                         DirectError::Parts("the storage refused the parts and their ETags".into())
                     })?;
+            }
+        }
+        if self.storage.s3().is_some() && session.multipart.is_none() {
+            let staged = direct_key(session.id);
+            // Absent when a retry (after a lost answer) finds it moved already.
+            if self.storage.size(&staged).await?.is_some() {
+                self.storage.rename(&staged, &key).await?;
             }
         }
         let actual = self.storage.size(&key).await?.ok_or(DirectError::Missing)?;
@@ -377,6 +398,7 @@ impl Files {
                     }
                     self.storage.delete(&key).await?;
                 }
+                self.storage.delete(&direct_key(session.id)).await?;
                 if self.store().delete_direct(session.id).await? {
                     removed += 1;
                 }
