@@ -8,8 +8,8 @@ use time::OffsetDateTime;
 use crate::StoreResult;
 use crate::audit::{AuditEvent, AuditFilter, NewAuditEvent};
 use crate::files::{
-    Advance, Bucket, BucketName, FileFilter, FileId, FileRecord, NewFile, NewUpload,
-    ProcessingOutcome, Upload, UploadChunk, UploadEnd, UploadId,
+    Advance, Bucket, BucketName, DirectState, DirectUpload, FileFilter, FileId, FileRecord,
+    NewFile, NewUpload, ProcessingOutcome, Upload, UploadChunk, UploadEnd, UploadId,
 };
 use crate::idempotency::{Reservation, Reserve};
 use crate::jobs::{
@@ -298,6 +298,30 @@ pub trait UploadStore: Send + Sync {
     async fn expired_uploads(&self, now: OffsetDateTime, limit: u32) -> StoreResult<Vec<Upload>>;
 }
 
+/// Direct-upload sessions (see `files::DirectUpload`). State changes are conditional, so of
+/// two concurrent `complete` calls exactly one goes on.
+#[async_trait]
+pub trait DirectStore: Send + Sync {
+    async fn insert_direct(&self, upload: DirectUpload) -> StoreResult<()>;
+    /// The session in any state, expired or not.
+    async fn get_direct(&self, id: FileId) -> StoreResult<Option<DirectUpload>>;
+    /// Moves the session from `from` to `to`; true when it was in `from`.
+    async fn transition_direct(
+        &self,
+        id: FileId,
+        from: DirectState,
+        to: DirectState,
+    ) -> StoreResult<bool>;
+    /// Forgets a session; true when it existed.
+    async fn delete_direct(&self, id: FileId) -> StoreResult<bool>;
+    /// Up to `limit` sessions whose expiry has passed (any state), oldest expiry first.
+    async fn expired_directs(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<DirectUpload>>;
+}
+
 /// Leader election for work one instance should do at a time (maintenance, schedules).
 #[async_trait]
 pub trait LeaderStore: Send + Sync {
@@ -331,6 +355,7 @@ pub trait Store:
     + WorkflowStore
     + FileStore
     + UploadStore
+    + DirectStore
     + LeaderStore
     + Send
     + Sync

@@ -5,6 +5,7 @@
 //! could take back.
 
 mod audit;
+mod direct;
 mod files;
 mod idempotency;
 mod jobs;

@@ -3,6 +3,7 @@
 //! made from the file's id, never from anything a client sent.
 
 mod bucket;
+mod direct;
 mod upload;
 
 use std::fmt;
@@ -15,6 +16,7 @@ use time::OffsetDateTime;
 use crate::jobs::JobId;
 
 pub use bucket::{Bucket, BucketName, BucketPolicy, ScanPolicy, ThumbnailSpec, Visibility};
+pub use direct::{DirectState, DirectUpload};
 pub use upload::{Advance, NewUpload, Upload, UploadChunk, UploadEnd, UploadId, UploadStatus};
 
 /// A file's id: a UUIDv7, so ids sort by creation and cannot be guessed from one another.

@@ -55,7 +55,8 @@ macro_rules! conformance_tests {
             files_deletion_hides_then_purges,
             files_legal_holds_block_deletion_and_retention, uploads_are_recorded_and_read_back,
             uploads_locks_exclude_other_holders, uploads_concurrent_locks_have_one_winner,
-            uploads_advances_are_fenced, uploads_end_once_and_expire);
+            uploads_advances_are_fenced, uploads_end_once_and_expire,
+            direct_uploads_transition_once_and_expire);
     };
     (@each $make:path, $attrs:tt, $($name:ident),*) => {
         $( $crate::conformance_tests!(@one $make, $attrs, $name); )*

@@ -33,6 +33,15 @@ pub struct Files {
     /// Unfinished resumable (tus) uploads are deleted this long after their last chunk;
     /// finished ones are remembered (for `HEAD`) this long after they end.
     pub upload_ttl: HumanDuration,
+    /// Direct uploads (`POST /api/v1/files/direct`) must be completed within this long;
+    /// unfinished ones are then aborted and their bytes deleted.
+    pub direct_ttl: HumanDuration,
+    /// On S3, direct uploads up to this many bytes are one presigned PUT; larger ones are
+    /// sent in presigned parts (a multipart upload).
+    pub direct_single_max: u64,
+    /// The part size of direct multipart uploads (at least 5 MiB; raised so that no upload
+    /// needs more than 10,000 parts).
+    pub direct_part_size: u64,
     /// When set (e.g. `/protected/`), downloads from local storage answer with an
     /// `X-Accel-Redirect` to this internal nginx location plus the object's path, and nginx
     /// sends the bytes.
@@ -54,6 +63,9 @@ impl Default for Files {
             cache_bytes: 64 * 1024 * 1024,
             cache_max_object: 256 * 1024,
             upload_ttl: HumanDuration(Duration::from_secs(24 * 3600)),
+            direct_ttl: HumanDuration(Duration::from_secs(3600)),
+            direct_single_max: 64 * 1024 * 1024,
+            direct_part_size: 16 * 1024 * 1024,
             accel_redirect: None,
             buckets: BTreeMap::new(),
         }
@@ -81,6 +93,15 @@ impl Files {
         }
         if self.upload_ttl.0.is_zero() || self.upload_ttl.0 > Duration::from_secs(366 * 24 * 3600) {
             return Err("files.upload_ttl must be positive and at most a year".into());
+        }
+        if self.direct_ttl.0 < Duration::from_secs(1)
+            || self.direct_ttl.0 > Duration::from_secs(7 * 24 * 3600)
+        {
+            return Err("files.direct_ttl must be 1s to 7 days (presigned URLs' limit)".into());
+        }
+        if self.direct_part_size < 5 * 1024 * 1024 || self.direct_part_size > 5 * 1024 * 1024 * 1024
+        {
+            return Err("files.direct_part_size must be 5 MiB to 5 GiB".into());
         }
         if let Some(prefix) = &self.accel_redirect
             && !(prefix.starts_with('/') && prefix.ends_with('/'))

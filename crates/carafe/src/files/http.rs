@@ -27,7 +27,7 @@ use crate::http::query::{Path, Query};
 use crate::http::request_id::RequestId;
 use crate::state::AppState;
 
-pub(super) fn origin(
+pub(crate) fn origin(
     principal: &Principal,
     request_id: Option<&RequestId>,
     client: Client,

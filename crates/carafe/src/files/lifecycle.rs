@@ -32,6 +32,11 @@ impl Files {
                 next_leftovers += SWEEP_EVERY;
                 self.sweep_leftovers().await;
             }
+            match self.sweep_direct().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "aborted expired direct uploads"),
+                Err(e) => tracing::warn!(error = %e, "cannot sweep expired direct uploads"),
+            }
             match self.sweep_uploads().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(removed = n, "removed expired resumable uploads"),
@@ -65,7 +70,10 @@ impl Files {
             let Ok(id) = name.parse::<FileId>() else {
                 continue;
             };
-            if self.store().get_file(id).await?.is_none() {
+            // A direct upload's bytes wait here for their `complete` (until the session expires).
+            if self.store().get_file(id).await?.is_none()
+                && self.store().get_direct(id).await?.is_none()
+            {
                 self.storage.delete(&incoming_key(id)).await?;
                 removed += 1;
             }

@@ -69,6 +69,11 @@ impl LinkSigner {
         LinkSigner { key }
     }
 
+    /// The key, for other signed URLs that use their own domain string (direct uploads).
+    pub(crate) fn key(&self) -> &[u8; 32] {
+        &self.key
+    }
+
     fn mac(&self, file: FileId, expires: i64, disposition: &str, filename: &str) -> Hmac<Sha256> {
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).expect("any key");
         // Length-prefixed fields: no two different links can produce the same message.

@@ -25,6 +25,7 @@ use axum::routing::{MethodRouter, get, head, options, post, put};
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{DefaultPredicate, Predicate};
 
+use crate::files::direct::http as direct;
 use crate::files::tus::{http as tus, protocol as tus_protocol};
 use crate::files::{buckets, content_http as content, http as files};
 use crate::jobs::{events as job_events, http as jobs, worker_http as workers, workflows};
@@ -101,6 +102,13 @@ pub fn routes(state: &AppState) -> Vec<(&'static str, MethodRouter<AppState>)> {
             get(content::thumbnail),
         ),
         ("/api/v1/files/{id}/links", post(files::create_link)),
+        ("/api/v1/files/direct", post(direct::create)),
+        (
+            "/api/v1/files/direct/{id}",
+            // The body streams to disk under the session's declared size.
+            put(direct::put).layer(DefaultBodyLimit::disable()),
+        ),
+        ("/api/v1/files/{id}/complete", post(direct::complete)),
         (
             "/api/v1/uploads",
             // Creation with upload streams its body like a PATCH.

@@ -6,6 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{FieldError, Problem};
 use super::{me, ops};
+use crate::files::direct::http as direct;
 use crate::files::tus::http as tus;
 use crate::files::{buckets, content_http as content, http as files};
 use crate::jobs::{events as job_events, http as jobs, worker_http as workers, workflows};
@@ -35,6 +36,7 @@ use crate::{audit, keys, tokens};
         buckets::put, buckets::get, buckets::list,
         files::upload, files::list, files::get, files::update, files::delete, files::create_link,
         content::content, content::thumbnail,
+        direct::create, direct::put, direct::complete,
         tus::options, tus::create, tus::head, tus::patch, tus::terminate,
     ),
     components(schemas(Problem, FieldError)),

@@ -14,6 +14,7 @@ mod conventions;
 mod crashes;
 mod file_access;
 mod file_bad_input;
+mod file_direct;
 mod file_lifecycle;
 mod file_processing;
 mod file_ranges;

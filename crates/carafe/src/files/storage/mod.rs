@@ -182,4 +182,25 @@ impl Storage {
         }
         Ok(removed)
     }
+
+    /// A presigned PUT of `key` for direct uploads; `None` on local disk (Carafe signs its
+    /// own URL there).
+    pub async fn presigned_put(
+        &self,
+        key: &str,
+        expires_in: Duration,
+    ) -> io::Result<Option<url::Url>> {
+        match self {
+            Storage::Local(_) => Ok(None),
+            Storage::S3(s) => s.presigned_put(key, expires_in).await.map(Some),
+        }
+    }
+
+    /// The S3 store, for the multipart calls only it has.
+    pub fn s3(&self) -> Option<&S3Storage> {
+        match self {
+            Storage::Local(_) => None,
+            Storage::S3(s) => Some(s),
+        }
+    }
 }

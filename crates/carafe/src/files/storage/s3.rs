@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
 use object_store::signer::{Method, SignedUrlOptions, Signer};
 use object_store::{BackoffConfig, ClientOptions, RetryConfig};
@@ -241,5 +242,69 @@ impl S3Storage {
             .signed_url_opts(Method::GET, &self.path(key), expires_in, &options)
             .await
             .map_err(io_error)
+    }
+
+    /// A presigned PUT of the whole object, for direct uploads. The size is not signed
+    /// (object_store signs no `Content-Length`): `complete` checks it instead.
+    pub async fn presigned_put(&self, key: &str, expires_in: Duration) -> io::Result<url::Url> {
+        self.store
+            .signed_url(Method::PUT, &self.path(key), expires_in)
+            .await
+            .map_err(io_error)
+    }
+
+    /// Starts a multipart upload at `key`; returns its upload id.
+    pub async fn create_multipart(&self, key: &str) -> io::Result<String> {
+        self.store
+            .create_multipart(&self.path(key))
+            .await
+            .map_err(io_error)
+    }
+
+    /// A presigned UploadPart of part `number` (1-based) of upload `upload_id`.
+    pub async fn presigned_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        expires_in: Duration,
+    ) -> io::Result<url::Url> {
+        let number = number.to_string();
+        let options = SignedUrlOptions::new()
+            .with_query([("partNumber", number.as_str()), ("uploadId", upload_id)]);
+        self.store
+            .signed_url_opts(Method::PUT, &self.path(key), expires_in, &options)
+            .await
+            .map_err(io_error)
+    }
+
+    /// Completes a multipart upload from its parts' ETags, in part-number order.
+    pub async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        etags: Vec<String>,
+    ) -> io::Result<()> {
+        let parts = etags
+            .into_iter()
+            .map(|content_id| PartId { content_id })
+            .collect();
+        self.store
+            .complete_multipart(&self.path(key), &upload_id.to_owned(), parts)
+            .await
+            .map(|_| ())
+            .map_err(io_error)
+    }
+
+    /// Aborts a multipart upload; aborting one that is gone is not an error.
+    pub async fn abort_multipart(&self, key: &str, upload_id: &str) -> io::Result<()> {
+        match self
+            .store
+            .abort_multipart(&self.path(key), &upload_id.to_owned())
+            .await
+        {
+            Err(e) if !is_not_found(&e) => Err(io_error(e)),
+            _ => Ok(()),
+        }
     }
 }
