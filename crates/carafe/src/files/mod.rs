@@ -11,6 +11,7 @@
 pub mod buckets;
 pub mod conditional;
 pub mod content_http;
+pub mod crypto;
 pub mod disposition;
 pub mod download;
 pub mod filename;
