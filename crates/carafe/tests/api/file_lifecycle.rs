@@ -86,6 +86,7 @@ async fn old_file(app: &TestApp, bucket: &str, days: i64) -> FileId {
         owner: None,
         metadata: json!({}),
         created_at: carafe_core::time::now() - time::Duration::days(days),
+        encryption: None,
     };
     let audit = carafe::audit::Actor::cli().event("file.upload", None, json!({}));
     files
