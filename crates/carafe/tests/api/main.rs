@@ -13,6 +13,7 @@ mod cli;
 mod conventions;
 mod crashes;
 mod file_access;
+mod file_encryption;
 mod file_lifecycle;
 mod file_processing;
 mod file_ranges;
