@@ -11,6 +11,14 @@ use serde_json::{Value, json};
 use crate::files::{png, upload_raw};
 use crate::helpers::{Backend, TestApp, problem};
 
+mod s3 {
+    #[tokio::test]
+    #[ignore = "needs CARAFE_TEST_S3_URL"]
+    async fn file_enc_on_s3_is_decrypted_never_redirected() {
+        super::file_enc_on_s3_is_decrypted_never_redirected(crate::helpers::Backend::Sqlite).await
+    }
+}
+
 both_backends!(
     file_enc_round_trips_with_ranges_and_validators,
     file_enc_images_are_stripped_and_thumbnailed,
@@ -261,4 +269,57 @@ async fn file_enc_needs_a_master_key(backend: Backend) {
     let res = put_bucket(&app, "vault", json!({"encrypt": true})).await;
     let body = problem(res, 422, "validation_failed").await;
     assert!(body.to_string().contains("master key"), "{body}");
+}
+
+#[tokio::test]
+async fn file_enc_a_configured_encrypting_bucket_needs_a_master_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::helpers::test_config(Backend::Sqlite, dir.path()).await;
+    let policy = carafe_core::files::BucketPolicy {
+        encrypt: true,
+        ..Default::default()
+    };
+    config.files.buckets.insert("vault".into(), policy);
+    let err = carafe::App::build(config.clone())
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("master key"), "{err}");
+    config.master_key = Some(Secret::new(key(1)));
+    assert!(carafe::App::build(config).await.is_ok());
+}
+
+async fn file_enc_on_s3_is_decrypted_never_redirected(backend: Backend) {
+    let url = crate::file_s3::s3_url();
+    let app = TestApp::spawn_with(backend, |c| {
+        c.storage_url = Some(Secret::new(url));
+        c.master_key = Some(Secret::new(key(1)));
+    })
+    .await;
+    let res = put_bucket(
+        &app,
+        "vault",
+        json!({"encrypt": true, "presigned_downloads": true}),
+    );
+    assert!(res.await.status().is_success());
+    let plain = text(300 * 1024);
+    let file = upload(&app, "notes.txt", plain.clone()).await;
+    let id = file["id"].as_str().unwrap();
+    let storage = &app.state.files.storage;
+    let stored = storage
+        .read_all(&format!("objects/{id}"), 400 * 1024)
+        .await
+        .unwrap();
+    assert!(stored.starts_with(b"CRF1") && !find(&stored, &plain[5000..5032]));
+    let path = format!("/api/v1/files/{id}/content");
+    let res = get(&app, &path, &[]).await;
+    assert_eq!(
+        res.status(),
+        200,
+        "no presigned redirect for encrypted files"
+    );
+    assert_eq!(res.bytes().await.unwrap(), plain);
+    let res = get(&app, &path, &[("range", "bytes=131070-131080")]).await;
+    assert_eq!(res.status(), 206);
+    assert_eq!(res.bytes().await.unwrap(), plain[131070..=131080]);
 }
