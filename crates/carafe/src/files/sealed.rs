@@ -31,7 +31,16 @@ pub async fn read(
     .await?;
     let prefix = crypto::parse_header(&header)?;
     let input = storage.read(key, Some(plan.read.clone())).await?;
-    Ok(crypto::decrypt_stream(dek.clone(), prefix, plan, input))
+    let key = key.to_owned();
+    let stream = crypto::decrypt_stream(dek.clone(), prefix, plan, input).inspect(move |r| {
+        if let Err(e) = r
+            && e.kind() == io::ErrorKind::InvalidData
+        {
+            // Tampering or corruption at rest: worth an operator's attention.
+            tracing::error!(object = %key, error = %e, "an encrypted object failed to decrypt");
+        }
+    });
+    Ok(stream.boxed())
 }
 
 /// The whole plaintext of a (small) object in memory.
