@@ -89,6 +89,7 @@ async fn file_enc_round_trips_with_ranges_and_validators(backend: Backend) {
         let plain = text(len);
         let file = upload(&app, "notes.txt", plain.clone()).await;
         assert_eq!(file["size"], len as u64);
+        assert_eq!(file["encrypted"], true);
         let stored = std::fs::read(object(&app, &file)).unwrap();
         assert!(stored.starts_with(b"CRF1"));
         assert!(!find(&stored, &plain[1000..1032]), "plaintext on disk");
