@@ -8,8 +8,8 @@ use time::OffsetDateTime;
 use crate::StoreResult;
 use crate::audit::{AuditEvent, AuditFilter, NewAuditEvent};
 use crate::files::{
-    Advance, Bucket, BucketName, DirectState, DirectUpload, FileFilter, FileId, FileRecord,
-    NewFile, NewUpload, ProcessingOutcome, Upload, UploadChunk, UploadEnd, UploadId,
+    Advance, Bucket, BucketName, DirectState, DirectUpload, FileEncryption, FileFilter, FileId,
+    FileRecord, NewFile, NewUpload, ProcessingOutcome, Upload, UploadChunk, UploadEnd, UploadId,
 };
 use crate::idempotency::{Reservation, Reserve};
 use crate::jobs::{
@@ -246,6 +246,18 @@ pub trait FileStore: Send + Sync {
         before: OffsetDateTime,
         limit: u32,
     ) -> StoreResult<Vec<FileId>>;
+
+    /// Up to `limit` files (deleted ones too) whose data key is wrapped under a master key
+    /// other than `kid`, in id order after `after`.
+    async fn files_not_under_key(
+        &self,
+        kid: &str,
+        after: Option<FileId>,
+        limit: u32,
+    ) -> StoreResult<Vec<(FileId, FileEncryption)>>;
+
+    /// Replaces the encryption of these files (rewrapped keys), in one transaction.
+    async fn set_file_encryption(&self, files: &[(FileId, FileEncryption)]) -> StoreResult<()>;
 }
 
 /// Resumable (tus) uploads. Appending is guarded by a lock with an expiry (so a crashed

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use carafe_core::audit::NewAuditEvent;
 use carafe_core::files::{
-    Bucket, BucketName, BucketPolicy, FileFilter, FileId, FileRecord, FileStatus, NewFile,
-    ProcessingOutcome, ScanResult, Thumbnail,
+    Bucket, BucketName, BucketPolicy, FileEncryption, FileFilter, FileId, FileRecord, FileStatus,
+    NewFile, ProcessingOutcome, ScanResult, Thumbnail,
 };
 use carafe_core::jobs::{JobId, NewJob};
 use carafe_core::page::{Page, PageRequest};
@@ -22,7 +22,7 @@ use crate::jobs::wakeup::Wakeups;
 use crate::{PgStore, map_err};
 
 const COLUMNS: &str = "id, bucket, name, size, kind, mime, sha256, status, error_code, error, \
-    owner, metadata, job_id, scan, thumbnails, legal_hold, created_at, updated_at, deleted_at";
+    owner, metadata, job_id, scan, thumbnails, legal_hold, created_at, updated_at, deleted_at, encryption";
 
 fn bucket_from_row(row: &PgRow) -> StoreResult<Bucket> {
     let name: String = row.try_get("name").map_err(map_err)?;
@@ -41,6 +41,7 @@ fn file_from_row(row: &PgRow) -> StoreResult<FileRecord> {
     let metadata: Json<Value> = row.try_get("metadata").map_err(map_err)?;
     let scan: Option<Json<ScanResult>> = row.try_get("scan").map_err(map_err)?;
     let thumbnails: Json<Vec<Thumbnail>> = row.try_get("thumbnails").map_err(map_err)?;
+    let encryption: Option<Json<FileEncryption>> = row.try_get("encryption").map_err(map_err)?;
     Ok(FileRecord {
         id: FileId(row.try_get("id").map_err(map_err)?),
         bucket: BucketName::parse(&bucket).map_err(|_| StoreError::corrupt("files.bucket"))?,
@@ -64,6 +65,7 @@ fn file_from_row(row: &PgRow) -> StoreResult<FileRecord> {
         created_at: row.try_get("created_at").map_err(map_err)?,
         updated_at: row.try_get("updated_at").map_err(map_err)?,
         deleted_at: row.try_get("deleted_at").map_err(map_err)?,
+        encryption: encryption.map(|e| e.0),
     })
 }
 
@@ -153,8 +155,8 @@ impl FileStore for PgStore {
         let record = file.into_record(Some(job));
         sqlx::query(
             "INSERT INTO files (id, bucket, name, size, kind, mime, sha256, status, owner, \
-             metadata, job_id, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+             metadata, job_id, created_at, updated_at, encryption) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(record.id.0)
         .bind(record.bucket.as_str())
@@ -169,6 +171,7 @@ impl FileStore for PgStore {
         .bind(job.0)
         .bind(record.created_at)
         .bind(record.updated_at)
+        .bind(record.encryption.as_ref().map(Json))
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
@@ -337,5 +340,37 @@ impl FileStore for PgStore {
         .await
         .map_err(map_err)?;
         Ok(ids.into_iter().map(FileId).collect())
+    }
+
+    async fn files_not_under_key(
+        &self,
+        kid: &str,
+        after: Option<FileId>,
+        limit: u32,
+    ) -> StoreResult<Vec<(FileId, FileEncryption)>> {
+        let rows: Vec<(uuid::Uuid, Json<FileEncryption>)> = sqlx::query_as(
+            "SELECT id, encryption FROM files WHERE encryption IS NOT NULL \
+             AND encryption->>'kid' <> $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3",
+        )
+        .bind(kid)
+        .bind(after.map(|a| a.0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(rows.into_iter().map(|(id, e)| (FileId(id), e.0)).collect())
+    }
+
+    async fn set_file_encryption(&self, files: &[(FileId, FileEncryption)]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        for (id, enc) in files {
+            sqlx::query("UPDATE files SET encryption = $1 WHERE id = $2")
+                .bind(Json(enc))
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
     }
 }

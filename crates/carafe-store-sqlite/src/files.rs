@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use carafe_core::audit::NewAuditEvent;
 use carafe_core::files::{
-    Bucket, BucketName, BucketPolicy, FileFilter, FileId, FileRecord, FileStatus, NewFile,
-    ProcessingOutcome,
+    Bucket, BucketName, BucketPolicy, FileEncryption, FileFilter, FileId, FileRecord, FileStatus,
+    NewFile, ProcessingOutcome,
 };
 use carafe_core::jobs::{JobId, NewJob};
 use carafe_core::page::{Page, PageRequest};
@@ -19,7 +19,7 @@ use crate::jobs::insert_plain;
 use crate::{SqliteStore, at, map_err, ms};
 
 const COLUMNS: &str = "id, bucket, name, size, kind, mime, sha256, status, error_code, error, \
-    owner, metadata, job_id, scan, thumbnails, legal_hold, created_at, updated_at, deleted_at";
+    owner, metadata, job_id, scan, thumbnails, legal_hold, created_at, updated_at, deleted_at, encryption";
 
 fn corrupt(what: &'static str) -> impl Fn(serde_json::Error) -> StoreError {
     move |_| StoreError::corrupt(what)
@@ -73,6 +73,10 @@ fn file_from_row(row: &SqliteRow) -> StoreResult<FileRecord> {
             .try_get::<Option<i64>, _>("deleted_at")
             .map_err(map_err)?
             .map(at),
+        encryption: opt("encryption")?
+            .map(|s| serde_json::from_str(&s))
+            .transpose()
+            .map_err(corrupt("files.encryption"))?,
     })
 }
 
@@ -178,7 +182,8 @@ impl FileStore for SqliteStore {
         let record = file.into_record(Some(job.id));
         sqlx::query(
             "INSERT INTO files (id, bucket, name, size, kind, mime, sha256, status, owner, \
-             metadata, job_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             metadata, job_id, created_at, updated_at, encryption) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(record.id.to_string())
         .bind(record.bucket.as_str())
@@ -193,6 +198,7 @@ impl FileStore for SqliteStore {
         .bind(job.id.0)
         .bind(ms(record.created_at))
         .bind(ms(record.updated_at))
+        .bind(record.encryption.as_ref().map(json))
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
@@ -376,5 +382,48 @@ impl FileStore for SqliteStore {
         ids.iter()
             .map(|id| id.parse().map_err(|_| StoreError::corrupt("files.id")))
             .collect()
+    }
+
+    async fn files_not_under_key(
+        &self,
+        kid: &str,
+        after: Option<FileId>,
+        limit: u32,
+    ) -> StoreResult<Vec<(FileId, FileEncryption)>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT id, encryption FROM files WHERE encryption IS NOT NULL \
+             AND json_extract(encryption, '$.kid') <> ? AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(kid)
+        .bind(after.map(|a| a.to_string()).unwrap_or_default())
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        rows.iter()
+            .map(|(id, enc)| {
+                Ok((
+                    id.parse().map_err(|_| StoreError::corrupt("files.id"))?,
+                    serde_json::from_str(enc).map_err(corrupt("files.encryption"))?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn set_file_encryption(&self, files: &[(FileId, FileEncryption)]) -> StoreResult<()> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
+        for (id, enc) in files {
+            sqlx::query("UPDATE files SET encryption = ? WHERE id = ?")
+                .bind(json(enc))
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
     }
 }

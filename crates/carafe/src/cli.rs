@@ -93,6 +93,9 @@ enum KeysCommand {
     },
     /// Revoke a key by id.
     Revoke { id: KeyId },
+    /// Rewrap every encrypted file's data key under the current `master_key` (after moving
+    /// the old key to `master_keys_previous`); objects are not rewritten.
+    RotateMaster,
 }
 
 #[derive(Debug, Subcommand)]
@@ -254,6 +257,11 @@ async fn keys(action: KeysCommand, config: &Config) -> anyhow::Result<()> {
             Some(_) => eprintln!("revoked key {id}"),
             None => anyhow::bail!("no key with id {id}"),
         },
+        KeysCommand::RotateMaster => {
+            let masters = crate::files::keyring::MasterKeys::from_config(config)?;
+            let n = crate::files::rotate::rotate_master(store.as_ref(), &masters).await?;
+            println!("rewrapped {n} file keys");
+        }
     }
     store.close().await;
     Ok(())

@@ -24,7 +24,13 @@ pub use files::Files;
 pub use values::{HumanDuration, Secret, TrustedProxy};
 
 /// Settings whose values are secrets: masked in `carafe config`, readable from `…_FILE`.
-pub const SECRET_KEYS: [&str; 4] = ["secret_key", "database_url", "storage_url", "push.secret"];
+pub const SECRET_KEYS: [&str; 5] = [
+    "secret_key",
+    "database_url",
+    "storage_url",
+    "push.secret",
+    "master_key",
+];
 
 /// The example configuration printed by `carafe config example`.
 pub const EXAMPLE_TOML: &str = include_str!("config/example.toml");
@@ -51,6 +57,12 @@ pub struct Config {
     /// Where file bytes are kept: unset means local disk under the data dir, `file:///path`
     /// another directory, `s3://bucket?endpoint=…&region=…` any S3-compatible store.
     pub storage_url: Option<Secret>,
+    /// The master key of encrypted buckets: 32 random bytes as base64 (`openssl rand -base64
+    /// 32`). It wraps each file's own data key; buckets with `encrypt` need it.
+    pub master_key: Option<Secret>,
+    /// Earlier master keys, still accepted for reading until `carafe keys rotate-master` has
+    /// rewrapped every file under `master_key`.
+    pub master_keys_previous: Vec<Secret>,
     /// The virus scanner (clamd): `tcp://host:3310` or `unix:///run/clamav/clamd.sock`. Unset:
     /// files are not scanned (marked `unscanned`), and buckets that require scanning refuse
     /// uploads.
@@ -162,6 +174,8 @@ impl Default for Config {
             push: Push::default(),
             files: Files::default(),
             storage_url: None,
+            master_key: None,
+            master_keys_previous: Vec::new(),
             clamd_url: None,
         }
     }
@@ -269,6 +283,11 @@ impl Config {
         {
             return bad("secret_key must be at least 32 characters".into());
         }
+        for key in self.master_key.iter().chain(&self.master_keys_previous) {
+            if let Err(e) = crate::files::keyring::MasterKey::parse(key.expose()) {
+                return bad(format!("master_key: {e}"));
+            }
+        }
         if let Some(url) = &self.database_url {
             let url = url.expose();
             if !["sqlite:", "postgres://", "postgresql://"]
@@ -335,6 +354,10 @@ impl Config {
         let mut shown = self.clone();
         shown.secret_key = shown.secret_key.map(|_| Secret::new("********".into()));
         shown.push.secret = shown.push.secret.map(|_| Secret::new("********".into()));
+        shown.master_key = shown.master_key.map(|_| Secret::new("********".into()));
+        for k in &mut shown.master_keys_previous {
+            *k = Secret::new("********".into());
+        }
         shown.database_url = shown
             .database_url
             .map(|u| Secret::new(mask_url(u.expose())));

@@ -144,6 +144,20 @@ pub struct FileRecord {
     pub updated_at: OffsetDateTime,
     /// Set when deleted: hidden from every read, the bytes purged by a job.
     pub deleted_at: Option<OffsetDateTime>,
+    /// Set when the bytes (and thumbnails) are encrypted at rest.
+    pub encryption: Option<FileEncryption>,
+}
+
+/// How an encrypted file's data key is kept: wrapped (AES-256-GCM) under the master key whose
+/// id is `kid`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEncryption {
+    /// The first 8 bytes (hex) of the SHA-256 of the master key.
+    pub kid: String,
+    /// Base64 of nonce ‖ wrapped data key ‖ tag.
+    pub wrapped: String,
+    /// Plaintext bytes per encrypted segment.
+    pub segment: u32,
 }
 
 /// A file to record; its bytes are already stored.
@@ -159,6 +173,7 @@ pub struct NewFile {
     pub owner: Option<String>,
     pub metadata: Value,
     pub created_at: OffsetDateTime,
+    pub encryption: Option<FileEncryption>,
 }
 
 impl NewFile {
@@ -183,6 +198,7 @@ impl NewFile {
             created_at: self.created_at,
             updated_at: self.created_at,
             deleted_at: None,
+            encryption: self.encryption,
         }
     }
 }

@@ -37,6 +37,7 @@ fn new_file(bucket: &str, owner: Option<&str>) -> NewFile {
         owner: owner.map(str::to_owned),
         metadata: json!({"invoice": 7}),
         created_at: now(),
+        encryption: None,
     }
 }
 
@@ -372,4 +373,69 @@ pub async fn files_legal_holds_block_deletion_and_retention(store: Arc<dyn Store
         "deleted files cannot be held"
     );
     let _ = other;
+}
+
+pub async fn files_encryption_is_kept_and_rewrapped(store: Arc<dyn Store>) {
+    store.put_bucket(bucket("default", 0), false).await.unwrap();
+    let enc = |kid: &str, n: u8| FileEncryption {
+        kid: kid.into(),
+        wrapped: format!("w{n}"),
+        segment: 65536,
+    };
+    let mut ids = Vec::new();
+    for n in 0..5u8 {
+        let mut f = new_file("default", None);
+        f.encryption = (n != 4).then(|| enc(if n == 3 { "new" } else { "old" }, n));
+        let rec = store
+            .insert_file(f, job("carafe.files", now()), audit("file.upload"))
+            .await
+            .unwrap();
+        assert_eq!(store.get_file(rec.id).await.unwrap().unwrap(), rec);
+        ids.push(rec.id);
+    }
+    assert_eq!(
+        store.get_file(ids[0]).await.unwrap().unwrap().encryption,
+        Some(enc("old", 0))
+    );
+    // Deleted files are rewrapped too: their bytes are still there until purged.
+    store
+        .delete_file(
+            ids[1],
+            now(),
+            job("carafe.files", now()),
+            audit("file.delete"),
+        )
+        .await
+        .unwrap();
+    let first = store.files_not_under_key("new", None, 2).await.unwrap();
+    assert_eq!(
+        first,
+        vec![(ids[0], enc("old", 0)), (ids[1], enc("old", 1))]
+    );
+    let rest = store
+        .files_not_under_key("new", Some(ids[1]), 2)
+        .await
+        .unwrap();
+    assert_eq!(rest, vec![(ids[2], enc("old", 2))]);
+    let rewrapped: Vec<_> = [first, rest]
+        .concat()
+        .into_iter()
+        .map(|(id, e)| (id, enc("new", e.wrapped[1..].parse().unwrap())))
+        .collect();
+    store.set_file_encryption(&rewrapped).await.unwrap();
+    assert!(
+        store
+            .files_not_under_key("new", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.get_file(ids[2]).await.unwrap().unwrap().encryption,
+        Some(enc("new", 2))
+    );
+    assert_eq!(
+        store.get_file(ids[4]).await.unwrap().unwrap().encryption,
+        None
+    );
 }

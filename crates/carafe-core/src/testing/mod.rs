@@ -53,7 +53,8 @@ macro_rules! conformance_tests {
             files_buckets_are_created_replaced_and_listed,
             files_are_recorded_with_their_job_and_listed, files_processing_ends_once,
             files_deletion_hides_then_purges,
-            files_legal_holds_block_deletion_and_retention, uploads_are_recorded_and_read_back,
+            files_legal_holds_block_deletion_and_retention, files_encryption_is_kept_and_rewrapped,
+            uploads_are_recorded_and_read_back,
             uploads_locks_exclude_other_holders, uploads_concurrent_locks_have_one_winner,
             uploads_advances_are_fenced, uploads_end_once_and_expire,
             direct_uploads_transition_once_and_expire);

@@ -139,6 +139,7 @@ fn bad_values_are_refused_with_the_setting_named() {
         ("CARAFE_TRUSTED_PROXIES", "proxy.local", "proxy.local"),
         ("CARAFE_LIMITS__JSON_BODY_BYTES", "10", "json_body_bytes"),
         ("CARAFE_LISTEN", "nowhere", "listen"),
+        ("CARAFE_MASTER_KEY", "c2hvcnQ=", "master_key"),
     ] {
         let err = load(&[(var, value)]).unwrap_err().to_string();
         assert!(err.contains(expect), "{var}={value}: {err}");
@@ -153,7 +154,10 @@ fn the_masked_view_hides_secrets() {
         ..Config::default()
     };
     c.push.secret = Some(Secret::new("p".repeat(40)));
+    c.master_key = Some(Secret::new("m".repeat(44)));
+    c.master_keys_previous = vec![Secret::new("o".repeat(44))];
     let shown = c.to_masked_toml();
+    assert!(!shown.contains(&"m".repeat(44)) && !shown.contains(&"o".repeat(44)));
     assert!(!shown.contains(&"p".repeat(40)), "{shown}");
     assert!(
         !shown.contains(&"s".repeat(40)) && !shown.contains("hunter2"),

@@ -25,7 +25,12 @@ const MAX_THUMBNAILS: usize = 8;
 const MAX_THUMBNAIL_SIDE: u32 = 4096;
 
 /// Checks a policy; each problem names its field.
-pub fn validate(policy: &BucketPolicy, settings: &config::Files) -> Vec<FieldError> {
+/// `can_encrypt`: whether a master key is configured.
+pub fn validate(
+    policy: &BucketPolicy,
+    settings: &config::Files,
+    can_encrypt: bool,
+) -> Vec<FieldError> {
     let mut errors = Vec::new();
     let mut bad = |field: &str, message: String| {
         errors.push(FieldError {
@@ -88,10 +93,10 @@ pub fn validate(policy: &BucketPolicy, settings: &config::Files) -> Vec<FieldErr
     {
         bad("/retention_days", "between 1 and 36500".into());
     }
-    if policy.encrypt {
+    if policy.encrypt && !can_encrypt {
         bad(
             "/encrypt",
-            "encryption at rest is not available in this version".into(),
+            "encryption at rest needs a master key: set `master_key` in the configuration".into(),
         );
     }
     if let Some(cc) = &policy.cache_control
@@ -125,7 +130,7 @@ pub async fn put(
             "this bucket is defined in the configuration file; change it there",
         ));
     }
-    let errors = validate(&policy, &files.settings);
+    let errors = validate(&policy, &files.settings, files.keys.can_encrypt());
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }

@@ -145,6 +145,14 @@ async fn policy(files: &Files, file: &FileRecord) -> ApiResult<BucketPolicy> {
         .unwrap_or_default())
 }
 
+/// An encrypted file whose master key this server does not have: a configuration problem,
+/// answered as unavailable (never with undecrypted bytes).
+fn key_missing(id: FileId, e: &crate::files::keyring::KeyError) -> ApiError {
+    tracing::error!(file = %id, error = %e, "cannot unwrap an encrypted file's data key");
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "encryption_key_missing")
+        .detail("the key that encrypts this file is not configured on this server")
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn serve(
     state: &AppState,
@@ -163,6 +171,7 @@ async fn serve(
     let modified = SystemTime::from(file.updated_at);
     let policy = policy(files, &file).await?;
     let cache_control = policy.cache_control().to_owned();
+    let dek = files.data_key(&file).map_err(|e| key_missing(id, &e))?;
     let content = match thumbnail {
         None => Content {
             key: object_key(id),
@@ -173,6 +182,7 @@ async fn serve(
             name: file.name.clone(),
             modified,
             cache_control: cache_control.clone(),
+            dek: dek.clone(),
         },
         Some(name) => {
             let Some(t) = file.thumbnails.iter().find(|t| t.name == name) else {
@@ -192,6 +202,7 @@ async fn serve(
                 name: format!("{stem}_{name}.{ext}"),
                 modified,
                 cache_control,
+                dek,
             }
         }
     };

@@ -1,7 +1,8 @@
 //! Carafe's own serving path for file content and thumbnails: strong validators from the
 //! content hash, conditional requests, single and multiple ranges, RFC 6266 names, and safe
 //! headers for user content. Small objects come from a memory cache; large ones stream from
-//! storage in large chunks, or are handed to nginx with `X-Accel-Redirect`.
+//! storage in large chunks, or are handed to nginx with `X-Accel-Redirect`. Encrypted
+//! objects are always decrypted here, segment by segment (never offloaded).
 
 use std::time::{Duration, SystemTime};
 
@@ -11,11 +12,12 @@ use bytes::Bytes;
 use futures::{StreamExt, stream};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
-use super::Files;
 use super::conditional::{self, Outcome, Validators};
+use super::crypto::DataKey;
 use super::disposition::{DispositionKind, content_disposition};
 use super::range::{self, ByteRange, RangeRequest};
 use super::storage::ByteStream;
+use super::{Files, sealed};
 use crate::http::error::ApiError;
 
 /// Types a browser may show inline; everything else is always downloaded.
@@ -38,6 +40,9 @@ pub struct Content {
     pub name: String,
     pub modified: SystemTime,
     pub cache_control: String,
+    /// The data key when the object is encrypted at rest: it is then decrypted on the way
+    /// out, never handed to nginx or to a presigned URL.
+    pub dek: Option<DataKey>,
 }
 
 /// How the caller wants it delivered.
@@ -120,9 +125,10 @@ impl Files {
                 if head {
                     return Ok(reply(StatusCode::OK, headers, Body::empty()));
                 }
-                if let (Some(prefix), Some(path)) = (
+                if let (Some(prefix), Some(path), None) = (
                     &self.settings.accel_redirect,
                     self.storage.local_path(&content.key),
+                    &content.dek,
                 ) {
                     headers.remove(header::CONTENT_LENGTH);
                     headers.insert("x-accel-redirect", header_value(&format!("{prefix}{path}")));
@@ -164,13 +170,15 @@ impl Files {
                     .collect();
                 parts.push((layout.trailer, None));
                 let files_content = content.clone();
-                let cached = self.cached_content(&content.key, content.size).await;
+                let cached = self
+                    .cached_content(&content.key, content.size, content.dek.as_ref())
+                    .await;
                 let storage = self.storage.clone();
                 let body = stream::iter(parts)
                     .then(move |(header, r)| {
                         let storage = storage.clone();
                         let cached = cached.clone();
-                        let key = files_content.key.clone();
+                        let content = files_content.clone();
                         async move {
                             let head = stream::once(async move { Ok(header) }).boxed();
                             let Some(r) = r else { return head };
@@ -179,7 +187,15 @@ impl Files {
                                     let slice = all.slice(r.start as usize..=r.end as usize);
                                     stream::once(async move { Ok(slice) }).boxed()
                                 }
-                                None => match storage.read(&key, Some(r.start..r.end + 1)).await {
+                                None => match sealed::read(
+                                    &storage,
+                                    &content.key,
+                                    content.dek.as_ref(),
+                                    Some(r.start..r.end + 1),
+                                    content.size,
+                                )
+                                .await
+                                {
                                     Ok(s) => s,
                                     Err(e) => stream::once(async move { Err(e) }).boxed(),
                                 },
@@ -226,16 +242,16 @@ impl Files {
 
     /// The bytes of `content` (or of one range of it).
     async fn body(&self, content: &Content, r: Option<ByteRange>) -> Result<Body, ApiError> {
-        if let Some(all) = self.cached_content(&content.key, content.size).await {
+        let dek = content.dek.as_ref();
+        if let Some(all) = self.cached_content(&content.key, content.size, dek).await {
             let bytes = match r {
                 Some(r) => all.slice(r.start as usize..=r.end as usize),
                 None => all,
             };
             return Ok(Body::from(bytes));
         }
-        let stream = self
-            .storage
-            .read(&content.key, r.map(|r| r.start..r.end + 1))
+        let range = r.map(|r| r.start..r.end + 1);
+        let stream = sealed::read(&self.storage, &content.key, dek, range, content.size)
             .await
             .map_err(|e| ApiError::unavailable(&e))?;
         Ok(Body::from_stream(stream))
@@ -252,6 +268,9 @@ impl Files {
         content: &Content,
         delivery: &Delivery,
     ) -> Result<Option<Response>, ApiError> {
+        if content.dek.is_some() {
+            return Ok(None);
+        }
         let disposition = Self::disposition(content, delivery);
         let url = self
             .storage

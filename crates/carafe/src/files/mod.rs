@@ -11,19 +11,23 @@
 pub mod buckets;
 pub mod conditional;
 pub mod content_http;
+pub mod crypto;
 pub mod direct;
 pub mod disposition;
 pub mod download;
 pub mod filename;
 pub mod http;
 pub mod images;
+pub mod keyring;
 pub mod lifecycle;
 pub mod links;
 pub mod multipart;
 pub mod process;
 pub mod range;
 pub mod receive;
+pub mod rotate;
 pub mod scan;
+pub mod sealed;
 pub mod sniff;
 pub mod storage;
 pub mod tus;
@@ -78,6 +82,8 @@ pub struct Files {
     pub storage: Storage,
     pub scanner: Option<Clamd>,
     pub links: LinkSigner,
+    /// Master keys that wrap the data keys of encrypted files.
+    pub keys: keyring::MasterKeys,
     pub settings: config::Files,
     /// Download events are many: they are written in batches.
     pub audit: AuditWriter,
@@ -113,8 +119,9 @@ impl Files {
             .weigher(|k: &String, v: &Bytes| (k.len() + v.len()).try_into().unwrap_or(u32::MAX))
             .time_to_live(Duration::from_secs(300))
             .build();
+        let keys = keyring::MasterKeys::from_config(config)?;
         for (name, policy) in &settings.buckets {
-            let errors = buckets::validate(policy, &settings);
+            let errors = buckets::validate(policy, &settings, keys.can_encrypt());
             if let Some(e) = errors.first() {
                 anyhow::bail!(
                     "files.buckets.{name}{}: {}",
@@ -130,6 +137,7 @@ impl Files {
             storage,
             scanner,
             links: LinkSigner::new(secrets.link_key()),
+            keys,
             records: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(5))
@@ -251,19 +259,35 @@ impl Files {
         Ok(Some(file))
     }
 
+    /// The data key of an encrypted file (`None` for a file stored in the clear).
+    pub fn data_key(
+        &self,
+        file: &FileRecord,
+    ) -> Result<Option<crypto::DataKey>, keyring::KeyError> {
+        file.encryption
+            .as_ref()
+            .map(|e| self.keys.unwrap(e))
+            .transpose()
+    }
+
     pub async fn forget_file(&self, id: FileId) {
         self.records.invalidate(&id).await;
     }
 
-    /// An object's bytes from the memory cache, if it is small enough to be kept there.
-    pub async fn cached_content(&self, key: &str, size: u64) -> Option<Bytes> {
+    /// An object's plaintext from the memory cache, if it is small enough to be kept there.
+    pub async fn cached_content(
+        &self,
+        key: &str,
+        size: u64,
+        dek: Option<&crypto::DataKey>,
+    ) -> Option<Bytes> {
         if size > self.settings.cache_max_object || self.settings.cache_bytes == 0 {
             return None;
         }
         if let Some(b) = self.content.get(key).await {
             return Some(b);
         }
-        let bytes = self.storage.read_all(key, size).await.ok()?;
+        let bytes = sealed::read_all(&self.storage, key, dek, size).await.ok()?;
         if bytes.len() as u64 != size {
             return None;
         }

@@ -52,6 +52,11 @@ pub(crate) fn upload_error(e: UploadError) -> ApiError {
                 .with("detected_type", kind)
         }
         UploadError::Storage(e) => ApiError::unavailable(&e),
+        UploadError::NoMasterKey => {
+            tracing::error!("an encrypting bucket received an upload but no master_key is set");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "encryption_key_missing")
+                .detail("the bucket encrypts files but the server has no master key")
+        }
         UploadError::Store(e) => e.into(),
     }
 }

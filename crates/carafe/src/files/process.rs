@@ -17,9 +17,10 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio_util::io::StreamReader;
 
+use super::crypto::DataKey;
 use super::images::{self, ImageKind, Limits};
 use super::scan::{ScanError, Verdict};
-use super::{Files, incoming_key, object_key, quarantine_key, thumb_key, thumbs_prefix};
+use super::{Files, incoming_key, object_key, quarantine_key, sealed, thumb_key, thumbs_prefix};
 use crate::audit::Actor;
 use crate::jobs::runner::{JobContext, JobError, JobHandler};
 
@@ -113,6 +114,9 @@ impl FileJobs {
         let policy = bucket
             .as_deref()
             .map_or_else(BucketPolicy::default, |b: &Bucket| b.policy.clone());
+        // An unknown master key may be a configuration being fixed: retry.
+        let dek = files.data_key(&file).map_err(|e| retry("encryption", e))?;
+        let dek = dek.as_ref();
         // An earlier attempt may have promoted the bytes already.
         let source = if files
             .storage
@@ -132,12 +136,12 @@ impl FileJobs {
             message: None,
         };
         let _ = ctx.progress(step(0, "scan")).await;
-        let scan = match self.scan(&file, &policy, &source, ctx).await? {
+        let scan = match self.scan(&file, &policy, &source, dek, ctx).await? {
             Ok(scan) => scan,
             Err((stop, scan)) => return self.stop(&file, &source, stop, scan).await,
         };
         let _ = ctx.progress(step(1, "images")).await;
-        let (rewritten, thumbnails) = match self.images(&file, &policy, &source).await? {
+        let (rewritten, thumbnails) = match self.images(&file, &policy, &source, dek).await? {
             Ok(done) => done,
             Err(stop) => return self.stop(&file, &source, stop, Some(scan)).await,
         };
@@ -146,9 +150,7 @@ impl FileJobs {
             Some(bytes) => {
                 let digest = hex::encode(Sha256::digest(&bytes));
                 let size = bytes.len() as u64;
-                files
-                    .storage
-                    .put_bytes(&object_key(id), bytes)
+                sealed::put(&files.storage, &object_key(id), dek, bytes)
                     .await
                     .map_err(|e| retry("storage", e))?;
                 if source != object_key(id) {
@@ -193,6 +195,7 @@ impl FileJobs {
         file: &FileRecord,
         policy: &BucketPolicy,
         source: &str,
+        dek: Option<&DataKey>,
         ctx: &JobContext,
     ) -> Result<Result<ScanResult, (Stop, Option<ScanResult>)>, JobError> {
         let unscanned = |reason: &str| {
@@ -206,10 +209,12 @@ impl FileJobs {
         if policy.scan == ScanPolicy::Off {
             return unscanned("the bucket does not scan");
         }
-        let stream = self
-            .files
-            .storage
-            .read(source, None)
+        let storage = &self.files.storage;
+        let size = sealed::plain_size(storage, source, dek)
+            .await
+            .map_err(|e| retry("storage", e))?
+            .unwrap_or(file.size);
+        let stream = sealed::read(storage, source, dek, None, size)
             .await
             .map_err(|e| retry("storage", e))?;
         let failure = match scanner.scan(StreamReader::new(stream)).await {
@@ -248,6 +253,7 @@ impl FileJobs {
         file: &FileRecord,
         policy: &BucketPolicy,
         source: &str,
+        dek: Option<&DataKey>,
     ) -> Result<Result<(Option<Bytes>, Vec<Thumbnail>), Stop>, JobError> {
         let kind = match file.kind.as_str() {
             "jpeg" => ImageKind::Jpeg,
@@ -262,10 +268,13 @@ impl FileJobs {
                 "images may be at most 64 MiB",
             )));
         }
-        let bytes = self
-            .files
-            .storage
-            .read_all(source, file.size)
+        let storage = &self.files.storage;
+        let size = sealed::plain_size(storage, source, dek)
+            .await
+            .map_err(|e| retry("storage", e))?
+            .unwrap_or(file.size)
+            .min(MAX_IMAGE_BYTES);
+        let bytes = sealed::read_all(storage, source, dek, size)
             .await
             .map_err(|e| retry("storage", e))?;
         let strip = policy.strip_metadata && kind != ImageKind::Gif;
@@ -303,9 +312,8 @@ impl FileJobs {
                 kind: t.kind.name().into(),
                 sha256: hex::encode(Sha256::digest(&bytes)),
             });
-            self.files
-                .storage
-                .put_bytes(&thumb_key(id, &name), bytes)
+            // Thumbnails of an encrypted file are encrypted with its data key.
+            sealed::put(storage, &thumb_key(id, &name), dek, bytes)
                 .await
                 .map_err(|e| retry("storage", e))?;
         }

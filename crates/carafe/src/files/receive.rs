@@ -24,6 +24,11 @@ const WRITE_BATCH: usize = 1024 * 1024;
 pub struct TempPath(Option<PathBuf>);
 
 impl TempPath {
+    /// Guards a file the caller has just created.
+    pub fn new(path: PathBuf) -> Self {
+        TempPath(Some(path))
+    }
+
     pub fn path(&self) -> &Path {
         self.0.as_deref().expect("present until taken")
     }
@@ -55,6 +60,12 @@ pub struct Received {
 impl Received {
     pub fn path(&self) -> &Path {
         self.file.path()
+    }
+
+    /// The same upload held in another file (its encrypted form); the old file is removed.
+    pub fn with_file(mut self, file: TempPath) -> Received {
+        self.file = file;
+        self
     }
 
     /// Takes the file out of the guard: the caller now owns (and must remove or move) it.

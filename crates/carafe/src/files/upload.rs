@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use carafe_core::StoreError;
 use carafe_core::audit::NewAuditEvent;
-use carafe_core::files::{Bucket, FileId, FileRecord, NewFile};
+use carafe_core::files::{Bucket, FileEncryption, FileId, FileRecord, NewFile};
 use carafe_core::time::now;
 use serde_json::{Value, json};
 
-use super::receive::Received;
+use super::receive::{Received, TempPath};
 use super::sniff::{self, Kind};
-use super::{Files, filename, incoming_key};
+use super::{Files, crypto, filename, incoming_key};
 use crate::audit::Actor;
 
 /// Who uploads, from where: recorded in the audit log.
@@ -59,6 +59,9 @@ pub enum UploadError {
     NotAllowed(String),
     #[error("the file could not be stored")]
     Storage(#[source] std::io::Error),
+    /// The bucket encrypts but no master key is configured.
+    #[error("the bucket encrypts files but this server has no master key")]
+    NoMasterKey,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -100,6 +103,12 @@ impl Files {
         kind: Kind,
     ) -> Result<FileRecord, UploadError> {
         let id = FileId::new();
+        let (received, encryption) = if meta.bucket.policy.encrypt {
+            let (received, enc) = self.encrypt_received(received).await?;
+            (received, Some(enc))
+        } else {
+            (received, None)
+        };
         let new = NewFile {
             id,
             bucket: meta.bucket.name.clone(),
@@ -111,6 +120,7 @@ impl Files {
             owner: meta.owner,
             metadata: meta.metadata,
             created_at: now(),
+            encryption,
         };
         let audit = meta.origin.event(
             "file.upload",
@@ -140,5 +150,30 @@ impl Files {
                 Err(e.into())
             }
         }
+    }
+
+    /// Encrypts a received upload under a new data key into another temporary file, before
+    /// any of it reaches storage.
+    async fn encrypt_received(
+        &self,
+        received: Received,
+    ) -> Result<(Received, FileEncryption), UploadError> {
+        let (dek, enc) = self
+            .keys
+            .new_data_key()
+            .map_err(|_| UploadError::NoMasterKey)?;
+        let dst = self
+            .storage
+            .temp_dir()
+            .join(format!("{}.enc", uuid::Uuid::now_v7().simple()));
+        let src = received.path().to_path_buf();
+        let out = dst.clone();
+        let done = tokio::task::spawn_blocking(move || crypto::encrypt_file(&dek, &src, &out))
+            .await
+            .map_err(std::io::Error::other);
+        // Guarded before checking, so a failure leaves no partial file.
+        let sealed = TempPath::new(dst);
+        done.and_then(|r| r).map_err(UploadError::Storage)?;
+        Ok((received.with_file(sealed), enc))
     }
 }

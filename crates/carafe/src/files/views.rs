@@ -53,6 +53,8 @@ pub struct FileView {
     pub scan: Option<ScanResult>,
     pub thumbnails: Vec<ThumbnailView>,
     pub legal_hold: bool,
+    /// Whether the bytes (and thumbnails) are encrypted at rest.
+    pub encrypted: bool,
     /// Where the bytes are served (once ready).
     pub content_url: String,
     #[serde(with = "time::serde::rfc3339")]
@@ -96,6 +98,7 @@ impl FileView {
                 })
                 .collect(),
             legal_hold: f.legal_hold,
+            encrypted: f.encryption.is_some(),
             content_url: base.join(&format!("/api/v1/files/{id}/content")),
             created_at: f.created_at,
             updated_at: f.updated_at,

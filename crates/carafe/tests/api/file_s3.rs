@@ -43,7 +43,7 @@ s3_tests!(
 both_backends!(an_unreachable_store_refuses_uploads_cleanly);
 
 /// The test S3 URL with a fresh key prefix, so tests never see each other's objects.
-fn s3_url() -> String {
+pub(crate) fn s3_url() -> String {
     let url = std::env::var("CARAFE_TEST_S3_URL")
         .expect("CARAFE_TEST_S3_URL is not set: run scripts/services/s3 (scripts/test-all does)");
     let (base, query) = url.split_once('?').expect("the URL has a query");

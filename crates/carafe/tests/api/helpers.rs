@@ -100,6 +100,16 @@ impl TestApp {
         app
     }
 
+    /// A new server on the same database and data dir as `self`, its configuration adjusted
+    /// (a restart: stop `self` first, and keep it alive to keep the data dir).
+    pub async fn restarted(&self, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let mut config = self.state.config.clone();
+        adjust(&mut config);
+        let mut app = Self::start(config, Handlers::new(), tempfile::tempdir().unwrap()).await;
+        app.admin_key = self.admin_key.clone();
+        app
+    }
+
     async fn start(config: Config, handlers: Handlers, data_dir: tempfile::TempDir) -> TestApp {
         let app = App::build_with(config, handlers)
             .await

@@ -15,6 +15,7 @@ mod crashes;
 mod file_access;
 mod file_bad_input;
 mod file_direct;
+mod file_encryption;
 mod file_lifecycle;
 mod file_processing;
 mod file_ranges;

@@ -37,6 +37,8 @@ use crate::state::AppState;
 fn direct_error(e: DirectError) -> ApiError {
     match e {
         DirectError::Empty => ApiError::bad_request("file_empty", "the file is empty"),
+        DirectError::Encrypted => ApiError::new(StatusCode::CONFLICT, "bucket_encrypted")
+            .detail("this bucket encrypts files at rest; upload through POST /api/v1/files or tus"),
         DirectError::TooLarge { limit } => {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "file_too_large")
                 .detail(format!("files in this bucket may be at most {limit} bytes"))

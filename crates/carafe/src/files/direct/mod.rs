@@ -74,6 +74,9 @@ pub struct PlannedPart {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DirectError {
+    /// The bucket encrypts at rest; direct uploads would bypass it.
+    #[error("the bucket encrypts files at rest")]
+    Encrypted,
     #[error("the file is empty")]
     Empty,
     #[error("files in this bucket may be at most {limit} bytes")]
@@ -128,6 +131,11 @@ impl Files {
     ) -> Result<(DirectUpload, Plan), DirectError> {
         if req.size == 0 {
             return Err(DirectError::Empty);
+        }
+        // Bytes sent straight to storage would sit there unencrypted: encrypting buckets take
+        // uploads through Carafe (POST /api/v1/files or tus) only.
+        if req.bucket.policy.encrypt {
+            return Err(DirectError::Encrypted);
         }
         let limit = req
             .bucket
@@ -354,6 +362,7 @@ impl Files {
             owner: session.owner.clone(),
             metadata: session.metadata.clone(),
             created_at: now(),
+            encryption: None,
         };
         let audit = origin.event(
             "file.upload",
