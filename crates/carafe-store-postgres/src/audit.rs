@@ -58,9 +58,21 @@ impl AuditStore for PgStore {
     }
 
     async fn append_audits(&self, events: Vec<NewAuditEvent>) -> StoreResult<()> {
+        // Multi-row statements: a batch costs a few statements, not one per event.
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        for event in &events {
-            insert_audit(&mut tx, event).await?;
+        for chunk in events.chunks(1000) {
+            let mut q = QueryBuilder::<Postgres>::new(
+                "INSERT INTO audit_events (at, actor, action, target, request_id, details) ",
+            );
+            q.push_values(chunk, |mut b, e| {
+                b.push_bind(e.at)
+                    .push_bind(e.actor.clone())
+                    .push_bind(e.action.clone())
+                    .push_bind(e.target.clone())
+                    .push_bind(e.request_id.clone())
+                    .push_bind(Json(e.details.clone()));
+            });
+            q.build().execute(&mut *tx).await.map_err(map_err)?;
         }
         tx.commit().await.map_err(map_err)
     }

@@ -65,8 +65,21 @@ impl AuditStore for SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(map_err)?;
-        for event in &events {
-            insert_audit(&mut tx, event).await?;
+        // Multi-row statements: a batch costs a few statements, not one per event. Six
+        // parameters per row keep 500 rows under SQLite's parameter limit.
+        for chunk in events.chunks(500) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO audit_events (at, actor, action, target, request_id, details) ",
+            );
+            q.push_values(chunk, |mut b, e| {
+                b.push_bind(ms(e.at))
+                    .push_bind(e.actor.clone())
+                    .push_bind(e.action.clone())
+                    .push_bind(e.target.clone())
+                    .push_bind(e.request_id.clone())
+                    .push_bind(e.details.to_string());
+            });
+            q.build().execute(&mut *tx).await.map_err(map_err)?;
         }
         tx.commit().await.map_err(map_err)
     }
