@@ -95,8 +95,12 @@ where
     let path = dir.join(format!("{}.part", uuid::Uuid::now_v7().simple()));
     let file = std::fs::File::create_new(&path)?;
     let guard = TempPath(Some(path));
+    // Hashing and writing run on two threads side by side (each chunk is shared, not
+    // copied), so a large upload costs the slower of the two, not their sum.
     let (tx, rx) = mpsc::channel::<Bytes>(8);
+    let (hash_tx, hash_rx) = mpsc::channel::<Bytes>(8);
     let writer = tokio::task::spawn_blocking(move || write_all(file, rx));
+    let hasher = tokio::task::spawn_blocking(move || hash_all(hash_rx));
 
     let mut head = BytesMut::new();
     let mut size: u64 = 0;
@@ -119,16 +123,18 @@ where
             let take = (HEAD_BYTES - head.len()).min(chunk.len());
             head.extend_from_slice(&chunk[..take]);
         }
-        if tx.send(chunk).await.is_err() {
+        if hash_tx.send(chunk.clone()).await.is_err() || tx.send(chunk).await.is_err() {
             break; // The writer failed; its error is reported below.
         }
     }
     drop(tx);
+    drop(hash_tx);
     let written = writer.await.map_err(io::Error::other)?;
+    let digest = hasher.await.map_err(io::Error::other)?;
     if let Some(failure) = failure {
         return Err(failure);
     }
-    let digest = written?;
+    written?;
     Ok(Received {
         file: guard,
         size,
@@ -137,17 +143,23 @@ where
     })
 }
 
-/// The blocking side: hash and write every chunk, then sync. Returns the digest.
-fn write_all(file: std::fs::File, mut rx: mpsc::Receiver<Bytes>) -> io::Result<[u8; 32]> {
-    let mut hasher = Sha256::new();
+/// The writing side: write every chunk, then sync.
+fn write_all(file: std::fs::File, mut rx: mpsc::Receiver<Bytes>) -> io::Result<()> {
     let mut out = io::BufWriter::with_capacity(WRITE_BATCH, file);
     while let Some(chunk) = rx.blocking_recv() {
-        hasher.update(&chunk);
         out.write_all(&chunk)?;
     }
     let file = out.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
-    Ok(hasher.finalize().into())
+    file.sync_all()
+}
+
+/// The hashing side: the SHA-256 of every chunk, in order.
+fn hash_all(mut rx: mpsc::Receiver<Bytes>) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    while let Some(chunk) = rx.blocking_recv() {
+        hasher.update(&chunk);
+    }
+    hasher.finalize().into()
 }
 
 #[cfg(test)]
