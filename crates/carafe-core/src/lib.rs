@@ -18,4 +18,17 @@ pub mod time;
 pub mod testing;
 
 pub use error::{StoreError, StoreResult};
+
+/// Whether `name` is 1–`max` of `a-z 0-9 . _ -`, starting with a letter or digit: the shape of
+/// every name Carafe puts in URLs and storage keys (queues, buckets).
+pub(crate) fn is_simple_name(name: &str, max: usize) -> bool {
+    let ok_first = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let ok_rest = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    name.len() <= max && ok_first && ok_rest
+}
 pub use store::Store;

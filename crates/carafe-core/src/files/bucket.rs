@@ -17,14 +17,7 @@ impl BucketName {
     pub const DEFAULT: &'static str = "default";
 
     pub fn parse(name: &str) -> Result<Self, &'static str> {
-        let ok_first = name
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-        let ok_rest = name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
-        if name.is_empty() || name.len() > Self::MAX_LEN || !ok_first || !ok_rest {
+        if !crate::is_simple_name(name, Self::MAX_LEN) {
             return Err(
                 "bucket names are 1-63 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
             );

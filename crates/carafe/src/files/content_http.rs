@@ -60,6 +60,7 @@ async fn authorize(
     state: &AppState,
     parts: &mut Parts,
     file: &FileRecord,
+    policy: &BucketPolicy,
     params: &ContentParams,
 ) -> ApiResult<Access> {
     let mut delivery = Delivery {
@@ -109,12 +110,7 @@ async fn authorize(
             delivery,
         });
     }
-    let public = state
-        .files
-        .bucket(&file.bucket)
-        .await?
-        .is_some_and(|b| b.policy.visibility == Visibility::Public);
-    if public {
+    if policy.visibility == Visibility::Public {
         return Ok(Access {
             actor: "anonymous".into(),
             via: "public",
@@ -125,7 +121,9 @@ async fn authorize(
         .detail("this file needs an API key, a token or a signed link"))
 }
 
-async fn ready_file(files: &Files, id: FileId) -> ApiResult<Arc<FileRecord>> {
+/// A file that is not deleted (in any status), or 404.
+/// The file if it is not deleted (whatever its status), else 404.
+async fn live_file(files: &Files, id: FileId) -> ApiResult<Arc<FileRecord>> {
     let Some(file) = files.file(id).await? else {
         return Err(ApiError::not_found());
     };
@@ -135,14 +133,6 @@ async fn ready_file(files: &Files, id: FileId) -> ApiResult<Arc<FileRecord>> {
 fn not_ready(file: &FileRecord) -> ApiError {
     ApiError::conflict("file_not_ready", "the file is not ready to be served")
         .with("file_status", file.status.as_str())
-}
-
-async fn policy(files: &Files, file: &FileRecord) -> ApiResult<BucketPolicy> {
-    Ok(files
-        .bucket(&file.bucket)
-        .await?
-        .map(|b| b.policy.clone())
-        .unwrap_or_default())
 }
 
 /// An encrypted file whose master key this server does not have: a configuration problem,
@@ -163,13 +153,22 @@ async fn serve(
     client: Client,
 ) -> ApiResult<Response> {
     let files = &state.files;
-    let file = ready_file(files, id).await?;
-    let access = authorize(state, &mut parts, &file, &params).await?;
+    let file = live_file(files, id).await?;
+    // The bucket is read once (from its cache) for visibility, caching and redirects.
+    let bucket = files.bucket(&file.bucket).await?;
+    let default_policy;
+    let policy = match &bucket {
+        Some(b) => &b.policy,
+        None => {
+            default_policy = BucketPolicy::default();
+            &default_policy
+        }
+    };
+    let access = authorize(state, &mut parts, &file, policy, &params).await?;
     if file.status != FileStatus::Ready {
         return Err(not_ready(&file));
     }
     let modified = SystemTime::from(file.updated_at);
-    let policy = policy(files, &file).await?;
     let cache_control = policy.cache_control().to_owned();
     let dek = files.data_key(&file).map_err(|e| key_missing(id, &e))?;
     let content = match thumbnail {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::extract::{OriginalUri, Request, State};
 use axum::response::{IntoResponse, Response};
-use carafe_core::files::{BucketName, FileFilter, FileId, FileStatus};
+use carafe_core::files::{BucketName, FileFilter, FileId, FileRecord, FileStatus};
 use carafe_core::keys::Scope;
 use carafe_core::time::now;
 use http::{HeaderValue, StatusCode, header};
@@ -80,11 +80,21 @@ pub async fn upload(
     {
         return Err(ApiError::invalid("owner", "1-200 characters"));
     }
-    let wait = Duration::from_secs(params.wait.unwrap_or(0).min(60));
     let origin = origin(&principal, request_id.as_deref(), client);
     let file = super::multipart::receive_upload(&state, request, &params, owner, origin).await?;
-    let job = file.job;
-    let file = match job {
+    accepted(&state, file, params.wait, &base).await
+}
+
+/// The answer to a stored upload (of any kind): once it has waited up to `wait` seconds (at
+/// most 60) for processing, 201 when the file is ready, else 202; `Location` names the file.
+pub(super) async fn accepted(
+    state: &AppState,
+    file: FileRecord,
+    wait: Option<u64>,
+    base: &BaseUrl,
+) -> ApiResult<Response> {
+    let wait = Duration::from_secs(wait.unwrap_or(0).min(60));
+    let file = match file.job {
         Some(job) if !wait.is_zero() => state.files.wait_processed(file, job, wait).await?,
         _ => file,
     };
@@ -98,7 +108,7 @@ pub async fn upload(
     Ok((
         status,
         [(header::LOCATION, location)],
-        axum::Json(FileView::new(&file, &base)),
+        axum::Json(FileView::new(&file, base)),
     )
         .into_response())
 }

@@ -444,6 +444,12 @@ async fn buckets_are_validated_and_listed(backend: Backend) {
         .map(|e| e["field"].as_str().unwrap())
         .collect();
     assert_eq!(fields, ["/max_size", "/allowed_types/1", "/thumbnails/0"]);
+    let nine: Vec<Value> = (0..9)
+        .map(|i| json!({"name": format!("t{i}"), "width": 10, "height": 10}))
+        .collect();
+    let res = put("many", json!({"thumbnails": nine})).await.unwrap();
+    let body = problem(res, 422, "validation_failed").await;
+    assert_eq!(body["errors"][0]["field"], "/thumbnails");
     let res = put("Bad Name", json!({})).await.unwrap();
     problem(res, 422, "validation_failed").await;
     let res = put("docs", json!({"allowed_types": ["pdf"], "unknown": 1}))

@@ -17,29 +17,6 @@ both_backends!(
     direct_upload_urls_are_signed_and_expire,
 );
 
-macro_rules! s3_tests {
-    ($($name:ident),* $(,)?) => {
-        mod s3_sqlite {
-            $(
-                #[tokio::test]
-                #[ignore = "needs CARAFE_TEST_S3_URL"]
-                async fn $name() {
-                    super::$name(crate::helpers::Backend::Sqlite).await
-                }
-            )*
-        }
-        mod s3_postgres {
-            $(
-                #[tokio::test]
-                #[ignore = "needs CARAFE_TEST_S3_URL and CARAFE_TEST_POSTGRES_URL"]
-                async fn $name() {
-                    super::$name(crate::helpers::Backend::Postgres).await
-                }
-            )*
-        }
-    };
-}
-
 s3_tests!(
     direct_uploads_to_s3_with_a_presigned_put,
     direct_uploads_to_s3_in_presigned_parts,

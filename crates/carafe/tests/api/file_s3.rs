@@ -11,29 +11,6 @@ use serde_json::{Value, json};
 use crate::files::{pdf, png, upload_raw, upload_ready};
 use crate::helpers::{Backend, TestApp, eventually, problem};
 
-macro_rules! s3_tests {
-    ($($name:ident),* $(,)?) => {
-        mod s3_sqlite {
-            $(
-                #[tokio::test]
-                #[ignore = "needs CARAFE_TEST_S3_URL"]
-                async fn $name() {
-                    super::$name(crate::helpers::Backend::Sqlite).await
-                }
-            )*
-        }
-        mod s3_postgres {
-            $(
-                #[tokio::test]
-                #[ignore = "needs CARAFE_TEST_S3_URL and CARAFE_TEST_POSTGRES_URL"]
-                async fn $name() {
-                    super::$name(crate::helpers::Backend::Postgres).await
-                }
-            )*
-        }
-    };
-}
-
 s3_tests!(
     files_round_trip_through_s3,
     large_files_go_up_in_parts_and_ranges_come_back,

@@ -250,6 +250,19 @@ async fn multipart_uploads_carry_metadata_and_owners(backend: Backend) {
     )
     .await;
     problem(bad_meta, 422, "validation_failed").await;
+    // Metadata is limited to 16 KiB.
+    let big = format!("{{\"n\": \"{}\"}}", "x".repeat(17 * 1024));
+    let too_big = upload_form(
+        &app,
+        &app.admin_key,
+        "",
+        &[
+            ("metadata", None, big.as_bytes()),
+            ("file", Some("a.txt"), b"x"),
+        ],
+    )
+    .await;
+    problem(too_big, 422, "validation_failed").await;
 }
 
 async fn types_come_from_the_bytes_and_must_agree_with_the_name(backend: Backend) {

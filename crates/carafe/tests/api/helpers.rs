@@ -43,6 +43,31 @@ macro_rules! both_backends {
     };
 }
 
+/// Runs each named `async fn(Backend)` on S3 storage, on SQLite and on PostgreSQL; the tests
+/// need `CARAFE_TEST_S3_URL` (and the PostgreSQL one), so they are ignored without it.
+macro_rules! s3_tests {
+    ($($name:ident),* $(,)?) => {
+        mod s3_sqlite {
+            $(
+                #[tokio::test]
+                #[ignore = "needs CARAFE_TEST_S3_URL"]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod s3_postgres {
+            $(
+                #[tokio::test]
+                #[ignore = "needs CARAFE_TEST_S3_URL and CARAFE_TEST_POSTGRES_URL"]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
 pub struct TestApp {
     pub base: String,
     pub admin_key: String,

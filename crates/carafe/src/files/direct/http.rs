@@ -7,14 +7,13 @@
 //! have been lost; the file itself is at `GET /api/v1/files/{id}`).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use carafe_core::files::{BucketName, DirectState, FileStatus};
+use carafe_core::files::{BucketName, DirectState};
 use carafe_core::keys::Scope;
 use carafe_core::time::now;
-use http::{HeaderValue, StatusCode, header};
+use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -369,22 +368,5 @@ pub async fn complete(
         .complete_direct(session, parts, origin)
         .await
         .map_err(direct_error)?;
-    let wait = Duration::from_secs(params.wait.unwrap_or(0).min(60));
-    let file = match file.job {
-        Some(job) if !wait.is_zero() => files.wait_processed(file, job, wait).await?,
-        _ => file,
-    };
-    let status = if file.status == FileStatus::Ready {
-        StatusCode::CREATED
-    } else {
-        StatusCode::ACCEPTED
-    };
-    let location = HeaderValue::from_str(&base.join(&format!("/api/v1/files/{}", file.id)))
-        .map_err(|e| ApiError::internal(&e))?;
-    Ok((
-        status,
-        [(header::LOCATION, location)],
-        axum::Json(FileView::new(&file, &base)),
-    )
-        .into_response())
+    crate::files::http::accepted(&state, file, params.wait, &base).await
 }

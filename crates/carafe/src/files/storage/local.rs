@@ -139,24 +139,33 @@ impl LocalStorage {
         prefix: &str,
         age: std::time::Duration,
     ) -> io::Result<Vec<String>> {
-        let mut names = Vec::new();
-        let mut entries = match tokio::fs::read_dir(self.path(prefix)).await {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(names),
-            Err(e) => return Err(e),
-        };
-        while let Some(entry) = entries.next_entry().await? {
-            let old = entry
-                .metadata()
-                .await
-                .ok()
-                .and_then(|m| m.modified().ok())
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|e| e >= age);
-            if old {
-                names.push(entry.file_name().to_string_lossy().into_owned());
-            }
-        }
-        Ok(names)
+        Ok(older_files(&self.path(prefix), age)
+            .await?
+            .into_iter()
+            .filter_map(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
+            .collect())
     }
+}
+
+/// The files directly in `dir` last written more than `age` ago (none when `dir` is missing).
+pub(super) async fn older_files(dir: &Path, age: std::time::Duration) -> io::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut entries = match tokio::fs::read_dir(dir).await {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(found),
+        Err(e) => return Err(e),
+    };
+    while let Some(entry) = entries.next_entry().await? {
+        let old = entry
+            .metadata()
+            .await
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|e| e >= age);
+        if old {
+            found.push(entry.path());
+        }
+    }
+    Ok(found)
 }

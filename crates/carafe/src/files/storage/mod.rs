@@ -165,18 +165,9 @@ impl Storage {
 
     /// Removes temporary files older than `age`: leftovers of uploads a crash interrupted.
     pub async fn sweep_temp(&self, age: Duration) -> io::Result<u64> {
-        let dir = self.temp_dir();
         let mut removed = 0;
-        let mut entries = tokio::fs::read_dir(&dir).await?;
-        while let Some(entry) = entries.next_entry().await? {
-            let old = entry
-                .metadata()
-                .await
-                .ok()
-                .and_then(|m| m.modified().ok())
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|e| e >= age);
-            if old && tokio::fs::remove_file(entry.path()).await.is_ok() {
+        for path in local::older_files(&self.temp_dir(), age).await? {
+            if tokio::fs::remove_file(path).await.is_ok() {
                 removed += 1;
             }
         }
