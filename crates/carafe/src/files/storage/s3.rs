@@ -212,7 +212,10 @@ impl S3Storage {
     }
 
     pub async fn list_older(&self, prefix: &str, age: Duration) -> io::Result<Vec<String>> {
-        let cutoff = carafe_core::time::now().unix_timestamp() - age.as_secs() as i64;
+        // Compared in milliseconds, as on local disk: whole seconds would hide objects up to a
+        // second older than `age` (all of them, for an age of zero, within their first second).
+        let now = carafe_core::time::unix_ms(carafe_core::time::now());
+        let age = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
         let metas: Vec<_> = self
             .store
             .list(Some(&self.path(prefix)))
@@ -221,7 +224,7 @@ impl S3Storage {
             .map_err(io_error)?;
         Ok(metas
             .into_iter()
-            .filter(|m| m.last_modified.timestamp() < cutoff)
+            .filter(|m| now.saturating_sub(m.last_modified.timestamp_millis()) >= age)
             .filter_map(|m| m.location.filename().map(str::to_owned))
             .collect())
     }
