@@ -55,18 +55,18 @@ impl Files {
             Ok(n) => tracing::info!(removed = n, "removed temporary upload files"),
             Err(e) => tracing::warn!(error = %e, "cannot sweep temporary upload files"),
         }
-        match self.sweep_incoming().await {
+        match self.sweep_incoming(LEFTOVER_AGE).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "removed unrecorded uploads"),
             Err(e) => tracing::warn!(error = %e, "cannot sweep unrecorded uploads"),
         }
     }
 
-    /// Removes `incoming/` objects that no live file row claims (a crash between storing an
-    /// upload and recording it).
-    pub async fn sweep_incoming(&self) -> anyhow::Result<u64> {
+    /// Removes `incoming/` objects older than `age` that no live file row claims (a crash
+    /// between storing an upload and recording it).
+    pub async fn sweep_incoming(&self, age: Duration) -> anyhow::Result<u64> {
         let mut removed = 0;
-        for name in self.storage.list_older("incoming", LEFTOVER_AGE).await? {
+        for name in self.storage.list_older("incoming", age).await? {
             let Ok(id) = name.parse::<FileId>() else {
                 continue;
             };

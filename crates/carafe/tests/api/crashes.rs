@@ -87,9 +87,10 @@ async fn a_worker_killed_mid_job_loses_nothing(backend: Backend) {
 
 async fn a_server_killed_mid_job_loses_nothing(backend: Backend) {
     let cwd = tempfile::tempdir().unwrap();
-    let db = match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => Some(carafe_store_postgres::testing::fresh_database_url().await),
+    let db = if backend.postgres() {
+        Some(carafe_store_postgres::testing::fresh_database_url().await)
+    } else {
+        None
     };
     let mut env = vec![("CARAFE_SECRET_KEY", crate::helpers::SECRET)];
     if let Some(url) = &db {

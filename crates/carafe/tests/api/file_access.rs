@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::files::{pdf, upload_raw, upload_ready};
 use crate::helpers::{Backend, TestApp, eventually, problem};
 
-both_backends!(
+file_tests!(
     access_follows_keys_owners_and_public_buckets,
     signed_links_work_until_changed_or_expired,
     html_is_always_an_attachment_and_content_is_sandboxed,
@@ -266,8 +266,8 @@ async fn deleted_files_disappear_and_their_bytes_are_purged(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let file = upload_ready(&app, "gone.pdf", pdf("gone")).await;
     let id = file["id"].as_str().unwrap();
-    let object = app.data_dir().join(format!("files/objects/{id}"));
-    assert!(object.exists());
+    let object = format!("objects/{id}");
+    assert!(app.has_object(&object).await);
     // Warm the caches, then delete.
     assert_eq!(
         app.get(&format!("/api/v1/files/{id}/content"), Some(&app.admin_key))
@@ -316,7 +316,10 @@ async fn deleted_files_disappear_and_their_bytes_are_purged(backend: Backend) {
         .await
         .unwrap();
     problem(res, 404, "not_found").await;
-    eventually(Duration::from_secs(20), || async { !object.exists() }).await;
+    eventually(Duration::from_secs(20), || async {
+        !app.has_object(&object).await
+    })
+    .await;
 }
 
 async fn uploads_downloads_links_and_deletes_are_audited(backend: Backend) {

@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{Backend, TestApp, eventually};
 
-both_backends!(a_body_longer_than_declared_stores_only_what_was_declared);
+file_tests!(a_body_longer_than_declared_stores_only_what_was_declared);
 
 async fn a_body_longer_than_declared_stores_only_what_was_declared(backend: Backend) {
     let app = TestApp::spawn(backend).await;

@@ -4,33 +4,26 @@
 
 use std::time::Duration;
 
-use carafe::config::{HumanDuration, Secret};
+use carafe::config::HumanDuration;
 use serde_json::{Value, json};
 
 use crate::files::{pdf, png};
 use crate::helpers::{Backend, TestApp, problem};
 
-both_backends!(
-    direct_uploads_on_disk_round_trip,
-    direct_uploads_refuse_lies_about_size,
-    direct_uploads_refuse_lies_about_type,
-    direct_upload_urls_are_signed_and_expire,
+file_tests!(
+    direct_uploads_refuse_lies_about_type;
+    // Carafe's own signed upload URLs, used on local disk only.
+    local:
+        direct_uploads_on_disk_round_trip,
+        direct_uploads_refuse_lies_about_size,
+        direct_upload_urls_are_signed_and_expire;
+    // Presigned S3 URLs (single PUTs and parts) and S3 multipart uploads.
+    s3:
+        direct_uploads_to_s3_with_a_presigned_put,
+        direct_uploads_to_s3_in_presigned_parts,
+        direct_uploads_to_s3_refuse_lies_about_size,
+        expired_direct_uploads_to_s3_are_aborted,
 );
-
-s3_tests!(
-    direct_uploads_to_s3_with_a_presigned_put,
-    direct_uploads_to_s3_in_presigned_parts,
-    direct_uploads_to_s3_refuse_lies_about_size,
-    expired_direct_uploads_to_s3_are_aborted,
-);
-
-/// The test S3 URL with a fresh key prefix.
-fn s3_url() -> String {
-    let url = std::env::var("CARAFE_TEST_S3_URL")
-        .expect("CARAFE_TEST_S3_URL is not set: run scripts/services/s3 (scripts/test-all does)");
-    let (base, query) = url.split_once('?').expect("the URL has a query");
-    format!("{base}/t-{}?{query}", uuid::Uuid::now_v7().simple())
-}
 
 async fn start(app: &TestApp, name: &str, size: usize) -> reqwest::Response {
     app.post_json(
@@ -72,10 +65,6 @@ async fn content(app: &TestApp, id: &str) -> Vec<u8> {
         .await;
     assert_eq!(res.status(), 200);
     res.bytes().await.unwrap().to_vec()
-}
-
-async fn exists(app: &TestApp, key: &str) -> bool {
-    app.state.files.storage.size(key).await.unwrap().is_some()
 }
 
 /// Sends the bytes as the session says and completes, waiting for processing.
@@ -162,7 +151,7 @@ async fn direct_uploads_refuse_lies_about_size(backend: Backend) {
     let mut longer = bytes.clone();
     longer.extend_from_slice(b"extra");
     problem(put(url, longer).await, 422, "size_mismatch").await;
-    assert!(!exists(&app, &format!("incoming/{id}")).await);
+    assert!(!app.has_object(&format!("incoming/{id}")).await);
     // Nothing arrived: completing is refused and may be tried again.
     problem(
         complete(&app, id, "", &json!({})).await,
@@ -181,11 +170,18 @@ async fn direct_uploads_refuse_lies_about_type(backend: Backend) {
     let s = session(&app, "not-really.pdf", bytes.len()).await;
     let id = s["id"].as_str().unwrap();
     assert_eq!(put(s["url"].as_str().unwrap(), bytes).await.status(), 200);
-    assert!(exists(&app, &format!("incoming/{id}")).await);
+    // On S3 a single PUT lands in `direct/` until `complete` moves it to `incoming/`.
+    let landed = if backend.s3() {
+        format!("direct/{id}")
+    } else {
+        format!("incoming/{id}")
+    };
+    assert!(app.has_object(&landed).await);
     let res = complete(&app, id, "", &json!({})).await;
     assert_eq!(res.status(), 415);
     // Nothing is left: no object, no session, no file.
-    assert!(!exists(&app, &format!("incoming/{id}")).await);
+    assert!(!app.has_object(&landed).await);
+    assert!(!app.has_object(&format!("incoming/{id}")).await);
     problem(complete(&app, id, "", &json!({})).await, 404, "not_found").await;
     let res = app
         .get(&format!("/api/v1/files/{id}"), Some(&app.admin_key))
@@ -240,9 +236,7 @@ async fn direct_upload_urls_are_signed_and_expire(backend: Backend) {
 }
 
 async fn spawn_s3(backend: Backend, single_max: u64) -> TestApp {
-    let url = s3_url();
     TestApp::spawn_with(backend, |c| {
-        c.storage_url = Some(Secret::new(url));
         c.files.direct_single_max = single_max;
         c.files.direct_part_size = 5 * 1024 * 1024;
     })
@@ -261,7 +255,7 @@ async fn direct_uploads_to_s3_with_a_presigned_put(backend: Backend) {
     let mut other = pdf("swapped after the checks");
     other.truncate(bytes.len());
     assert_eq!(put(url, other).await.status(), 200);
-    assert!(exists(&app, &format!("objects/{id}")).await);
+    assert!(app.has_object(&format!("objects/{id}")).await);
     assert_eq!(content(&app, id).await, bytes);
     let file = upload_direct(&app, "again.pdf", &bytes).await;
     assert_eq!(content(&app, file["id"].as_str().unwrap()).await, bytes);
@@ -304,13 +298,11 @@ async fn direct_uploads_to_s3_refuse_lies_about_size(backend: Backend) {
     )
     .await;
     assert_eq!(body["declared"], body["actual"].as_u64().unwrap() + 10);
-    assert!(!exists(&app, &format!("incoming/{id}")).await);
+    assert!(!app.has_object(&format!("incoming/{id}")).await);
 }
 
 async fn expired_direct_uploads_to_s3_are_aborted(backend: Backend) {
-    let url = s3_url();
     let app = TestApp::spawn_with(backend, |c| {
-        c.storage_url = Some(Secret::new(url));
         c.files.direct_single_max = 1;
         c.files.direct_ttl = HumanDuration(Duration::from_secs(2));
     })
@@ -365,5 +357,5 @@ async fn expired_direct_uploads_to_s3_are_aborted(backend: Backend) {
             .is_err(),
         "the multipart upload is gone"
     );
-    assert!(!exists(&app, &key).await);
+    assert!(!app.has_object(&key).await);
 }

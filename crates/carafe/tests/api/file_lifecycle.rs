@@ -10,10 +10,12 @@ use serde_json::{Value, json};
 use crate::files::{pdf, upload_ready};
 use crate::helpers::{Backend, TestApp, eventually, problem};
 
-both_backends!(
+file_tests!(
     legal_holds_stop_deletion_until_released,
     retention_deletes_old_files_but_not_held_ones,
-    crash_leftovers_are_swept,
+    unrecorded_uploads_are_swept;
+    // Ages files on disk, and sweeps the local temporary directory.
+    local: crash_leftovers_are_swept,
 );
 
 async fn hold(app: &TestApp, auth: &str, id: &str, on: bool) -> reqwest::Response {
@@ -140,6 +142,33 @@ async fn retention_deletes_old_files_but_not_held_ones(backend: Backend) {
     );
 }
 
+async fn unrecorded_uploads_are_swept(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let files = &app.state.files;
+    // An upload stored but never recorded, and one a direct-upload session still claims.
+    let orphan = format!("incoming/{}", FileId::new());
+    app.put_object(&orphan, b"orphan".to_vec()).await;
+    let res = app
+        .post_json(
+            "/api/v1/files/direct",
+            Some(&app.admin_key),
+            &json!({"name": "w.pdf", "size": 7}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    let session: Value = res.json().await.unwrap();
+    let waiting = format!("incoming/{}", session["id"].as_str().unwrap());
+    app.put_object(&waiting, b"waiting".to_vec()).await;
+    // Young leftovers may belong to an upload in progress: they stay.
+    let hour = Duration::from_secs(3600);
+    assert_eq!(files.sweep_incoming(hour).await.unwrap(), 0);
+    assert!(app.has_object(&orphan).await);
+    // Old enough (here: any age), the unrecorded one goes and the claimed one stays.
+    assert_eq!(files.sweep_incoming(Duration::ZERO).await.unwrap(), 1);
+    assert!(!app.has_object(&orphan).await);
+    assert!(app.has_object(&waiting).await);
+}
+
 /// Makes a file look written two hours ago.
 fn age(path: &std::path::Path) {
     let status = std::process::Command::new("touch")
@@ -170,7 +199,13 @@ async fn crash_leftovers_are_swept(backend: Backend) {
     std::fs::write(&waiting, b"waiting").unwrap();
     age(&waiting);
     // (The server's own sweep, run at start, may get there first: judge by what remains.)
-    assert!(files.sweep_incoming().await.unwrap() <= 1);
+    assert!(
+        files
+            .sweep_incoming(Duration::from_secs(3600))
+            .await
+            .unwrap()
+            <= 1
+    );
     assert!(!orphan.exists());
     assert!(waiting.exists());
     assert!(

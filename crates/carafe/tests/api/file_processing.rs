@@ -11,13 +11,13 @@ use serde_json::{Value, json};
 use crate::files::{pdf, upload_raw};
 use crate::helpers::{Backend, TestApp, read_sse};
 
-both_backends!(
+file_tests!(
     an_unreachable_scanner_fails_closed_unless_scanning_is_optional,
     photos_lose_their_metadata_but_keep_their_orientation,
     decompression_bombs_and_truncated_images_are_rejected,
 );
 
-/// Tests that need a real clamd, on each database.
+/// Tests that need a real clamd, on each database and storage.
 mod clamd {
     use super::*;
 
@@ -31,6 +31,18 @@ mod clamd {
     #[ignore = "needs CARAFE_TEST_CLAMD_URL and CARAFE_TEST_POSTGRES_URL"]
     async fn postgres_malware_is_quarantined() {
         malware_is_quarantined_and_never_served(Backend::Postgres).await
+    }
+
+    #[tokio::test]
+    #[ignore = "needs CARAFE_TEST_CLAMD_URL and CARAFE_TEST_S3_URL"]
+    async fn s3_sqlite_malware_is_quarantined() {
+        malware_is_quarantined_and_never_served(Backend::S3Sqlite).await
+    }
+
+    #[tokio::test]
+    #[ignore = "needs CARAFE_TEST_CLAMD_URL, CARAFE_TEST_S3_URL and CARAFE_TEST_POSTGRES_URL"]
+    async fn s3_postgres_malware_is_quarantined() {
+        malware_is_quarantined_and_never_served(Backend::S3Postgres).await
     }
 }
 
@@ -169,12 +181,8 @@ async fn malware_is_quarantined_and_never_served(backend: Backend) {
             )
             .await;
         crate::helpers::problem(res, 409, "file_not_ready").await;
-        assert!(
-            app.data_dir()
-                .join(format!("files/quarantine/{id}"))
-                .exists()
-        );
-        assert!(!app.data_dir().join(format!("files/objects/{id}")).exists());
+        assert!(app.has_object(&format!("quarantine/{id}")).await);
+        assert!(!app.has_object(&format!("objects/{id}")).await);
         let events: Value = app
             .audit(&app.admin_key, "?limit=100")
             .await
@@ -399,7 +407,7 @@ async fn decompression_bombs_and_truncated_images_are_rejected(backend: Backend)
     // Rejected bytes are not kept.
     for file in [&bomb, &cut] {
         let id = file["id"].as_str().unwrap();
-        assert!(!app.data_dir().join(format!("files/objects/{id}")).exists());
-        assert!(!app.data_dir().join(format!("files/incoming/{id}")).exists());
+        assert!(!app.has_object(&format!("objects/{id}")).await);
+        assert!(!app.has_object(&format!("incoming/{id}")).await);
     }
 }

@@ -19,31 +19,14 @@ s3_tests!(
 
 both_backends!(an_unreachable_store_refuses_uploads_cleanly);
 
-/// The test S3 URL with a fresh key prefix, so tests never see each other's objects.
-pub(crate) fn s3_url() -> String {
-    let url = std::env::var("CARAFE_TEST_S3_URL")
-        .expect("CARAFE_TEST_S3_URL is not set: run scripts/services/s3 (scripts/test-all does)");
-    let (base, query) = url.split_once('?').expect("the URL has a query");
-    format!("{base}/t-{}?{query}", uuid::Uuid::now_v7().simple())
-}
-
-async fn spawn_s3(backend: Backend) -> TestApp {
-    let url = s3_url();
-    TestApp::spawn_with(backend, |c| c.storage_url = Some(Secret::new(url))).await
-}
-
-async fn exists(app: &TestApp, key: &str) -> bool {
-    app.state.files.storage.size(key).await.unwrap().is_some()
-}
-
 async fn files_round_trip_through_s3(backend: Backend) {
-    let app = spawn_s3(backend).await;
+    let app = TestApp::spawn(backend).await;
     assert_eq!(app.state.files.storage.kind(), "s3");
     let bytes = pdf("stored in s3");
     let file = upload_ready(&app, "s3.pdf", bytes.clone()).await;
     let id = file["id"].as_str().unwrap();
-    assert!(exists(&app, &format!("objects/{id}")).await);
-    assert!(!exists(&app, &format!("incoming/{id}")).await);
+    assert!(app.has_object(&format!("objects/{id}")).await);
+    assert!(!app.has_object(&format!("incoming/{id}")).await);
     let path = format!("/api/v1/files/{id}/content");
     let res = app.get(&path, Some(&app.admin_key)).await;
     assert_eq!(res.status(), 200);
@@ -73,15 +56,15 @@ async fn files_round_trip_through_s3(backend: Backend) {
         assert_eq!(res.status(), 204);
     }
     eventually(Duration::from_secs(20), || async {
-        !exists(&app, &format!("objects/{id}")).await
-            && !exists(&app, &format!("objects/{img_id}")).await
-            && !exists(&app, &format!("thumbs/{img_id}/small")).await
+        !app.has_object(&format!("objects/{id}")).await
+            && !app.has_object(&format!("objects/{img_id}")).await
+            && !app.has_object(&format!("thumbs/{img_id}/small")).await
     })
     .await;
 }
 
 async fn large_files_go_up_in_parts_and_ranges_come_back(backend: Backend) {
-    let app = spawn_s3(backend).await;
+    let app = TestApp::spawn(backend).await;
     // 20 MiB is over the single-PUT size: it goes up as a multipart upload.
     let bytes: Vec<u8> = (0..20 * 1024 * 1024)
         .map(|i| b'a' + (i % 23) as u8)
@@ -107,7 +90,7 @@ async fn large_files_go_up_in_parts_and_ranges_come_back(backend: Backend) {
 }
 
 async fn presigned_downloads_redirect_to_s3(backend: Backend) {
-    let app = spawn_s3(backend).await;
+    let app = TestApp::spawn(backend).await;
     let res = app
         .request(Method::PUT, "/api/v1/buckets/direct", Some(&app.admin_key))
         .json(&json!({"allowed_types": ["pdf"], "presigned_downloads": true}))

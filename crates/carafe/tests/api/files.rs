@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Backend, TestApp, eventually, problem};
 
-both_backends!(
+file_tests!(
     raw_uploads_are_stored_processed_and_served_back,
     multipart_uploads_carry_metadata_and_owners,
     types_come_from_the_bytes_and_must_agree_with_the_name,
@@ -95,17 +95,6 @@ async fn upload_form(
         .unwrap()
 }
 
-/// Names of the temporary upload files left in the data dir.
-fn temp_files(app: &TestApp) -> Vec<String> {
-    std::fs::read_dir(app.data_dir().join("files/.tmp"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 async fn raw_uploads_are_stored_processed_and_served_back(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let bytes = pdf("quarterly report");
@@ -180,7 +169,7 @@ async fn raw_uploads_are_stored_processed_and_served_back(backend: Backend) {
     // `?wait` answers 201 once processing is done in time.
     let again = upload_raw(&app, &app.admin_key, "?wait=30", "again.pdf", pdf("x")).await;
     assert_eq!(again.status(), 201);
-    assert!(temp_files(&app).is_empty(), "no temporary files remain");
+    assert!(app.temp_files().is_empty(), "no temporary files remain");
 }
 
 async fn multipart_uploads_carry_metadata_and_owners(backend: Backend) {
@@ -336,7 +325,7 @@ async fn types_come_from_the_bytes_and_must_agree_with_the_name(backend: Backend
         2,
         "refused uploads leave no rows"
     );
-    assert!(temp_files(&app).is_empty());
+    assert!(app.temp_files().is_empty());
 }
 
 async fn sizes_over_the_bucket_limit_are_refused_early(backend: Backend) {
@@ -393,7 +382,7 @@ async fn sizes_over_the_bucket_limit_are_refused_early(backend: Backend) {
     .await;
     problem(res, 404, "bucket_not_found").await;
     eventually(Duration::from_secs(5), || async {
-        temp_files(&app).is_empty()
+        app.temp_files().is_empty()
     })
     .await;
 }
@@ -418,17 +407,12 @@ async fn names_are_sanitised_and_never_reach_the_disk(backend: Backend) {
     let file: Value = res.json().await.unwrap();
     let name = file["name"].as_str().unwrap();
     assert!(name.len() <= 255 && name.ends_with(".txt"), "{name}");
-    // Objects are stored under ids only.
-    let mut stored = Vec::new();
-    for dir in ["files/incoming", "files/objects"] {
-        if let Ok(entries) = std::fs::read_dir(app.data_dir().join(dir)) {
-            stored.extend(
-                entries
-                    .filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned()),
-            );
-        }
-    }
+    // Objects are stored under ids only (all in `objects/` once processed).
+    eventually(Duration::from_secs(20), || async {
+        app.objects("incoming").await.is_empty() && app.objects("objects").await.len() >= 6
+    })
+    .await;
+    let stored = app.objects("objects").await;
     assert_eq!(stored.len(), 6);
     assert!(
         stored.iter().all(|n| uuid::Uuid::parse_str(n).is_ok()),
@@ -473,7 +457,7 @@ async fn malformed_multipart_uploads_are_refused(backend: Backend) {
         .unwrap();
     assert!(listed["items"].as_array().unwrap().is_empty());
     eventually(Duration::from_secs(5), || async {
-        temp_files(&app).is_empty()
+        app.temp_files().is_empty()
     })
     .await;
 }
@@ -493,12 +477,12 @@ async fn a_client_that_disconnects_leaves_nothing(backend: Backend) {
     stream.flush().await.unwrap();
     // Wait until the server holds the partial upload, then vanish.
     eventually(Duration::from_secs(10), || async {
-        !temp_files(&app).is_empty()
+        !app.temp_files().is_empty()
     })
     .await;
     drop(stream);
     eventually(Duration::from_secs(10), || async {
-        temp_files(&app).is_empty()
+        app.temp_files().is_empty()
     })
     .await;
     let listed: Value = app

@@ -14,10 +14,31 @@ use tokio::task::JoinHandle;
 /// The secret every test server uses, so tests can forge and expire tokens on purpose.
 pub const SECRET: &str = "test-secret-test-secret-test-secret!";
 
+/// Where a test server keeps its data: a database, and file bytes on local disk or on S3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
     Postgres,
+    S3Sqlite,
+    S3Postgres,
+}
+
+impl Backend {
+    pub fn postgres(self) -> bool {
+        matches!(self, Backend::Postgres | Backend::S3Postgres)
+    }
+
+    pub fn s3(self) -> bool {
+        matches!(self, Backend::S3Sqlite | Backend::S3Postgres)
+    }
+}
+
+/// The test S3 URL with a fresh key prefix, so tests never see each other's objects.
+pub fn s3_url() -> String {
+    let url = std::env::var("CARAFE_TEST_S3_URL")
+        .expect("CARAFE_TEST_S3_URL is not set: run scripts/services/s3 (scripts/test-all does)");
+    let (base, query) = url.split_once('?').expect("the URL has a query");
+    format!("{base}/t-{}?{query}", uuid::Uuid::now_v7().simple())
 }
 
 /// Runs each named `async fn(Backend)` as a test on SQLite, and on PostgreSQL when asked.
@@ -52,7 +73,7 @@ macro_rules! s3_tests {
                 #[tokio::test]
                 #[ignore = "needs CARAFE_TEST_S3_URL"]
                 async fn $name() {
-                    super::$name($crate::helpers::Backend::Sqlite).await
+                    super::$name($crate::helpers::Backend::S3Sqlite).await
                 }
             )*
         }
@@ -61,10 +82,24 @@ macro_rules! s3_tests {
                 #[tokio::test]
                 #[ignore = "needs CARAFE_TEST_S3_URL and CARAFE_TEST_POSTGRES_URL"]
                 async fn $name() {
-                    super::$name($crate::helpers::Backend::Postgres).await
+                    super::$name($crate::helpers::Backend::S3Postgres).await
                 }
             )*
         }
+    };
+}
+
+/// Runs file tests on both databases, on local disk and on S3: the tests listed first on
+/// both storages, those after `local:` on local disk only and those after `s3:` on S3 only
+/// (each list says why).
+macro_rules! file_tests {
+    (
+        $($any:ident),* $(,)?
+        $(; local: $($local:ident),+ $(,)?)?
+        $(; s3: $($s3:ident),+ $(,)?)?
+    ) => {
+        both_backends!($($any,)* $($($local,)+)?);
+        s3_tests!($($any,)* $($($s3,)+)?);
     };
 }
 
@@ -87,9 +122,12 @@ pub async fn test_config(backend: Backend, data_dir: &std::path::Path) -> Config
         database_max_connections: 4,
         ..Config::default()
     };
-    if backend == Backend::Postgres {
+    if backend.postgres() {
         let url = carafe_store_postgres::testing::fresh_database_url().await;
         config.database_url = Some(Secret::new(url));
+    }
+    if backend.s3() {
+        config.storage_url = Some(Secret::new(s3_url()));
     }
     config
 }

@@ -1,7 +1,8 @@
 //! Integration tests: each test starts a real Carafe server on port 0 through `App::build` and
 //! `run_until`, exactly as `carafe serve` does, with its own fresh database, and talks to it
 //! over HTTP. Tests written with `both_backends!` run on SQLite and, when
-//! `CARAFE_TEST_POSTGRES_URL` is set (and ignored tests are included), on PostgreSQL.
+//! `CARAFE_TEST_POSTGRES_URL` is set (and ignored tests are included), on PostgreSQL; file tests
+//! written with `file_tests!` also run on S3 storage when `CARAFE_TEST_S3_URL` is set.
 
 #[macro_use]
 mod helpers;
@@ -26,6 +27,7 @@ mod idempotency;
 mod job_events;
 mod jobs;
 mod keys;
+mod objects;
 mod ops;
 mod process;
 mod push;

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::files::pdf;
 use crate::helpers::{Backend, TestApp, eventually, problem};
 
-both_backends!(
+file_tests!(
     discovery_and_version_negotiation,
     chunks_with_checksums_become_a_processed_file,
     creation_with_upload_takes_the_first_chunk,
@@ -99,8 +99,9 @@ pub fn upload_id(url: &str) -> String {
     url.rsplit('/').next().unwrap().to_owned()
 }
 
-pub fn chunk_dir(app: &TestApp, url: &str) -> std::path::PathBuf {
-    app.data_dir().join("files/uploads").join(upload_id(url))
+/// Names of the upload's stored chunks.
+pub async fn chunks(app: &TestApp, url: &str) -> Vec<String> {
+    app.objects(&format!("uploads/{}", upload_id(url))).await
 }
 
 /// Waits until the file is processed; returns its record.
@@ -245,7 +246,7 @@ async fn chunks_with_checksums_become_a_processed_file(backend: Backend) {
     assert_eq!(file["metadata"]["invoice"], "7");
     assert!(file["metadata"].get("filename").is_none());
     assert_eq!(content(&app, &id).await, bytes);
-    assert!(!chunk_dir(&app, &url).exists(), "chunks are deleted");
+    assert!(chunks(&app, &url).await.is_empty(), "chunks are deleted");
     let audit: Value = app.audit(&app.admin_key, "").await.json().await.unwrap();
     let actions: Vec<&str> = audit["items"]
         .as_array()
@@ -380,10 +381,7 @@ async fn a_checksum_mismatch_discards_the_chunk(backend: Backend) {
             .unwrap();
         problem(res, 400, code).await;
     }
-    let temp = std::fs::read_dir(app.data_dir().join("files/.tmp"))
-        .unwrap()
-        .count();
-    assert_eq!(temp, 0, "no temporary files remain");
+    assert!(app.temp_files().is_empty(), "no temporary files remain");
     let res = patch(&app, &app.admin_key, &url, 0, &bytes).await;
     assert_eq!(res.status(), 204);
 }
@@ -452,14 +450,14 @@ async fn terminated_uploads_are_gone(backend: Backend) {
             .status(),
         204
     );
-    assert!(chunk_dir(&app, &url).exists());
+    assert!(!chunks(&app, &url).await.is_empty());
     let res = tus(&app, Method::DELETE, &url, &app.admin_key)
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 204);
     assert_eq!(header(&res, "tus-resumable"), "1.0.0");
-    assert!(!chunk_dir(&app, &url).exists(), "chunks deleted");
+    assert!(chunks(&app, &url).await.is_empty(), "chunks deleted");
     assert_eq!(head(&app, &app.admin_key, &url).await.status(), 404);
     problem(
         patch(&app, &app.admin_key, &url, 10, &bytes[10..]).await,
@@ -490,7 +488,7 @@ async fn expired_uploads_are_gone_and_swept(backend: Backend) {
     let res = patch(&app, &app.admin_key, &url, 0, &bytes[..10]).await;
     assert_eq!(res.status(), 204);
     assert!(res.headers().contains_key("upload-expires"));
-    assert!(chunk_dir(&app, &url).exists());
+    assert!(!chunks(&app, &url).await.is_empty());
     eventually(Duration::from_secs(10), || async {
         head(&app, &app.admin_key, &url).await.status() == 404
     })
@@ -505,7 +503,7 @@ async fn expired_uploads_are_gone_and_swept(backend: Backend) {
     let id = upload_id(&url).parse().unwrap();
     eventually(Duration::from_secs(10), || async {
         let row = app.state.store.get_upload(id).await.unwrap();
-        row.is_none() && !chunk_dir(&app, &url).exists()
+        row.is_none() && chunks(&app, &url).await.is_empty()
     })
     .await;
 }

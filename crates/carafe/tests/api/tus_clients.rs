@@ -10,11 +10,11 @@ use serde_json::Value;
 use crate::files::{pdf, png};
 use crate::helpers::{Backend, TestApp, eventually, problem};
 use crate::tus::{
-    big_pdf, chunk_dir, content, create, head, header, new_upload, offset_of, patch, ready_file,
-    tus, upload_id,
+    big_pdf, chunks, content, create, head, header, new_upload, offset_of, patch, ready_file, tus,
+    upload_id,
 };
 
-both_backends!(
+file_tests!(
     concurrent_patches_have_one_winner,
     users_see_only_their_own_uploads,
     a_refused_type_fails_the_upload,
@@ -147,21 +147,49 @@ async fn a_refused_type_fails_the_upload(backend: Backend) {
         .await
         .unwrap();
     assert!(files["items"].as_array().unwrap().is_empty(), "no file");
-    assert!(!chunk_dir(&app, &url).exists());
+    assert!(chunks(&app, &url).await.is_empty());
     let res = patch(&app, &app.admin_key, &url, half, &bytes[half..]).await;
     problem(res, 409, "upload_ended").await;
 }
 
-/// Two instances on one PostgreSQL and one storage directory: a PATCH on one holds the
-/// upload's lock, so a PATCH on the other is refused until it is done; the upload then
-/// continues on the other instance and completes there.
-#[tokio::test]
-#[ignore = "needs CARAFE_TEST_POSTGRES_URL"]
-async fn two_instances_share_one_upload() {
+/// Tests that need PostgreSQL (two instances) or tuspy, on each storage.
+mod services {
+    #[tokio::test]
+    #[ignore = "needs CARAFE_TEST_POSTGRES_URL"]
+    async fn two_instances_share_one_upload() {
+        super::two_instances_share_one_upload(crate::helpers::Backend::Postgres).await
+    }
+
+    #[tokio::test]
+    #[ignore = "needs CARAFE_TEST_S3_URL and CARAFE_TEST_POSTGRES_URL"]
+    async fn s3_two_instances_share_one_upload() {
+        super::two_instances_share_one_upload(crate::helpers::Backend::S3Postgres).await
+    }
+
+    #[tokio::test]
+    #[ignore = "needs CARAFE_TEST_TUSPY"]
+    async fn the_tuspy_client_uploads_in_chunks() {
+        super::the_tuspy_client_uploads_in_chunks(crate::helpers::Backend::Sqlite).await
+    }
+
+    #[tokio::test]
+    #[ignore = "needs CARAFE_TEST_TUSPY and CARAFE_TEST_S3_URL"]
+    async fn s3_the_tuspy_client_uploads_in_chunks() {
+        super::the_tuspy_client_uploads_in_chunks(crate::helpers::Backend::S3Sqlite).await
+    }
+}
+
+/// Two instances on one PostgreSQL and one storage (a shared directory, or S3): a PATCH on
+/// one holds the upload's lock, so a PATCH on the other is refused until it is done; the
+/// upload then continues on the other instance and completes there.
+async fn two_instances_share_one_upload(backend: Backend) {
     let storage = tempfile::tempdir().unwrap();
     let url = format!("file://{}", storage.path().display());
-    let a = TestApp::spawn_with(Backend::Postgres, |c| {
-        c.storage_url = Some(carafe::config::Secret::new(url));
+    let a = TestApp::spawn_with(backend, |c| {
+        // Local disk is shared through a directory outside either instance's data dir.
+        if !backend.s3() {
+            c.storage_url = Some(carafe::config::Secret::new(url));
+        }
     })
     .await;
     let b = a.sibling(Default::default()).await;
@@ -208,15 +236,13 @@ fn tokio_stream_from<T: Send + 'static>(
 
 /// A tus client we did not write: tuspy uploads 3 MiB in 1 MiB chunks (with sha256
 /// checksums) through `examples/tus_upload.py`, and the file arrives intact.
-#[tokio::test]
-#[ignore = "needs CARAFE_TEST_TUSPY"]
-async fn the_tuspy_client_uploads_in_chunks() {
+async fn the_tuspy_client_uploads_in_chunks(backend: Backend) {
     let python = std::env::var("CARAFE_TEST_TUSPY").unwrap_or_else(|_| {
         panic!(
             "CARAFE_TEST_TUSPY is not set: it names a python with tuspy (scripts/test-all sets it)"
         )
     });
-    let app = TestApp::spawn(Backend::Sqlite).await;
+    let app = TestApp::spawn(backend).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("큰 파일.txt");
     let text: String = (0..3 * 1024 * 1024)
