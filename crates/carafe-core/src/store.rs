@@ -308,6 +308,20 @@ pub trait UploadStore: Send + Sync {
     async fn purge_upload(&self, id: UploadId) -> StoreResult<bool>;
     /// Up to `limit` uploads whose expiry has passed (any status), oldest expiry first.
     async fn expired_uploads(&self, now: OffsetDateTime, limit: u32) -> StoreResult<Vec<Upload>>;
+
+    /// Up to `limit` uploads (any status) whose data key is wrapped under a master key other
+    /// than `kid`, in id order after `after`.
+    async fn uploads_not_under_key(
+        &self,
+        kid: &str,
+        after: Option<UploadId>,
+        limit: u32,
+    ) -> StoreResult<Vec<(UploadId, FileEncryption)>>;
+    /// Replaces the encryption of these uploads (rewrapped keys), in one transaction.
+    async fn set_upload_encryption(
+        &self,
+        uploads: &[(UploadId, FileEncryption)],
+    ) -> StoreResult<()>;
 }
 
 /// Direct-upload sessions (see `files::DirectUpload`). State changes are conditional, so of

@@ -5,7 +5,8 @@
 use async_trait::async_trait;
 use carafe_core::audit::NewAuditEvent;
 use carafe_core::files::{
-    Advance, BucketName, FileId, NewUpload, Upload, UploadChunk, UploadEnd, UploadId, UploadStatus,
+    Advance, BucketName, FileEncryption, FileId, NewUpload, Upload, UploadChunk, UploadEnd,
+    UploadId, UploadStatus,
 };
 use carafe_core::store::UploadStore;
 use carafe_core::{StoreError, StoreResult};
@@ -19,7 +20,8 @@ use crate::audit::insert_audit;
 use crate::{PgStore, map_err};
 
 const COLUMNS: &str = "id, bucket, owner, length, received, metadata, actor, chunks, status, \
-    file_id, error_code, lock_holder, locked_until, created_at, updated_at, expires_at";
+    file_id, error_code, lock_holder, locked_until, created_at, updated_at, expires_at, \
+    encryption";
 
 fn upload_from_row(row: &PgRow) -> StoreResult<Upload> {
     let bucket: String = row.try_get("bucket").map_err(map_err)?;
@@ -47,6 +49,10 @@ fn upload_from_row(row: &PgRow) -> StoreResult<Upload> {
         created_at: row.try_get("created_at").map_err(map_err)?,
         updated_at: row.try_get("updated_at").map_err(map_err)?,
         expires_at: row.try_get("expires_at").map_err(map_err)?,
+        encryption: row
+            .try_get::<Option<Json<FileEncryption>>, _>("encryption")
+            .map_err(map_err)?
+            .map(|e| e.0),
     })
 }
 
@@ -57,7 +63,8 @@ impl UploadStore for PgStore {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         sqlx::query(
             "INSERT INTO uploads (id, bucket, owner, length, metadata, actor, status, \
-             created_at, updated_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             created_at, updated_at, expires_at, encryption) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(upload.id.0)
         .bind(upload.bucket.as_str())
@@ -69,6 +76,7 @@ impl UploadStore for PgStore {
         .bind(upload.created_at)
         .bind(upload.updated_at)
         .bind(upload.expires_at)
+        .bind(upload.encryption.as_ref().map(Json))
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
@@ -260,5 +268,43 @@ impl UploadStore for PgStore {
             .iter()
             .map(upload_from_row)
             .collect()
+    }
+
+    async fn uploads_not_under_key(
+        &self,
+        kid: &str,
+        after: Option<UploadId>,
+        limit: u32,
+    ) -> StoreResult<Vec<(UploadId, FileEncryption)>> {
+        let rows: Vec<(uuid::Uuid, Json<FileEncryption>)> = sqlx::query_as(
+            "SELECT id, encryption FROM uploads WHERE encryption IS NOT NULL \
+             AND encryption->>'kid' <> $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3",
+        )
+        .bind(kid)
+        .bind(after.map(|a| a.0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, e)| (UploadId(id), e.0))
+            .collect())
+    }
+
+    async fn set_upload_encryption(
+        &self,
+        uploads: &[(UploadId, FileEncryption)],
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        for (id, enc) in uploads {
+            sqlx::query("UPDATE uploads SET encryption = $1 WHERE id = $2")
+                .bind(Json(enc))
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
     }
 }

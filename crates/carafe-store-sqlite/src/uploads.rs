@@ -4,7 +4,8 @@
 use async_trait::async_trait;
 use carafe_core::audit::NewAuditEvent;
 use carafe_core::files::{
-    Advance, BucketName, NewUpload, Upload, UploadChunk, UploadEnd, UploadId, UploadStatus,
+    Advance, BucketName, FileEncryption, NewUpload, Upload, UploadChunk, UploadEnd, UploadId,
+    UploadStatus,
 };
 use carafe_core::store::UploadStore;
 use carafe_core::{StoreError, StoreResult};
@@ -16,7 +17,12 @@ use crate::audit::insert_audit;
 use crate::{SqliteStore, at, map_err, ms};
 
 const COLUMNS: &str = "id, bucket, owner, length, received, metadata, actor, chunks, status, \
-    file_id, error_code, lock_holder, locked_until, created_at, updated_at, expires_at";
+    file_id, error_code, lock_holder, locked_until, created_at, updated_at, expires_at, \
+    encryption";
+
+fn encryption(text: &str) -> StoreResult<FileEncryption> {
+    serde_json::from_str(text).map_err(|_| StoreError::corrupt("uploads.encryption"))
+}
 
 fn upload_from_row(row: &SqliteRow) -> StoreResult<Upload> {
     let text = |c: &str| row.try_get::<String, _>(c).map_err(map_err);
@@ -51,6 +57,7 @@ fn upload_from_row(row: &SqliteRow) -> StoreResult<Upload> {
         created_at: at(int("created_at")?),
         updated_at: at(int("updated_at")?),
         expires_at: at(int("expires_at")?),
+        encryption: opt("encryption")?.as_deref().map(encryption).transpose()?,
     })
 }
 
@@ -65,7 +72,8 @@ impl UploadStore for SqliteStore {
             .map_err(map_err)?;
         sqlx::query(
             "INSERT INTO uploads (id, bucket, owner, length, metadata, actor, status, \
-             created_at, updated_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             created_at, updated_at, expires_at, encryption) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(upload.id.to_string())
         .bind(upload.bucket.as_str())
@@ -77,6 +85,7 @@ impl UploadStore for SqliteStore {
         .bind(ms(upload.created_at))
         .bind(ms(upload.updated_at))
         .bind(ms(upload.expires_at))
+        .bind(upload.encryption.as_ref().map(json))
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
@@ -278,4 +287,52 @@ impl UploadStore for SqliteStore {
             .map(upload_from_row)
             .collect()
     }
+
+    async fn uploads_not_under_key(
+        &self,
+        kid: &str,
+        after: Option<UploadId>,
+        limit: u32,
+    ) -> StoreResult<Vec<(UploadId, FileEncryption)>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT id, encryption FROM uploads WHERE encryption IS NOT NULL \
+             AND json_extract(encryption, '$.kid') <> ? AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(kid)
+        .bind(after.map(|a| a.to_string()).unwrap_or_default())
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        rows.iter()
+            .map(|(id, enc)| {
+                let id = id.parse().map_err(|_| StoreError::corrupt("uploads.id"))?;
+                Ok((id, encryption(enc)?))
+            })
+            .collect()
+    }
+
+    async fn set_upload_encryption(
+        &self,
+        uploads: &[(UploadId, FileEncryption)],
+    ) -> StoreResult<()> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
+        for (id, enc) in uploads {
+            sqlx::query("UPDATE uploads SET encryption = ? WHERE id = ?")
+                .bind(json(enc))
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+}
+
+fn json(enc: &FileEncryption) -> String {
+    serde_json::to_string(enc).expect("serializes")
 }

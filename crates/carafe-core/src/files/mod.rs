@@ -148,8 +148,8 @@ pub struct FileRecord {
     pub encryption: Option<FileEncryption>,
 }
 
-/// How an encrypted file's data key is kept: wrapped (AES-256-GCM) under the master key whose
-/// id is `kid`.
+/// How an encrypted file's (or a resumable upload's) data key is kept: wrapped (AES-256-GCM)
+/// under the master key whose id is `kid`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEncryption {
     /// The first 8 bytes (hex) of the SHA-256 of the master key.

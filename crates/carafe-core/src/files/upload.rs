@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::{BucketName, FileId};
+use super::{BucketName, FileEncryption, FileId};
 
 /// An upload's id: a UUIDv7, unguessable, and the last segment of its URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -102,6 +102,9 @@ pub struct Upload {
     pub updated_at: OffsetDateTime,
     /// After this the upload is gone for clients and the sweep deletes it.
     pub expires_at: OffsetDateTime,
+    /// The data key its chunks are sealed with, wrapped like a file's (uploads to encrypting
+    /// buckets); `None` when the chunks are stored in the clear.
+    pub encryption: Option<FileEncryption>,
 }
 
 /// An upload to record.
@@ -115,6 +118,7 @@ pub struct NewUpload {
     pub actor: String,
     pub created_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
+    pub encryption: Option<FileEncryption>,
 }
 
 impl NewUpload {
@@ -136,6 +140,7 @@ impl NewUpload {
             created_at: self.created_at,
             updated_at: self.created_at,
             expires_at: self.expires_at,
+            encryption: self.encryption,
         }
     }
 }

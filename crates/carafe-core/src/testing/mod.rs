@@ -57,7 +57,7 @@ macro_rules! conformance_tests {
             uploads_are_recorded_and_read_back,
             uploads_locks_exclude_other_holders, uploads_concurrent_locks_have_one_winner,
             uploads_advances_are_fenced, uploads_end_once_and_expire,
-            direct_uploads_transition_once_and_expire);
+            uploads_keep_and_rewrap_their_data_keys, direct_uploads_transition_once_and_expire);
     };
     (@each $make:path, $attrs:tt, $($name:ident),*) => {
         $( $crate::conformance_tests!(@one $make, $attrs, $name); )*

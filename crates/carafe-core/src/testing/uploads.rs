@@ -1,5 +1,5 @@
-//! Conformance checks for `UploadStore`: the lock, fenced appends, the ends of an upload and
-//! the expiry sweep's view.
+//! Conformance checks for `UploadStore`: the lock, fenced appends, the ends of an upload, the
+//! expiry sweep's view, and the data keys of encrypted uploads (kept, then rewrapped).
 
 use std::sync::Arc;
 
@@ -22,6 +22,7 @@ fn new_upload(length: u64, ttl_s: i64) -> NewUpload {
         actor: "key:k1".into(),
         created_at: at,
         expires_at: at + Duration::seconds(ttl_s),
+        encryption: None,
     }
 }
 
@@ -300,6 +301,60 @@ pub async fn uploads_end_once_and_expire(store: Arc<dyn Store>) {
         terminations, 1,
         "only the termination that happened is logged"
     );
+}
+
+pub async fn uploads_keep_and_rewrap_their_data_keys(store: Arc<dyn Store>) {
+    let enc = |kid: &str, n: u8| FileEncryption {
+        kid: kid.into(),
+        wrapped: format!("w{n}"),
+        segment: 65536,
+    };
+    let mut ids = Vec::new();
+    for n in 0..5u8 {
+        let mut new = new_upload(10, 3600);
+        new.encryption = (n != 4).then(|| enc(if n == 3 { "new" } else { "old" }, n));
+        let saved = store
+            .insert_upload(new.clone(), audit("upload.create"))
+            .await
+            .unwrap();
+        assert_eq!(saved.encryption, new.encryption);
+        assert_eq!(store.get_upload(new.id).await.unwrap(), Some(saved));
+        ids.push(new.id);
+    }
+    // Ended uploads are rewrapped too: their row lives on until it expires.
+    let t = now();
+    let soon = t + Duration::seconds(30);
+    assert!(store.try_lock_upload(ids[1], "h", soon, t).await.unwrap());
+    let end = UploadEnd::Failed("x".into());
+    assert!(store.finish_upload(ids[1], "h", end, t, t).await.unwrap());
+    let first = store.uploads_not_under_key("new", None, 2).await.unwrap();
+    assert_eq!(
+        first,
+        vec![(ids[0], enc("old", 0)), (ids[1], enc("old", 1))]
+    );
+    let rest = store
+        .uploads_not_under_key("new", Some(ids[1]), 2)
+        .await
+        .unwrap();
+    assert_eq!(rest, vec![(ids[2], enc("old", 2))]);
+    let rewrapped: Vec<_> = [first, rest]
+        .concat()
+        .into_iter()
+        .map(|(id, e)| (id, enc("new", e.wrapped[1..].parse().unwrap())))
+        .collect();
+    store.set_upload_encryption(&rewrapped).await.unwrap();
+    assert!(
+        store
+            .uploads_not_under_key("new", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let row = store.get_upload(ids[2]).await.unwrap().unwrap();
+    assert_eq!(row.encryption, Some(enc("new", 2)));
+    assert_eq!(row.status, UploadStatus::Active, "nothing else changes");
+    let plain = store.get_upload(ids[4]).await.unwrap().unwrap();
+    assert_eq!(plain.encryption, None);
 }
 
 pub async fn direct_uploads_transition_once_and_expire(store: Arc<dyn Store>) {

@@ -131,6 +131,7 @@ impl Files {
             actor: c.origin.actor.id.clone(),
             created_at: at,
             expires_at: at + self.upload_ttl(),
+            encryption: None,
         };
         let audit = c.origin.event_on(
             "upload.create",

@@ -1,0 +1,3 @@
+-- The wrapped data key that seals a resumable upload's chunks (kid, wrapped, segment, as for
+-- files); NULL when the chunks are stored in the clear.
+ALTER TABLE uploads ADD COLUMN encryption JSONB;
