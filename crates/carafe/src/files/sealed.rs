@@ -4,11 +4,13 @@
 
 use std::io;
 use std::ops::Range;
+use std::path::Path;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
 use super::crypto::{self, DataKey};
+use super::receive::{Received, TempPath};
 use super::storage::{ByteStream, Storage};
 
 /// Streams `range` (the whole object when `None`) of the plaintext of `key`, whose plaintext
@@ -99,6 +101,22 @@ pub async fn put(
         }
     };
     storage.put_bytes(key, bytes).await
+}
+
+/// `received` sealed under `dek` into a new synced temporary file in `dir`, before any of it
+/// reaches storage (the plaintext file is removed); its size, hash and head stay those of the
+/// plaintext.
+pub async fn seal_received(dir: &Path, dek: &DataKey, received: Received) -> io::Result<Received> {
+    let dst = dir.join(format!("{}.enc", uuid::Uuid::now_v7().simple()));
+    let src = received.path().to_path_buf();
+    let (dek, out) = (dek.clone(), dst.clone());
+    let done = tokio::task::spawn_blocking(move || crypto::encrypt_file(&dek, &src, &out))
+        .await
+        .map_err(io::Error::other);
+    // Guarded before checking, so a failure leaves no partial file.
+    let sealed = TempPath::new(dst);
+    done.and_then(|r| r)?;
+    Ok(received.with_file(sealed))
 }
 
 async fn collect(mut stream: ByteStream, len: u64) -> io::Result<Bytes> {

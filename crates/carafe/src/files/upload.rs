@@ -10,9 +10,9 @@ use carafe_core::files::{Bucket, FileEncryption, FileId, FileRecord, NewFile};
 use carafe_core::time::now;
 use serde_json::{Value, json};
 
-use super::receive::{Received, TempPath};
+use super::receive::Received;
 use super::sniff::{self, Kind};
-use super::{Files, crypto, filename, incoming_key};
+use super::{Files, filename, incoming_key, sealed};
 use crate::audit::Actor;
 
 /// Who uploads, from where: recorded in the audit log.
@@ -162,18 +162,9 @@ impl Files {
             .keys
             .new_data_key()
             .map_err(|_| UploadError::NoMasterKey)?;
-        let dst = self
-            .storage
-            .temp_dir()
-            .join(format!("{}.enc", uuid::Uuid::now_v7().simple()));
-        let src = received.path().to_path_buf();
-        let out = dst.clone();
-        let done = tokio::task::spawn_blocking(move || crypto::encrypt_file(&dek, &src, &out))
+        let sealed = sealed::seal_received(&self.storage.temp_dir(), &dek, received)
             .await
-            .map_err(std::io::Error::other);
-        // Guarded before checking, so a failure leaves no partial file.
-        let sealed = TempPath::new(dst);
-        done.and_then(|r| r).map_err(UploadError::Storage)?;
-        Ok((received.with_file(sealed), enc))
+            .map_err(UploadError::Storage)?;
+        Ok((sealed, enc))
     }
 }
