@@ -5,18 +5,24 @@
 //!
 //! The last chunk does not advance the offset by itself: the upload ends (offset = length)
 //! together with recording its outcome. If anything transient fails on the way (storage, the
-//! database), the last chunk is discarded and the client simply sends it again.
+//! database), the last chunk is discarded and the client simply sends it again. A chunk that
+//! comes back damaged will not heal on a retry: the upload then ends as failed
+//! (`upload_corrupt`).
 
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use carafe_core::StoreError;
 use carafe_core::files::{Upload, UploadChunk, UploadEnd, UploadStatus};
 use carafe_core::time::now;
 use futures::{StreamExt, TryStreamExt};
+use time::OffsetDateTime;
 
 use super::lock::UploadLock;
 use super::{TusError, file_metadata, uploads_prefix};
 use crate::files::Files;
+use crate::files::crypto::DataKey;
 use crate::files::receive::{ReceiveError, Received, receive};
 use crate::files::upload::{Origin, UploadError, UploadMeta};
 
@@ -37,12 +43,22 @@ impl Files {
         &self,
         upload: &Upload,
         last: UploadChunk,
+        dek: Option<&DataKey>,
         lock: &UploadLock,
         origin: Origin,
     ) -> Result<Upload, TusError> {
         let mut chunks = self.store().upload_chunks(upload.id).await?;
         chunks.push(last);
-        let received = self.assemble(upload, &chunks).await?;
+        let received = match self.assemble(upload, &chunks, dek).await {
+            Ok(received) => received,
+            Err(TusError::Corrupt) => {
+                tracing::error!(upload = %upload.id, "an upload's stored chunk is damaged");
+                let failed = UploadEnd::Failed("upload_corrupt".into());
+                self.end(upload, lock, failed).await?;
+                return Err(TusError::Corrupt);
+            }
+            Err(e) => return Err(e),
+        };
         let Some(bucket) = self.bucket(&upload.bucket).await? else {
             return Err(StoreError::corrupt("an upload's bucket is gone").into());
         };
@@ -67,21 +83,7 @@ impl Files {
                 }
             },
         };
-        let at = now();
-        let keep_until = at + self.upload_ttl();
-        let finished = self
-            .store()
-            .finish_upload(upload.id, lock.holder(), end.clone(), at, keep_until)
-            .await?;
-        if !finished {
-            // Only possible when the lock lapsed during a long assembly and another request
-            // took it; the file (if any) exists, the upload does not know it.
-            tracing::warn!(upload = %upload.id, "an upload ended after its lock was lost");
-        }
-        if let Err(e) = self.storage.delete_prefix(&uploads_prefix(upload.id)).await {
-            // The row keeps the upload until it expires; the sweep deletes the chunks then.
-            tracing::warn!(upload = %upload.id, error = %e, "cannot delete an upload's chunks");
-        }
+        let keep_until = self.end(upload, lock, end.clone()).await?;
         if let Some(e) = refusal {
             return Err(TusError::Refused(e));
         }
@@ -96,11 +98,38 @@ impl Files {
         Ok(done)
     }
 
-    /// Streams the chunks, in order, into one received file of exactly the upload's length.
+    /// Records how the upload ended and deletes its chunks; returns until when it is kept.
+    async fn end(
+        &self,
+        upload: &Upload,
+        lock: &UploadLock,
+        end: UploadEnd,
+    ) -> Result<OffsetDateTime, TusError> {
+        let at = now();
+        let keep_until = at + self.upload_ttl();
+        let finished = self
+            .store()
+            .finish_upload(upload.id, lock.holder(), end, at, keep_until)
+            .await?;
+        if !finished {
+            // Only possible when the lock lapsed during a long assembly and another request
+            // took it; the file (if any) exists, the upload does not know it.
+            tracing::warn!(upload = %upload.id, "an upload ended after its lock was lost");
+        }
+        if let Err(e) = self.storage.delete_prefix(&uploads_prefix(upload.id)).await {
+            // The row keeps the upload until it expires; the sweep deletes the chunks then.
+            tracing::warn!(upload = %upload.id, error = %e, "cannot delete an upload's chunks");
+        }
+        Ok(keep_until)
+    }
+
+    /// Streams the chunks' plaintext, in order, into one received file of exactly the
+    /// upload's length. `Corrupt` when a chunk is not what was received.
     async fn assemble(
         &self,
         upload: &Upload,
         chunks: &[UploadChunk],
+        dek: Option<&DataKey>,
     ) -> Result<Received, TusError> {
         let corrupt = |what: &str| TusError::Storage(io::Error::other(what.to_owned()));
         let mut next = 0;
@@ -113,22 +142,30 @@ impl Files {
         if next != upload.length {
             return Err(corrupt("an upload's chunks do not add up to its length"));
         }
-        let storage = self.storage.clone();
-        let keys: Vec<String> = chunks.iter().map(|c| c.key.clone()).collect();
-        let body = futures::stream::iter(keys)
-            .then(move |key| {
-                let storage = storage.clone();
-                async move { storage.read(&key, None).await }
-            })
+        // `receive` keeps only the text of a body's error: whether it was damage (failed
+        // decryption or check) rather than a storage failure is noted on the side.
+        let damaged = Arc::new(AtomicBool::new(false));
+        let seen = damaged.clone();
+        let body = futures::stream::iter(chunks)
+            .then(move |chunk| self.read_chunk(chunk, dek))
             .try_flatten()
+            .inspect(move |r| {
+                if r.as_ref()
+                    .is_err_and(|e| e.kind() == io::ErrorKind::InvalidData)
+                {
+                    seen.store(true, Ordering::Relaxed);
+                }
+            })
             // Boxed: a named `Send` type keeps the handler's future provably `Send`.
             .boxed();
-        let received = receive(body, &self.storage.temp_dir(), upload.length)
-            .await
-            .map_err(|e| match e {
-                ReceiveError::Io(e) => TusError::Storage(e),
-                e => corrupt(&e.to_string()),
-            })?;
+        let received = receive(body, &self.storage.temp_dir(), upload.length).await;
+        if damaged.load(Ordering::Relaxed) {
+            return Err(TusError::Corrupt);
+        }
+        let received = received.map_err(|e| match e {
+            ReceiveError::Io(e) => TusError::Storage(e),
+            e => corrupt(&e.to_string()),
+        })?;
         if received.size != upload.length {
             return Err(corrupt("an upload's chunks are shorter than recorded"));
         }

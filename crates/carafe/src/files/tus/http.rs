@@ -87,6 +87,18 @@ fn tus_error(e: TusError) -> ApiError {
             "the chunk ended early or could not be read; it was discarded",
         ),
         TusError::Refused(e) => upload_error(e),
+        TusError::KeyMissing(e) => {
+            // A configuration problem: said as unavailable, never worked around.
+            tracing::error!(error = %e, "cannot seal or open an upload's chunks");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "encryption_key_missing")
+                .detail("the key that encrypts this upload is not configured on this server")
+        }
+        TusError::Corrupt => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "upload_corrupt")
+            .detail("a stored chunk of this upload is damaged; the upload has ended, start again")
+            .header(
+                CARAFE_UPLOAD_ERROR,
+                HeaderValue::from_static("upload_corrupt"),
+            ),
         TusError::Storage(e) => ApiError::unavailable(&e),
         TusError::Store(e) => e.into(),
     }
@@ -270,7 +282,9 @@ pub async fn head(
     responses((status = 204, headers(("Upload-Offset" = u64), ("Upload-Expires" = String), ("Carafe-File-Id" = String))),
               (status = 409, description = "Offset mismatch, locked, or ended", body = Problem),
               (status = 413, body = Problem), (status = 415, body = Problem),
-              (status = 460, description = "Checksum mismatch", body = Problem), (status = 404, body = Problem)),
+              (status = 460, description = "Checksum mismatch", body = Problem), (status = 404, body = Problem),
+              (status = 422, description = "A stored chunk is damaged: the upload ended", body = Problem),
+              (status = 503, description = "The upload's master key is not configured", body = Problem)),
     security(("bearer" = ["files"])))]
 pub async fn patch(
     State(state): State<AppState>,

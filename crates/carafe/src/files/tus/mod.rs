@@ -8,13 +8,15 @@
 //! (in the database, so it holds across instances) and every advance is fenced by the lock
 //! holder and the expected offset: two requests can never both write. When the last byte
 //! arrives the chunks are read back in order into one received file that goes through
-//! `Files::accept` — the same checks and processing as any other upload. Expired uploads are
-//! deleted by `sweep_uploads`, called from `Files::sweep`.
+//! `Files::accept` — the same checks and processing as any other upload. Uploads to
+//! encrypting buckets seal every chunk before it is stored (see `sealing`). Expired uploads
+//! are deleted by `sweep_uploads`, called from `Files::sweep`.
 
 pub mod complete;
 pub mod http;
 pub mod lock;
 pub mod protocol;
+pub mod sealing;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,6 +82,12 @@ pub enum TusError {
     /// The completed file was refused by its bucket's checks.
     #[error(transparent)]
     Refused(UploadError),
+    /// The upload is encrypted (or its bucket encrypts) but its master key is not configured.
+    #[error("the upload's master key is not available")]
+    KeyMissing(#[source] super::keyring::KeyError),
+    /// A stored chunk failed its integrity check on completion: the upload ended as failed.
+    #[error("a stored chunk of the upload is damaged")]
+    Corrupt,
     #[error("the upload could not be stored")]
     Storage(#[source] std::io::Error),
     #[error(transparent)]
@@ -131,7 +139,7 @@ impl Files {
             actor: c.origin.actor.id.clone(),
             created_at: at,
             expires_at: at + self.upload_ttl(),
-            encryption: None,
+            encryption: self.new_upload_key(&c.bucket)?,
         };
         let audit = c.origin.event_on(
             "upload.create",
@@ -211,6 +219,8 @@ impl Files {
         E: std::fmt::Display,
     {
         let remaining = upload.length - upload.offset;
+        // Before any byte is read: without its key, no chunk of this upload can be stored.
+        let dek = self.upload_key(&upload)?;
         // A client that disconnects mid-chunk ends the body early: tus would let us keep the
         // bytes that arrived, but we discard the partial chunk (its temporary file is
         // removed) and leave the offset where it was. The client resends the whole chunk.
@@ -230,6 +240,7 @@ impl Files {
         if received.size == 0 {
             return Ok(upload);
         }
+        let received = self.seal_chunk(dek.as_ref(), received).await?;
         let stored = UploadChunk {
             offset: upload.offset,
             size: received.size,
@@ -241,7 +252,9 @@ impl Files {
             .await
             .map_err(TusError::Storage)?;
         let result = if stored.offset + stored.size == upload.length {
-            self.complete(&upload, stored.clone(), lock, origin).await
+            let dek = dek.as_ref();
+            self.complete(&upload, stored.clone(), dek, lock, origin)
+                .await
         } else {
             self.advance(&mut upload, &stored, lock)
                 .await
