@@ -260,7 +260,7 @@ async fn keys(action: KeysCommand, config: &Config) -> anyhow::Result<()> {
         KeysCommand::RotateMaster => {
             let masters = crate::files::keyring::MasterKeys::from_config(config)?;
             let n = crate::files::rotate::rotate_master(store.as_ref(), &masters).await?;
-            println!("rewrapped {n} file keys");
+            println!("rewrapped {n} data keys (files and uploads)");
         }
     }
     store.close().await;
