@@ -35,5 +35,6 @@ mod schedules;
 mod shutdown;
 mod tus;
 mod tus_clients;
+mod tus_encryption;
 mod workers;
 mod workflows;
