@@ -1,9 +1,11 @@
 //! The HTTP surface. Every route is in the one table below; cross-cutting conventions (request
-//! ids, metrics and access logs, security headers, CORS, compression, ETags, body limits,
-//! problem+json fallbacks) are layered once around all of them.
+//! ids, metrics and access logs, security headers — together in `envelope` — CORS,
+//! compression, ETags, body limits, problem+json fallbacks) are layered once around all of
+//! them.
 
 pub mod auth;
 pub mod client;
+pub mod envelope;
 pub mod error;
 pub mod etag;
 pub mod idempotency;
@@ -155,8 +157,8 @@ pub fn router(state: AppState) -> Router {
                 },
             )),
         );
-    security::apply(router, config)
-        .layer(from_fn_with_state(state.clone(), observe::middleware))
-        .layer(from_fn(request_id::middleware))
+    router
+        .layer(tower::util::option_layer(security::cors(config)))
+        .layer(from_fn_with_state(state.clone(), envelope::middleware))
         .with_state(state)
 }

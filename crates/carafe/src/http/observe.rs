@@ -7,9 +7,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::extract::{MatchedPath, Request};
+use http::StatusCode;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::state::AppState;
@@ -103,30 +102,48 @@ impl Drop for InFlight {
     }
 }
 
-pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |m| m.as_str())
-        .to_owned();
-    let method = req.method().as_str().to_owned();
-    let counter = state.observer.in_flight.clone();
-    counter.fetch_add(1, Ordering::Relaxed);
-    let _guard = InFlight(counter);
-    let start = Instant::now();
-    let response = next.run(req).await;
-    let elapsed = start.elapsed();
-    let status = response.status().as_u16();
-    metrics::counter!("carafe_http_requests_total",
-        "method" => method.clone(), "route" => route.clone(), "status" => status.to_string())
-    .increment(1);
-    metrics::histogram!(DURATION, "method" => method, "route" => route.clone())
-        .record(elapsed.as_secs_f64());
-    let latency_ms = elapsed.as_secs_f64() * 1000.0;
-    if route.starts_with("/api/") {
-        tracing::info!(status, latency_ms, route, "request");
-    } else {
-        tracing::debug!(status, latency_ms, route, "request");
+/// One request being observed: counted in flight until it is finished or dropped.
+pub struct Timing {
+    route: String,
+    method: String,
+    start: Instant,
+    _in_flight: InFlight,
+}
+
+impl Observer {
+    /// Starts observing `req` (after routing, so its route template is known).
+    pub fn start(&self, req: &Request) -> Timing {
+        let route = req
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", |m| m.as_str())
+            .to_owned();
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Timing {
+            route,
+            method: req.method().as_str().to_owned(),
+            start: Instant::now(),
+            _in_flight: InFlight(self.in_flight.clone()),
+        }
     }
-    response
+}
+
+impl Timing {
+    /// Counts, times and logs the answer.
+    pub fn finish(self, status: StatusCode) {
+        let elapsed = self.start.elapsed();
+        let status = status.as_u16();
+        let route = self.route;
+        metrics::counter!("carafe_http_requests_total",
+            "method" => self.method.clone(), "route" => route.clone(), "status" => status.to_string())
+        .increment(1);
+        metrics::histogram!(DURATION, "method" => self.method, "route" => route.clone())
+            .record(elapsed.as_secs_f64());
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
+        if route.starts_with("/api/") {
+            tracing::info!(status, latency_ms, route, "request");
+        } else {
+            tracing::debug!(status, latency_ms, route, "request");
+        }
+    }
 }

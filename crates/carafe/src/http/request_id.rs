@@ -3,10 +3,8 @@
 //! every log line the request causes) and readable by the error mapping through a task-local.
 
 use axum::extract::Request;
-use axum::middleware::Next;
-use axum::response::Response;
 use http::{HeaderName, HeaderValue};
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -47,12 +45,14 @@ fn generate() -> HeaderValue {
     HeaderValue::from_str(&id).expect("hex is a valid header value")
 }
 
-pub async fn middleware(mut req: Request, next: Next) -> Response {
+/// Gives `req` its id (kept from the client when sane) and returns it with the request's
+/// tracing span. The caller runs the request inside [`scope`] and echoes the id.
+pub fn assign(req: &mut Request) -> (RequestId, Span) {
     let id = match req.headers().get(&X_REQUEST_ID) {
         Some(v) if acceptable(v) => v.clone(),
         _ => generate(),
     };
-    let request_id = RequestId(id.clone());
+    let request_id = RequestId(id);
     // Probes (health, readiness, metrics) log only at debug; their span costs nothing at info.
     let span = if req.uri().path().starts_with("/api/") {
         tracing::info_span!(
@@ -70,11 +70,12 @@ pub async fn middleware(mut req: Request, next: Next) -> Response {
         )
     };
     req.extensions_mut().insert(request_id.clone());
-    let mut response = CURRENT
-        .scope(request_id, next.run(req).instrument(span))
-        .await;
-    response.headers_mut().insert(X_REQUEST_ID.clone(), id);
-    response
+    (request_id, span)
+}
+
+/// Runs `fut` as the request `id`: inside its span, with the id readable through [`current`].
+pub async fn scope<F: Future>(id: RequestId, span: Span, fut: F) -> F::Output {
+    CURRENT.scope(id, fut.instrument(span)).await
 }
 
 #[cfg(test)]

@@ -3,40 +3,47 @@
 
 use std::time::Duration;
 
-use axum::Router;
-use http::{HeaderName, HeaderValue, Method, header};
-use tower::util::option_layer;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::idempotency::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 use super::request_id::X_REQUEST_ID;
 use crate::config::Config;
 use crate::files::tus::protocol as tus;
-use crate::state::AppState;
 
-/// Adds the security headers (unless a handler set its own: the dashboard will send its own
-/// CSP) and CORS around `router`.
-pub fn apply(router: Router<AppState>, config: &Config) -> Router<AppState> {
-    let https = config
+/// Headers every answer carries unless its handler set its own (file downloads send their own
+/// CSP; the dashboard will too).
+const DEFAULTS: [(HeaderName, &str); 4] = [
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::REFERRER_POLICY, "no-referrer"),
+    (
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; frame-ancestors 'none'; sandbox",
+    ),
+];
+
+/// Adds the security headers a response lacks; HSTS too when Carafe is served over https.
+pub fn add_headers(headers: &mut HeaderMap, https: bool) {
+    for (name, value) in &DEFAULTS {
+        if !headers.contains_key(name) {
+            headers.insert(name.clone(), HeaderValue::from_static(value));
+        }
+    }
+    if https && !headers.contains_key(header::STRICT_TRANSPORT_SECURITY) {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+}
+
+/// Whether Carafe's public URL is https (so browsers are told to stay on https).
+pub fn https(config: &Config) -> bool {
+    config
         .public_url
         .as_ref()
-        .is_some_and(|u| u.scheme() == "https");
-    let set = |name: HeaderName, value: &'static str| {
-        SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
-    };
-    router
-        .layer(option_layer(cors(config)))
-        .layer(set(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .layer(set(header::X_FRAME_OPTIONS, "DENY"))
-        .layer(set(header::REFERRER_POLICY, "no-referrer"))
-        .layer(set(
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; frame-ancestors 'none'; sandbox",
-        ))
-        .layer(option_layer(https.then(|| {
-            set(header::STRICT_TRANSPORT_SECURITY, "max-age=31536000")
-        })))
+        .is_some_and(|u| u.scheme() == "https")
 }
 
 /// CORS for `cors_origins`; `None` (no CORS headers at all) when the list is empty.
