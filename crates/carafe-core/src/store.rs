@@ -62,7 +62,7 @@ pub trait IdempotencyStore: Send + Sync {
 pub trait AuditStore: Send + Sync {
     async fn append_audit(&self, event: NewAuditEvent) -> StoreResult<AuditEvent>;
     /// Appends several events in one transaction (batched writers, such as download logs).
-    async fn append_audits(&self, events: Vec<NewAuditEvent>) -> StoreResult<()>;
+    async fn append_audits(&self, events: &[NewAuditEvent]) -> StoreResult<()>;
     /// The events `filter` matches, newest first; `after` is an event id, the page holds
     /// older events. Large exports page through this with big pages rather than one query.
     async fn list_audit(

@@ -57,24 +57,41 @@ impl AuditStore for PgStore {
         })
     }
 
-    async fn append_audits(&self, events: Vec<NewAuditEvent>) -> StoreResult<()> {
-        // Multi-row statements: a batch costs a few statements, not one per event.
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        for chunk in events.chunks(1000) {
-            let mut q = QueryBuilder::<Postgres>::new(
-                "INSERT INTO audit_events (at, actor, action, target, request_id, details) ",
-            );
-            q.push_values(chunk, |mut b, e| {
-                b.push_bind(e.at)
-                    .push_bind(e.actor.clone())
-                    .push_bind(e.action.clone())
-                    .push_bind(e.target.clone())
-                    .push_bind(e.request_id.clone())
-                    .push_bind(Json(e.details.clone()));
-            });
-            q.build().execute(&mut *tx).await.map_err(map_err)?;
+    async fn append_audits(&self, events: &[NewAuditEvent]) -> StoreResult<()> {
+        // One statement whatever the batch size: each column travels as one array, so the
+        // statement is prepared once and every batch is a single round trip.
+        let mut at = Vec::with_capacity(events.len());
+        let mut actor = Vec::with_capacity(events.len());
+        let mut action = Vec::with_capacity(events.len());
+        let mut target = Vec::with_capacity(events.len());
+        let mut request_id = Vec::with_capacity(events.len());
+        let mut details = Vec::with_capacity(events.len());
+        for e in events {
+            at.push(e.at);
+            actor.push(e.actor.as_str());
+            action.push(e.action.as_str());
+            target.push(e.target.as_deref());
+            request_id.push(e.request_id.as_deref());
+            details.push(e.details.to_string());
         }
-        tx.commit().await.map_err(map_err)
+        sqlx::query(
+            "INSERT INTO audit_events (at, actor, action, target, request_id, details)
+             SELECT at, actor, action, target, request_id, details::jsonb
+             FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::text[])
+                  WITH ORDINALITY AS e(at, actor, action, target, request_id, details, n)
+             ORDER BY n",
+        )
+        .bind(at)
+        .bind(actor)
+        .bind(action)
+        .bind(target)
+        .bind(request_id)
+        .bind(details)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
     }
 
     async fn list_audit(

@@ -54,7 +54,7 @@ async fn seed(store: &Arc<dyn Store>) {
         event("key.create", Some("key:3"), "key:1", 60),
         event("file.delete", Some("file:a"), "key:1", 70),
     ];
-    store.append_audits(events).await.unwrap();
+    store.append_audits(&events).await.unwrap();
 }
 
 pub async fn audit_lists_newest_first(store: Arc<dyn Store>) {
@@ -72,7 +72,7 @@ pub async fn audit_lists_newest_first(store: Arc<dyn Store>) {
         );
     }
     // A batch keeps its order.
-    store.append_audits(vec![event(3), event(4)]).await.unwrap();
+    store.append_audits(&[event(3), event(4)]).await.unwrap();
     let none = AuditFilter::default();
     let first = store
         .list_audit(&none, &PageRequest::first(3))

@@ -14,6 +14,10 @@ use tokio::sync::{mpsc, oneshot};
 const QUEUE: usize = 10_000;
 /// Most events per transaction.
 const BATCH: usize = 1_000;
+/// How long a batch stays open for more events after its first one arrives: under load this
+/// turns hundreds of small commits a second (each one synced) into a few large ones; when
+/// idle an event waits this long at most. A flush closes the batch at once.
+const LINGER: Duration = Duration::from_millis(20);
 
 enum Msg {
     Event(NewAuditEvent),
@@ -58,16 +62,26 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Msg>) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut waiting = Vec::new();
     while let Some(first) = rx.recv().await {
+        let deadline = tokio::time::Instant::now() + LINGER;
         let mut next = Some(first);
         while let Some(msg) = next {
             match msg {
                 Msg::Event(e) => batch.push(e),
                 Msg::Flush(done) => waiting.push(done),
             }
-            next = if batch.len() < BATCH {
-                rx.try_recv().ok()
-            } else {
-                None
+            if batch.len() >= BATCH || !waiting.is_empty() {
+                break;
+            }
+            // The timer is only armed when the queue is empty, not for every event.
+            next = match rx.try_recv() {
+                Ok(msg) => Some(msg),
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    tokio::time::timeout_at(deadline, rx.recv())
+                        .await
+                        .ok()
+                        .flatten()
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
             };
         }
         if !batch.is_empty() {
@@ -83,7 +97,7 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Msg>) {
 async fn write(store: &Arc<dyn Store>, batch: Vec<NewAuditEvent>) {
     let mut delay = Duration::from_millis(100);
     for attempt in 1..=10 {
-        match store.append_audits(batch.clone()).await {
+        match store.append_audits(&batch).await {
             Ok(()) => return,
             Err(e) if attempt < 10 => {
                 tracing::warn!(error = %e, attempt, "audit batch not written; retrying");

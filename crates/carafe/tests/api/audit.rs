@@ -41,7 +41,7 @@ async fn seed(app: &TestApp) -> (String, String) {
         event("test.delete", file(&f1), "key:test-b", 4),
         event("tests.sweep", None, "key:test-a", 5),
     ];
-    app.state.store.append_audits(events).await.unwrap();
+    app.state.store.append_audits(&events).await.unwrap();
     (f1, f2)
 }
 

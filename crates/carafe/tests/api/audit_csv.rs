@@ -175,7 +175,7 @@ async fn cells_are_quoted_and_formulas_neutralised(backend: Backend) {
     let plain = event("test.quote", None, "key:x", 1);
     app.state
         .store
-        .append_audits(vec![nasty.clone(), plain])
+        .append_audits(&[nasty.clone(), plain])
         .await
         .unwrap();
 
@@ -207,10 +207,10 @@ async fn large_exports_stream_every_row(backend: Backend) {
     const ROWS: i64 = 20_000;
     let app = TestApp::spawn(backend).await;
     for start in (0..ROWS).step_by(2_000) {
-        let batch = (start..start + 2_000)
+        let batch: Vec<_> = (start..start + 2_000)
             .map(|i| event("bulk.row", Some(format!("bulk:{i}")), "key:bulk", i))
             .collect();
-        app.state.store.append_audits(batch).await.unwrap();
+        app.state.store.append_audits(&batch).await.unwrap();
     }
     let res = app.audit(&app.admin_key, "?format=csv&action=bulk.*").await;
     assert_eq!(res.status(), 200);
