@@ -110,3 +110,64 @@ async fn write(store: &Arc<dyn Store>, batch: Vec<NewAuditEvent>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use carafe_core::audit::AuditFilter;
+    use carafe_core::page::PageRequest;
+    use carafe_store_sqlite::SqliteStore;
+    use serde_json::json;
+
+    use super::*;
+
+    fn event(n: usize) -> NewAuditEvent {
+        NewAuditEvent {
+            at: carafe_core::time::now(),
+            actor: "system".into(),
+            action: "test.event".into(),
+            target: Some(format!("test:{n}")),
+            request_id: None,
+            details: json!({"n": n}),
+        }
+    }
+
+    async fn stored(store: &Arc<dyn Store>) -> Vec<String> {
+        let page = store
+            .list_audit(&AuditFilter::default(), &PageRequest::first(10_000))
+            .await
+            .unwrap();
+        page.items.into_iter().filter_map(|e| e.target).collect()
+    }
+
+    #[tokio::test]
+    async fn events_are_written_without_a_flush_and_a_flush_does_not_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&dir.path().join("a.db"), 1)
+                .await
+                .unwrap(),
+        );
+        store.migrate().await.unwrap();
+        let writer = AuditWriter::spawn(store.clone());
+
+        // One event is written once its window closes, with nobody asking.
+        writer.record(event(0)).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while stored(&store).await.is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "never written");
+            tokio::task::yield_now().await;
+        }
+
+        // More than a batch: all of them, in order, and the flush closes the window at once.
+        for n in 1..=2_500 {
+            writer.record(event(n)).await;
+        }
+        let started = std::time::Instant::now();
+        writer.flush().await;
+        let targets = stored(&store).await;
+        assert_eq!(targets.len(), 2_501);
+        let expected: Vec<String> = (0..=2_500).rev().map(|n| format!("test:{n}")).collect();
+        assert_eq!(targets, expected, "newest first, none lost or reordered");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}
