@@ -263,7 +263,10 @@ mod tests {
         let parts: Vec<Bytes> = (0..3000usize)
             .map(|i| Bytes::from(format!("{i:08}").repeat(1 + i % 97)))
             // Past FLUSH_EVERY, so the early flushes run too.
-            .chain([Bytes::new(), Bytes::from(vec![b'z'; FLUSH_EVERY + 3 * BATCH_BYTES])])
+            .chain([
+                Bytes::new(),
+                Bytes::from(vec![b'z'; FLUSH_EVERY + 3 * BATCH_BYTES]),
+            ])
             .collect();
         let all = parts.concat();
         let body = futures::stream::iter(parts.into_iter().map(Ok::<_, String>));
