@@ -7,6 +7,7 @@
 #[macro_use]
 mod helpers;
 
+mod accel_nginx;
 mod audit;
 mod audit_csv;
 mod auth;
