@@ -21,6 +21,10 @@ pub const HEAD_BYTES: usize = 8 * 1024;
 /// bytes: one hand-off (and one vectored write) per batch instead of per network read.
 const BATCH_BYTES: usize = 512 * 1024;
 
+/// Batches queued for each thread: enough to ride out a slow write or sync without stalling
+/// the network (at most 4 MiB of an upload in memory).
+const IN_FLIGHT: usize = 8;
+
 /// Chunks in one batch, whatever their size (the most one vectored write takes).
 const BATCH_CHUNKS: usize = 512;
 
@@ -105,8 +109,8 @@ where
     let guard = TempPath(Some(path));
     // Hashing and writing run on two threads side by side (each batch is shared, not
     // copied), so a large upload costs the slower of the two, not their sum.
-    let (tx, rx) = mpsc::channel::<Batch>(4);
-    let (hash_tx, hash_rx) = mpsc::channel::<Batch>(4);
+    let (tx, rx) = mpsc::channel::<Batch>(IN_FLIGHT);
+    let (hash_tx, hash_rx) = mpsc::channel::<Batch>(IN_FLIGHT);
     let writer = tokio::task::spawn_blocking(move || write_all(file, rx));
     let hasher = tokio::task::spawn_blocking(move || hash_all(hash_rx));
 
@@ -169,7 +173,7 @@ where
 }
 
 /// Bytes written between two early flushes of a large upload.
-const FLUSH_EVERY: usize = 32 * 1024 * 1024;
+const FLUSH_EVERY: usize = 16 * 1024 * 1024;
 
 /// The writing side: write every batch (one vectored write each, usually), then sync.
 ///
