@@ -182,6 +182,7 @@ http {{
             alias {root}/;
             max_ranges 0;
             if_modified_since off;
+            etag off;
             add_header ETag $upstream_http_etag;
             add_header Last-Modified $upstream_http_last_modified;
             add_header X-Content-Type-Options $upstream_http_x_content_type_options;
@@ -289,6 +290,11 @@ async fn nginx_sends_the_bytes_with_carafes_headers(backend: Backend) {
         );
     }
     assert_eq!(res.headers().get_all("accept-ranges").iter().count(), 1);
+    assert_eq!(
+        res.headers().get_all("etag").iter().count(),
+        1,
+        "Carafe's ETag only"
+    );
     assert!(res.headers().contains_key("x-request-id"));
     assert_eq!(header(&res, "x-content-type-options"), "nosniff");
     assert!(header(&res, "content-security-policy").contains("sandbox"));
