@@ -5,9 +5,8 @@
 //! the network). The file is synced before it is handed over, and removed if anything fails
 //! or the receiver is dropped (a client that disconnects leaves nothing behind).
 
-use std::io::{self, IoSlice, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
@@ -17,19 +16,18 @@ use tokio::sync::mpsc;
 /// Bytes kept from the start of a file for type detection.
 pub const HEAD_BYTES: usize = 8 * 1024;
 
-/// Body chunks are handed to the writing and hashing threads in batches of about this many
-/// bytes: one hand-off (and one vectored write) per batch instead of per network read.
+/// Body chunks are gathered into batches of this many bytes for the writing and hashing
+/// threads: one hand-off and one write per batch instead of per network read. A batch is a
+/// copy: holding the network's chunks instead would keep alive the (larger) read buffers
+/// they are slices of, and memory would grow with them.
 const BATCH_BYTES: usize = 512 * 1024;
 
 /// Batches queued for each thread: enough to ride out a slow write or sync without stalling
-/// the network (at most 4 MiB of an upload in memory).
+/// the network (at most about 5 MiB of an upload in memory).
 const IN_FLIGHT: usize = 8;
 
-/// Chunks in one batch, whatever their size (the most one vectored write takes).
-const BATCH_CHUNKS: usize = 512;
-
-/// A batch of body chunks, shared (not copied) by the writing and hashing threads.
-type Batch = Arc<Vec<Bytes>>;
+/// A batch of the body, shared (not copied again) by the writing and hashing threads.
+type Batch = Bytes;
 
 /// A stored temporary file, removed on drop unless it was moved into storage.
 #[derive(Debug)]
@@ -107,8 +105,8 @@ where
     let path = dir.join(format!("{}.part", uuid::Uuid::now_v7().simple()));
     let file = std::fs::File::create_new(&path)?;
     let guard = TempPath(Some(path));
-    // Hashing and writing run on two threads side by side (each batch is shared, not
-    // copied), so a large upload costs the slower of the two, not their sum.
+    // Hashing and writing run on two threads side by side (each batch is shared by both),
+    // so a large upload costs the slower of the two, not their sum.
     let (tx, rx) = mpsc::channel::<Batch>(IN_FLIGHT);
     let (hash_tx, hash_rx) = mpsc::channel::<Batch>(IN_FLIGHT);
     let writer = tokio::task::spawn_blocking(move || write_all(file, rx));
@@ -117,8 +115,7 @@ where
     let mut head = BytesMut::new();
     let mut size: u64 = 0;
     let mut failure = None;
-    let mut batch = Vec::new();
-    let mut batched = 0;
+    let mut batch = BytesMut::new();
     futures::pin_mut!(body);
     loop {
         let chunk = match body.next().await {
@@ -141,13 +138,14 @@ where
             }
         }
         let end = chunk.is_none();
-        if let Some(chunk) = chunk.filter(|c| !c.is_empty()) {
-            batched += chunk.len();
-            batch.push(chunk);
+        if let Some(chunk) = chunk {
+            if batch.is_empty() {
+                batch = BytesMut::with_capacity(BATCH_BYTES.max(chunk.len()));
+            }
+            batch.extend_from_slice(&chunk);
         }
-        if !batch.is_empty() && (end || batched >= BATCH_BYTES || batch.len() >= BATCH_CHUNKS) {
-            let full: Batch = Arc::new(std::mem::take(&mut batch));
-            batched = 0;
+        if !batch.is_empty() && (end || batch.len() >= BATCH_BYTES) {
+            let full: Batch = std::mem::take(&mut batch).freeze();
             if hash_tx.send(full.clone()).await.is_err() || tx.send(full).await.is_err() {
                 break; // The writer failed; its error is reported below.
             }
@@ -175,7 +173,7 @@ where
 /// Bytes written between two early flushes of a large upload.
 const FLUSH_EVERY: usize = 16 * 1024 * 1024;
 
-/// The writing side: write every batch (one vectored write each, usually), then sync.
+/// The writing side: write every batch, then sync.
 ///
 /// A large upload is flushed to disk while it is still arriving: every `FLUSH_EVERY` bytes a
 /// second handle on the file is synced on its own thread, so the disk writes overlap the
@@ -185,17 +183,8 @@ fn write_all(mut file: std::fs::File, mut rx: mpsc::Receiver<Batch>) -> io::Resu
     let mut flusher: Option<std::sync::mpsc::SyncSender<()>> = None;
     let mut unflushed = 0;
     while let Some(batch) = rx.blocking_recv() {
-        let mut slices: Vec<IoSlice<'_>> = batch.iter().map(|c| IoSlice::new(c)).collect();
-        let mut rest = &mut slices[..];
-        while !rest.is_empty() {
-            match file.write_vectored(rest) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => IoSlice::advance_slices(&mut rest, n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        unflushed += batch.iter().map(Bytes::len).sum::<usize>();
+        file.write_all(&batch)?;
+        unflushed += batch.len();
         if unflushed >= FLUSH_EVERY {
             unflushed = 0;
             if flusher.is_none() {
@@ -227,9 +216,7 @@ fn spawn_flusher(file: std::fs::File) -> std::sync::mpsc::SyncSender<()> {
 fn hash_all(mut rx: mpsc::Receiver<Batch>) -> [u8; 32] {
     let mut hasher = Sha256::new();
     while let Some(batch) = rx.blocking_recv() {
-        for chunk in batch.iter() {
-            hasher.update(chunk);
-        }
+        hasher.update(&batch);
     }
     hasher.finalize().into()
 }
@@ -262,7 +249,7 @@ mod tests {
 
     #[tokio::test]
     async fn many_chunks_of_every_size_arrive_whole_and_in_order() {
-        // More chunks than one batch takes, and more bytes: batches split at both limits.
+        // Many small chunks and one larger than a batch: batches are cut at their size.
         let dir = tempfile::tempdir().unwrap();
         let parts: Vec<Bytes> = (0..3000usize)
             .map(|i| Bytes::from(format!("{i:08}").repeat(1 + i % 97)))

@@ -14,8 +14,10 @@ use tokio_util::io::ReaderStream;
 use super::ByteStream;
 use crate::files::receive::Received;
 
-/// Chunk size for streaming reads: large chunks keep per-chunk overhead out of the way.
-const READ_CHUNK: usize = 256 * 1024;
+/// Chunk size for streaming reads: large enough to keep per-chunk overhead out of the way,
+/// small enough that many concurrent downloads stay light (each holds about three chunks:
+/// the file's read buffer, the chunk being filled and the one being sent).
+const READ_CHUNK: usize = 128 * 1024;
 
 /// Where temporary files go, inside the root so renames never cross devices.
 const TMP_DIR: &str = ".tmp";
