@@ -8,16 +8,15 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
+use tokio::io::AsyncReadExt;
 
 use super::ByteStream;
 use crate::files::receive::Received;
 
 /// Chunk size for streaming reads: large enough to keep per-chunk overhead out of the way,
-/// small enough that many concurrent downloads stay light (each holds about three chunks:
-/// the file's read buffer, the chunk being filled and the one being sent).
-const READ_CHUNK: usize = 128 * 1024;
+/// small enough that many concurrent downloads stay light (each holds about two: the chunk
+/// being read and the one being sent).
+const READ_CHUNK: usize = 256 * 1024;
 
 /// Where temporary files go, inside the root so renames never cross devices.
 const TMP_DIR: &str = ".tmp";
@@ -111,15 +110,12 @@ impl LocalStorage {
     }
 
     pub async fn read(&self, key: &str, range: Option<Range<u64>>) -> io::Result<ByteStream> {
-        let mut f = tokio::fs::File::open(self.path(key)).await?;
-        Ok(match range {
-            None => ReaderStream::with_capacity(f, READ_CHUNK).boxed(),
-            Some(r) => {
-                f.seek(io::SeekFrom::Start(r.start)).await?;
-                let cap = READ_CHUNK.min((r.end - r.start).max(1) as usize);
-                ReaderStream::with_capacity(f.take(r.end - r.start), cap).boxed()
-            }
-        })
+        let file = std::fs::File::open(self.path(key))?;
+        let range = match range {
+            Some(r) => r,
+            None => 0..file.metadata()?.len(),
+        };
+        Ok(chunks(file, range))
     }
 
     pub async fn delete(&self, key: &str) -> io::Result<()> {
@@ -170,4 +166,42 @@ pub(super) async fn older_files(dir: &Path, age: std::time::Duration) -> io::Res
         }
     }
     Ok(found)
+}
+
+/// `range` of `file` as a stream of chunks of up to `READ_CHUNK` bytes. Each chunk is read
+/// with one positioned read on the blocking pool straight into its own buffer, allocated
+/// here on the caller's thread (tokio's `File` would read into a buffer of its own first and
+/// copy: one more buffer per download, allocated on whichever blocking thread ran the read).
+/// A file that ends early ends the stream with an error, so the answer is cut off rather
+/// than silently short.
+fn chunks(file: std::fs::File, range: Range<u64>) -> ByteStream {
+    let file = std::sync::Arc::new(file);
+    futures::stream::try_unfold(range, move |r| {
+        let file = file.clone();
+        async move {
+            if r.start >= r.end {
+                return Ok(None);
+            }
+            let want = READ_CHUNK.min((r.end - r.start) as usize);
+            let mut buf = vec![0u8; want];
+            let at = r.start;
+            let (buf, got) = tokio::task::spawn_blocking(move || {
+                use std::os::unix::fs::FileExt;
+                let got = file.read_at(&mut buf, at)?;
+                Ok::<_, io::Error>((buf, got))
+            })
+            .await
+            .map_err(io::Error::other)??;
+            if got == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the object is shorter than expected",
+                ));
+            }
+            let mut buf = buf;
+            buf.truncate(got);
+            Ok(Some((Bytes::from(buf), r.start + got as u64..r.end)))
+        }
+    })
+    .boxed()
 }
