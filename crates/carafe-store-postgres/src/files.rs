@@ -19,6 +19,7 @@ use time::OffsetDateTime;
 use crate::audit::insert_audit;
 use crate::jobs::insert::insert_rows;
 use crate::jobs::wakeup::Wakeups;
+use crate::rewrap::{self, Keyed};
 use crate::{PgStore, map_err};
 
 const COLUMNS: &str = "id, bucket, name, size, kind, mime, sha256, status, error_code, error, \
@@ -348,29 +349,15 @@ impl FileStore for PgStore {
         after: Option<FileId>,
         limit: u32,
     ) -> StoreResult<Vec<(FileId, FileEncryption)>> {
-        let rows: Vec<(uuid::Uuid, Json<FileEncryption>)> = sqlx::query_as(
-            "SELECT id, encryption FROM files WHERE encryption IS NOT NULL \
-             AND encryption->>'kid' <> $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3",
-        )
-        .bind(kid)
-        .bind(after.map(|a| a.0))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
-        Ok(rows.into_iter().map(|(id, e)| (FileId(id), e.0)).collect())
+        let rows = rewrap::not_under_key(self, Keyed::Files, kid, after.map(|a| a.0), limit);
+        Ok(rows
+            .await?
+            .into_iter()
+            .map(|(id, e)| (FileId(id), e))
+            .collect())
     }
 
     async fn set_file_encryption(&self, files: &[(FileId, FileEncryption)]) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        for (id, enc) in files {
-            sqlx::query("UPDATE files SET encryption = $1 WHERE id = $2")
-                .bind(Json(enc))
-                .bind(id.0)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
-        }
-        tx.commit().await.map_err(map_err)
+        rewrap::set_encryption(self, Keyed::Files, files, |id| id.0).await
     }
 }

@@ -8,6 +8,7 @@ mod files;
 mod idempotency;
 mod jobs;
 mod keys;
+mod rewrap;
 mod schedules;
 #[cfg(feature = "testing")]
 pub mod testing;

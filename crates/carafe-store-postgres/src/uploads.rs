@@ -17,6 +17,7 @@ use sqlx::types::Json;
 use time::OffsetDateTime;
 
 use crate::audit::insert_audit;
+use crate::rewrap::{self, Keyed};
 use crate::{PgStore, map_err};
 
 const COLUMNS: &str = "id, bucket, owner, length, received, metadata, actor, chunks, status, \
@@ -276,19 +277,11 @@ impl UploadStore for PgStore {
         after: Option<UploadId>,
         limit: u32,
     ) -> StoreResult<Vec<(UploadId, FileEncryption)>> {
-        let rows: Vec<(uuid::Uuid, Json<FileEncryption>)> = sqlx::query_as(
-            "SELECT id, encryption FROM uploads WHERE encryption IS NOT NULL \
-             AND encryption->>'kid' <> $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3",
-        )
-        .bind(kid)
-        .bind(after.map(|a| a.0))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
+        let rows = rewrap::not_under_key(self, Keyed::Uploads, kid, after.map(|a| a.0), limit);
         Ok(rows
+            .await?
             .into_iter()
-            .map(|(id, e)| (UploadId(id), e.0))
+            .map(|(id, e)| (UploadId(id), e))
             .collect())
     }
 
@@ -296,15 +289,6 @@ impl UploadStore for PgStore {
         &self,
         uploads: &[(UploadId, FileEncryption)],
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        for (id, enc) in uploads {
-            sqlx::query("UPDATE uploads SET encryption = $1 WHERE id = $2")
-                .bind(Json(enc))
-                .bind(id.0)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
-        }
-        tx.commit().await.map_err(map_err)
+        rewrap::set_encryption(self, Keyed::Uploads, uploads, |id| id.0).await
     }
 }

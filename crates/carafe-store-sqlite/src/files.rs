@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 
 use crate::audit::insert_audit;
 use crate::jobs::insert_plain;
+use crate::rewrap::{self, Keyed};
 use crate::{SqliteStore, at, map_err, ms};
 
 const COLUMNS: &str = "id, bucket, name, size, kind, mime, sha256, status, error_code, error, \
@@ -390,40 +391,10 @@ impl FileStore for SqliteStore {
         after: Option<FileId>,
         limit: u32,
     ) -> StoreResult<Vec<(FileId, FileEncryption)>> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT id, encryption FROM files WHERE encryption IS NOT NULL \
-             AND json_extract(encryption, '$.kid') <> ? AND id > ? ORDER BY id LIMIT ?",
-        )
-        .bind(kid)
-        .bind(after.map(|a| a.to_string()).unwrap_or_default())
-        .bind(i64::from(limit))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(map_err)?;
-        rows.iter()
-            .map(|(id, enc)| {
-                Ok((
-                    id.parse().map_err(|_| StoreError::corrupt("files.id"))?,
-                    serde_json::from_str(enc).map_err(corrupt("files.encryption"))?,
-                ))
-            })
-            .collect()
+        rewrap::not_under_key(self, Keyed::Files, kid, after, limit).await
     }
 
     async fn set_file_encryption(&self, files: &[(FileId, FileEncryption)]) -> StoreResult<()> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
-        for (id, enc) in files {
-            sqlx::query("UPDATE files SET encryption = ? WHERE id = ?")
-                .bind(json(enc))
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
-        }
-        tx.commit().await.map_err(map_err)
+        rewrap::set_encryption(self, Keyed::Files, files).await
     }
 }

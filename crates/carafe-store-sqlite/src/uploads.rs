@@ -14,6 +14,7 @@ use sqlx::sqlite::SqliteRow;
 use time::OffsetDateTime;
 
 use crate::audit::insert_audit;
+use crate::rewrap::{self, Keyed};
 use crate::{SqliteStore, at, map_err, ms};
 
 const COLUMNS: &str = "id, bucket, owner, length, received, metadata, actor, chunks, status, \
@@ -294,42 +295,14 @@ impl UploadStore for SqliteStore {
         after: Option<UploadId>,
         limit: u32,
     ) -> StoreResult<Vec<(UploadId, FileEncryption)>> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT id, encryption FROM uploads WHERE encryption IS NOT NULL \
-             AND json_extract(encryption, '$.kid') <> ? AND id > ? ORDER BY id LIMIT ?",
-        )
-        .bind(kid)
-        .bind(after.map(|a| a.to_string()).unwrap_or_default())
-        .bind(i64::from(limit))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(map_err)?;
-        rows.iter()
-            .map(|(id, enc)| {
-                let id = id.parse().map_err(|_| StoreError::corrupt("uploads.id"))?;
-                Ok((id, encryption(enc)?))
-            })
-            .collect()
+        rewrap::not_under_key(self, Keyed::Uploads, kid, after, limit).await
     }
 
     async fn set_upload_encryption(
         &self,
         uploads: &[(UploadId, FileEncryption)],
     ) -> StoreResult<()> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
-        for (id, enc) in uploads {
-            sqlx::query("UPDATE uploads SET encryption = ? WHERE id = ?")
-                .bind(json(enc))
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
-        }
-        tx.commit().await.map_err(map_err)
+        rewrap::set_encryption(self, Keyed::Uploads, uploads).await
     }
 }
 

@@ -140,7 +140,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn events_are_written_without_a_flush_and_a_flush_does_not_wait() {
+    async fn events_are_written_without_a_flush_in_order_across_batches() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(
             SqliteStore::open(&dir.path().join("a.db"), 1)
@@ -158,16 +158,14 @@ mod tests {
             tokio::task::yield_now().await;
         }
 
-        // More than a batch: all of them, in order, and the flush closes the window at once.
+        // More than a batch: after a flush, all of them, in order.
         for n in 1..=2_500 {
             writer.record(event(n)).await;
         }
-        let started = std::time::Instant::now();
         writer.flush().await;
         let targets = stored(&store).await;
         assert_eq!(targets.len(), 2_501);
         let expected: Vec<String> = (0..=2_500).rev().map(|n| format!("test:{n}")).collect();
         assert_eq!(targets, expected, "newest first, none lost or reordered");
-        assert!(started.elapsed() < Duration::from_secs(5));
     }
 }
