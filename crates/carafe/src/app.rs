@@ -235,6 +235,7 @@ impl App {
         });
         let timeout = state.config.shutdown_timeout.0;
         let mut engine = spawn_engine(&state.jobs, &state.files, handlers, &state.config, &stop);
+        engine.spawn(state.observer.clone().keep_up(stop.clone()));
         let url = state
             .config
             .public_url

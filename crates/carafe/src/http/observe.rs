@@ -2,14 +2,17 @@
 //! status, timed into a histogram, and logged once (API routes at `info`, probes at `debug`,
 //! so health checks do not drown the log). Prometheus text is rendered on `/metrics`.
 
-use std::sync::Arc;
-use std::sync::OnceLock;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Instant;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
-use http::StatusCode;
+use http::{Method, StatusCode};
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
 
@@ -41,6 +44,7 @@ fn recorder() -> PrometheusHandle {
 pub struct Observer {
     handle: PrometheusHandle,
     in_flight: Arc<AtomicI64>,
+    handles: Arc<Handles>,
 }
 
 impl Default for Observer {
@@ -54,6 +58,7 @@ impl Observer {
         Observer {
             handle: recorder(),
             in_flight: Arc::new(AtomicI64::new(0)),
+            handles: Arc::default(),
         }
     }
 
@@ -104,8 +109,9 @@ impl Drop for InFlight {
 
 /// One request being observed: counted in flight until it is finished or dropped.
 pub struct Timing {
-    route: String,
-    method: String,
+    handles: Arc<Handles>,
+    route: Option<MatchedPath>,
+    method: Method,
     start: Instant,
     _in_flight: InFlight,
 }
@@ -113,37 +119,139 @@ pub struct Timing {
 impl Observer {
     /// Starts observing `req` (after routing, so its route template is known).
     pub fn start(&self, req: &Request) -> Timing {
-        let route = req
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or("unmatched", |m| m.as_str())
-            .to_owned();
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         Timing {
-            route,
-            method: req.method().as_str().to_owned(),
+            handles: self.handles.clone(),
+            route: req.extensions().get::<MatchedPath>().cloned(),
+            method: req.method().clone(),
             start: Instant::now(),
             _in_flight: InFlight(self.in_flight.clone()),
         }
     }
+
+    /// Folds the histogram samples recorded since the last call into their buckets. Until
+    /// then each sample is kept on its own, so a server that nobody scrapes must still call
+    /// this regularly or its memory grows with every request.
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
+    /// Runs `upkeep` every few seconds until `stop`.
+    pub async fn keep_up(self, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(UPKEEP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.upkeep(),
+                () = stop.cancelled() => return,
+            }
+        }
+    }
 }
+
+/// How often histogram samples are folded into buckets when nobody scrapes `/metrics`.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 impl Timing {
     /// Counts, times and logs the answer.
     pub fn finish(self, status: StatusCode) {
         let elapsed = self.start.elapsed();
+        let route = self.route.as_ref().map_or("unmatched", |m| m.as_str());
+        let (requests, duration) = self.handles.get(route, &self.method, status);
+        requests.increment(1);
+        duration.record(elapsed.as_secs_f64());
         let status = status.as_u16();
-        let route = self.route;
-        metrics::counter!("carafe_http_requests_total",
-            "method" => self.method.clone(), "route" => route.clone(), "status" => status.to_string())
-        .increment(1);
-        metrics::histogram!(DURATION, "method" => self.method, "route" => route.clone())
-            .record(elapsed.as_secs_f64());
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
         if route.starts_with("/api/") {
             tracing::info!(status, latency_ms, route, "request");
         } else {
             tracing::debug!(status, latency_ms, route, "request");
         }
+    }
+}
+
+/// The request counter and duration histogram of each route, method and status, registered
+/// once: looking a metric up by its labels on every request costs several allocations and a
+/// registry search, which show in the download benchmarks.
+#[derive(Default)]
+struct Handles {
+    by_route: RwLock<HashMap<String, RouteMetrics>>,
+}
+
+/// One route's counter and histogram by method and status.
+type RouteMetrics = HashMap<(Method, StatusCode), (Counter, Histogram)>;
+
+impl Handles {
+    fn get(&self, route: &str, method: &Method, status: StatusCode) -> (Counter, Histogram) {
+        let key = (method.clone(), status);
+        if let Some(found) = self
+            .by_route
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(route)
+            .and_then(|r| r.get(&key))
+        {
+            return found.clone();
+        }
+        let mut all = self.by_route.write().unwrap_or_else(|e| e.into_inner());
+        all.entry(route.to_owned())
+            .or_default()
+            .entry(key)
+            .or_insert_with(|| {
+                let (method, route) = (method.to_string(), route.to_owned());
+                let requests = metrics::counter!("carafe_http_requests_total",
+                    "method" => method.clone(), "route" => route.clone(),
+                    "status" => status.as_str().to_owned());
+                let duration = metrics::histogram!(DURATION, "method" => method, "route" => route);
+                (requests, duration)
+            })
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_route_method_and_status() {
+        let observer = Observer::new();
+        let route = "/test/observe/{counted}";
+        for status in [200, 200, 404] {
+            let status = StatusCode::from_u16(status).unwrap();
+            let (requests, duration) = observer.handles.get(route, &Method::GET, status);
+            requests.increment(1);
+            duration.record(0.001);
+        }
+        observer
+            .handles
+            .get(route, &Method::POST, StatusCode::OK)
+            .0
+            .increment(1);
+        observer.upkeep();
+        let text = observer.handle.render();
+        let count = |method: &str, status: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with("carafe_http_requests_total{")
+                        && l.contains(&format!("route=\"{route}\""))
+                        && l.contains(&format!("method=\"{method}\""))
+                        && l.contains(&format!("status=\"{status}\""))
+                })
+                .and_then(|l| l.rsplit(' ').next())
+                .map(str::to_owned)
+        };
+        assert_eq!(count("GET", "200").as_deref(), Some("2"), "{text}");
+        assert_eq!(count("GET", "404").as_deref(), Some("1"));
+        assert_eq!(count("POST", "200").as_deref(), Some("1"));
+        let samples = text
+            .lines()
+            .find(|l| {
+                l.starts_with("carafe_http_request_duration_seconds_count{")
+                    && l.contains(&format!("route=\"{route}\""))
+                    && l.contains("method=\"GET\"")
+            })
+            .and_then(|l| l.rsplit(' ').next());
+        assert_eq!(samples, Some("3"), "{text}");
     }
 }
