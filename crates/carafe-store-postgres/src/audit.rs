@@ -53,7 +53,7 @@ impl AuditStore for PgStore {
             action: event.action,
             target: event.target,
             request_id: event.request_id,
-            details: event.details,
+            details: event.details.to_value(),
         })
     }
 
@@ -72,7 +72,7 @@ impl AuditStore for PgStore {
             action.push(e.action.as_str());
             target.push(e.target.as_deref());
             request_id.push(e.request_id.as_deref());
-            details.push(e.details.to_string());
+            details.push(e.details.as_str());
         }
         sqlx::query(
             "INSERT INTO audit_events (at, actor, action, target, request_id, details)

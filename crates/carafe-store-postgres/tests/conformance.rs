@@ -31,7 +31,7 @@ async fn audit_log_rejects_updates_and_deletes() {
             action: "x".into(),
             target: None,
             request_id: None,
-            details: serde_json::json!({"a": [1, 2]}),
+            details: serde_json::json!({"a": [1, 2]}).into(),
         })
         .await
         .unwrap();

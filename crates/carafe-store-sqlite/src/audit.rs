@@ -24,7 +24,7 @@ pub(crate) async fn insert_audit(
     .bind(&e.action)
     .bind(&e.target)
     .bind(&e.request_id)
-    .bind(e.details.to_string())
+    .bind(e.details.as_str())
     .fetch_one(conn)
     .await
     .map_err(map_err)
@@ -55,7 +55,7 @@ impl AuditStore for SqliteStore {
             action: event.action,
             target: event.target,
             request_id: event.request_id,
-            details: event.details,
+            details: event.details.to_value(),
         })
     }
 
@@ -86,7 +86,7 @@ impl AuditStore for SqliteStore {
                     .push_bind(&e.action)
                     .push_bind(&e.target)
                     .push_bind(&e.request_id)
-                    .push_bind(e.details.to_string());
+                    .push_bind(e.details.as_str());
             });
             q.build().execute(&mut *tx).await.map_err(map_err)?;
         }

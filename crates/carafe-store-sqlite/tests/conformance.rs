@@ -29,7 +29,7 @@ async fn audit_log_rejects_updates_and_deletes() {
             action: "x".into(),
             target: None,
             request_id: None,
-            details: serde_json::json!({}),
+            details: serde_json::json!({}).into(),
         })
         .await
         .unwrap();

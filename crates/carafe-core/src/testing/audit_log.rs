@@ -19,7 +19,7 @@ fn event(action: &str, target: Option<&str>, actor: &str, ms: i64) -> NewAuditEv
         action: action.into(),
         target: target.map(str::to_owned),
         request_id: None,
-        details: json!({"ms": ms}),
+        details: json!({"ms": ms}).into(),
     }
 }
 

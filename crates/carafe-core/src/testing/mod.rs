@@ -78,7 +78,7 @@ fn audit(action: &str) -> NewAuditEvent {
         action: action.into(),
         target: None,
         request_id: Some("req-1".into()),
-        details: json!({"n": 1}),
+        details: json!({"n": 1}).into(),
     }
 }
 

@@ -6,7 +6,7 @@ pub mod http;
 pub mod query;
 pub mod writer;
 
-use carafe_core::audit::NewAuditEvent;
+use carafe_core::audit::{Details, NewAuditEvent};
 use serde_json::Value;
 
 #[derive(Debug, Clone)]
@@ -25,12 +25,22 @@ impl Actor {
     }
 
     pub fn event(&self, action: &str, target: Option<String>, details: Value) -> NewAuditEvent {
+        self.clone().into_event(action, target, details.into())
+    }
+
+    /// The event, taking the actor's strings instead of copying them.
+    pub fn into_event(
+        self,
+        action: &str,
+        target: Option<String>,
+        details: Details,
+    ) -> NewAuditEvent {
         NewAuditEvent {
             at: carafe_core::time::now(),
-            actor: self.id.clone(),
+            actor: self.id,
             action: action.into(),
             target,
-            request_id: self.request_id.clone(),
+            request_id: self.request_id,
             details,
         }
     }

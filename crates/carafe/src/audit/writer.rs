@@ -127,7 +127,7 @@ mod tests {
             action: "test.event".into(),
             target: Some(format!("test:{n}")),
             request_id: None,
-            details: json!({"n": n}),
+            details: json!({"n": n}).into(),
         }
     }
 

@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use carafe_core::StoreError;
-use carafe_core::audit::NewAuditEvent;
+use carafe_core::audit::{Details, NewAuditEvent};
 use carafe_core::files::{Bucket, FileEncryption, FileId, FileRecord, NewFile};
 use carafe_core::time::now;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::receive::Received;
@@ -35,6 +36,29 @@ impl Origin {
             map.insert("user_agent".into(), json!(self.user_agent));
         }
         self.actor.event(action, Some(target), details)
+    }
+
+    /// An event whose details are `details` (a struct of a few fields) with this origin's ip
+    /// and user agent beside them, serialized once.
+    pub fn into_event_with(
+        self,
+        action: &str,
+        target: String,
+        details: &impl Serialize,
+    ) -> NewAuditEvent {
+        #[derive(Serialize)]
+        struct WithOrigin<'a, T: Serialize> {
+            #[serde(flatten)]
+            details: &'a T,
+            ip: Option<String>,
+            user_agent: Option<String>,
+        }
+        let details = Details::new(&WithOrigin {
+            details,
+            ip: self.ip,
+            user_agent: self.user_agent,
+        });
+        self.actor.into_event(action, Some(target), details)
     }
 }
 

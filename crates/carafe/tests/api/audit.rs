@@ -25,7 +25,7 @@ pub fn event(action: &str, target: Option<String>, actor: &str, minute: i64) -> 
         action: action.into(),
         target,
         request_id: Some(format!("req-{minute}")),
-        details: json!({"minute": minute}),
+        details: json!({"minute": minute}).into(),
     }
 }
 

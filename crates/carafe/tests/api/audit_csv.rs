@@ -171,7 +171,7 @@ async fn cells_are_quoted_and_formulas_neutralised(backend: Backend) {
     let agent = "=HYPERLINK(\"http://evil.example\",\"a, b\")\r\nline 2";
     let mut nasty = event("test.quote", Some("=cmd|' /C calc'!A0".into()), "@actor", 0);
     nasty.request_id = Some("-rid".into());
-    nasty.details = json!({"ip": "+1,2", "user_agent": agent, "note": "say \"hi\",\nbye"});
+    nasty.details = json!({"ip": "+1,2", "user_agent": agent, "note": "say \"hi\",\nbye"}).into();
     let plain = event("test.quote", None, "key:x", 1);
     app.state
         .store
@@ -200,7 +200,7 @@ async fn cells_are_quoted_and_formulas_neutralised(backend: Backend) {
     // `details` is compact JSON that reads back to the stored value.
     assert!(!nasty_row[8].contains(": "));
     let details: Value = serde_json::from_str(&nasty_row[8]).unwrap();
-    assert_eq!(details, nasty.details);
+    assert_eq!(details, nasty.details.to_value());
 }
 
 async fn large_exports_stream_every_row(backend: Backend) {
