@@ -3,7 +3,6 @@
 //! public bucket, or a signed link. Every download is audited.
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use axum::extract::{FromRequestParts, State};
 use axum::response::Response;
@@ -11,14 +10,13 @@ use carafe_core::files::{BucketPolicy, FileId, FileRecord, FileStatus, Visibilit
 use carafe_core::keys::Scope;
 use http::request::Parts;
 use http::{Method, StatusCode, header};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
 
 use super::disposition::DispositionKind;
-use super::download::{Content, Delivery};
+use super::download::{Content, Delivery, Served, header_value};
 use super::links::{LinkError, LinkQuery};
-use super::{Files, object_key, thumb_key};
+use super::thumb_key;
 use crate::audit::Actor;
 use crate::http::auth::{Principal, StreamPrincipal};
 use crate::http::client::Client;
@@ -121,15 +119,6 @@ async fn authorize(
         .detail("this file needs an API key, a token or a signed link"))
 }
 
-/// A file that is not deleted (in any status), or 404.
-/// The file if it is not deleted (whatever its status), else 404.
-async fn live_file(files: &Files, id: FileId) -> ApiResult<Arc<FileRecord>> {
-    let Some(file) = files.file(id).await? else {
-        return Err(ApiError::not_found());
-    };
-    Ok(file)
-}
-
 fn not_ready(file: &FileRecord) -> ApiError {
     ApiError::conflict("file_not_ready", "the file is not ready to be served")
         .with("file_status", file.status.as_str())
@@ -143,7 +132,15 @@ fn key_missing(id: FileId, e: &crate::files::keyring::KeyError) -> ApiError {
         .detail("the key that encrypts this file is not configured on this server")
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a download's audit event says besides its origin.
+#[derive(Serialize)]
+struct Downloaded<'a> {
+    via: &'static str,
+    thumbnail: Option<&'a str>,
+    range: Option<&'a str>,
+    status: u16,
+}
+
 async fn serve(
     state: &AppState,
     mut parts: Parts,
@@ -153,7 +150,10 @@ async fn serve(
     client: Client,
 ) -> ApiResult<Response> {
     let files = &state.files;
-    let file = live_file(files, id).await?;
+    let Some(servable) = files.servable(id).await? else {
+        return Err(ApiError::not_found());
+    };
+    let file = &servable.file;
     // The bucket is read once (from its cache) for visibility, caching and redirects.
     let bucket = files.bucket(&file.bucket).await?;
     let default_policy;
@@ -164,25 +164,13 @@ async fn serve(
             &default_policy
         }
     };
-    let access = authorize(state, &mut parts, &file, policy, &params).await?;
+    let access = authorize(state, &mut parts, file, policy, &params).await?;
     if file.status != FileStatus::Ready {
-        return Err(not_ready(&file));
+        return Err(not_ready(file));
     }
-    let modified = SystemTime::from(file.updated_at);
-    let cache_control = policy.cache_control().to_owned();
-    let dek = files.data_key(&file).map_err(|e| key_missing(id, &e))?;
+    let dek = files.data_key(file).map_err(|e| key_missing(id, &e))?;
     let content = match thumbnail {
-        None => Content {
-            key: object_key(id),
-            size: file.size,
-            sha256: file.sha256.clone(),
-            kind: file.kind.clone(),
-            mime: file.mime.clone(),
-            name: file.name.clone(),
-            modified,
-            cache_control: cache_control.clone(),
-            dek: dek.clone(),
-        },
+        None => servable.content.clone(),
         Some(name) => {
             let Some(t) = file.thumbnails.iter().find(|t| t.name == name) else {
                 return Err(ApiError::not_found());
@@ -192,53 +180,62 @@ async fn serve(
                 .rsplit_once('.')
                 .map_or(file.name.as_str(), |(s, _)| s);
             let ext = if t.kind == "png" { "png" } else { "jpg" };
-            Content {
-                key: thumb_key(id, name),
-                size: t.size,
-                sha256: t.sha256.clone(),
-                kind: t.kind.clone(),
-                mime: format!("image/{}", t.kind),
-                name: format!("{stem}_{name}.{ext}"),
-                modified,
-                cache_control,
-                dek,
-            }
+            Arc::new(Content::new(
+                thumb_key(id, name),
+                t.size,
+                &t.sha256,
+                t.kind.clone(),
+                format!("image/{}", t.kind),
+                format!("{stem}_{name}.{ext}"),
+                file.updated_at.into(),
+            ))
         }
     };
+    let served = Served {
+        content,
+        cache_control: header_value(policy.cache_control()),
+        dek,
+    };
     let redirected = match policy.presigned_downloads {
-        true => files.redirect(&content, &access.delivery).await?,
+        true => files.redirect(&served, &access.delivery).await?,
         false => None,
     };
     let response = match redirected {
         Some(r) => r,
         None => {
             files
-                .serve(&parts.method, &parts.headers, &content, &access.delivery)
+                .serve(&parts.method, &parts.headers, &served, &access.delivery)
                 .await?
         }
     };
-    let served = response.status().is_success() || response.status() == StatusCode::FOUND;
-    if parts.method == Method::GET && served {
-        let request_id = parts.extensions.get::<RequestId>();
-        let actor = Actor {
-            id: access.actor,
-            request_id: request_id.map(|r| r.as_str().to_owned()),
-        };
+    let delivered = response.status().is_success() || response.status() == StatusCode::FOUND;
+    if parts.method == Method::GET && delivered {
+        // Header values that pass `to_str` are visible ASCII: any byte is a char boundary.
         let range = parts
             .headers
             .get(header::RANGE)
             .and_then(|r| r.to_str().ok())
-            .map(|r| r.chars().take(100).collect::<String>());
-        let event = super::upload::Origin {
-            actor,
+            .map(|r| &r[..r.len().min(100)]);
+        let origin = super::upload::Origin {
+            actor: Actor {
+                id: access.actor,
+                request_id: parts
+                    .extensions
+                    .get::<RequestId>()
+                    .map(|r| r.as_str().to_owned()),
+            },
             ip: client.ip.map(|ip| ip.to_string()),
             user_agent: client.user_agent,
-        }
-        .event(
+        };
+        let event = origin.into_event_with(
             "file.download",
-            id,
-            json!({"via": access.via, "thumbnail": thumbnail, "range": range,
-                   "status": response.status().as_u16()}),
+            format!("file:{id}"),
+            &Downloaded {
+                via: access.via,
+                thumbnail,
+                range,
+                status: response.status().as_u16(),
+            },
         );
         files.audit.record(event).await;
     }

@@ -4,6 +4,7 @@
 //! storage in large chunks, or are handed to nginx with `X-Accel-Redirect`. Encrypted
 //! objects are always decrypted here, segment by segment (never offloaded).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
@@ -28,20 +29,59 @@ const INLINE_TYPES: [&str; 9] = [
 /// User content can never run script or load anything, even if a browser renders it.
 const CONTENT_CSP: &str = "default-src 'none'; img-src 'self' data:; media-src 'self'; style-src 'unsafe-inline'; sandbox";
 
-/// One servable object.
-#[derive(Debug, Clone)]
+/// One servable object, with the response headers that depend only on it built once: a
+/// ready file's `Content` lives in the record cache, so a hot download formats nothing.
+#[derive(Debug)]
 pub struct Content {
     pub key: String,
     pub size: u64,
-    pub sha256: String,
     /// The type name (`png`, …) and its media type.
     pub kind: String,
     pub mime: String,
     pub name: String,
+    /// Whole seconds, as `Last-Modified` says it.
     pub modified: SystemTime,
-    pub cache_control: String,
-    /// The data key when the object is encrypted at rest: it is then decrypted on the way
-    /// out, never handed to nginx or to a presigned URL.
+    etag: HeaderValue,
+    last_modified: HeaderValue,
+    content_type: HeaderValue,
+    /// `Content-Disposition` when the caller asks for nothing else.
+    disposition: HeaderValue,
+}
+
+impl Content {
+    pub fn new(
+        key: String,
+        size: u64,
+        sha256: &str,
+        kind: String,
+        mime: String,
+        name: String,
+        modified: SystemTime,
+    ) -> Content {
+        let modified = whole_seconds(modified);
+        let mut content = Content {
+            key,
+            size,
+            etag: header_value(&format!("\"{sha256}\"")),
+            last_modified: header_value(&httpdate::fmt_http_date(modified)),
+            content_type: header_value(&mime),
+            disposition: HeaderValue::from_static("attachment"),
+            kind,
+            mime,
+            name,
+            modified,
+        };
+        content.disposition = Files::disposition(&content, &Delivery::default());
+        content
+    }
+}
+
+/// What one request adds to a `Content`: its bucket's caching policy and, when the object is
+/// encrypted at rest, its data key (it is then decrypted on the way out, never handed to nginx
+/// or to a presigned URL).
+pub struct Served {
+    pub content: Arc<Content>,
+    pub cache_control: HeaderValue,
     pub dek: Option<DataKey>,
 }
 
@@ -55,7 +95,7 @@ pub struct Delivery {
     pub filename: Option<String>,
 }
 
-fn header_value(s: &str) -> HeaderValue {
+pub(crate) fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s)
         .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"))
 }
@@ -74,22 +114,18 @@ impl Files {
         &self,
         method: &Method,
         request: &HeaderMap,
-        content: &Content,
+        served: &Served,
         delivery: &Delivery,
     ) -> Result<Response, ApiError> {
-        let etag = format!("\"{}\"", content.sha256);
-        let modified = whole_seconds(content.modified);
-        let mut headers = HeaderMap::new();
-        headers.insert(header::ETAG, header_value(&etag));
-        headers.insert(
-            header::LAST_MODIFIED,
-            header_value(&httpdate::fmt_http_date(modified)),
-        );
-        headers.insert(header::CACHE_CONTROL, header_value(&content.cache_control));
+        let content = &served.content;
+        let mut headers = HeaderMap::with_capacity(12);
+        headers.insert(header::ETAG, content.etag.clone());
+        headers.insert(header::LAST_MODIFIED, content.last_modified.clone());
+        headers.insert(header::CACHE_CONTROL, served.cache_control.clone());
         headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
         let validators = Validators {
-            etag: &etag,
-            last_modified: modified,
+            etag: content.etag.to_str().unwrap_or_default(),
+            last_modified: content.modified,
         };
         let range_allowed = match conditional::evaluate(method, request, &validators) {
             Outcome::NotModified => {
@@ -128,13 +164,13 @@ impl Files {
                 if let (Some(prefix), Some(path), None) = (
                     &self.settings.accel_redirect,
                     self.storage.local_path(&content.key),
-                    &content.dek,
+                    &served.dek,
                 ) {
                     headers.remove(header::CONTENT_LENGTH);
                     headers.insert("x-accel-redirect", header_value(&format!("{prefix}{path}")));
                     return Ok(reply(StatusCode::OK, headers, Body::empty()));
                 }
-                let body = self.body(content, None).await?;
+                let body = self.body(served, None).await?;
                 Ok(reply(StatusCode::OK, headers, body))
             }
             RangeRequest::Partial(ranges) if ranges.len() == 1 => {
@@ -147,7 +183,7 @@ impl Files {
                 let body = if head {
                     Body::empty()
                 } else {
-                    self.body(content, Some(r)).await?
+                    self.body(served, Some(r)).await?
                 };
                 Ok(reply(StatusCode::PARTIAL_CONTENT, headers, body))
             }
@@ -170,8 +206,9 @@ impl Files {
                     .collect();
                 parts.push((layout.trailer, None));
                 let files_content = content.clone();
+                let dek = served.dek.clone();
                 let cached = self
-                    .cached_content(&content.key, content.size, content.dek.as_ref())
+                    .cached_content(&content.key, content.size, dek.as_ref())
                     .await;
                 let storage = self.storage.clone();
                 let body = stream::iter(parts)
@@ -179,6 +216,7 @@ impl Files {
                         let storage = storage.clone();
                         let cached = cached.clone();
                         let content = files_content.clone();
+                        let dek = dek.clone();
                         async move {
                             let head = stream::once(async move { Ok(header) }).boxed();
                             let Some(r) = r else { return head };
@@ -190,7 +228,7 @@ impl Files {
                                 None => match sealed::read(
                                     &storage,
                                     &content.key,
-                                    content.dek.as_ref(),
+                                    dek.as_ref(),
                                     Some(r.start..r.end + 1),
                                     content.size,
                                 )
@@ -225,11 +263,12 @@ impl Files {
     }
 
     fn content_headers(&self, headers: &mut HeaderMap, content: &Content, delivery: &Delivery) {
-        headers.insert(header::CONTENT_TYPE, header_value(&content.mime));
-        headers.insert(
-            header::CONTENT_DISPOSITION,
-            Self::disposition(content, delivery),
-        );
+        headers.insert(header::CONTENT_TYPE, content.content_type.clone());
+        let disposition = match (delivery.disposition, &delivery.filename) {
+            (None, None) => content.disposition.clone(),
+            _ => Self::disposition(content, delivery),
+        };
+        headers.insert(header::CONTENT_DISPOSITION, disposition);
         headers.insert(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
@@ -241,8 +280,8 @@ impl Files {
     }
 
     /// The bytes of `content` (or of one range of it).
-    async fn body(&self, content: &Content, r: Option<ByteRange>) -> Result<Body, ApiError> {
-        let dek = content.dek.as_ref();
+    async fn body(&self, served: &Served, r: Option<ByteRange>) -> Result<Body, ApiError> {
+        let (content, dek) = (&served.content, served.dek.as_ref());
         if let Some(all) = self.cached_content(&content.key, content.size, dek).await {
             let bytes = match r {
                 Some(r) => all.slice(r.start as usize..=r.end as usize),
@@ -265,12 +304,13 @@ impl Files {
     /// A redirect to a presigned URL for `content`, when storage can make one (S3).
     pub async fn redirect(
         &self,
-        content: &Content,
+        served: &Served,
         delivery: &Delivery,
     ) -> Result<Option<Response>, ApiError> {
-        if content.dek.is_some() {
+        if served.dek.is_some() {
             return Ok(None);
         }
+        let content = &served.content;
         let disposition = Self::disposition(content, delivery);
         let url = self
             .storage

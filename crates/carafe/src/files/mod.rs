@@ -53,6 +53,31 @@ use links::LinkSigner;
 use scan::Clamd;
 use storage::Storage;
 
+/// A file and its content as downloads serve it.
+#[derive(Debug)]
+pub struct Servable {
+    pub file: Arc<FileRecord>,
+    pub content: Arc<download::Content>,
+}
+
+impl Servable {
+    fn new(file: Arc<FileRecord>) -> Servable {
+        let content = download::Content::new(
+            object_key(file.id),
+            file.size,
+            &file.sha256,
+            file.kind.clone(),
+            file.mime.clone(),
+            file.name.clone(),
+            file.updated_at.into(),
+        );
+        Servable {
+            file,
+            content: Arc::new(content),
+        }
+    }
+}
+
 /// The queue of Carafe's own file work (processing and purging).
 pub const QUEUE: &str = "carafe.files";
 
@@ -89,7 +114,7 @@ pub struct Files {
     pub audit: AuditWriter,
     /// Ready files by id, so downloads skip the database. Short-lived: another instance's
     /// deletion is seen within its time to live.
-    records: Cache<FileId, Arc<FileRecord>>,
+    records: Cache<FileId, Arc<Servable>>,
     /// Whole small objects by key, so hot downloads skip the disk.
     content: Cache<String, Bytes>,
     buckets: Cache<BucketName, Arc<Bucket>>,
@@ -246,17 +271,23 @@ impl Files {
 
     /// A file that is not deleted; ready files come from a short-lived cache.
     pub async fn file(&self, id: FileId) -> StoreResult<Option<Arc<FileRecord>>> {
-        if let Some(f) = self.records.get(&id).await {
-            return Ok(Some(f));
+        Ok(self.servable(id).await?.map(|s| s.file.clone()))
+    }
+
+    /// A file that is not deleted, with its content ready to serve; ready files come from a
+    /// short-lived cache.
+    pub async fn servable(&self, id: FileId) -> StoreResult<Option<Arc<Servable>>> {
+        if let Some(s) = self.records.get(&id).await {
+            return Ok(Some(s));
         }
         let Some(file) = self.store.get_file(id).await? else {
             return Ok(None);
         };
-        let file = Arc::new(file);
-        if file.status == carafe_core::files::FileStatus::Ready {
-            self.records.insert(id, file.clone()).await;
+        let servable = Arc::new(Servable::new(Arc::new(file)));
+        if servable.file.status == carafe_core::files::FileStatus::Ready {
+            self.records.insert(id, servable.clone()).await;
         }
-        Ok(Some(file))
+        Ok(Some(servable))
     }
 
     /// The data key of an encrypted file (`None` for a file stored in the clear).

@@ -135,13 +135,26 @@ pub fn routes(state: &AppState) -> Vec<(&'static str, MethodRouter<AppState>)> {
     ]
 }
 
+/// Routes that answer with file bytes skip the layers made for JSON (weak ETags, compression,
+/// the JSON body limit): their answers carry strong ETags, are never compressed, and take no
+/// body. Each layer costs every request a boxed future; downloads are the hottest path.
+const BYTE_ROUTES: [&str; 2] = [
+    "/api/v1/files/{id}/content",
+    "/api/v1/files/{id}/thumbnails/{name}",
+];
+
 pub fn router(state: AppState) -> Router {
     let config = &state.config;
     let mut router = Router::new();
+    let mut byte_routes = Vec::new();
     for (path, handlers) in routes(&state) {
-        router = router.route(path, handlers);
+        if BYTE_ROUTES.contains(&path) {
+            byte_routes.push((path, handlers));
+        } else {
+            router = router.route(path, handlers);
+        }
     }
-    let router = router
+    let mut router = router
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(from_fn(etag::middleware))
@@ -157,6 +170,9 @@ pub fn router(state: AppState) -> Router {
                 },
             )),
         );
+    for (path, handlers) in byte_routes {
+        router = router.route(path, handlers);
+    }
     router
         .layer(tower::util::option_layer(security::cors(config)))
         .layer(from_fn_with_state(state.clone(), envelope::middleware))
