@@ -111,7 +111,7 @@ impl Drop for InFlight {
 pub struct Timing {
     handles: Arc<Handles>,
     route: Option<MatchedPath>,
-    method: Method,
+    method: &'static str,
     start: Instant,
     _in_flight: InFlight,
 }
@@ -123,7 +123,7 @@ impl Observer {
         Timing {
             handles: self.handles.clone(),
             route: req.extensions().get::<MatchedPath>().cloned(),
-            method: req.method().clone(),
+            method: method_label(req.method()),
             start: Instant::now(),
             _in_flight: InFlight(self.in_flight.clone()),
         }
@@ -157,7 +157,7 @@ impl Timing {
     pub fn finish(self, status: StatusCode) {
         let elapsed = self.start.elapsed();
         let route = self.route.as_ref().map_or("unmatched", |m| m.as_str());
-        let (requests, duration) = self.handles.get(route, &self.method, status);
+        let (requests, duration) = self.handles.get(route, self.method, status);
         requests.increment(1);
         duration.record(elapsed.as_secs_f64());
         let status = status.as_u16();
@@ -178,12 +178,32 @@ struct Handles {
     by_route: RwLock<HashMap<String, RouteMetrics>>,
 }
 
-/// One route's counter and histogram by method and status.
-type RouteMetrics = HashMap<(Method, StatusCode), (Counter, Histogram)>;
+/// One route's counter and histogram by method label and status.
+type RouteMetrics = HashMap<(&'static str, StatusCode), (Counter, Histogram)>;
+
+/// Methods counted under their own name; any other is counted as `OTHER`, so a client that
+/// invents methods cannot make metric series (and these handles) without end. Routes are the
+/// route table's templates and statuses are three digits, so every label is bounded.
+const METHOD_LABELS: [(Method, &str); 7] = [
+    (Method::GET, "GET"),
+    (Method::HEAD, "HEAD"),
+    (Method::POST, "POST"),
+    (Method::PUT, "PUT"),
+    (Method::PATCH, "PATCH"),
+    (Method::DELETE, "DELETE"),
+    (Method::OPTIONS, "OPTIONS"),
+];
+
+fn method_label(method: &Method) -> &'static str {
+    METHOD_LABELS
+        .iter()
+        .find(|(m, _)| m == method)
+        .map_or("OTHER", |(_, label)| label)
+}
 
 impl Handles {
-    fn get(&self, route: &str, method: &Method, status: StatusCode) -> (Counter, Histogram) {
-        let key = (method.clone(), status);
+    fn get(&self, route: &str, method: &'static str, status: StatusCode) -> (Counter, Histogram) {
+        let key = (method, status);
         if let Some(found) = self
             .by_route
             .read()
@@ -198,9 +218,9 @@ impl Handles {
             .or_default()
             .entry(key)
             .or_insert_with(|| {
-                let (method, route) = (method.to_string(), route.to_owned());
+                let route = route.to_owned();
                 let requests = metrics::counter!("carafe_http_requests_total",
-                    "method" => method.clone(), "route" => route.clone(),
+                    "method" => method, "route" => route.clone(),
                     "status" => status.as_str().to_owned());
                 let duration = metrics::histogram!(DURATION, "method" => method, "route" => route);
                 (requests, duration)
@@ -219,13 +239,13 @@ mod tests {
         let route = "/test/observe/{counted}";
         for status in [200, 200, 404] {
             let status = StatusCode::from_u16(status).unwrap();
-            let (requests, duration) = observer.handles.get(route, &Method::GET, status);
+            let (requests, duration) = observer.handles.get(route, "GET", status);
             requests.increment(1);
             duration.record(0.001);
         }
         observer
             .handles
-            .get(route, &Method::POST, StatusCode::OK)
+            .get(route, "POST", StatusCode::OK)
             .0
             .increment(1);
         observer.upkeep();
@@ -253,5 +273,30 @@ mod tests {
             })
             .and_then(|l| l.rsplit(' ').next());
         assert_eq!(samples, Some("3"), "{text}");
+    }
+
+    #[test]
+    fn invented_methods_share_one_series() {
+        let observer = Observer::new();
+        let status = StatusCode::IM_A_TEAPOT;
+        for method in ["INVENTED1", "INVENTED2", "GET"] {
+            let req = Request::builder()
+                .method(Method::from_bytes(method.as_bytes()).unwrap())
+                .uri("/nowhere")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            observer.start(&req).finish(status);
+        }
+        let text = observer.handle.render();
+        let count = |method: &str| {
+            let labels = format!("method=\"{method}\",route=\"unmatched\",status=\"418\"");
+            text.lines()
+                .find(|l| l.starts_with("carafe_http_requests_total{") && l.contains(&labels))
+                .and_then(|l| l.rsplit(' ').next())
+                .map(str::to_owned)
+        };
+        assert_eq!(count("OTHER").as_deref(), Some("2"), "{text}");
+        assert_eq!(count("GET").as_deref(), Some("1"));
+        assert!(!text.contains("INVENTED"));
     }
 }
