@@ -50,13 +50,7 @@ async fn a_body_longer_than_declared_stores_only_what_was_declared(backend: Back
     }
     let answer = String::from_utf8_lossy(&answer).to_string();
     assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
-    let files: Value = app
-        .get("/api/v1/files", Some(&app.admin_key))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let items = files["items"].as_array().unwrap();
+    let items = app.files().await;
     assert_eq!(
         items.len(),
         1,

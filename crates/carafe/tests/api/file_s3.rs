@@ -147,16 +147,8 @@ async fn an_unreachable_store_refuses_uploads_cleanly(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| c.storage_url = Some(Secret::new(url))).await;
     let res = upload_raw(&app, &app.admin_key, "", "a.pdf", pdf("lost?")).await;
     problem(res, 503, "unavailable").await;
-    let listed: Value = app
-        .get("/api/v1/files", Some(&app.admin_key))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert!(
-        listed["items"].as_array().unwrap().is_empty(),
-        "no row without bytes"
-    );
+    let listed = app.files().await;
+    assert!(listed.is_empty(), "no row without bytes");
     let temp = app.state.files.storage.temp_dir();
     assert_eq!(
         std::fs::read_dir(temp).unwrap().count(),

@@ -241,6 +241,17 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The files the admin key lists (the first page, newest first).
+    pub async fn files(&self) -> Vec<Value> {
+        let listed: Value = self
+            .get("/api/v1/files", Some(&self.admin_key))
+            .await
+            .json()
+            .await
+            .unwrap();
+        listed["items"].as_array().unwrap().clone()
+    }
+
     pub async fn me(&self, auth: &str) -> Response {
         self.get("/api/v1/me", Some(auth)).await
     }

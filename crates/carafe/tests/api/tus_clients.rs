@@ -72,13 +72,8 @@ async fn concurrent_patches_have_one_winner(backend: Backend) {
         racers[i],
         "one writer's bytes, whole"
     );
-    let files: Value = app
-        .get("/api/v1/files", Some(&app.admin_key))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(files["items"].as_array().unwrap().len(), 1, "one file");
+    let files = app.files().await;
+    assert_eq!(files.len(), 1, "one file");
 }
 
 async fn users_see_only_their_own_uploads(backend: Backend) {
@@ -140,13 +135,8 @@ async fn a_refused_type_fails_the_upload(backend: Backend) {
     assert_eq!(res.status(), 200);
     assert_eq!(header(&res, "carafe-upload-error"), "extension_mismatch");
     assert!(res.headers().get("carafe-file-id").is_none());
-    let files: Value = app
-        .get("/api/v1/files", Some(&app.admin_key))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert!(files["items"].as_array().unwrap().is_empty(), "no file");
+    let files = app.files().await;
+    assert!(files.is_empty(), "no file");
     assert!(chunks(&app, &url).await.is_empty());
     let res = patch(&app, &app.admin_key, &url, half, &bytes[half..]).await;
     problem(res, 409, "upload_ended").await;

@@ -133,16 +133,6 @@ async fn offset(app: &TestApp, url: &str) -> String {
     header(&res, "upload-offset")
 }
 
-async fn file_count(app: &TestApp) -> usize {
-    let listed: Value = app
-        .get("/api/v1/files", Some(&app.admin_key))
-        .await
-        .json()
-        .await
-        .unwrap();
-    listed["items"].as_array().unwrap().len()
-}
-
 /// Completes an upload with its `last` chunk at `at`; returns the ready file.
 async fn finish(app: &TestApp, url: &str, at: usize, last: &[u8]) -> Value {
     let res = patch(app, &app.admin_key, url, at, last).await;
@@ -260,7 +250,7 @@ async fn tus_enc_damaged_chunks_end_the_upload(backend: Backend) {
         assert!(res.headers().get("carafe-file-id").is_none());
         let res = patch(&app, &app.admin_key, &url, 2 * n, &plain[2 * n..]).await;
         problem(res, 409, "upload_ended").await;
-        assert_eq!(file_count(&app).await, 0, "{damage}: nothing is served");
+        assert_eq!(app.files().await.len(), 0, "{damage}: nothing is served");
         assert!(chunks(&app, &url).await.is_empty(), "chunks deleted");
     }
 }
