@@ -59,21 +59,37 @@ impl Content {
         modified: SystemTime,
     ) -> Content {
         let modified = whole_seconds(modified);
-        let mut content = Content {
+        Content {
             key,
             size,
             etag: header_value(&format!("\"{sha256}\"")),
             last_modified: header_value(&httpdate::fmt_http_date(modified)),
             content_type: header_value(&mime),
-            disposition: HeaderValue::from_static("attachment"),
+            disposition: disposition(&kind, &name, &Delivery::default()),
             kind,
             mime,
             name,
             modified,
-        };
-        content.disposition = Files::disposition(&content, &Delivery::default());
-        content
+        }
     }
+
+    /// The `Content-Disposition` for `delivery` (the prepared one when it asks for nothing).
+    fn disposition(&self, delivery: &Delivery) -> HeaderValue {
+        match (delivery.disposition, &delivery.filename) {
+            (None, None) => self.disposition.clone(),
+            _ => disposition(&self.kind, &self.name, delivery),
+        }
+    }
+}
+
+/// The `Content-Disposition` of a download: inline only for types browsers may show.
+fn disposition(kind: &str, name: &str, delivery: &Delivery) -> HeaderValue {
+    let inline_ok = INLINE_TYPES.contains(&kind);
+    let shown = match delivery.disposition {
+        Some(DispositionKind::Inline) | None if inline_ok => DispositionKind::Inline,
+        _ => DispositionKind::Attachment,
+    };
+    content_disposition(shown, delivery.filename.as_deref().unwrap_or(name))
 }
 
 /// What one request adds to a `Content`: its bucket's caching policy and, when the object is
@@ -251,24 +267,9 @@ impl Files {
         }
     }
 
-    /// The `Content-Disposition` of a download: inline only for types browsers may show.
-    pub fn disposition(content: &Content, delivery: &Delivery) -> HeaderValue {
-        let inline_ok = INLINE_TYPES.contains(&content.kind.as_str());
-        let kind = match delivery.disposition {
-            Some(DispositionKind::Inline) | None if inline_ok => DispositionKind::Inline,
-            _ => DispositionKind::Attachment,
-        };
-        let name = delivery.filename.as_deref().unwrap_or(&content.name);
-        content_disposition(kind, name)
-    }
-
     fn content_headers(&self, headers: &mut HeaderMap, content: &Content, delivery: &Delivery) {
         headers.insert(header::CONTENT_TYPE, content.content_type.clone());
-        let disposition = match (delivery.disposition, &delivery.filename) {
-            (None, None) => content.disposition.clone(),
-            _ => Self::disposition(content, delivery),
-        };
-        headers.insert(header::CONTENT_DISPOSITION, disposition);
+        headers.insert(header::CONTENT_DISPOSITION, content.disposition(delivery));
         headers.insert(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
@@ -311,7 +312,7 @@ impl Files {
             return Ok(None);
         }
         let content = &served.content;
-        let disposition = Self::disposition(content, delivery);
+        let disposition = content.disposition(delivery);
         let url = self
             .storage
             .presigned_get(
