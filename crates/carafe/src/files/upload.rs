@@ -30,16 +30,12 @@ impl Origin {
     }
 
     /// An event about another kind of resource (`upload:<id>`), with the same origin facts.
-    pub fn event_on(&self, action: &str, target: String, mut details: Value) -> NewAuditEvent {
-        if let Value::Object(map) = &mut details {
-            map.insert("ip".into(), json!(self.ip));
-            map.insert("user_agent".into(), json!(self.user_agent));
-        }
-        self.actor.event(action, Some(target), details)
+    pub fn event_on(&self, action: &str, target: String, details: Value) -> NewAuditEvent {
+        self.clone().into_event_with(action, target, &details)
     }
 
-    /// An event whose details are `details` (a struct of a few fields) with this origin's ip
-    /// and user agent beside them, serialized once.
+    /// An event whose details are `details` (a struct or JSON object of a few fields) with this
+    /// origin's ip and user agent beside them, serialized once.
     pub fn into_event_with(
         self,
         action: &str,
