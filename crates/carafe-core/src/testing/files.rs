@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::audit;
 use super::jobs::job;
+use super::{audit, rewrap_in_pages, wrapped_key};
 use crate::audit::AuditFilter;
 use crate::files::*;
 use crate::page::PageRequest;
@@ -377,15 +377,10 @@ pub async fn files_legal_holds_block_deletion_and_retention(store: Arc<dyn Store
 
 pub async fn files_encryption_is_kept_and_rewrapped(store: Arc<dyn Store>) {
     store.put_bucket(bucket("default", 0), false).await.unwrap();
-    let enc = |kid: &str, n: u8| FileEncryption {
-        kid: kid.into(),
-        wrapped: format!("w{n}"),
-        segment: 65536,
-    };
     let mut ids = Vec::new();
     for n in 0..5u8 {
         let mut f = new_file("default", None);
-        f.encryption = (n != 4).then(|| enc(if n == 3 { "new" } else { "old" }, n));
+        f.encryption = (n != 4).then(|| wrapped_key(if n == 3 { "new" } else { "old" }, n));
         let rec = store
             .insert_file(f, job("carafe.files", now()), audit("file.upload"))
             .await
@@ -395,7 +390,7 @@ pub async fn files_encryption_is_kept_and_rewrapped(store: Arc<dyn Store>) {
     }
     assert_eq!(
         store.get_file(ids[0]).await.unwrap().unwrap().encryption,
-        Some(enc("old", 0))
+        Some(wrapped_key("old", 0))
     );
     // Deleted files are rewrapped too: their bytes are still there until purged.
     store
@@ -407,32 +402,20 @@ pub async fn files_encryption_is_kept_and_rewrapped(store: Arc<dyn Store>) {
         )
         .await
         .unwrap();
-    let first = store.files_not_under_key("new", None, 2).await.unwrap();
-    assert_eq!(
-        first,
-        vec![(ids[0], enc("old", 0)), (ids[1], enc("old", 1))]
-    );
-    let rest = store
-        .files_not_under_key("new", Some(ids[1]), 2)
-        .await
-        .unwrap();
-    assert_eq!(rest, vec![(ids[2], enc("old", 2))]);
-    let rewrapped: Vec<_> = [first, rest]
-        .concat()
-        .into_iter()
-        .map(|(id, e)| (id, enc("new", e.wrapped[1..].parse().unwrap())))
-        .collect();
-    store.set_file_encryption(&rewrapped).await.unwrap();
-    assert!(
-        store
-            .files_not_under_key("new", None, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    rewrap_in_pages(
+        &ids,
+        async |after, limit| {
+            store
+                .files_not_under_key("new", after, limit)
+                .await
+                .unwrap()
+        },
+        async |rows| store.set_file_encryption(&rows).await.unwrap(),
+    )
+    .await;
     assert_eq!(
         store.get_file(ids[2]).await.unwrap().unwrap().encryption,
-        Some(enc("new", 2))
+        Some(wrapped_key("new", 2))
     );
     assert_eq!(
         store.get_file(ids[4]).await.unwrap().unwrap().encryption,

@@ -82,6 +82,42 @@ fn audit(action: &str) -> NewAuditEvent {
     }
 }
 
+/// The `n`th data key of a test, wrapped under master key `kid`.
+fn wrapped_key(kid: &str, n: u8) -> crate::files::FileEncryption {
+    crate::files::FileEncryption {
+        kid: kid.into(),
+        wrapped: format!("w{n}"),
+        segment: 65536,
+    }
+}
+
+/// Key rotation's walk, for files and uploads alike: `ids[0..3]` are wrapped under `old`.
+/// Lists what is not under `new` two rows at a time, rewraps it all under `new`, and checks
+/// that nothing is left to list.
+async fn rewrap_in_pages<I: Copy + PartialEq + std::fmt::Debug>(
+    ids: &[I],
+    list: impl AsyncFn(Option<I>, u32) -> Vec<(I, crate::files::FileEncryption)>,
+    set: impl AsyncFn(Vec<(I, crate::files::FileEncryption)>),
+) {
+    let first = list(None, 2).await;
+    assert_eq!(
+        first,
+        vec![
+            (ids[0], wrapped_key("old", 0)),
+            (ids[1], wrapped_key("old", 1))
+        ]
+    );
+    let rest = list(Some(ids[1]), 2).await;
+    assert_eq!(rest, vec![(ids[2], wrapped_key("old", 2))]);
+    let rewrapped: Vec<_> = [first, rest]
+        .concat()
+        .into_iter()
+        .map(|(id, e)| (id, wrapped_key("new", e.wrapped[1..].parse().unwrap())))
+        .collect();
+    set(rewrapped).await;
+    assert!(list(None, 10).await.is_empty());
+}
+
 fn new_key(name: &str, hash_byte: u8) -> NewApiKey {
     NewApiKey {
         id: KeyId::new(),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::audit;
+use super::{audit, rewrap_in_pages, wrapped_key};
 use crate::files::*;
 use crate::page::PageRequest;
 use crate::store::Store;
@@ -304,15 +304,10 @@ pub async fn uploads_end_once_and_expire(store: Arc<dyn Store>) {
 }
 
 pub async fn uploads_keep_and_rewrap_their_data_keys(store: Arc<dyn Store>) {
-    let enc = |kid: &str, n: u8| FileEncryption {
-        kid: kid.into(),
-        wrapped: format!("w{n}"),
-        segment: 65536,
-    };
     let mut ids = Vec::new();
     for n in 0..5u8 {
         let mut new = new_upload(10, 3600);
-        new.encryption = (n != 4).then(|| enc(if n == 3 { "new" } else { "old" }, n));
+        new.encryption = (n != 4).then(|| wrapped_key(if n == 3 { "new" } else { "old" }, n));
         let saved = store
             .insert_upload(new.clone(), audit("upload.create"))
             .await
@@ -327,31 +322,19 @@ pub async fn uploads_keep_and_rewrap_their_data_keys(store: Arc<dyn Store>) {
     assert!(store.try_lock_upload(ids[1], "h", soon, t).await.unwrap());
     let end = UploadEnd::Failed("x".into());
     assert!(store.finish_upload(ids[1], "h", end, t, t).await.unwrap());
-    let first = store.uploads_not_under_key("new", None, 2).await.unwrap();
-    assert_eq!(
-        first,
-        vec![(ids[0], enc("old", 0)), (ids[1], enc("old", 1))]
-    );
-    let rest = store
-        .uploads_not_under_key("new", Some(ids[1]), 2)
-        .await
-        .unwrap();
-    assert_eq!(rest, vec![(ids[2], enc("old", 2))]);
-    let rewrapped: Vec<_> = [first, rest]
-        .concat()
-        .into_iter()
-        .map(|(id, e)| (id, enc("new", e.wrapped[1..].parse().unwrap())))
-        .collect();
-    store.set_upload_encryption(&rewrapped).await.unwrap();
-    assert!(
-        store
-            .uploads_not_under_key("new", None, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    rewrap_in_pages(
+        &ids,
+        async |after, limit| {
+            store
+                .uploads_not_under_key("new", after, limit)
+                .await
+                .unwrap()
+        },
+        async |rows| store.set_upload_encryption(&rows).await.unwrap(),
+    )
+    .await;
     let row = store.get_upload(ids[2]).await.unwrap().unwrap();
-    assert_eq!(row.encryption, Some(enc("new", 2)));
+    assert_eq!(row.encryption, Some(wrapped_key("new", 2)));
     assert_eq!(row.status, UploadStatus::Active, "nothing else changes");
     let plain = store.get_upload(ids[4]).await.unwrap().unwrap();
     assert_eq!(plain.encryption, None);

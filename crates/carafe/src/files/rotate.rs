@@ -5,8 +5,6 @@
 //! rewrapped are no longer selected. Uploads are included so that the old key can be removed
 //! while uploads are in progress: they complete under the new one.
 
-use std::future::Future;
-
 use carafe_core::files::FileEncryption;
 use carafe_core::{Store, StoreResult};
 
@@ -22,15 +20,15 @@ pub async fn rotate_master(store: &dyn Store, keys: &MasterKeys) -> anyhow::Resu
     let files = rewrap_all(
         keys,
         "file",
-        move |after| store.files_not_under_key(current, after, BATCH),
-        move |batch| async move { store.set_file_encryption(&batch).await },
+        async |after| store.files_not_under_key(current, after, BATCH).await,
+        async |batch| store.set_file_encryption(&batch).await,
     )
     .await?;
     let uploads = rewrap_all(
         keys,
         "upload",
-        move |after| store.uploads_not_under_key(current, after, BATCH),
-        move |batch| async move { store.set_upload_encryption(&batch).await },
+        async |after| store.uploads_not_under_key(current, after, BATCH).await,
+        async |batch| store.set_upload_encryption(&batch).await,
     )
     .await?;
     Ok(files + uploads)
@@ -38,19 +36,12 @@ pub async fn rotate_master(store: &dyn Store, keys: &MasterKeys) -> anyhow::Resu
 
 /// Pages through the rows `select` finds (after the last id seen) and saves each page
 /// rewrapped with `save`.
-async fn rewrap_all<Id, S, SF, W, WF>(
+async fn rewrap_all<Id: Copy + std::fmt::Display>(
     keys: &MasterKeys,
     what: &str,
-    mut select: S,
-    mut save: W,
-) -> anyhow::Result<u64>
-where
-    Id: Copy + std::fmt::Display,
-    S: FnMut(Option<Id>) -> SF,
-    SF: Future<Output = StoreResult<Vec<(Id, FileEncryption)>>>,
-    W: FnMut(Vec<(Id, FileEncryption)>) -> WF,
-    WF: Future<Output = StoreResult<()>>,
-{
+    select: impl AsyncFn(Option<Id>) -> StoreResult<Vec<(Id, FileEncryption)>>,
+    save: impl AsyncFn(Vec<(Id, FileEncryption)>) -> StoreResult<()>,
+) -> anyhow::Result<u64> {
     let mut after = None;
     let mut done = 0u64;
     loop {

@@ -171,7 +171,11 @@ pub fn router(state: AppState) -> Router {
             )),
         );
     // A renamed route must be renamed here too, or it silently takes the JSON layers.
-    debug_assert_eq!(byte_routes.len(), BYTE_ROUTES.len(), "BYTE_ROUTES not in routes()");
+    debug_assert_eq!(
+        byte_routes.len(),
+        BYTE_ROUTES.len(),
+        "BYTE_ROUTES not in routes()"
+    );
     for (path, handlers) in byte_routes {
         router = router.route(path, handlers);
     }
