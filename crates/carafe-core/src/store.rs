@@ -9,7 +9,8 @@ use crate::StoreResult;
 use crate::audit::{AuditEvent, AuditFilter, NewAuditEvent};
 use crate::files::{
     Advance, Bucket, BucketName, DirectState, DirectUpload, FileEncryption, FileFilter, FileId,
-    FileRecord, NewFile, NewUpload, ProcessingOutcome, Upload, UploadChunk, UploadEnd, UploadId,
+    FileRecord, MultipartRecord, NewFile, NewUpload, ProcessingOutcome, Upload, UploadChunk,
+    UploadEnd, UploadId,
 };
 use crate::idempotency::{Reservation, Reserve};
 use crate::jobs::{
@@ -348,6 +349,23 @@ pub trait DirectStore: Send + Sync {
     ) -> StoreResult<Vec<DirectUpload>>;
 }
 
+/// S3 multipart uploads Carafe sends itself (see `files::MultipartRecord`): recorded before
+/// the first part goes up, forgotten once completed or aborted, so a crash in between leaves a
+/// record the sweep aborts. Several instances may share the records: the sweep only takes
+/// those older than a cut-off no live upload is expected to reach.
+#[async_trait]
+pub trait MultipartRecordStore: Send + Sync {
+    async fn record_multipart(&self, record: MultipartRecord) -> StoreResult<()>;
+    /// Forgets one upload's record; true when it existed (forgetting twice is not an error).
+    async fn forget_multipart(&self, key: &str, upload_id: &str) -> StoreResult<bool>;
+    /// Up to `limit` records started at or before `started_before`, oldest first.
+    async fn stale_multiparts(
+        &self,
+        started_before: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<MultipartRecord>>;
+}
+
 /// Leader election for work one instance should do at a time (maintenance, schedules).
 #[async_trait]
 pub trait LeaderStore: Send + Sync {
@@ -382,6 +400,7 @@ pub trait Store:
     + FileStore
     + UploadStore
     + DirectStore
+    + MultipartRecordStore
     + LeaderStore
     + Send
     + Sync

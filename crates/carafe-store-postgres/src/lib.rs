@@ -8,6 +8,7 @@ mod files;
 mod idempotency;
 mod jobs;
 mod keys;
+mod multipart;
 mod rewrap;
 mod schedules;
 #[cfg(feature = "testing")]

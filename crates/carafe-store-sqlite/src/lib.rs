@@ -10,6 +10,7 @@ mod files;
 mod idempotency;
 mod jobs;
 mod keys;
+mod multipart;
 mod rewrap;
 mod schedules;
 mod uploads;

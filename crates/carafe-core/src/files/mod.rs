@@ -4,6 +4,7 @@
 
 mod bucket;
 mod direct;
+mod multipart;
 mod upload;
 
 use std::fmt;
@@ -17,6 +18,7 @@ use crate::jobs::JobId;
 
 pub use bucket::{Bucket, BucketName, BucketPolicy, ScanPolicy, ThumbnailSpec, Visibility};
 pub use direct::{DirectState, DirectUpload};
+pub use multipart::MultipartRecord;
 pub use upload::{Advance, NewUpload, Upload, UploadChunk, UploadEnd, UploadId, UploadStatus};
 
 /// A file's id: a UUIDv7, so ids sort by creation and cannot be guessed from one another.

@@ -12,6 +12,7 @@ mod files;
 mod flows;
 mod jobs;
 mod lifecycle;
+mod multipart;
 mod queues;
 mod uploads;
 use crate::audit::{AuditFilter, NewAuditEvent};
@@ -25,6 +26,7 @@ pub use files::*;
 pub use flows::*;
 pub use jobs::*;
 pub use lifecycle::*;
+pub use multipart::*;
 pub use queues::*;
 pub use uploads::*;
 
@@ -57,7 +59,9 @@ macro_rules! conformance_tests {
             uploads_are_recorded_and_read_back,
             uploads_locks_exclude_other_holders, uploads_concurrent_locks_have_one_winner,
             uploads_advances_are_fenced, uploads_end_once_and_expire,
-            uploads_keep_and_rewrap_their_data_keys, direct_uploads_transition_once_and_expire);
+            uploads_keep_and_rewrap_their_data_keys, direct_uploads_transition_once_and_expire,
+            multipart_records_are_listed_stale_oldest_first,
+            multipart_records_are_forgotten_one_upload_at_a_time);
     };
     (@each $make:path, $attrs:tt, $($name:ident),*) => {
         $( $crate::conformance_tests!(@one $make, $attrs, $name); )*
