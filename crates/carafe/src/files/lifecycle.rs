@@ -1,7 +1,8 @@
-//! Clean-up over time: temporary files and unrecorded uploads a crash left behind (every
-//! instance sweeps its own temporary directory and the shared `incoming/` area), and bucket
-//! retention (one instance at a time, as the holder of the `files-retention` lease), which
-//! deletes files older than their bucket's `retention_days` unless they are under legal hold.
+//! Clean-up over time: temporary files, unrecorded uploads and unfinished S3 multipart uploads
+//! a crash left behind (every instance sweeps its own temporary directory, and the shared
+//! `incoming/` area and multipart records), and bucket retention (one instance at a time, as
+//! the holder of the `files-retention` lease), which deletes files older than their bucket's
+//! `retention_days` unless they are under legal hold.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,13 @@ use crate::audit::Actor;
 
 /// Leftovers younger than this may belong to an upload in progress.
 const LEFTOVER_AGE: Duration = Duration::from_secs(3600);
+/// A recorded S3 multipart upload older than this was left by a crash, and the sweep aborts
+/// it. Another instance sharing the database may still be sending one younger, and a large
+/// file on a slow link takes long (5 GiB, the default upload limit, in 24 h is about 60 KB/s), so
+/// the margin is wide; an abandoned upload's parts cost a day of storage at most. Not
+/// `files.upload_ttl`: that is how long clients may take to resume, which an operator may
+/// well shorten below the time a large send to S3 can take.
+pub const ABANDONED_MULTIPART_AGE: Duration = Duration::from_secs(24 * 3600);
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
 const LEADER: &str = "files-retention";
@@ -54,6 +62,11 @@ impl Files {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "removed temporary upload files"),
             Err(e) => tracing::warn!(error = %e, "cannot sweep temporary upload files"),
+        }
+        match self.storage.sweep_multiparts(ABANDONED_MULTIPART_AGE).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(aborted = n, "aborted abandoned multipart uploads"),
+            Err(e) => tracing::warn!(error = %e, "cannot sweep abandoned multipart uploads"),
         }
         match self.sweep_incoming(LEFTOVER_AGE).await {
             Ok(0) => {}

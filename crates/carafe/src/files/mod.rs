@@ -130,6 +130,7 @@ impl Files {
         let storage = Storage::open(
             config.storage_url.as_ref().map(|u| u.expose()),
             &config.data_dir,
+            store.clone(),
         )?;
         let settings = config.files.clone();
         let scanner = match &config.clamd_url {

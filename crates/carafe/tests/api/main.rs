@@ -22,6 +22,7 @@ mod file_lifecycle;
 mod file_processing;
 mod file_ranges;
 mod file_s3;
+mod file_s3_parts;
 mod files;
 mod handlers;
 mod idempotency;

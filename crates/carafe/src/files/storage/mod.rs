@@ -12,9 +12,11 @@ mod s3;
 use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use carafe_core::store::MultipartRecordStore;
 
 pub use local::LocalStorage;
 pub use s3::S3Storage;
@@ -32,12 +34,18 @@ pub enum Storage {
 impl Storage {
     /// Opens the storage named by `url`: unset means local disk under `data_dir/files`,
     /// `file:///path` another directory, `s3://bucket[/prefix]?endpoint=…&region=…` S3.
-    pub fn open(url: Option<&str>, data_dir: &Path) -> anyhow::Result<Storage> {
+    /// S3 records its multipart uploads under way in `records`.
+    pub fn open(
+        url: Option<&str>,
+        data_dir: &Path,
+        records: Arc<dyn MultipartRecordStore>,
+    ) -> anyhow::Result<Storage> {
         match url {
             None => Ok(Storage::Local(LocalStorage::open(data_dir.join("files"))?)),
             Some(url) if url.starts_with("s3://") => Ok(Storage::S3(S3Storage::open(
                 url,
                 &data_dir.join("upload-tmp"),
+                records,
             )?)),
             Some(url) => match url.strip_prefix("file://") {
                 Some(path) if path.starts_with('/') => {
@@ -172,6 +180,15 @@ impl Storage {
             }
         }
         Ok(removed)
+    }
+
+    /// Aborts the S3 multipart uploads Carafe started more than `age` ago and never finished
+    /// (a crash interrupted them); returns how many. Nothing to do on local disk.
+    pub async fn sweep_multiparts(&self, age: Duration) -> io::Result<u64> {
+        match self {
+            Storage::Local(_) => Ok(0),
+            Storage::S3(s) => s.sweep_multiparts(age).await,
+        }
     }
 
     /// A presigned PUT of `key` for direct uploads; `None` on local disk (Carafe signs its

@@ -1,7 +1,9 @@
 //! Any S3-compatible store, through `object_store`. Objects live under an optional key prefix
 //! (`s3://bucket/prefix`), so several deployments can share a bucket. Large uploads go up as
-//! multipart uploads in 8 MiB parts with a few in flight, so memory stays bounded whatever
-//! the size; an upload that fails is aborted, leaving no parts behind.
+//! multipart uploads in parts (see `parts`), recorded in the database while they are under
+//! way, so even one a crash interrupts is aborted later, leaving no parts behind.
+
+mod parts;
 
 use std::io;
 use std::ops::Range;
@@ -10,30 +12,38 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use carafe_core::store::MultipartRecordStore;
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
 use object_store::signer::{Method, SignedUrlOptions, Signer};
 use object_store::{BackoffConfig, ClientOptions, RetryConfig};
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
-use tokio::io::AsyncReadExt;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::ByteStream;
 use crate::files::receive::Received;
 
 /// Objects up to this size are sent in one PUT.
 const SINGLE_PUT: u64 = 16 * 1024 * 1024;
-/// Multipart part size (S3 needs at least 5 MiB for every part but the last).
-const PART: usize = 8 * 1024 * 1024;
-/// Parts in flight at once.
-const PARTS_IN_FLIGHT: usize = 4;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct S3Storage {
     store: Arc<AmazonS3>,
     prefix: String,
     tmp: PathBuf,
+    /// Where the multipart uploads under way are recorded.
+    records: Arc<dyn MultipartRecordStore>,
+}
+
+impl std::fmt::Debug for S3Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Storage")
+            .field("store", &self.store)
+            .field("prefix", &self.prefix)
+            .field("tmp", &self.tmp)
+            .finish_non_exhaustive()
+    }
 }
 
 fn io_error(e: object_store::Error) -> io::Error {
@@ -50,7 +60,12 @@ fn is_not_found(e: &object_store::Error) -> bool {
 impl S3Storage {
     /// `s3://bucket[/prefix]?endpoint=…&region=…&access_key_id=…&secret_access_key=…`.
     /// Credentials not in the URL come from the usual `AWS_*` environment variables.
-    pub fn open(url: &str, tmp: &Path) -> anyhow::Result<Self> {
+    /// Multipart uploads under way are recorded in `records`.
+    pub fn open(
+        url: &str,
+        tmp: &Path,
+        records: Arc<dyn MultipartRecordStore>,
+    ) -> anyhow::Result<Self> {
         let parsed = url::Url::parse(url)?;
         let bucket = parsed
             .host_str()
@@ -90,6 +105,7 @@ impl S3Storage {
             store: Arc::new(store),
             prefix,
             tmp: tmp.to_path_buf(),
+            records,
         })
     }
 
@@ -116,31 +132,7 @@ impl S3Storage {
                 .map_err(io_error)?;
             return Ok(());
         }
-        let upload = self.store.put_multipart(&path).await.map_err(io_error)?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
-        let mut file = tokio::fs::File::open(received.path()).await?;
-        let mut buf = vec![0u8; 1024 * 1024];
-        let sent = async {
-            loop {
-                let n = file.read(&mut buf).await?;
-                if n == 0 {
-                    return Ok::<(), io::Error>(());
-                }
-                writer
-                    .wait_for_capacity(PARTS_IN_FLIGHT)
-                    .await
-                    .map_err(io_error)?;
-                writer.write(&buf[..n]);
-            }
-        }
-        .await;
-        match sent {
-            Ok(()) => writer.finish().await.map(|_| ()).map_err(io_error),
-            Err(e) => {
-                let _ = writer.abort().await;
-                Err(e)
-            }
-        }
+        self.put_in_parts(key, &received).await
     }
 
     pub async fn put_bytes(&self, key: &str, bytes: Bytes) -> io::Result<()> {
@@ -299,7 +291,9 @@ impl S3Storage {
             .map_err(io_error)
     }
 
-    /// Aborts a multipart upload; aborting one that is gone is not an error.
+    /// Aborts a multipart upload; aborting one that is gone (S3 answers `404 NoSuchUpload`) is
+    /// not an error. Any other refusal is: s3s-fs answers `403 AccessDenied` for an upload id
+    /// it does not know, which cannot be told from a key without the permission to abort.
     pub async fn abort_multipart(&self, key: &str, upload_id: &str) -> io::Result<()> {
         match self
             .store
