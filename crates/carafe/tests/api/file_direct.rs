@@ -23,6 +23,7 @@ file_tests!(
         direct_uploads_to_s3_in_presigned_parts,
         direct_uploads_to_s3_refuse_lies_about_size,
         expired_direct_uploads_to_s3_are_aborted,
+        a_direct_upload_that_cannot_be_aborted_does_not_stop_the_sweep,
 );
 
 async fn start(app: &TestApp, name: &str, size: usize) -> reqwest::Response {
@@ -358,4 +359,62 @@ async fn expired_direct_uploads_to_s3_are_aborted(backend: Backend) {
         "the multipart upload is gone"
     );
     assert!(!app.has_object(&key).await);
+}
+
+/// An open session as `start_direct` leaves it, expired `ago`; its multipart id is set later.
+fn expired_session(ago: time::Duration) -> carafe_core::files::DirectUpload {
+    use carafe_core::files::{BucketName, DirectState, DirectUpload, FileId};
+    let at = time::OffsetDateTime::now_utc();
+    DirectUpload {
+        id: FileId::new(),
+        bucket: BucketName::default_bucket(),
+        owner: None,
+        name: "abandoned.pdf".into(),
+        size: 42,
+        metadata: json!({}),
+        state: DirectState::Open,
+        multipart: None,
+        created_at: at - time::Duration::HOUR,
+        expires_at: at - ago,
+    }
+}
+
+async fn a_direct_upload_that_cannot_be_aborted_does_not_stop_the_sweep(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let store = app.state.files.store();
+    let s3 = app.state.files.storage.s3().unwrap();
+    // The oldest session names an upload that was aborted already. Real S3 answers
+    // `404 NoSuchUpload` (gone: the session is removed); s3s-fs answers `403 AccessDenied`,
+    // which cannot be told from a refusal, so the session stays for a later sweep to retry.
+    let mut stuck = expired_session(time::Duration::minutes(10));
+    let stuck_key = format!("incoming/{}", stuck.id);
+    let gone = s3.create_multipart(&stuck_key).await.unwrap();
+    s3.abort_multipart(&stuck_key, &gone).await.unwrap();
+    stuck.multipart = Some(gone);
+    store.insert_direct(stuck.clone()).await.unwrap();
+    // A newer one has a real multipart upload with a part sent.
+    let mut healthy = expired_session(time::Duration::minutes(1));
+    let key = format!("incoming/{}", healthy.id);
+    let upload_id = s3.create_multipart(&key).await.unwrap();
+    let etag = s3
+        .put_part(&key, &upload_id, 1, pdf("abandoned").into())
+        .await
+        .unwrap();
+    healthy.multipart = Some(upload_id.clone());
+    store.insert_direct(healthy.clone()).await.unwrap();
+
+    let removed = app.state.files.sweep_direct().await.unwrap();
+    let stuck_left = store.get_direct(stuck.id).await.unwrap().is_some();
+    assert_eq!(removed, if stuck_left { 1 } else { 2 });
+    assert!(store.get_direct(healthy.id).await.unwrap().is_none());
+    assert!(
+        s3.complete_multipart(&key, &upload_id, vec![etag])
+            .await
+            .is_err(),
+        "the healthy session's multipart upload is aborted"
+    );
+    assert!(!app.has_object(&key).await);
+    // A later sweep tries the stuck one again and still succeeds.
+    let again = app.state.files.sweep_direct().await.unwrap();
+    assert_eq!(again, 0, "a session that cannot be aborted is not counted");
 }

@@ -12,11 +12,14 @@
 //!
 //! The session's id is the file's id and the checked bytes sit at `incoming/<id>`, so a crash at any
 //! point leaves either a session the expiry sweep aborts or a file row whose job finishes the
-//! work. A refused upload's object is deleted at once.
+//! work. A refused upload's object is deleted at once. The sweep cleans each session on its
+//! own: one it cannot clean now (S3 refusing the abort) waits for a later sweep without
+//! holding up the others.
 
 pub mod http;
 pub mod signing;
 
+use std::collections::HashSet;
 use std::io;
 use std::sync::Arc;
 
@@ -390,31 +393,54 @@ impl Files {
         Ok((size, hex::encode(hasher.finalize())))
     }
 
-    /// Aborts and forgets expired sessions: the multipart upload is aborted and any
-    /// `incoming/` object no file claims is deleted. Returns how many were removed.
+    /// Aborts and forgets expired sessions, oldest expiry first. Returns how many were
+    /// removed. A session whose clean-up fails is logged and kept for the next sweep, and the
+    /// sweep goes on with the others: one stuck session must not keep the rest forever.
     pub async fn sweep_direct(&self) -> anyhow::Result<u64> {
         let mut removed = 0;
+        // The listing has no cursor and failed sessions stay listed: ask for that many more,
+        // and skip them.
+        let mut failed = HashSet::new();
         loop {
-            let expired = self.store().expired_directs(now(), SWEEP_BATCH).await?;
-            let batch = expired.len();
+            let extra = u32::try_from(failed.len()).unwrap_or(u32::MAX);
+            let limit = SWEEP_BATCH.saturating_add(extra);
+            let expired = self.store().expired_directs(now(), limit).await?;
+            let full = expired.len() >= limit as usize;
             for session in expired {
-                let key = incoming_key(session.id);
-                if session.state != DirectState::Completed
-                    && self.store().get_file(session.id).await?.is_none()
-                {
-                    if let (Some(s3), Some(upload_id)) = (self.storage.s3(), &session.multipart) {
-                        s3.abort_multipart(&key, upload_id).await?;
-                    }
-                    self.storage.delete(&key).await?;
+                let id = session.id;
+                if failed.contains(&id) {
+                    continue;
                 }
-                self.storage.delete(&direct_key(session.id)).await?;
-                if self.store().delete_direct(session.id).await? {
-                    removed += 1;
+                match self.remove_expired_direct(session).await {
+                    Ok(true) => removed += 1,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(session = %id, error = %e,
+                            "cannot remove an expired direct upload now; the next sweep retries it");
+                        failed.insert(id);
+                    }
                 }
             }
-            if batch < SWEEP_BATCH as usize {
+            if !full {
                 return Ok(removed);
             }
         }
+    }
+
+    /// Removes one expired session: the multipart upload is aborted and any `incoming/` object
+    /// no file claims is deleted, then the session is forgotten (last, so a failure before
+    /// leaves it to retry). True when this call forgot it.
+    async fn remove_expired_direct(&self, session: DirectUpload) -> anyhow::Result<bool> {
+        let key = incoming_key(session.id);
+        if session.state != DirectState::Completed
+            && self.store().get_file(session.id).await?.is_none()
+        {
+            if let (Some(s3), Some(upload_id)) = (self.storage.s3(), &session.multipart) {
+                s3.abort_multipart(&key, upload_id).await?;
+            }
+            self.storage.delete(&key).await?;
+        }
+        self.storage.delete(&direct_key(session.id)).await?;
+        Ok(self.store().delete_direct(session.id).await?)
     }
 }
