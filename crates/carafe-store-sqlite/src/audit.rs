@@ -30,6 +30,24 @@ pub(crate) async fn insert_audit(
     .map_err(map_err)
 }
 
+/// Rows per multi-row insert, largest first; the last is 1, so any batch can be cut into them.
+const INSERT_ROWS: [usize; 4] = [256, 32, 4, 1];
+
+/// The multi-row insert of each size in `INSERT_ROWS`, built once. sqlx takes `&'static str`
+/// SQL, so each text is leaked once for the life of the process (four short strings).
+fn insert_statements() -> &'static [(usize, &'static str); 4] {
+    static STATEMENTS: std::sync::OnceLock<[(usize, &'static str); 4]> = std::sync::OnceLock::new();
+    STATEMENTS.get_or_init(|| {
+        INSERT_ROWS.map(|rows| {
+            let values = vec!["(?, ?, ?, ?, ?, ?)"; rows].join(", ");
+            let sql = format!(
+                "INSERT INTO audit_events (at, actor, action, target, request_id, details) VALUES {values}"
+            );
+            (rows, &*Box::leak(sql.into_boxed_str()))
+        })
+    })
+}
+
 fn event_from_row(row: &SqliteRow) -> StoreResult<AuditEvent> {
     let details: String = row.try_get("details").map_err(map_err)?;
     Ok(AuditEvent {
@@ -66,29 +84,29 @@ impl AuditStore for SqliteStore {
             .await
             .map_err(map_err)?;
         // Multi-row statements: a batch costs a few statements, not one per event. The rows
-        // per statement come from a few fixed sizes, so the statements stay prepared in the
-        // connection's cache instead of one new statement per batch size. Six parameters per
-        // row keep 256 rows under SQLite's parameter limit.
+        // per statement come from a few fixed sizes, each one statement text made once, so
+        // the statements stay prepared in the connection's cache. Six parameters per row keep
+        // 256 rows under SQLite's parameter limit.
         let mut rest = events;
         while !rest.is_empty() {
-            let rows = [256, 32, 4, 1]
-                .into_iter()
-                .find(|&n| n <= rest.len())
-                .unwrap_or(1);
+            let (rows, sql) = insert_statements()
+                .iter()
+                .find(|(n, _)| *n <= rest.len())
+                .copied()
+                .unwrap_or(insert_statements()[INSERT_ROWS.len() - 1]);
             let (chunk, tail) = rest.split_at(rows);
             rest = tail;
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO audit_events (at, actor, action, target, request_id, details) ",
-            );
-            q.push_values(chunk, |mut b, e| {
-                b.push_bind(ms(e.at))
-                    .push_bind(&e.actor)
-                    .push_bind(&e.action)
-                    .push_bind(&e.target)
-                    .push_bind(&e.request_id)
-                    .push_bind(e.details.as_str());
-            });
-            q.build().execute(&mut *tx).await.map_err(map_err)?;
+            let mut q = sqlx::query(sql);
+            for e in chunk {
+                q = q
+                    .bind(ms(e.at))
+                    .bind(e.actor.as_str())
+                    .bind(e.action.as_str())
+                    .bind(e.target.as_deref())
+                    .bind(e.request_id.as_deref())
+                    .bind(e.details.as_str());
+            }
+            q.execute(&mut *tx).await.map_err(map_err)?;
         }
         tx.commit().await.map_err(map_err)
     }

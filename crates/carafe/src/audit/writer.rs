@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use carafe_core::Store;
 use carafe_core::audit::NewAuditEvent;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 /// Events waiting to be written before senders wait.
 const QUEUE: usize = 10_000;
@@ -27,6 +27,8 @@ enum Msg {
 #[derive(Clone)]
 pub struct AuditWriter {
     tx: mpsc::Sender<Msg>,
+    /// Wakes the writer before its window closes (a flush is waiting).
+    hurry: Arc<Notify>,
 }
 
 impl std::fmt::Debug for AuditWriter {
@@ -39,8 +41,9 @@ impl AuditWriter {
     /// Starts the writer task on the current runtime.
     pub fn spawn(store: Arc<dyn Store>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(store, rx));
-        AuditWriter { tx }
+        let hurry = Arc::new(Notify::new());
+        tokio::spawn(run(store, rx, hurry.clone()));
+        AuditWriter { tx, hurry }
     }
 
     pub async fn record(&self, event: NewAuditEvent) {
@@ -53,39 +56,41 @@ impl AuditWriter {
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
         if self.tx.send(Msg::Flush(done)).await.is_ok() {
+            self.hurry.notify_one();
             let _ = wait.await;
         }
     }
 }
 
-async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Msg>) {
+/// A window opens with the first event the writer receives; the writer then sleeps until the
+/// window closes (or a flush arrives) and takes everything queued meanwhile. Waiting on the
+/// channel instead would wake the writer, on another thread, for every event.
+async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Msg>, hurry: Arc<Notify>) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut waiting = Vec::new();
+    // A full batch was written last time: more are queued, so no window is waited for.
+    let mut behind = false;
     while let Some(first) = rx.recv().await {
-        let deadline = tokio::time::Instant::now() + LINGER;
-        let mut next = Some(first);
-        while let Some(msg) = next {
-            match msg {
-                Msg::Event(e) => batch.push(e),
-                Msg::Flush(done) => waiting.push(done),
+        let flush = matches!(first, Msg::Flush(_));
+        take(first, &mut batch, &mut waiting);
+        if !behind && !flush {
+            tokio::select! {
+                () = tokio::time::sleep(LINGER) => {}
+                () = hurry.notified() => {}
             }
-            if batch.len() >= BATCH || !waiting.is_empty() {
-                break;
-            }
-            // The timer is only armed when the queue is empty, not for every event.
-            next = match rx.try_recv() {
-                Ok(msg) => Some(msg),
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    tokio::time::timeout_at(deadline, rx.recv())
-                        .await
-                        .ok()
-                        .flatten()
-                }
-                Err(mpsc::error::TryRecvError::Disconnected) => None,
-            };
         }
+        // Up to a batch, stopping at a flush so that it is answered once what precedes it is
+        // written.
+        while batch.len() < BATCH && waiting.is_empty() {
+            match rx.try_recv() {
+                Ok(msg) => take(msg, &mut batch, &mut waiting),
+                Err(_) => break,
+            }
+        }
+        behind = batch.len() >= BATCH;
         if !batch.is_empty() {
-            write(&store, std::mem::take(&mut batch)).await;
+            write(&store, &batch).await;
+            batch.clear();
         }
         for done in waiting.drain(..) {
             let _ = done.send(());
@@ -93,11 +98,18 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Msg>) {
     }
 }
 
+fn take(msg: Msg, batch: &mut Vec<NewAuditEvent>, waiting: &mut Vec<oneshot::Sender<()>>) {
+    match msg {
+        Msg::Event(e) => batch.push(e),
+        Msg::Flush(done) => waiting.push(done),
+    }
+}
+
 /// Writes a batch, retrying while the database is unavailable (up to about a minute).
-async fn write(store: &Arc<dyn Store>, batch: Vec<NewAuditEvent>) {
+async fn write(store: &Arc<dyn Store>, batch: &[NewAuditEvent]) {
     let mut delay = Duration::from_millis(100);
     for attempt in 1..=10 {
-        match store.append_audits(&batch).await {
+        match store.append_audits(batch).await {
             Ok(()) => return,
             Err(e) if attempt < 10 => {
                 tracing::warn!(error = %e, attempt, "audit batch not written; retrying");

@@ -136,7 +136,9 @@ fn key_missing(id: FileId, e: &crate::files::keyring::KeyError) -> ApiError {
 #[derive(Serialize)]
 struct Downloaded<'a> {
     via: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
     thumbnail: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     range: Option<&'a str>,
     status: u16,
 }
@@ -229,7 +231,7 @@ async fn serve(
         };
         let event = origin.into_event_with(
             "file.download",
-            format!("file:{id}"),
+            servable.audit_target.clone(),
             &Downloaded {
                 via: access.via,
                 thumbnail,

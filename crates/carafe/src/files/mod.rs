@@ -58,6 +58,8 @@ use storage::Storage;
 pub struct Servable {
     pub file: Arc<FileRecord>,
     pub content: Arc<download::Content>,
+    /// `file:<id>`, as audit events name the file (made once, not for every download).
+    pub audit_target: String,
 }
 
 impl Servable {
@@ -72,6 +74,7 @@ impl Servable {
             file.updated_at.into(),
         );
         Servable {
+            audit_target: format!("file:{}", file.id),
             file,
             content: Arc::new(content),
         }

@@ -41,8 +41,9 @@ fn acceptable(value: &HeaderValue) -> bool {
 }
 
 fn generate() -> HeaderValue {
-    let id = uuid::Uuid::now_v7().simple().to_string();
-    HeaderValue::from_str(&id).expect("hex is a valid header value")
+    let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
+    let id = uuid::Uuid::now_v7().simple().encode_lower(&mut buf);
+    HeaderValue::from_str(id).expect("hex is a valid header value")
 }
 
 /// Gives `req` its id (kept from the client when sane) and returns it with the request's
