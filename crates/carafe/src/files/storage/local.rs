@@ -10,13 +10,13 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 
-use super::ByteStream;
+use super::{ByteStream, buffers};
 use crate::files::receive::Received;
 
 /// Chunk size for streaming reads: large enough to keep per-chunk overhead out of the way,
 /// small enough that many concurrent downloads stay light (each holds about two: the chunk
 /// being read and the one being sent).
-const READ_CHUNK: usize = 256 * 1024;
+const READ_CHUNK: usize = buffers::SIZE;
 
 /// Where temporary files go, inside the root so renames never cross devices.
 const TMP_DIR: &str = ".tmp";
@@ -183,7 +183,7 @@ fn chunks(file: std::fs::File, range: Range<u64>) -> ByteStream {
                 return Ok(None);
             }
             let want = READ_CHUNK.min((r.end - r.start) as usize);
-            let mut buf = vec![0u8; want];
+            let mut buf = buffers::take(want);
             let at = r.start;
             let (buf, got) = tokio::task::spawn_blocking(move || {
                 use std::os::unix::fs::FileExt;
@@ -200,7 +200,7 @@ fn chunks(file: std::fs::File, range: Range<u64>) -> ByteStream {
             }
             let mut buf = buf;
             buf.truncate(got);
-            Ok(Some((Bytes::from(buf), r.start + got as u64..r.end)))
+            Ok(Some((buffers::bytes(buf), r.start + got as u64..r.end)))
         }
     })
     .boxed()

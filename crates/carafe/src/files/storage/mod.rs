@@ -6,6 +6,7 @@
 //! Uploads are always received into a local temporary directory first (hashed, counted and
 //! synced there), then moved into storage: a rename on local disk, an upload on S3.
 
+mod buffers;
 mod local;
 mod s3;
 
