@@ -30,6 +30,7 @@ pub mod scan;
 pub mod sealed;
 pub mod sniff;
 pub mod storage;
+pub mod sweep;
 pub mod tus;
 pub mod upload;
 pub mod views;

@@ -19,7 +19,6 @@
 pub mod http;
 pub mod signing;
 
-use std::collections::HashSet;
 use std::io;
 use std::sync::Arc;
 
@@ -32,6 +31,7 @@ use sha2::{Digest, Sha256};
 
 use super::receive::HEAD_BYTES;
 use super::sniff::{self, Kind};
+use super::sweep::{self, Removal};
 use super::upload::{Origin, UploadError};
 use super::{Files, filename, incoming_key};
 
@@ -397,34 +397,20 @@ impl Files {
     /// removed. A session whose clean-up fails is logged and kept for the next sweep, and the
     /// sweep goes on with the others: one stuck session must not keep the rest forever.
     pub async fn sweep_direct(&self) -> anyhow::Result<u64> {
-        let mut removed = 0;
-        // The listing has no cursor and failed sessions stay listed: ask for that many more,
-        // and skip them.
-        let mut failed = HashSet::new();
-        loop {
-            let extra = u32::try_from(failed.len()).unwrap_or(u32::MAX);
-            let limit = SWEEP_BATCH.saturating_add(extra);
-            let expired = self.store().expired_directs(now(), limit).await?;
-            let full = expired.len() >= limit as usize;
-            for session in expired {
-                let id = session.id;
-                if failed.contains(&id) {
-                    continue;
-                }
-                match self.remove_expired_direct(session).await {
-                    Ok(true) => removed += 1,
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::warn!(session = %id, error = %e,
-                            "cannot remove an expired direct upload now; the next sweep retries it");
-                        failed.insert(id);
-                    }
+        let list = |limit| self.store().expired_directs(now(), limit);
+        let remove = |session: DirectUpload| async move {
+            let id = session.id;
+            match self.remove_expired_direct(session).await {
+                Ok(true) => Removal::Removed,
+                Ok(false) => Removal::AlreadyGone,
+                Err(e) => {
+                    tracing::warn!(session = %id, error = %e,
+                        "cannot remove an expired direct upload now; the next sweep retries it");
+                    Removal::Failed
                 }
             }
-            if !full {
-                return Ok(removed);
-            }
-        }
+        };
+        Ok(sweep::drain(SWEEP_BATCH, list, |s| s.id, remove).await?)
     }
 
     /// Removes one expired session: the multipart upload is aborted and any `incoming/` object

@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 
 use super::{S3Storage, io_error};
 use crate::files::receive::Received;
+use crate::files::sweep::{self, Removal};
 
 /// Part size (S3 needs at least 5 MiB for every part but the last).
 const PART: u64 = 8 * 1024 * 1024;
@@ -202,33 +203,24 @@ impl S3Storage {
 
     /// Aborts and forgets the recorded multipart uploads started more than `age` ago: a live
     /// upload ends (completed, or aborted by itself) well within it, so these were left by a
-    /// crash. Returns how many went; those that cannot be aborted now wait for the next sweep.
+    /// crash. Returns how many went; one that cannot be aborted now stays for the next sweep,
+    /// and the others are still swept.
     pub async fn sweep_multiparts(&self, age: Duration) -> io::Result<u64> {
         let age = time::Duration::try_from(age).map_err(io::Error::other)?;
         let Some(before) = now().checked_sub(age) else {
             return Ok(0);
         };
-        let mut removed = 0;
-        loop {
-            let stale = self
-                .records
-                .stale_multiparts(before, SWEEP_BATCH)
-                .await
-                .map_err(store_error)?;
-            let full = stale.len() == SWEEP_BATCH as usize;
-            let mut stuck = false;
-            for record in stale {
-                if self.abandon(&record.key, &record.upload_id).await {
-                    removed += 1;
-                } else {
-                    stuck = true;
-                }
+        let list = |limit| self.records.stale_multiparts(before, limit);
+        let key = |r: &MultipartRecord| (r.key.clone(), r.upload_id.clone());
+        let remove = |r: MultipartRecord| async move {
+            match self.abandon(&r.key, &r.upload_id).await {
+                true => Removal::Removed,
+                false => Removal::Failed,
             }
-            // A record that stays would be read again: stop until the next sweep.
-            if !full || stuck {
-                return Ok(removed);
-            }
-        }
+        };
+        sweep::drain(SWEEP_BATCH, list, key, remove)
+            .await
+            .map_err(store_error)
     }
 }
 
