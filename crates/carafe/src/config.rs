@@ -17,9 +17,11 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 mod files;
+mod limits;
 mod values;
 
 pub use files::Files;
+pub use limits::{DEFAULT_IDEMPOTENCY_LOCK, Limits};
 
 pub use values::{HumanDuration, Secret, TrustedProxy};
 
@@ -90,13 +92,6 @@ pub enum LogFormat {
     Auto,
     Json,
     Pretty,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Limits {
-    /// Largest JSON request body, in bytes.
-    pub json_body_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -189,14 +184,6 @@ impl Default for Jobs {
             retention_completed: HumanDuration(Duration::from_secs(24 * 3600)),
             retention_discarded: HumanDuration(Duration::from_secs(7 * 24 * 3600)),
             poll_interval: HumanDuration(Duration::from_secs(1)),
-        }
-    }
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            json_body_bytes: 1024 * 1024,
         }
     }
 }
@@ -307,9 +294,7 @@ impl Config {
         if !(1..=1000).contains(&self.database_max_connections) {
             return bad("database_max_connections must be between 1 and 1000".into());
         }
-        if !(1024..=64 * 1024 * 1024).contains(&self.limits.json_body_bytes) {
-            return bad("limits.json_body_bytes must be between 1 KiB and 64 MiB".into());
-        }
+        self.limits.validate().map_err(ConfigError::Invalid)?;
         let jobs = &self.jobs;
         if !(1024..=16 * 1024 * 1024).contains(&jobs.max_args_bytes) {
             return bad("jobs.max_args_bytes must be between 1 KiB and 16 MiB".into());

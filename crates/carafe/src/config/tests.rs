@@ -138,6 +138,8 @@ fn bad_values_are_refused_with_the_setting_named() {
         ("CARAFE_SHUTDOWN_TIMEOUT", "soon", "soon"),
         ("CARAFE_TRUSTED_PROXIES", "proxy.local", "proxy.local"),
         ("CARAFE_LIMITS__JSON_BODY_BYTES", "10", "json_body_bytes"),
+        ("CARAFE_LIMITS__IDEMPOTENCY_LOCK", "0s", "idempotency_lock"),
+        ("CARAFE_LIMITS__IDEMPOTENCY_LOCK", "2h", "idempotency_lock"),
         ("CARAFE_LISTEN", "nowhere", "listen"),
         ("CARAFE_MASTER_KEY", "c2hvcnQ=", "master_key"),
     ] {

@@ -27,8 +27,6 @@ pub static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent
 
 /// How long an answer is replayed.
 pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
-/// How long a running request holds its key; after that a crashed request can be retried.
-const LOCK: Duration = Duration::from_secs(60);
 /// Answers larger than this are not stored (the request is then not replayable).
 const MAX_STORED_BODY: usize = 1024 * 1024;
 const MAX_KEY_LEN: usize = 255;
@@ -124,7 +122,7 @@ async fn handle(
             key: &key,
             fingerprint,
             now: at,
-            locked_until: at + LOCK,
+            locked_until: at + state.config.limits.idempotency_lock.0,
             expires_at: at + RETENTION,
         })
         .await?;
