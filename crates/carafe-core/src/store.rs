@@ -44,17 +44,30 @@ pub trait KeyStore: Send + Sync {
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync {
     /// Takes the key if it is free, expired, or held by a crashed request with the same
-    /// fingerprint whose lock has lapsed; otherwise reports what holds it.
+    /// fingerprint whose lock has lapsed, under a new random token; otherwise reports what
+    /// holds it.
     async fn reserve_idempotency(&self, req: Reserve<'_>) -> StoreResult<Reservation>;
-    /// Stores the answer of the request that holds the key.
+    /// Moves the lock of a running request to `locked_until`, if `token` still holds the key
+    /// unanswered. False (and nothing changes) otherwise.
+    async fn renew_idempotency(
+        &self,
+        scope: &str,
+        key: &str,
+        token: &str,
+        locked_until: OffsetDateTime,
+    ) -> StoreResult<bool>;
+    /// Stores the answer, if `token` still holds the key unanswered. False (and nothing
+    /// changes) otherwise.
     async fn complete_idempotency(
         &self,
         scope: &str,
         key: &str,
+        token: &str,
         response: Vec<u8>,
-    ) -> StoreResult<()>;
-    /// Frees a key whose request failed, so that it can be retried at once.
-    async fn release_idempotency(&self, scope: &str, key: &str) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
+    /// Frees a key whose request failed, so that it can be retried at once, if `token` still
+    /// holds it unanswered. False (and nothing changes) otherwise.
+    async fn release_idempotency(&self, scope: &str, key: &str, token: &str) -> StoreResult<bool>;
     /// Deletes up to `batch` expired records; returns how many went.
     async fn prune_idempotency(&self, now: OffsetDateTime, batch: u32) -> StoreResult<u64>;
 }

@@ -1,9 +1,11 @@
-//! `IdempotencyStore` on PostgreSQL: one upsert decides whether the caller takes the key.
+//! `IdempotencyStore` on PostgreSQL: one upsert decides whether the caller takes the key;
+//! every later change to a reservation names its holder's token.
 
 use async_trait::async_trait;
 use carafe_core::idempotency::{Reservation, Reserve};
 use carafe_core::store::IdempotencyStore;
 use carafe_core::{StoreError, StoreResult};
+use rand::Rng;
 use sqlx::Row;
 use time::OffsetDateTime;
 
@@ -15,15 +17,17 @@ impl IdempotencyStore for PgStore {
         // Take the key when it is new, expired, or abandoned by a crashed request that sent the
         // same body. Otherwise the upsert changes nothing and the row is read back; a row pruned
         // in between (it had expired) is simply taken on the next turn.
+        let token = new_token();
         for _ in 0..3 {
             let taken = sqlx::query(
                 "INSERT INTO idempotency_records
-                     (scope, key, fingerprint, response, locked_until, expires_at, created_at)
-                 VALUES ($1, $2, $3, NULL, $4, $5, $6)
+                     (scope, key, fingerprint, response, locked_until, expires_at, created_at,
+                      owner)
+                 VALUES ($1, $2, $3, NULL, $4, $5, $6, $7)
                  ON CONFLICT (scope, key) DO UPDATE SET
                      fingerprint = excluded.fingerprint, response = NULL,
                      locked_until = excluded.locked_until, expires_at = excluded.expires_at,
-                     created_at = excluded.created_at
+                     created_at = excluded.created_at, owner = excluded.owner
                  WHERE idempotency_records.expires_at <= $6
                     OR (idempotency_records.response IS NULL
                         AND idempotency_records.locked_until <= $6
@@ -35,13 +39,14 @@ impl IdempotencyStore for PgStore {
             .bind(r.locked_until)
             .bind(r.expires_at)
             .bind(r.now)
+            .bind(&token)
             .execute(&self.pool)
             .await
             .map_err(map_err)?
             .rows_affected()
                 == 1;
             if taken {
-                return Ok(Reservation::Reserved);
+                return Ok(Reservation::Reserved { token });
             }
             let row = sqlx::query(
                 "SELECT fingerprint, response FROM idempotency_records WHERE scope = $1 AND key = $2",
@@ -64,32 +69,60 @@ impl IdempotencyStore for PgStore {
         Err(StoreError::corrupt("idempotency record kept vanishing"))
     }
 
+    async fn renew_idempotency(
+        &self,
+        scope: &str,
+        key: &str,
+        token: &str,
+        locked_until: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE idempotency_records SET locked_until = $1
+             WHERE scope = $2 AND key = $3 AND owner = $4 AND response IS NULL",
+        )
+        .bind(locked_until)
+        .bind(scope)
+        .bind(key)
+        .bind(token)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn complete_idempotency(
         &self,
         scope: &str,
         key: &str,
+        token: &str,
         response: Vec<u8>,
-    ) -> StoreResult<()> {
-        sqlx::query("UPDATE idempotency_records SET response = $1 WHERE scope = $2 AND key = $3")
-            .bind(response)
-            .bind(scope)
-            .bind(key)
-            .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
-        Ok(())
-    }
-
-    async fn release_idempotency(&self, scope: &str, key: &str) -> StoreResult<()> {
-        sqlx::query(
-            "DELETE FROM idempotency_records WHERE scope = $1 AND key = $2 AND response IS NULL",
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE idempotency_records SET response = $1
+             WHERE scope = $2 AND key = $3 AND owner = $4 AND response IS NULL",
         )
+        .bind(response)
         .bind(scope)
         .bind(key)
+        .bind(token)
         .execute(&self.pool)
         .await
         .map_err(map_err)?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_idempotency(&self, scope: &str, key: &str, token: &str) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "DELETE FROM idempotency_records
+             WHERE scope = $1 AND key = $2 AND owner = $3 AND response IS NULL",
+        )
+        .bind(scope)
+        .bind(key)
+        .bind(token)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn prune_idempotency(&self, now: OffsetDateTime, batch: u32) -> StoreResult<u64> {
@@ -104,4 +137,9 @@ impl IdempotencyStore for PgStore {
         .map_err(map_err)?;
         Ok(done.rows_affected())
     }
+}
+
+/// A reservation's owner token: 16 random bytes, as hex.
+fn new_token() -> String {
+    format!("{:032x}", rand::rng().random::<u128>())
 }

@@ -10,13 +10,13 @@ use crate::StoreError;
 mod audit_log;
 mod files;
 mod flows;
+mod idempotency;
 mod jobs;
 mod lifecycle;
 mod multipart;
 mod queues;
 mod uploads;
 use crate::audit::{AuditFilter, NewAuditEvent};
-use crate::idempotency::{Reservation, Reserve};
 use crate::keys::{KeyHash, KeyId, KeyName, NewApiKey, Scope, Scopes};
 use crate::page::PageRequest;
 use crate::store::Store;
@@ -24,6 +24,7 @@ use crate::time::{Duration, now};
 pub use audit_log::*;
 pub use files::*;
 pub use flows::*;
+pub use idempotency::*;
 pub use jobs::*;
 pub use lifecycle::*;
 pub use multipart::*;
@@ -39,7 +40,9 @@ macro_rules! conformance_tests {
             keys_round_trip, keys_are_unique, keys_paginate_in_creation_order,
             revoking_is_idempotent_and_audited, idempotency_reserve_complete_replay,
             idempotency_release_expiry_and_takeover, idempotency_scopes_are_isolated,
-            idempotency_prune_removes_only_expired, audit_lists_newest_first,
+            idempotency_prune_removes_only_expired, idempotency_only_the_holder_completes,
+            idempotency_only_the_holder_releases, idempotency_renewal_keeps_the_key,
+            audit_lists_newest_first,
             audit_filters_by_target, audit_filters_by_action, audit_filters_by_actor,
             audit_filters_by_time, audit_filters_combine_and_paginate,
             ping_and_migrations_are_current,
@@ -270,148 +273,6 @@ pub async fn revoking_is_idempotent_and_audited(store: Arc<dyn Store>) {
         .map(|e| e.action)
         .collect();
     assert_eq!(actions, ["key.revoke", "key.revoke", "key.create"]);
-}
-
-fn reserve<'a>(scope: &'a str, key: &'a str, fp: u8, lock_s: i64, ttl_s: i64) -> Reserve<'a> {
-    let now = now();
-    Reserve {
-        scope,
-        key,
-        fingerprint: [fp; 32],
-        now,
-        locked_until: now + Duration::seconds(lock_s),
-        expires_at: now + Duration::seconds(ttl_s),
-    }
-}
-
-pub async fn idempotency_reserve_complete_replay(store: Arc<dyn Store>) {
-    let r = store
-        .reserve_idempotency(reserve("key:a", "k1", 1, 60, 3600))
-        .await
-        .unwrap();
-    assert_eq!(r, Reservation::Reserved);
-    let r = store
-        .reserve_idempotency(reserve("key:a", "k1", 1, 60, 3600))
-        .await
-        .unwrap();
-    assert_eq!(
-        r,
-        Reservation::Existing {
-            fingerprint: [1; 32],
-            response: None
-        }
-    );
-    let r = store
-        .reserve_idempotency(reserve("key:a", "k1", 2, 60, 3600))
-        .await
-        .unwrap();
-    assert_eq!(
-        r,
-        Reservation::Existing {
-            fingerprint: [1; 32],
-            response: None
-        }
-    );
-    store
-        .complete_idempotency("key:a", "k1", b"answer".to_vec())
-        .await
-        .unwrap();
-    let r = store
-        .reserve_idempotency(reserve("key:a", "k1", 1, 60, 3600))
-        .await
-        .unwrap();
-    assert_eq!(
-        r,
-        Reservation::Existing {
-            fingerprint: [1; 32],
-            response: Some(b"answer".to_vec())
-        }
-    );
-}
-
-pub async fn idempotency_release_expiry_and_takeover(store: Arc<dyn Store>) {
-    store
-        .reserve_idempotency(reserve("s", "released", 1, 60, 3600))
-        .await
-        .unwrap();
-    store.release_idempotency("s", "released").await.unwrap();
-    let r = store
-        .reserve_idempotency(reserve("s", "released", 2, 60, 3600))
-        .await
-        .unwrap();
-    assert_eq!(r, Reservation::Reserved, "a released key is free again");
-
-    // A completed record past its expiry is replaced by a new request.
-    store
-        .reserve_idempotency(reserve("s", "old", 1, 60, -1))
-        .await
-        .unwrap();
-    store
-        .complete_idempotency("s", "old", b"x".to_vec())
-        .await
-        .unwrap();
-    let r = store
-        .reserve_idempotency(reserve("s", "old", 2, 60, 3600))
-        .await
-        .unwrap();
-    assert_eq!(r, Reservation::Reserved);
-
-    // A crashed request (lock lapsed, no answer) can be retried with the same body only.
-    store
-        .reserve_idempotency(reserve("s", "crashed", 1, -1, 3600))
-        .await
-        .unwrap();
-    let r = store
-        .reserve_idempotency(reserve("s", "crashed", 2, 60, 3600))
-        .await
-        .unwrap();
-    assert_eq!(
-        r,
-        Reservation::Existing {
-            fingerprint: [1; 32],
-            response: None
-        }
-    );
-    let r = store
-        .reserve_idempotency(reserve("s", "crashed", 1, 60, 3600))
-        .await
-        .unwrap();
-    assert_eq!(r, Reservation::Reserved);
-}
-
-pub async fn idempotency_scopes_are_isolated(store: Arc<dyn Store>) {
-    let a = store
-        .reserve_idempotency(reserve("key:a", "same", 1, 60, 3600))
-        .await
-        .unwrap();
-    let b = store
-        .reserve_idempotency(reserve("key:b", "same", 2, 60, 3600))
-        .await
-        .unwrap();
-    assert_eq!((a, b), (Reservation::Reserved, Reservation::Reserved));
-}
-
-pub async fn idempotency_prune_removes_only_expired(store: Arc<dyn Store>) {
-    for i in 0..5 {
-        let key = format!("gone{i}");
-        store
-            .reserve_idempotency(reserve("s", &key, 1, 60, -10))
-            .await
-            .unwrap();
-    }
-    store
-        .reserve_idempotency(reserve("s", "kept", 1, 60, 3600))
-        .await
-        .unwrap();
-    let first = store.prune_idempotency(now(), 3).await.unwrap();
-    let second = store.prune_idempotency(now(), 3).await.unwrap();
-    assert_eq!((first, second), (3, 2), "pruning works in bounded batches");
-    assert_eq!(store.prune_idempotency(now(), 3).await.unwrap(), 0);
-    let r = store
-        .reserve_idempotency(reserve("s", "kept", 1, 60, 3600))
-        .await
-        .unwrap();
-    assert!(matches!(r, Reservation::Existing { .. }));
 }
 
 pub async fn ping_and_migrations_are_current(store: Arc<dyn Store>) {

@@ -3,6 +3,11 @@
 //! API key), and replayed for 24 hours to the same caller sending the same body. The same key
 //! with another body is a 409; so is a second request while the first still runs.
 //! Failures that the client may fix or retry (5xx, 401, 403, 408, 409, 429) are not stored.
+//!
+//! The reservation is the running request's own (a random token names it) and is renewed
+//! while the request runs, however long that is (a slow upload, a long `wait`): a retry
+//! meanwhile is told the request is in progress, and never runs the action a second time. A
+//! crashed process renews nothing, so its keys free `limits.idempotency_lock` after it died.
 
 use std::time::Duration;
 
@@ -16,6 +21,7 @@ use http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use http_body::Body as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tokio::time::{Instant, MissedTickBehavior};
 
 use super::auth::Principal;
 use super::error::ApiError;
@@ -142,10 +148,16 @@ async fn handle(
             response: Some(sealed),
             ..
         } => replay(&state, &sealed),
-        Reservation::Reserved => {
+        Reservation::Reserved { token } => {
+            let hold = Hold {
+                state: &state,
+                scope: &scope,
+                key: &key,
+                token,
+            };
             let req = Request::from_parts(parts, body);
-            let response = next.run(req).await;
-            Ok(remember(&state, &scope, &key, response).await)
+            let response = hold.renewed_while(next.run(req)).await;
+            Ok(remember(&hold, response).await)
         }
     }
 }
@@ -190,23 +202,23 @@ fn retryable(status: StatusCode) -> bool {
 }
 
 /// Stores the answer (or frees the key when it should not be stored) and passes it on.
-async fn remember(state: &AppState, scope: &str, key: &str, response: Response) -> Response {
+async fn remember(hold: &Hold<'_>, response: Response) -> Response {
     let status = response.status();
     if retryable(status) {
-        release(state, scope, key).await;
+        hold.release().await;
         return response;
     }
     let size = response.body().size_hint().exact();
     if size.is_none_or(|n| n > MAX_STORED_BODY as u64) {
         tracing::warn!("answer not stored for Idempotency-Key replay: streamed or too large");
-        release(state, scope, key).await;
+        hold.release().await;
         return response;
     }
     let (parts, body) = response.into_parts();
     let bytes = match axum::body::to_bytes(body, MAX_STORED_BODY).await {
         Ok(bytes) => bytes,
         Err(e) => {
-            release(state, scope, key).await;
+            hold.release().await;
             return ApiError::internal(&e).into_response();
         }
     };
@@ -221,19 +233,98 @@ async fn remember(state: &AppState, scope: &str, key: &str, response: Response) 
             .collect(),
         body: bytes.to_vec(),
     };
-    let sealed = state
+    let sealed = hold
+        .state
         .sealer
         .seal(&serde_json::to_vec(&stored).expect("serializes"));
-    if let Err(e) = state.store.complete_idempotency(scope, key, sealed).await {
-        // The action happened; the client gets its answer. A retry will see the key as held
-        // until the lock lapses, then run again — the best that can be done without the store.
-        tracing::error!(error = %e, "could not store the answer for Idempotency-Key replay");
-    }
+    hold.complete(sealed).await;
     Response::from_parts(parts, Body::from(bytes))
 }
 
-async fn release(state: &AppState, scope: &str, key: &str) {
-    if let Err(e) = state.store.release_idempotency(scope, key).await {
-        tracing::warn!(error = %e, "could not release an Idempotency-Key");
+/// A key this request reserved. Every change to the reservation presents its token, so it
+/// takes effect only while this request still holds the key.
+struct Hold<'a> {
+    state: &'a AppState,
+    scope: &'a str,
+    key: &'a str,
+    token: String,
+}
+
+impl Hold<'_> {
+    /// Runs `work` (the handler, which also reads a streamed body), renewing the lock every
+    /// third of `limits.idempotency_lock` until the answer is ready; a request that answers
+    /// sooner costs no renewal.
+    async fn renewed_while<F: Future>(&self, work: F) -> F::Output {
+        let mut work = std::pin::pin!(work);
+        tokio::select! {
+            biased;
+            answer = &mut work => return answer,
+            () = self.keep_renewing() => {}
+        }
+        // The key was lost (another request holds it now); this request still runs to its end.
+        work.await
+    }
+
+    /// Renews the lock on a timer; returns only once the key is no longer this request's.
+    async fn keep_renewing(&self) {
+        let lock = self.state.config.limits.idempotency_lock.0;
+        let every = lock / 3;
+        let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let renewed = self
+                .state
+                .store
+                .renew_idempotency(self.scope, self.key, &self.token, now() + lock)
+                .await;
+            match renewed {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(
+                        "Idempotency-Key lost while its request ran: another took it over"
+                    );
+                    return;
+                }
+                // The lock has two thirds of its length left: the next turn may still make it.
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not renew an Idempotency-Key reservation")
+                }
+            }
+        }
+    }
+
+    async fn complete(&self, sealed: Vec<u8>) {
+        let stored = self
+            .state
+            .store
+            .complete_idempotency(self.scope, self.key, &self.token, sealed)
+            .await;
+        match stored {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                "answer not stored for Idempotency-Key replay: another request took the key over"
+            ),
+            // The action happened; the client gets its answer. A retry will see the key as held
+            // until the lock lapses, then run again — the best that can be done without the store.
+            Err(e) => {
+                tracing::error!(error = %e, "could not store the answer for Idempotency-Key replay")
+            }
+        }
+    }
+
+    async fn release(&self) {
+        let released = self
+            .state
+            .store
+            .release_idempotency(self.scope, self.key, &self.token)
+            .await;
+        match released {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!("Idempotency-Key not released: another request took the key over")
+            }
+            Err(e) => tracing::warn!(error = %e, "could not release an Idempotency-Key"),
+        }
     }
 }
