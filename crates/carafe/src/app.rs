@@ -76,7 +76,7 @@ async fn open_engine(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<Job
         store.clone(),
         bus,
         config.jobs.clone(),
-        config.push.secret.is_some(),
+        &config.push,
     ));
     Ok((store, jobs))
 }

@@ -23,6 +23,8 @@ mod values;
 pub use files::Files;
 pub use limits::{DEFAULT_IDEMPOTENCY_LOCK, Limits};
 
+use crate::jobs::targets::AllowHost;
+
 pub use values::{HumanDuration, Secret, TrustedProxy};
 
 /// Settings whose values are secrets: masked in `carafe config`, readable from `…_FILE`.
@@ -130,6 +132,13 @@ pub struct Push {
     pub secret: Option<Secret>,
     /// Deliveries in flight at once, per process.
     pub concurrency: usize,
+    /// What push targets may reach besides public addresses: host names (exact, any case;
+    /// allowed whatever they resolve to), IP addresses and CIDR ranges (resolved addresses
+    /// inside them are allowed).
+    #[serde(deserialize_with = "list::deserialize")]
+    pub allow_hosts: Vec<AllowHost>,
+    /// Lets push targets reach any address, private ones included (the check is off).
+    pub allow_private_networks: bool,
 }
 
 impl Default for Push {
@@ -137,6 +146,8 @@ impl Default for Push {
         Push {
             secret: None,
             concurrency: 64,
+            allow_hosts: Vec::new(),
+            allow_private_networks: false,
         }
     }
 }

@@ -142,6 +142,16 @@ fn bad_values_are_refused_with_the_setting_named() {
         ("CARAFE_LIMITS__IDEMPOTENCY_LOCK", "2h", "idempotency_lock"),
         ("CARAFE_LISTEN", "nowhere", "listen"),
         ("CARAFE_MASTER_KEY", "c2hvcnQ=", "master_key"),
+        (
+            "CARAFE_PUSH__ALLOW_HOSTS",
+            "hooks.internal,*.internal",
+            "allow_hosts",
+        ),
+        (
+            "CARAFE_PUSH__ALLOW_HOSTS",
+            "http://hooks.internal",
+            "allow_hosts",
+        ),
     ] {
         let err = load(&[(var, value)]).unwrap_err().to_string();
         assert!(err.contains(expect), "{var}={value}: {err}");
@@ -170,4 +180,30 @@ fn the_masked_view_hides_secrets() {
         "{shown}"
     );
     assert!(!format!("{c:?}").contains("hunter2"));
+}
+
+#[test]
+fn push_allowlists_read_names_addresses_and_ranges() {
+    use crate::jobs::targets::AllowHost;
+    let c = load(&[
+        (
+            "CARAFE_PUSH__ALLOW_HOSTS",
+            "Hooks.Internal, 10.1.0.0/16, ::1",
+        ),
+        ("CARAFE_PUSH__ALLOW_PRIVATE_NETWORKS", "true"),
+    ])
+    .unwrap()
+    .config;
+    assert_eq!(
+        c.push.allow_hosts,
+        [
+            AllowHost::Name("hooks.internal".into()),
+            AllowHost::Net("10.1.0.0/16".parse().unwrap()),
+            AllowHost::Net("::1/128".parse().unwrap()),
+        ]
+    );
+    assert!(c.push.allow_private_networks);
+    let shown: Config = toml::from_str(&c.to_masked_toml()).unwrap();
+    assert_eq!(shown.push.allow_hosts, c.push.allow_hosts, "round trip");
+    assert!(!Config::default().push.allow_private_networks);
 }

@@ -31,7 +31,7 @@ fn location(base: &BaseUrl, id: JobId) -> ApiResult<HeaderValue> {
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the answer for 24 h")),
     responses((status = 201, body = JobView, headers(("Location" = String))),
               (status = 200, description = "A live job with the same unique_key exists; it is returned", body = JobView),
-              (status = 422, body = Problem)),
+              (status = 422, body = Problem, description = "Invalid fields (`validation_failed`), or a push `target` that resolves to a non-public address (`target_not_allowed`)")),
     security(("bearer" = ["jobs"])))]
 pub async fn enqueue(
     State(state): State<AppState>,
@@ -41,14 +41,9 @@ pub async fn enqueue(
 ) -> ApiResult<Response> {
     principal.require_key(Scope::Jobs)?;
     let at = now();
-    let new = request::validate(
-        body,
-        "",
-        state.jobs.settings(),
-        state.jobs.push_enabled(),
-        at,
-    )
-    .map_err(request::invalid)?;
+    let new = request::accept(&state.jobs, vec![(String::new(), body)], Vec::new(), at)
+        .await?
+        .remove(0);
     let inserted = state.jobs.enqueue(vec![new]).await?.remove(0);
     let status = match inserted {
         Inserted::Created(_) => StatusCode::CREATED,
@@ -85,7 +80,8 @@ pub struct BatchAnswer {
 
 /// Enqueue up to 1,000 jobs in one transaction.
 #[utoipa::path(post, path = "/api/v1/jobs/batch", tag = "jobs", request_body = EnqueueBatch,
-    responses((status = 201, body = BatchAnswer), (status = 422, body = Problem)),
+    responses((status = 201, body = BatchAnswer),
+              (status = 422, body = Problem, description = "Invalid fields (`validation_failed`), or a push `target` that resolves to a non-public address (`target_not_allowed`); nothing is enqueued")),
     security(("bearer" = ["jobs"])))]
 pub async fn enqueue_batch(
     State(state): State<AppState>,
@@ -100,23 +96,13 @@ pub async fn enqueue_batch(
         ));
     }
     let at = now();
-    let mut problems = Vec::new();
-    let mut jobs = Vec::with_capacity(body.jobs.len());
-    for (i, item) in body.jobs.into_iter().enumerate() {
-        match request::validate(
-            item,
-            &format!("/jobs/{i}"),
-            state.jobs.settings(),
-            state.jobs.push_enabled(),
-            at,
-        ) {
-            Ok(job) => jobs.push(job),
-            Err(list) => problems.extend(list),
-        }
-    }
-    if !problems.is_empty() {
-        return Err(request::invalid(problems));
-    }
+    let items = body
+        .jobs
+        .into_iter()
+        .enumerate()
+        .map(|(i, job)| (format!("/jobs/{i}"), job))
+        .collect();
+    let jobs = request::accept(&state.jobs, items, Vec::new(), at).await?;
     let inserted = state.jobs.enqueue(jobs).await?;
     let items = inserted
         .into_iter()

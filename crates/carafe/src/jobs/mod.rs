@@ -9,6 +9,7 @@ pub mod maintenance;
 pub mod push;
 pub mod request;
 pub mod runner;
+pub mod targets;
 pub mod views;
 pub mod worker_http;
 pub mod workflows;
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config;
 use crate::realtime::bus::Bus;
+use targets::TargetPolicy;
 
 pub fn queue_topic(queue: &str) -> String {
     format!("queue:{queue}")
@@ -41,6 +43,7 @@ pub struct Jobs {
     bus: Bus,
     settings: config::Jobs,
     push_enabled: bool,
+    targets: Arc<TargetPolicy>,
 }
 
 impl Jobs {
@@ -48,19 +51,28 @@ impl Jobs {
         store: Arc<dyn Store>,
         bus: Bus,
         settings: config::Jobs,
-        push_enabled: bool,
+        push: &config::Push,
     ) -> Self {
         Jobs {
             store,
             bus,
             settings,
-            push_enabled,
+            push_enabled: push.secret.is_some(),
+            targets: Arc::new(TargetPolicy::new(
+                &push.allow_hosts,
+                push.allow_private_networks,
+            )),
         }
     }
 
     /// Whether push delivery is configured (jobs may have a `target`).
     pub fn push_enabled(&self) -> bool {
         self.push_enabled
+    }
+
+    /// What push targets may reach (checked at enqueue and again at delivery).
+    pub fn targets(&self) -> &Arc<TargetPolicy> {
+        &self.targets
     }
 
     pub fn settings(&self) -> &config::Jobs {

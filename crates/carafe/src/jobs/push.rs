@@ -9,6 +9,11 @@
 //! Requests carry `Carafe-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`
 //! under `push.secret`, so the app can reject forgeries and replays. A cancelled job's
 //! request in flight is aborted. Per-queue limits apply, as the claim enforces them.
+//!
+//! Only addresses the target policy allows (`targets.rs`) are ever connected to: IP literals
+//! are judged before sending, names inside the client's resolver, on the addresses it is
+//! about to use. A refused target discards the job with the same message whatever listens
+//! there. Proxies are not used, so the check applies to the real destination.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +28,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::Jobs;
+use super::targets::{NotAllowed, ResolveError, TargetPolicy};
 
 /// Most jobs claimed per queue per round.
 const BATCH: usize = 100;
@@ -50,12 +56,44 @@ pub struct Dispatcher {
     worker: String,
 }
 
+/// Resolves targets' names, refusing a name whole if any address is not allowed.
+struct GuardedResolver(Arc<TargetPolicy>);
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.0.clone();
+        Box::pin(async move {
+            match policy.resolve(name.as_str()).await {
+                Ok(addrs) => Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs),
+                // Boxed as itself, so `refused` finds it in the error's source chain.
+                Err(ResolveError::NotAllowed(e)) => Err(e.into()),
+                Err(ResolveError::Lookup(e)) => Err(e.into()),
+            }
+        })
+    }
+}
+
+/// Whether a request failed because the target's name resolved to refused addresses.
+fn refused(error: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<NotAllowed>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 impl Dispatcher {
     pub fn new(jobs: Arc<Jobs>, secret: &str, concurrency: usize, worker: String) -> Self {
         let client = reqwest::Client::builder()
             .user_agent(concat!("carafe/", env!("CARGO_PKG_VERSION")))
             // A redirect would resend the signed job elsewhere; the target is final.
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy would connect on our behalf, past the address check.
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver(jobs.targets().clone())))
             .build()
             .expect("an HTTP client");
         Dispatcher {
@@ -179,30 +217,14 @@ impl Dispatcher {
             "owner": job.owner,
         }))
         .expect("serializes");
-        let signed = signature(&self.secret, now().unix_timestamp(), &body);
-        let request = self
-            .client
-            .post(&target)
-            .timeout(job.timeout)
-            .header("content-type", "application/json")
-            .header("carafe-job-id", job.id.0.to_string())
-            .header("carafe-queue", job.queue.as_str())
-            .header("carafe-attempt", job.attempt.to_string())
-            .header("carafe-lease-token", &job.lease_token)
-            .header("carafe-signature", signed)
-            .body(body)
-            .send();
-        let cancelled = CancellationToken::new();
-        let watcher = tokio::spawn(watch_cancel(
-            self.jobs.clone(),
-            job.clone(),
-            cancelled.clone(),
-        ));
-        let outcome = tokio::select! {
-            answer = request => classify(answer, job.timeout, self.jobs.settings().max_args_bytes).await,
-            () = cancelled.cancelled() => Outcome::Fail("delivery aborted: the job was cancelled or lost its lease".into(), RetryRequest::Default),
+        let outcome = match reqwest::Url::parse(&target) {
+            // Names are checked by the resolver, on the addresses about to be used.
+            Ok(url) if self.jobs.targets().check_literal(&url).is_ok() => {
+                self.send(&job, url, body).await
+            }
+            // A refused IP literal (or a URL that never passed enqueue): nothing is sent.
+            _ => Outcome::Fail(NotAllowed.to_string(), RetryRequest::Never),
         };
-        watcher.abort();
         match outcome {
             Outcome::Complete(result) => {
                 let done = Completion {
@@ -229,6 +251,35 @@ impl Dispatcher {
             }
         }
     }
+
+    /// POSTs the signed job to `url`, aborting if the job is cancelled meanwhile.
+    async fn send(&self, job: &ClaimedJob, url: reqwest::Url, body: Vec<u8>) -> Outcome {
+        let signed = signature(&self.secret, now().unix_timestamp(), &body);
+        let request = self
+            .client
+            .post(url)
+            .timeout(job.timeout)
+            .header("content-type", "application/json")
+            .header("carafe-job-id", job.id.0.to_string())
+            .header("carafe-queue", job.queue.as_str())
+            .header("carafe-attempt", job.attempt.to_string())
+            .header("carafe-lease-token", &job.lease_token)
+            .header("carafe-signature", signed)
+            .body(body)
+            .send();
+        let cancelled = CancellationToken::new();
+        let watcher = tokio::spawn(watch_cancel(
+            self.jobs.clone(),
+            job.clone(),
+            cancelled.clone(),
+        ));
+        let outcome = tokio::select! {
+            answer = request => classify(answer, job.timeout, self.jobs.settings().max_args_bytes).await,
+            () = cancelled.cancelled() => Outcome::Fail("delivery aborted: the job was cancelled or lost its lease".into(), RetryRequest::Default),
+        };
+        watcher.abort();
+        outcome
+    }
 }
 
 enum Outcome {
@@ -245,6 +296,7 @@ async fn classify(
 ) -> Outcome {
     let response = match answer {
         Ok(r) => r,
+        Err(e) if refused(&e) => return Outcome::Fail(NotAllowed.to_string(), RetryRequest::Never),
         Err(e) if e.is_timeout() => {
             return Outcome::Fail(
                 format!(

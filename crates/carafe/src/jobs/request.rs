@@ -2,6 +2,7 @@
 //! explicit limit with a field-level message; nothing a client sends reaches the store
 //! unchecked.
 
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use carafe_core::jobs::{Backoff, JobState, NewJob, QueueName, Unique};
@@ -10,8 +11,10 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
+use super::Jobs;
+use super::targets::TargetPolicy;
 use crate::config;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ApiResult};
 
 /// Longest delay (or distance of `run_at` into the future) accepted.
 pub const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -277,6 +280,75 @@ fn unique(req: &EnqueueJob, p: &mut Problems) -> Option<Unique> {
         states,
         period,
     })
+}
+
+/// Targets resolved at once by one enqueue check (a batch usually repeats a few).
+const LOOKUPS_AT_ONCE: usize = 16;
+
+/// Validates clients' requests into jobs and checks their push targets: every way a client
+/// enqueues (single, batch, workflow, schedule) goes through here. `items` pairs each request
+/// with its JSON pointer (`""`, `/jobs/3`); `problems` holds those the caller found itself.
+/// Field problems are one 422 `validation_failed`; refused targets, once the fields are valid,
+/// one 422 `target_not_allowed`.
+pub async fn accept(
+    jobs: &Jobs,
+    items: Vec<(String, EnqueueJob)>,
+    mut problems: Vec<(String, String)>,
+    now: OffsetDateTime,
+) -> ApiResult<Vec<NewJob>> {
+    let mut accepted = Vec::with_capacity(items.len());
+    let mut prefixes = Vec::with_capacity(items.len());
+    for (prefix, item) in items {
+        match validate(item, &prefix, jobs.settings(), jobs.push_enabled(), now) {
+            Ok(job) => accepted.push(job),
+            Err(list) => problems.extend(list),
+        }
+        prefixes.push(prefix);
+    }
+    if !problems.is_empty() {
+        return Err(invalid(problems));
+    }
+    check_targets(
+        jobs.targets(),
+        prefixes.iter().map(String::as_str).zip(&accepted),
+    )
+    .await?;
+    Ok(accepted)
+}
+
+/// Refuses the targets the policy does not allow, naming each one's field.
+async fn check_targets<'a>(
+    policy: &TargetPolicy,
+    jobs: impl IntoIterator<Item = (&'a str, &'a NewJob)>,
+) -> ApiResult<()> {
+    use futures::StreamExt;
+    let with_target: Vec<(&str, &str)> = jobs
+        .into_iter()
+        .filter_map(|(prefix, job)| Some((prefix, job.target.as_deref()?)))
+        .collect();
+    let distinct: BTreeSet<String> = with_target.iter().map(|(_, t)| (*t).to_owned()).collect();
+    // Owned strings: a closure over borrowed ones would not be `Send` for every lifetime.
+    let refused: HashMap<String, String> = futures::stream::iter(distinct)
+        .map(|target| async move {
+            let verdict = policy.check(&target).await;
+            (target, verdict)
+        })
+        .buffer_unordered(LOOKUPS_AT_ONCE)
+        .filter_map(|(target, verdict)| async move { Some((target, verdict.err()?.to_string())) })
+        .collect()
+        .await;
+    if refused.is_empty() {
+        return Ok(());
+    }
+    Err(with_target
+        .into_iter()
+        .filter_map(|(prefix, target)| Some((prefix, refused.get(target)?)))
+        .fold(
+            ApiError::new(http::StatusCode::UNPROCESSABLE_ENTITY, "target_not_allowed").detail(
+                "push targets must resolve to public addresses unless the operator allows them",
+            ),
+            |e, (prefix, message)| e.field(format!("{prefix}/target"), message.clone()),
+        ))
 }
 
 /// Turns collected field problems into one 422.

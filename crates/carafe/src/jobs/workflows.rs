@@ -70,13 +70,13 @@ impl WorkflowView {
 
 /// Validates the steps; `waits(i)` says whether step `i` waits for others (its timing is then
 /// the workflow's, so it may not set its own).
-fn steps(
+async fn steps(
     state: &AppState,
     list: Vec<(String, EnqueueJob, bool)>,
     at: OffsetDateTime,
 ) -> ApiResult<Vec<NewJob>> {
     let mut problems = Vec::new();
-    let mut jobs = Vec::with_capacity(list.len());
+    let mut items = Vec::with_capacity(list.len());
     for (prefix, step, waits) in list {
         if step.unique_key.is_some() {
             problems.push((
@@ -90,28 +90,15 @@ fn steps(
                 "a step that waits for others starts when they finish".to_owned(),
             ));
         }
-        match request::validate(
-            step,
-            &prefix,
-            state.jobs.settings(),
-            state.jobs.push_enabled(),
-            at,
-        ) {
-            Ok(job) => jobs.push(job),
-            Err(list) => problems.extend(list),
-        }
+        items.push((prefix, step));
     }
-    if problems.is_empty() {
-        Ok(jobs)
-    } else {
-        Err(request::invalid(problems))
-    }
+    request::accept(&state.jobs, items, problems, at).await
 }
 
 /// Start a workflow: `{chain: [...]}`, `{group: [...]}` or `{group: [...], then: {...}}`.
 #[utoipa::path(post, path = "/api/v1/workflows", tag = "jobs", request_body = CreateWorkflow,
     responses((status = 201, body = WorkflowView, headers(("Location" = String))),
-              (status = 422, body = Problem)),
+              (status = 422, body = Problem, description = "Invalid steps (`validation_failed`), or a push `target` that resolves to a non-public address (`target_not_allowed`)")),
     security(("bearer" = ["jobs"])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -165,7 +152,7 @@ pub async fn create(
         (None, None, _) => return Err(ApiError::invalid("/", "give a chain or a group")),
     };
     let at = now();
-    let jobs = steps(&state, list, at)?;
+    let jobs = steps(&state, list, at).await?;
     let wf = state.jobs.store().create_workflow(kind, jobs, at).await?;
     for step in &wf.steps {
         state

@@ -89,7 +89,7 @@ fn name(raw: &str) -> ApiResult<String> {
 #[utoipa::path(put, path = "/api/v1/schedules/{name}", tag = "schedules", request_body = PutSchedule,
     params(("name" = String, Path)),
     responses((status = 201, body = ScheduleView), (status = 200, body = ScheduleView),
-              (status = 422, body = Problem)),
+              (status = 422, body = Problem, description = "Invalid fields (`validation_failed`), or a push `target` that resolves to a non-public address (`target_not_allowed`)")),
     security(("bearer" = ["jobs"])))]
 pub async fn put(
     State(state): State<AppState>,
@@ -105,14 +105,13 @@ pub async fn put(
         .map_err(|(field, m)| ApiError::invalid(format!("/{field}"), m))?;
     let at = now();
     // The job must be valid now, as it will be at every tick.
-    request::validate(
-        body.job.for_tick(&name, at),
-        "/job",
-        state.jobs.settings(),
-        state.jobs.push_enabled(),
+    request::accept(
+        &state.jobs,
+        vec![("/job".to_owned(), body.job.for_tick(&name, at))],
+        Vec::new(),
         at,
     )
-    .map_err(request::invalid)?;
+    .await?;
     let next = when
         .next_after(at)
         .ok_or_else(|| ApiError::invalid("/cron", "this expression never fires"))?;

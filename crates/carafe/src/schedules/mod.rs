@@ -175,6 +175,8 @@ async fn enqueue_tick(
         Err(e) => return Err(StoreError::corrupt(format!("schedules.job: {e}"))),
     };
     let request = template.for_tick(&schedule.name, tick);
+    // Its target is not resolved here: it was checked when the schedule was put, and
+    // delivery checks the addresses again before connecting.
     match request::validate(request, "/job", jobs.settings(), jobs.push_enabled(), now) {
         Ok(new) => Ok(Some(jobs.enqueue(vec![new]).await?.remove(0).job().id)),
         Err(problems) => {

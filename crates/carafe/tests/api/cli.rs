@@ -318,13 +318,10 @@ async fn migrate_and_check_on_postgres() {
 #[tokio::test]
 async fn the_worker_command_runs_the_engine_without_http() {
     use crate::helpers::{Backend, SECRET, TestApp};
-    use crate::push::{PUSH_SECRET, start_receiver};
+    use crate::push::{PUSH_SECRET, push_to_loopback, start_receiver};
 
     let (base, receiver) = start_receiver().await;
-    let mut app = TestApp::spawn_with(Backend::Sqlite, |c| {
-        c.push.secret = Some(carafe::config::Secret::new(PUSH_SECRET.into()));
-    })
-    .await;
+    let mut app = TestApp::spawn_with(Backend::Sqlite, push_to_loopback).await;
     let id = app
         .new_job(serde_json::json!({"queue": "offline", "target": format!("{base}/hooks/ok"), "delay_ms": 2000}))
         .await;
@@ -337,6 +334,7 @@ async fn the_worker_command_runs_the_engine_without_http() {
         .env("CARAFE_DATA_DIR", &data_dir)
         .env("CARAFE_SECRET_KEY", SECRET)
         .env("CARAFE_PUSH__SECRET", PUSH_SECRET)
+        .env("CARAFE_PUSH__ALLOW_HOSTS", "127.0.0.1")
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();

@@ -33,6 +33,7 @@ mod objects;
 mod ops;
 mod process;
 mod push;
+mod push_targets;
 mod schedules;
 mod shutdown;
 mod tus;

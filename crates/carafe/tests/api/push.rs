@@ -83,24 +83,37 @@ async fn receive(
 }
 
 pub async fn start_receiver() -> (String, Receiver) {
+    start_receiver_on("127.0.0.1:0").await
+}
+
+/// A receiving application listening on `addr` (`[::1]:0` for IPv6 loopback).
+pub async fn start_receiver_on(addr: &str) -> (String, Receiver) {
     let receiver = Receiver::default();
     let router = axum::Router::new()
         .route("/hooks/{mode}", axum::routing::post(receive))
         .with_state(receiver.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await });
     (base, receiver)
 }
 
-async fn push_app(backend: Backend) -> TestApp {
-    TestApp::spawn_with(backend, |c| {
-        c.push.secret = Some(carafe::config::Secret::new(PUSH_SECRET.into()));
-    })
-    .await
+/// Push delivery on, to public addresses only (the default policy).
+pub fn push_on(c: &mut carafe::Config) {
+    c.push.secret = Some(carafe::config::Secret::new(PUSH_SECRET.into()));
 }
 
-fn job(target: String, extra: Value) -> Value {
+/// Push delivery on, and open to the loopback receivers these tests run.
+pub fn push_to_loopback(c: &mut carafe::Config) {
+    push_on(c);
+    c.push.allow_hosts = vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+}
+
+async fn push_app(backend: Backend) -> TestApp {
+    TestApp::spawn_with(backend, push_to_loopback).await
+}
+
+pub fn job(target: String, extra: Value) -> Value {
     let mut body =
         json!({"queue": "hooks", "target": target, "backoff": {"type": "fixed", "delay_ms": 0}});
     body.as_object_mut()
