@@ -47,17 +47,36 @@ impl fmt::Display for BucketName {
     }
 }
 
+/// Whether a bucket's files are virus-scanned, and what happens when they cannot be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ScanPolicy {
+    /// Scanned when a scanner is configured, with `Required`'s fail-closed rules; served
+    /// marked `unscanned` when none is configured. The default, so a server without clamd
+    /// still serves its uploads.
+    Auto,
     /// A file is served only once a scanner said it is clean. Without a configured scanner,
-    /// uploads are refused; with an unreachable one, they wait and are quarantined when the
-    /// retries run out (fail closed).
+    /// uploads are refused (`503 scanner_unavailable`) and files already received are never
+    /// served; with an unreachable one, they wait and are quarantined when the retries run
+    /// out (fail closed).
     Required,
     /// Scanned when a scanner is configured and answers; otherwise served marked `unscanned`.
     Optional,
     /// Never scanned.
     Off,
+}
+
+impl ScanPolicy {
+    /// Whether the bucket cannot take uploads while no scanner is configured.
+    pub fn needs_scanner(self) -> bool {
+        self == ScanPolicy::Required
+    }
+
+    /// Whether a file the configured scanner could not scan is served anyway (marked
+    /// `unscanned`) rather than quarantined.
+    pub fn serves_unscannable(self) -> bool {
+        self == ScanPolicy::Optional
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +105,7 @@ pub struct BucketPolicy {
     pub max_size: u64,
     /// Type names (as decided from the bytes) the bucket accepts, e.g. `png`, `pdf`.
     pub allowed_types: Vec<String>,
+    /// Whether files are virus-scanned, and what happens when they cannot be.
     pub scan: ScanPolicy,
     /// Remove EXIF (GPS), XMP, IPTC and comments from JPEG, PNG and WebP images.
     pub strip_metadata: bool,
@@ -110,7 +130,7 @@ impl Default for BucketPolicy {
             allowed_types: ["png", "jpeg", "gif", "webp", "pdf", "csv", "txt"]
                 .map(String::from)
                 .to_vec(),
-            scan: ScanPolicy::Required,
+            scan: ScanPolicy::Auto,
             strip_metadata: true,
             thumbnails: vec![ThumbnailSpec {
                 name: "small".into(),
