@@ -118,8 +118,12 @@ pub struct BucketPolicy {
     /// `Cache-Control` for downloads; by default `private, max-age=0, must-revalidate` for
     /// private buckets and `public, max-age=3600` for public ones.
     pub cache_control: Option<String>,
-    /// On S3 storage, answer downloads with a redirect to a short-lived presigned URL, so the
-    /// bytes flow from S3 to the client directly (S3 then handles ranges and validators).
+    /// On S3 storage, answer downloads that are saved rather than shown (`Content-Disposition:
+    /// attachment`) with a redirect to a short-lived presigned URL, so the bytes flow from S3
+    /// to the client directly (S3 then handles ranges and validators, and sends the signed
+    /// `Content-Type`, `Content-Disposition` and `Cache-Control`). S3 cannot send `nosniff` or
+    /// the sandboxing CSP, so anything shown inline (images, PDF, text…) and every encrypted
+    /// file still streams through Carafe.
     pub presigned_downloads: bool,
 }
 
