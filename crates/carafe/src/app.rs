@@ -99,6 +99,18 @@ async fn open_files(
         tracing::warn!(
             "clamd_url is not set: uploaded files are not virus-scanned (marked unscanned)"
         );
+        let stored = store
+            .list_buckets()
+            .await
+            .context("cannot read the buckets")?;
+        let required = crate::files::buckets::requiring_scanner(&stored, &config.files);
+        if !required.is_empty() {
+            tracing::warn!(
+                buckets = %required.join(", "),
+                "clamd_url is not set: buckets whose scan policy is `required` refuse every \
+                 upload (503 scanner_unavailable)"
+            );
+        }
     }
     let handlers = handlers.add(
         crate::files::QUEUE,

@@ -345,6 +345,32 @@ async fn check(config: &Config) -> ExitCode {
                 ),
                 Err(e) => report(false, "migrations", format!("cannot read: {e}")),
             }
+            if config.clamd_url.is_none() {
+                match store.list_buckets().await {
+                    Ok(stored) => {
+                        let required =
+                            crate::files::buckets::requiring_scanner(&stored, &config.files);
+                        if required.is_empty() {
+                            report(
+                                true,
+                                "scanning",
+                                "no clamd_url: files are served marked unscanned".into(),
+                            );
+                        } else {
+                            report(
+                                false,
+                                "scanning",
+                                format!(
+                                    "no clamd_url: uploads to buckets that require scanning \
+                                     are refused: {}",
+                                    required.join(", ")
+                                ),
+                            );
+                        }
+                    }
+                    Err(e) => report(false, "scanning", format!("cannot read buckets: {e}")),
+                }
+            }
             store.close().await;
         }
     }

@@ -47,17 +47,36 @@ impl fmt::Display for BucketName {
     }
 }
 
+/// Whether a bucket's files are virus-scanned, and what happens when they cannot be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ScanPolicy {
+    /// Scanned when a scanner is configured, with `Required`'s fail-closed rules; served
+    /// marked `unscanned` when none is configured. The default, so a server without clamd
+    /// still serves its uploads.
+    Auto,
     /// A file is served only once a scanner said it is clean. Without a configured scanner,
-    /// uploads are refused; with an unreachable one, they wait and are quarantined when the
-    /// retries run out (fail closed).
+    /// uploads are refused (`503 scanner_unavailable`) and files already received are never
+    /// served; with an unreachable one, they wait and are quarantined when the retries run
+    /// out (fail closed).
     Required,
     /// Scanned when a scanner is configured and answers; otherwise served marked `unscanned`.
     Optional,
     /// Never scanned.
     Off,
+}
+
+impl ScanPolicy {
+    /// Whether the bucket cannot take uploads while no scanner is configured.
+    pub fn needs_scanner(self) -> bool {
+        self == ScanPolicy::Required
+    }
+
+    /// Whether a file the configured scanner could not scan is served anyway (marked
+    /// `unscanned`) rather than quarantined.
+    pub fn serves_unscannable(self) -> bool {
+        self == ScanPolicy::Optional
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +105,7 @@ pub struct BucketPolicy {
     pub max_size: u64,
     /// Type names (as decided from the bytes) the bucket accepts, e.g. `png`, `pdf`.
     pub allowed_types: Vec<String>,
+    /// Whether files are virus-scanned, and what happens when they cannot be.
     pub scan: ScanPolicy,
     /// Remove EXIF (GPS), XMP, IPTC and comments from JPEG, PNG and WebP images.
     pub strip_metadata: bool,
@@ -98,8 +118,12 @@ pub struct BucketPolicy {
     /// `Cache-Control` for downloads; by default `private, max-age=0, must-revalidate` for
     /// private buckets and `public, max-age=3600` for public ones.
     pub cache_control: Option<String>,
-    /// On S3 storage, answer downloads with a redirect to a short-lived presigned URL, so the
-    /// bytes flow from S3 to the client directly (S3 then handles ranges and validators).
+    /// On S3 storage, answer downloads that are saved rather than shown (`Content-Disposition:
+    /// attachment`) with a redirect to a short-lived presigned URL, so the bytes flow from S3
+    /// to the client directly (S3 then handles ranges and validators, and sends the signed
+    /// `Content-Type`, `Content-Disposition` and `Cache-Control`). S3 cannot send `nosniff` or
+    /// the sandboxing CSP, so anything shown inline (images, PDF, text…) and every encrypted
+    /// file still streams through Carafe.
     pub presigned_downloads: bool,
 }
 
@@ -110,7 +134,7 @@ impl Default for BucketPolicy {
             allowed_types: ["png", "jpeg", "gif", "webp", "pdf", "csv", "txt"]
                 .map(String::from)
                 .to_vec(),
-            scan: ScanPolicy::Required,
+            scan: ScanPolicy::Auto,
             strip_metadata: true,
             thumbnails: vec![ThumbnailSpec {
                 name: "small".into(),

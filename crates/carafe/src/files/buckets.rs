@@ -1,7 +1,7 @@
 //! Buckets over HTTP, and the rules a bucket policy must follow wherever it comes from (the
 //! API or the configuration file).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use axum::extract::State;
 use carafe_core::files::{Bucket, BucketName, BucketPolicy};
@@ -105,6 +105,22 @@ pub fn validate(
         bad("/cache_control", "1-200 printable ASCII characters".into());
     }
     errors
+}
+
+/// Names of the buckets whose policy requires scanning, as they are once the configuration
+/// file's buckets are applied over the `stored` ones: while no scanner is configured, these
+/// refuse every upload.
+pub fn requiring_scanner(stored: &[Bucket], settings: &config::Files) -> Vec<String> {
+    let mut policies: BTreeMap<&str, &BucketPolicy> = stored
+        .iter()
+        .map(|b| (b.name.as_str(), &b.policy))
+        .collect();
+    policies.extend(settings.buckets.iter().map(|(n, p)| (n.as_str(), p)));
+    policies
+        .into_iter()
+        .filter(|(_, p)| p.scan.needs_scanner())
+        .map(|(n, _)| n.to_owned())
+        .collect()
 }
 
 /// Create or replace a bucket's policy (fields left out take their defaults).

@@ -198,7 +198,8 @@ async fn serve(
         cache_control: header_value(policy.cache_control()),
         dek,
     };
-    let redirected = match policy.presigned_downloads {
+    // A presigned URL is signed for GET: HEAD (and anything shown inline) is answered here.
+    let redirected = match policy.presigned_downloads && parts.method == Method::GET {
         true => files.redirect(&served, &access.delivery).await?,
         false => None,
     };

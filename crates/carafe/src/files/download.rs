@@ -17,7 +17,7 @@ use super::conditional::{self, Outcome, Validators};
 use super::crypto::DataKey;
 use super::disposition::{DispositionKind, content_disposition};
 use super::range::{self, ByteRange, RangeRequest};
-use super::storage::ByteStream;
+use super::storage::{ByteStream, ResponseHeaders};
 use super::{Files, sealed};
 use crate::http::error::ApiError;
 
@@ -80,16 +80,29 @@ impl Content {
             _ => disposition(&self.kind, &self.name, delivery),
         }
     }
+
+    /// Whether `delivery` of this content is shown by the browser or saved.
+    pub fn shown(&self, delivery: &Delivery) -> DispositionKind {
+        shown(&self.kind, delivery)
+    }
 }
 
-/// The `Content-Disposition` of a download: inline only for types browsers may show.
-fn disposition(kind: &str, name: &str, delivery: &Delivery) -> HeaderValue {
-    let inline_ok = INLINE_TYPES.contains(&kind);
-    let shown = match delivery.disposition {
-        Some(DispositionKind::Inline) | None if inline_ok => DispositionKind::Inline,
+/// Inline only for types browsers may show, unless the caller asks for a download.
+fn shown(kind: &str, delivery: &Delivery) -> DispositionKind {
+    match delivery.disposition {
+        Some(DispositionKind::Inline) | None if INLINE_TYPES.contains(&kind) => {
+            DispositionKind::Inline
+        }
         _ => DispositionKind::Attachment,
-    };
-    content_disposition(shown, delivery.filename.as_deref().unwrap_or(name))
+    }
+}
+
+/// The `Content-Disposition` of a download.
+fn disposition(kind: &str, name: &str, delivery: &Delivery) -> HeaderValue {
+    content_disposition(
+        shown(kind, delivery),
+        delivery.filename.as_deref().unwrap_or(name),
+    )
 }
 
 /// What one request adds to a `Content`: its bucket's caching policy and, when the object is
@@ -302,25 +315,29 @@ impl Files {
 const PRESIGNED_TTL: Duration = Duration::from_secs(300);
 
 impl Files {
-    /// A redirect to a presigned URL for `content`, when storage can make one (S3).
+    /// A redirect to a presigned URL for `content`, when storage can make one (S3) and S3's
+    /// answer is as safe as Carafe's own. S3 cannot send `nosniff` or the sandboxing CSP, so
+    /// only attachments are redirected (browsers save those, they never render them); S3 is
+    /// made to send the signed `Content-Type`, `Content-Disposition` and `Cache-Control`.
+    /// Content shown inline, and encrypted content, is served by Carafe (`None`).
     pub async fn redirect(
         &self,
         served: &Served,
         delivery: &Delivery,
     ) -> Result<Option<Response>, ApiError> {
-        if served.dek.is_some() {
+        let content = &served.content;
+        if served.dek.is_some() || content.shown(delivery) == DispositionKind::Inline {
             return Ok(None);
         }
-        let content = &served.content;
         let disposition = content.disposition(delivery);
+        let answer = ResponseHeaders {
+            content_type: &content.mime,
+            content_disposition: disposition.to_str().unwrap_or("attachment"),
+            cache_control: served.cache_control.to_str().unwrap_or("no-store"),
+        };
         let url = self
             .storage
-            .presigned_get(
-                &content.key,
-                PRESIGNED_TTL,
-                &content.mime,
-                disposition.to_str().unwrap_or("attachment"),
-            )
+            .presigned_get(&content.key, PRESIGNED_TTL, &answer)
             .await
             .map_err(|e| ApiError::unavailable(&e))?;
         Ok(url.map(|url| {

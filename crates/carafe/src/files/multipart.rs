@@ -57,6 +57,13 @@ pub(crate) fn upload_error(e: UploadError) -> ApiError {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "encryption_key_missing")
                 .detail("the bucket encrypts files but the server has no master key")
         }
+        UploadError::ScannerMissing => {
+            tracing::warn!(
+                "an upload to a bucket that requires scanning was refused: no clamd_url"
+            );
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "scanner_unavailable")
+                .detail("this bucket requires virus scanning and no scanner is configured")
+        }
         UploadError::Store(e) => e.into(),
     }
 }
@@ -82,7 +89,7 @@ pub async fn receive_upload(
     let name = params.bucket.as_deref().unwrap_or(BucketName::DEFAULT);
     let name = BucketName::parse(name).map_err(|e| ApiError::invalid("bucket", e))?;
     let files = &state.files;
-    let Some(bucket) = files.bucket(&name).await? else {
+    let Some(bucket) = files.upload_bucket(&name).await.map_err(upload_error)? else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "bucket_not_found")
             .detail(format!("there is no bucket `{name}`")));
     };

@@ -203,21 +203,29 @@ impl FileJobs {
                 reason: reason.into(),
             }))
         };
-        let Some(scanner) = &self.files.scanner else {
-            return unscanned("no scanner is configured");
-        };
         if policy.scan == ScanPolicy::Off {
             return unscanned("the bucket does not scan");
         }
-        let storage = &self.files.storage;
-        let size = sealed::plain_size(storage, source, dek)
-            .await
-            .map_err(|e| retry("storage", e))?
-            .unwrap_or(file.size);
-        let stream = sealed::read(storage, source, dek, None, size)
-            .await
-            .map_err(|e| retry("storage", e))?;
-        let failure = match scanner.scan(StreamReader::new(stream)).await {
+        let verdict = match &self.files.scanner {
+            Some(scanner) => {
+                let storage = &self.files.storage;
+                let size = sealed::plain_size(storage, source, dek)
+                    .await
+                    .map_err(|e| retry("storage", e))?
+                    .unwrap_or(file.size);
+                let stream = sealed::read(storage, source, dek, None, size)
+                    .await
+                    .map_err(|e| retry("storage", e))?;
+                scanner.scan(StreamReader::new(stream)).await
+            }
+            // A bucket that requires scanning is never served unscanned: a missing scanner
+            // (removed from the configuration since the upload) is one that cannot be reached.
+            None if policy.scan.needs_scanner() => {
+                Err(ScanError::Unavailable("no scanner is configured".into()))
+            }
+            None => return unscanned("no scanner is configured"),
+        };
+        let failure = match verdict {
             Ok(Verdict::Clean) => return Ok(Ok(ScanResult::Clean)),
             Ok(Verdict::Infected { signature }) => {
                 let stop = Stop::quarantined("malware_found", format!("found {signature}"));
@@ -229,6 +237,9 @@ impl FileJobs {
             Err(e) => e,
         };
         let (code, reason) = match &failure {
+            ScanError::Unavailable(_) if self.files.scanner.is_none() => {
+                ("scanner_unavailable", "no scanner is configured")
+            }
             ScanError::Unavailable(_) => {
                 ("scanner_unavailable", "the scanner could not be reached")
             }
@@ -239,7 +250,7 @@ impl FileJobs {
             ScanError::Failed(_) => ("scan_failed", "the scanner could not scan the file"),
         };
         tracing::warn!(file = %file.id, error = %failure, "file scan failed");
-        if policy.scan == ScanPolicy::Optional {
+        if policy.scan.serves_unscannable() {
             return unscanned(reason);
         }
         Ok(Err((Stop::quarantined(code, reason), None)))

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use carafe_core::StoreError;
 use carafe_core::audit::{Details, NewAuditEvent};
-use carafe_core::files::{Bucket, FileEncryption, FileId, FileRecord, NewFile};
+use carafe_core::files::{Bucket, BucketName, FileEncryption, FileId, FileRecord, NewFile};
 use carafe_core::time::now;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -82,11 +82,31 @@ pub enum UploadError {
     /// The bucket encrypts but no master key is configured.
     #[error("the bucket encrypts files but this server has no master key")]
     NoMasterKey,
+    /// The bucket requires virus scanning but no scanner is configured.
+    #[error("the bucket requires virus scanning but this server has no scanner")]
+    ScannerMissing,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 impl Files {
+    /// The bucket named for an upload (`None` if there is none), checked that it can take
+    /// uploads now. Every upload path resolves its bucket here before it reads any of the
+    /// body: a bucket that requires scanning refuses uploads while no scanner is configured,
+    /// rather than keeping files it could never serve.
+    pub async fn upload_bucket(
+        &self,
+        name: &BucketName,
+    ) -> Result<Option<Arc<Bucket>>, UploadError> {
+        let Some(bucket) = self.bucket(name).await? else {
+            return Ok(None);
+        };
+        if bucket.policy.scan.needs_scanner() && self.scanner.is_none() {
+            return Err(UploadError::ScannerMissing);
+        }
+        Ok(Some(bucket))
+    }
+
     /// Validates a received upload against its bucket, stores it and records it with its
     /// processing job. On any refusal the received file is removed.
     pub async fn accept(

@@ -368,3 +368,62 @@ async fn the_worker_command_runs_the_engine_without_http() {
         .unwrap();
     assert_eq!(job.state, carafe_core::jobs::JobState::Completed);
 }
+
+both_backends!(buckets_that_require_a_missing_scanner_are_named);
+
+/// Without `clamd_url`, start-up warns about and `carafe check` fails on every bucket whose
+/// policy requires scanning (from the configuration file or the API): uploads to them are
+/// refused.
+async fn buckets_that_require_a_missing_scanner_are_named(backend: crate::helpers::Backend) {
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::write(
+        cwd.path().join("carafe.toml"),
+        "[files.buckets.configured]\nallowed_types = [\"pdf\"]\nscan = \"required\"\n\n\
+         [files.buckets.relaxed]\nallowed_types = [\"pdf\"]\nscan = \"auto\"\n",
+    )
+    .unwrap();
+    let url = match backend.postgres() {
+        true => carafe_store_postgres::testing::fresh_database_url().await,
+        false => String::new(),
+    };
+    let env: Vec<(&str, &str)> = match backend.postgres() {
+        true => vec![("CARAFE_DATABASE_URL", url.as_str())],
+        false => vec![],
+    };
+    let served = serve(cwd.path(), &env).await;
+    let warning = served
+        .log
+        .iter()
+        .find(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("refuse every upload"))
+        })
+        .unwrap_or_else(|| panic!("a warning about the buckets: {:?}", served.log));
+    assert_eq!(warning["buckets"], "configured", "{warning}");
+
+    let key = std::fs::read_to_string(cwd.path().join("carafe-data/admin-key")).unwrap();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let res = client
+        .put(served.url("/api/v1/buckets/strict"))
+        .bearer_auth(key.trim())
+        .json(&serde_json::json!({"scan": "required"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+
+    let out = run(cwd.path(), &["check"], &env).await;
+    let report = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    let line = report
+        .lines()
+        .find(|l| l.starts_with("FAIL  scanning"))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(line.ends_with(": configured, strict"), "{line}");
+
+    // With a scanner configured, nothing is said about it.
+    let clamd = [("CARAFE_CLAMD_URL", "tcp://127.0.0.1:3310")];
+    let out = run(cwd.path(), &["check"], &[env.as_slice(), &clamd].concat()).await;
+    assert!(out.status.success(), "{}", text(&out.stdout));
+}

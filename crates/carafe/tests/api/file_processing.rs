@@ -44,6 +44,18 @@ mod clamd {
     async fn s3_postgres_malware_is_quarantined() {
         malware_is_quarantined_and_never_served(Backend::S3Postgres).await
     }
+
+    #[tokio::test]
+    #[ignore = "needs CARAFE_TEST_CLAMD_URL"]
+    async fn sqlite_auto_scans_like_required() {
+        auto_scans_like_required_with_a_scanner(Backend::Sqlite).await
+    }
+
+    #[tokio::test]
+    #[ignore = "needs CARAFE_TEST_CLAMD_URL and CARAFE_TEST_POSTGRES_URL"]
+    async fn postgres_auto_scans_like_required() {
+        auto_scans_like_required_with_a_scanner(Backend::Postgres).await
+    }
 }
 
 fn clamd_url() -> String {
@@ -104,7 +116,7 @@ fn zip_with(name: &str, data: &[u8]) -> Vec<u8> {
     zip
 }
 
-async fn put_bucket(app: &TestApp, name: &str, policy: Value) {
+pub async fn put_bucket(app: &TestApp, name: &str, policy: Value) {
     let res = app
         .request(
             Method::PUT,
@@ -122,7 +134,12 @@ async fn upload_processed(app: &TestApp, query: &str, name: &str, bytes: Vec<u8>
     let res = upload_raw(app, &app.admin_key, query, name, bytes).await;
     assert!(res.status().is_success(), "{name}: {}", res.status());
     let file: Value = res.json().await.unwrap();
-    let id = file["id"].as_str().unwrap().to_owned();
+    processed(app, file["id"].as_str().unwrap()).await
+}
+
+/// Waits until the file's processing has ended; returns its record.
+pub async fn processed(app: &TestApp, id: &str) -> Value {
+    let id = id.to_owned();
     crate::helpers::eventually(Duration::from_secs(30), || {
         let id = id.clone();
         async move {
@@ -183,21 +200,33 @@ async fn malware_is_quarantined_and_never_served(backend: Backend) {
         crate::helpers::problem(res, 409, "file_not_ready").await;
         assert!(app.has_object(&format!("quarantine/{id}")).await);
         assert!(!app.has_object(&format!("objects/{id}")).await);
-        let events: Value = app
-            .audit(&app.admin_key, "?limit=100")
-            .await
-            .json()
-            .await
-            .unwrap();
-        let actions: Vec<&str> = events["items"]
-            .as_array()
-            .unwrap()
+        let events = app.audit_items("?limit=100").await;
+        let actions: Vec<&str> = events
             .iter()
             .filter(|e| e["target"] == format!("file:{id}").as_str())
             .map(|e| e["action"].as_str().unwrap())
             .collect();
         assert_eq!(actions, ["file.quarantine", "file.scan", "file.upload"]);
     }
+}
+
+/// `auto` (the default) with a scanner configured: scanned, and infected files quarantined.
+async fn auto_scans_like_required_with_a_scanner(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.clamd_url = Some(clamd_url())).await;
+    put_bucket(
+        &app,
+        "docs",
+        json!({"allowed_types": ["txt"], "scan": "auto"}),
+    )
+    .await;
+    let clean = upload_processed(&app, "?bucket=docs", "clean.txt", b"harmless".to_vec()).await;
+    assert_eq!(clean["status"], "ready");
+    assert_eq!(clean["scan"], json!({"result": "clean"}));
+    let file = upload_processed(&app, "?bucket=docs", "eicar.txt", eicar()).await;
+    assert_eq!(file["status"], "quarantined", "{file}");
+    assert_eq!(file["error"]["code"], "malware_found");
+    let id = file["id"].as_str().unwrap();
+    assert!(!app.has_object(&format!("objects/{id}")).await);
 }
 
 async fn an_unreachable_scanner_fails_closed_unless_scanning_is_optional(backend: Backend) {

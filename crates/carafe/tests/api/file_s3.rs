@@ -1,6 +1,6 @@
 //! Files on S3-compatible storage (a real S3 server that checks signatures): the same upload,
 //! processing and download paths as on local disk, multipart uploads of large files,
-//! presigned download redirects, purging, and a store that is down.
+//! presigned download redirects (attachments only), purging, and a store that is down.
 
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use crate::helpers::{Backend, TestApp, eventually, problem};
 s3_tests!(
     files_round_trip_through_s3,
     large_files_go_up_in_parts_and_ranges_come_back,
-    presigned_downloads_redirect_to_s3,
+    presigned_downloads_redirect_only_attachments,
 );
 
 both_backends!(an_unreachable_store_refuses_uploads_cleanly);
@@ -89,52 +89,113 @@ async fn large_files_go_up_in_parts_and_ranges_come_back(backend: Backend) {
     assert!(got == bytes, "the whole object streams back unchanged");
 }
 
-async fn presigned_downloads_redirect_to_s3(backend: Backend) {
+/// A client that shows redirects instead of following them.
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
+async fn presigned_downloads_redirect_only_attachments(backend: Backend) {
     let app = TestApp::spawn(backend).await;
+    let policy = json!({
+        "allowed_types": ["pdf", "png", "txt", "html"], "scan": "off",
+        "presigned_downloads": true, "cache_control": "private, max-age=60",
+    });
     let res = app
         .request(Method::PUT, "/api/v1/buckets/direct", Some(&app.admin_key))
-        .json(&json!({"allowed_types": ["pdf"], "presigned_downloads": true}))
+        .json(&policy)
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 201);
-    let bytes = pdf("straight from s3");
-    let res = upload_raw(
-        &app,
-        &app.admin_key,
-        "?bucket=direct&wait=30",
-        "d.pdf",
-        bytes.clone(),
-    )
-    .await;
-    let file: Value = res.json().await.unwrap();
-    let id = file["id"].as_str().unwrap();
-    let no_redirects = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .build()
-        .unwrap();
-    let res = no_redirects
-        .get(app.url(&format!("/api/v1/files/{id}/content")))
+    let (mut ids, mut mimes) = (Vec::new(), Vec::new());
+    let page = b"<!doctype html><html><body>hi</body></html>".to_vec();
+    let uploads = [
+        ("d.pdf", pdf("straight from s3")),
+        ("p.png", png(40, 30)),
+        ("t.txt", b"plain text".to_vec()),
+        ("page.html", page),
+    ];
+    for (name, bytes) in &uploads {
+        let query = "?bucket=direct&wait=30";
+        let res = upload_raw(&app, &app.admin_key, query, name, bytes.clone()).await;
+        assert_eq!(res.status(), 201, "{name}");
+        let file: Value = res.json().await.unwrap();
+        assert_eq!(file["status"], "ready", "{file}");
+        ids.push(file["id"].as_str().unwrap().to_owned());
+        mimes.push(file["mime"].as_str().unwrap().to_owned());
+    }
+    let client = no_redirects();
+    let get = |path: String| {
+        client
+            .get(app.url(&path))
+            .bearer_auth(&app.admin_key)
+            .send()
+    };
+
+    // Shown inline (PDF, image, text, and a thumbnail): Carafe serves them, with nosniff and
+    // the sandboxing CSP that S3 could not send.
+    let thumbnail = format!("/api/v1/files/{}/thumbnails/small", ids[1]);
+    let inline = ids[..3]
+        .iter()
+        .map(|id| format!("/api/v1/files/{id}/content"));
+    for path in inline.chain([thumbnail]) {
+        let res = get(path.clone()).await.unwrap();
+        assert_eq!(res.status(), 200, "{path} is not redirected");
+        let h = res.headers();
+        assert!(
+            h["content-disposition"]
+                .to_str()
+                .unwrap()
+                .starts_with("inline")
+        );
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("sandbox"), "{csp}");
+        assert_eq!(h["cache-control"], "private, max-age=60");
+    }
+    // HEAD is answered here too: a presigned URL is signed for GET only.
+    let res = client
+        .head(app.url(&format!("/api/v1/files/{}/content?download=1", ids[0])))
         .bearer_auth(&app.admin_key)
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 302);
-    assert_eq!(res.headers()["cache-control"], "no-store");
-    let location = res.headers()["location"].to_str().unwrap().to_owned();
-    assert!(location.contains("X-Amz-Signature="), "{location}");
-    let res = no_redirects.get(&location).send().await.unwrap();
     assert_eq!(res.status(), 200);
-    assert_eq!(res.bytes().await.unwrap(), bytes);
-    // The S3 server checks the signature: a changed URL is refused there.
-    let forged = location.replace(
-        "response-content-type=application%2Fpdf",
-        "response-content-type=text%2Fhtml",
-    );
-    assert_ne!(forged, location);
-    let res = no_redirects.get(&forged).send().await.unwrap();
-    assert!(res.status().is_client_error(), "{}", res.status());
+
+    // Attachments (asked for, or a type never shown inline) redirect to S3, which answers with
+    // the signed headers.
+    let attachments = [
+        (0, "?download=1", "attachment; filename=\"d.pdf\""),
+        (3, "", "attachment; filename=\"page.html\""),
+    ];
+    assert_eq!(mimes[0], "application/pdf");
+    assert!(mimes[3].starts_with("text/html"), "{}", mimes[3]);
+    for (i, query, disposition) in attachments {
+        let res = get(format!("/api/v1/files/{}/content{query}", ids[i]))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 302, "{}", uploads[i].0);
+        assert_eq!(res.headers()["cache-control"], "no-store");
+        let location = res.headers()["location"].to_str().unwrap().to_owned();
+        assert!(location.contains("X-Amz-Signature="), "{location}");
+        let res = client.get(&location).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        let h = res.headers();
+        assert_eq!(h["content-type"], mimes[i].as_str());
+        assert_eq!(h["content-disposition"], disposition);
+        assert_eq!(h["cache-control"], "private, max-age=60");
+        assert_eq!(res.bytes().await.unwrap(), uploads[i].1);
+
+        // The S3 server checks the signature: a changed URL is refused there.
+        let forged = location.replace("response-content-type=", "response-content-type=x");
+        assert_ne!(forged, location);
+        let res = client.get(&forged).send().await.unwrap();
+        assert!(res.status().is_client_error(), "{}", res.status());
+    }
 }
 
 async fn an_unreachable_store_refuses_uploads_cleanly(backend: Backend) {

@@ -310,6 +310,17 @@ impl TestApp {
         self.get(&format!("/api/v1/audit{query}"), Some(auth)).await
     }
 
+    /// The audit events `query` selects, read with the admin key.
+    pub async fn audit_items(&self, query: &str) -> Vec<Value> {
+        let page: Value = self
+            .audit(&self.admin_key, query)
+            .await
+            .json()
+            .await
+            .unwrap();
+        page["items"].as_array().unwrap().clone()
+    }
+
     pub async fn healthz(&self) -> Response {
         self.get("/healthz", None).await
     }

@@ -23,6 +23,7 @@ mod file_processing;
 mod file_ranges;
 mod file_s3;
 mod file_s3_parts;
+mod file_scan_policy;
 mod files;
 mod handlers;
 mod idempotency;

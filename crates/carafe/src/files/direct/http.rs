@@ -163,7 +163,12 @@ pub async fn create(
     };
     let name = body.bucket.as_deref().unwrap_or(BucketName::DEFAULT);
     let name = BucketName::parse(name).map_err(|e| ApiError::invalid("bucket", e))?;
-    let Some(bucket) = state.files.bucket(&name).await? else {
+    let Some(bucket) = state
+        .files
+        .upload_bucket(&name)
+        .await
+        .map_err(upload_error)?
+    else {
         return Err(ApiError::invalid("bucket", "no such bucket"));
     };
     // A declared type must be one the bucket takes and the name's extension stands for.

@@ -250,6 +250,16 @@ impl Files {
         origin: Origin,
     ) -> Result<FileRecord, DirectError> {
         let id = session.id;
+        // Checked before anything is read: a refusal here leaves the session open, to be
+        // completed once the bucket can take the file.
+        let bucket = self
+            .upload_bucket(&session.bucket)
+            .await
+            .map_err(|e| match e {
+                UploadError::Store(e) => DirectError::Store(e),
+                e => DirectError::Refused(e),
+            })?
+            .ok_or(DirectError::NotFound)?;
         let store = self.store();
         if !store
             .transition_direct(id, DirectState::Open, DirectState::Completing)
@@ -257,7 +267,7 @@ impl Files {
         {
             return Err(DirectError::InProgress);
         }
-        match self.finish_direct(&session, parts, origin).await {
+        match self.finish_direct(&session, &bucket, parts, origin).await {
             Ok(file) => {
                 store
                     .transition_direct(id, DirectState::Completing, DirectState::Completed)
@@ -283,6 +293,7 @@ impl Files {
     async fn finish_direct(
         &self,
         session: &DirectUpload,
+        bucket: &Bucket,
         mut parts: Vec<(u32, String)>,
         origin: Origin,
     ) -> Result<FileRecord, DirectError> {
@@ -338,10 +349,6 @@ impl Files {
                 detail: m.to_string(),
             })
         })?;
-        let bucket = self
-            .bucket(&session.bucket)
-            .await?
-            .ok_or(DirectError::NotFound)?;
         if !bucket.policy.allows(kind.name()) {
             return Err(DirectError::Refused(UploadError::NotAllowed(
                 kind.name().to_owned(),

@@ -26,6 +26,14 @@ use super::receive::Received;
 
 pub type ByteStream = futures::stream::BoxStream<'static, io::Result<Bytes>>;
 
+/// The headers a presigned download makes the store answer with.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseHeaders<'a> {
+    pub content_type: &'a str,
+    pub content_disposition: &'a str,
+    pub cache_control: &'a str,
+}
+
 #[derive(Debug, Clone)]
 pub enum Storage {
     Local(LocalStorage),
@@ -152,15 +160,11 @@ impl Storage {
         &self,
         key: &str,
         expires_in: Duration,
-        content_type: &str,
-        content_disposition: &str,
+        answer: &ResponseHeaders<'_>,
     ) -> io::Result<Option<url::Url>> {
         match self {
             Storage::Local(_) => Ok(None),
-            Storage::S3(s) => s
-                .presigned_get(key, expires_in, content_type, content_disposition)
-                .await
-                .map(Some),
+            Storage::S3(s) => s.presigned_get(key, expires_in, answer).await.map(Some),
         }
     }
 

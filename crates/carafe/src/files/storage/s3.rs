@@ -21,7 +21,7 @@ use object_store::signer::{Method, SignedUrlOptions, Signer};
 use object_store::{BackoffConfig, ClientOptions, RetryConfig};
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
 
-use super::ByteStream;
+use super::{ByteStream, ResponseHeaders};
 use crate::files::receive::Received;
 
 /// Objects up to this size are sent in one PUT.
@@ -221,17 +221,19 @@ impl S3Storage {
             .collect())
     }
 
-    /// A presigned GET that makes S3 answer with these content headers.
+    /// A presigned GET that makes S3 answer with these headers (its `response-*` overrides,
+    /// signed with the URL, so they cannot be changed). `Content-Language` and `Expires` are
+    /// not sent: Carafe knows no language, and `Cache-Control` supersedes `Expires`.
     pub async fn presigned_get(
         &self,
         key: &str,
         expires_in: Duration,
-        content_type: &str,
-        content_disposition: &str,
+        answer: &ResponseHeaders<'_>,
     ) -> io::Result<url::Url> {
         let options = SignedUrlOptions::new().with_query([
-            ("response-content-type", content_type),
-            ("response-content-disposition", content_disposition),
+            ("response-content-type", answer.content_type),
+            ("response-content-disposition", answer.content_disposition),
+            ("response-cache-control", answer.cache_control),
         ]);
         self.store
             .signed_url_opts(Method::GET, &self.path(key), expires_in, &options)

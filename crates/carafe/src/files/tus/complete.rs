@@ -33,7 +33,10 @@ pub fn refusal_code(e: &UploadError) -> Option<String> {
         UploadError::Empty => Some("file_empty".into()),
         UploadError::Type { code, .. } => Some((*code).to_owned()),
         UploadError::NotAllowed(_) => Some("type_not_allowed".into()),
-        UploadError::Storage(_) | UploadError::Store(_) | UploadError::NoMasterKey => None,
+        UploadError::Storage(_)
+        | UploadError::Store(_)
+        | UploadError::NoMasterKey
+        | UploadError::ScannerMissing => None,
     }
 }
 

@@ -151,7 +151,12 @@ async fn bucket_for(state: &AppState, metadata: &Map<String, Value>) -> ApiResul
     let name = metadata.get("bucket").and_then(Value::as_str);
     let name = BucketName::parse(name.unwrap_or(BucketName::DEFAULT))
         .map_err(|e| ApiError::invalid("bucket", e))?;
-    state.files.bucket(&name).await?.ok_or_else(|| {
+    let bucket = state
+        .files
+        .upload_bucket(&name)
+        .await
+        .map_err(upload_error)?;
+    bucket.ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, "bucket_not_found")
             .detail(format!("there is no bucket `{name}`"))
     })
