@@ -94,6 +94,8 @@ pub trait JobStore: Send + Sync {
     /// the key's states and period) is not inserted; that job is returned instead.
     async fn insert_jobs(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<Inserted>>;
     async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>>;
+    /// The queues of those of these jobs that exist (in no particular order).
+    async fn job_queues(&self, ids: &[JobId]) -> StoreResult<Vec<(JobId, QueueName)>>;
     /// Newest first; `after` is a job id, the page holds older jobs.
     async fn list_jobs(
         &self,

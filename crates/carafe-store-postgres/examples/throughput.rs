@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use carafe_core::Store;
-use carafe_core::jobs::{Claim, Completion, Fenced, NewJob, QueueName};
+use carafe_core::jobs::{Claim, Completion, Fenced, LeaseLength, NewJob, QueueName};
 use carafe_core::store::JobStore;
 use carafe_store_postgres::PgStore;
 use carafe_store_postgres::testing::fresh_database_url;
@@ -52,7 +52,10 @@ async fn main() {
                 queue: &queue,
                 worker: "bench",
                 max: BATCH,
-                lease: None,
+                lease: LeaseLength {
+                    asked: None,
+                    default: Duration::from_secs(60),
+                },
                 now,
                 push: false,
             };

@@ -118,6 +118,9 @@ impl JobStore for PgStore {
     async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>> {
         self.get_job_impl(id).await
     }
+    async fn job_queues(&self, ids: &[JobId]) -> StoreResult<Vec<(JobId, QueueName)>> {
+        self.job_queues_impl(ids).await
+    }
     async fn list_jobs(
         &self,
         filter: &JobFilter,

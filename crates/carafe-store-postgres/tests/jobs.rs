@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use carafe_core::Store;
-use carafe_core::jobs::{Claim, Completion, Fenced, Inserted, JobState, NewJob, QueueName, Unique};
+use carafe_core::jobs::{
+    Claim, Completion, Fenced, Inserted, JobState, LeaseLength, NewJob, QueueName, Unique,
+};
 use carafe_core::store::JobStore;
 use carafe_store_postgres::PgStore;
 use carafe_store_postgres::testing::fresh_database_url;
@@ -126,7 +128,10 @@ async fn repeated_completions_in_one_batch_are_answered_in_order() {
         queue: &queue,
         worker: "w",
         max: 2,
-        lease: None,
+        lease: LeaseLength {
+            asked: None,
+            default: Duration::from_secs(60),
+        },
         now: t,
         push: false,
     };

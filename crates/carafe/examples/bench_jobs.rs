@@ -287,7 +287,7 @@ async fn depth(db: &str, queued: usize, sample: usize) -> Value {
                 queue: &queue,
                 worker: "depth",
                 max: 100,
-                lease: None,
+                lease: state.jobs.lease(None),
                 now: now(),
                 push: false,
             })

@@ -114,8 +114,11 @@ pub struct Jobs {
     /// Largest `args` of one job, in bytes of JSON.
     pub max_args_bytes: usize,
     /// A job's `timeout_ms` when the enqueue names none: the longest an in-process handler
-    /// may run, and the lease of a claim that asks for none.
+    /// or a push delivery may run.
     pub default_timeout: HumanDuration,
+    /// The lease a claim gets, and a heartbeat renews, when neither it nor the queue's
+    /// `lease_ms` names one: pull workers, in-process handlers and push deliveries alike.
+    pub lease: HumanDuration,
     /// How long completed and cancelled jobs are kept.
     pub retention_completed: HumanDuration,
     /// How long discarded jobs are kept.
@@ -192,6 +195,7 @@ impl Default for Jobs {
         Jobs {
             max_args_bytes: 64 * 1024,
             default_timeout: HumanDuration(Duration::from_secs(300)),
+            lease: HumanDuration(Duration::from_secs(60)),
             retention_completed: HumanDuration(Duration::from_secs(24 * 3600)),
             retention_discarded: HumanDuration(Duration::from_secs(7 * 24 * 3600)),
             poll_interval: HumanDuration(Duration::from_secs(1)),
@@ -309,6 +313,9 @@ impl Config {
         let jobs = &self.jobs;
         if !(1024..=16 * 1024 * 1024).contains(&jobs.max_args_bytes) {
             return bad("jobs.max_args_bytes must be between 1 KiB and 16 MiB".into());
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(24 * 3600)).contains(&jobs.lease.0) {
+            return bad("jobs.lease must be between 1s and 24h".into());
         }
         if jobs.default_timeout.0 < Duration::from_secs(1) || jobs.poll_interval.0.is_zero() {
             return bad(

@@ -49,9 +49,12 @@ impl QueueName {
         &self.0
     }
 
+    /// The prefix of reserved queues.
+    pub const RESERVED_PREFIX: &'static str = "carafe.";
+
     /// Queues named `carafe.*` belong to Carafe's own capabilities.
     pub fn is_reserved(&self) -> bool {
-        self.0.starts_with("carafe.")
+        self.0.starts_with(Self::RESERVED_PREFIX)
     }
 }
 
@@ -207,7 +210,7 @@ pub struct NewJob {
     pub priority: i16,
     pub max_attempts: u32,
     pub backoff: Option<Backoff>,
-    /// The lease a claim gets when it asks for none; the hard limit for in-process handlers.
+    /// The hard limit of one attempt, for in-process handlers and push deliveries.
     pub timeout: Duration,
     pub scheduled_at: OffsetDateTime,
     pub unique: Option<Unique>,
@@ -299,6 +302,8 @@ pub struct ClaimedJob {
     pub max_attempts: u32,
     pub lease_token: String,
     pub lease_expires_at: OffsetDateTime,
+    /// The lease's length, for renewing it at the same pace.
+    pub lease: Duration,
     pub checkpoint: Option<Value>,
     pub timeout: Duration,
     pub owner: Option<String>,
@@ -348,13 +353,23 @@ pub enum Fenced<T> {
     NotFound,
 }
 
-/// Limits on how fast a queue's jobs are claimed, across every instance and worker.
+/// Limits on how fast a queue's jobs are claimed, across every instance and worker, and how
+/// long a claim holds a job without a heartbeat.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct QueueLimits {
     /// At most this many of the queue's jobs run at once.
     pub concurrency: Option<u32>,
     /// At most this many claims per second on average (a token bucket holding one second).
     pub rate_per_second: Option<f64>,
+    /// The lease of a claim or heartbeat that names none; `None` uses the server's default.
+    pub lease: Option<Duration>,
+}
+
+impl QueueLimits {
+    /// Whether claims must count running jobs or spend tokens.
+    pub fn limits_claims(&self) -> bool {
+        self.concurrency.is_some() || self.rate_per_second.is_some()
+    }
 }
 
 /// Per-queue figures for `GET /api/v1/queues`.

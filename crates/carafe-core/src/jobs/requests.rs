@@ -7,13 +7,31 @@ use time::OffsetDateTime;
 
 use super::{Backoff, JobId, JobState, Progress, QueueName};
 
+/// How long a lease lasts: what the worker asked for, else the queue's `lease`, else the
+/// server's default. The store resolves it, so a queue's setting applies on every instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseLength {
+    pub asked: Option<Duration>,
+    pub default: Duration,
+}
+
+impl LeaseLength {
+    /// `asked` in milliseconds, for binding.
+    pub fn asked_ms(&self) -> Option<i64> {
+        self.asked.map(|d| d.as_millis() as i64)
+    }
+
+    pub fn default_ms(&self) -> i64 {
+        self.default.as_millis() as i64
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Claim<'a> {
     pub queue: &'a QueueName,
     pub worker: &'a str,
     pub max: u32,
-    /// Lease length; `None` uses each job's own timeout.
-    pub lease: Option<Duration>,
+    pub lease: LeaseLength,
     pub now: OffsetDateTime,
     /// Claim jobs with a push `target` (for the push dispatcher) instead of those without.
     pub push: bool,
@@ -24,8 +42,9 @@ pub struct Heartbeat<'a> {
     pub id: JobId,
     pub lease_token: &'a str,
     pub now: OffsetDateTime,
-    /// New lease expiry; `None` keeps the current one (a progress report).
-    pub extend_to: Option<OffsetDateTime>,
+    /// Renew the lease to `now` + this length; `None` keeps the current expiry (a progress
+    /// report).
+    pub renew: Option<LeaseLength>,
     pub progress: Option<Progress>,
     pub checkpoint: Option<Value>,
 }
@@ -148,6 +167,8 @@ pub struct JobFilter {
     /// Matched against the effective state.
     pub state: Option<JobState>,
     pub owner: Option<String>,
+    /// Leave out jobs of reserved (`carafe.*`) queues.
+    pub exclude_reserved: bool,
 }
 
 #[cfg(test)]
@@ -191,21 +212,21 @@ mod tests {
         assert_eq!(allowance(&none, 99, 0.0, t, 10, t).max, 10);
         let conc = QueueLimits {
             concurrency: Some(5),
-            rate_per_second: None,
+            ..QueueLimits::default()
         };
         assert_eq!(allowance(&conc, 3, 0.0, t, 10, t).max, 2);
         assert_eq!(allowance(&conc, 7, 0.0, t, 10, t).max, 0);
         let rate = QueueLimits {
-            concurrency: None,
             rate_per_second: Some(10.0),
+            ..QueueLimits::default()
         };
         let a = allowance(&rate, 0, 0.0, t, 100, t + Duration::from_millis(250));
         assert_eq!((a.max, a.tokens), (2, 2.5));
         let full = allowance(&rate, 0, 3.0, t, 100, t + Duration::from_secs(3600));
         assert_eq!(full.max, 10, "the bucket holds one second");
         let slow = QueueLimits {
-            concurrency: None,
             rate_per_second: Some(0.5),
+            ..QueueLimits::default()
         };
         let a = allowance(&slow, 0, 0.0, t, 100, t + Duration::from_secs(10));
         assert_eq!(a.max, 1, "a slow rate still holds one token");

@@ -38,6 +38,17 @@ pub(super) async fn insert(store: &Arc<dyn Store>, new: NewJob) -> Job {
     }
 }
 
+/// The server's default lease in these tests (unlike the test jobs' 30 s timeout).
+pub(super) const DEFAULT_LEASE: Duration = Duration::from_secs(45);
+
+/// A lease of `asked` length, else the queue's, else `DEFAULT_LEASE`.
+pub(super) fn lease(asked: Option<Duration>) -> LeaseLength {
+    LeaseLength {
+        asked,
+        default: DEFAULT_LEASE,
+    }
+}
+
 pub(super) async fn claim(
     store: &Arc<dyn Store>,
     queue: &str,
@@ -50,7 +61,7 @@ pub(super) async fn claim(
             queue: &queue,
             worker: "w1",
             max,
-            lease: None,
+            lease: lease(None),
             now: at,
             push: false,
         })
@@ -194,9 +205,10 @@ pub async fn jobs_claim_order_and_leases(store: Arc<dyn Store>) {
     assert_eq!(got[0].attempt, 1);
     assert_eq!(
         got[0].lease_expires_at,
-        t + Duration::from_secs(30),
-        "the job's timeout"
+        t + DEFAULT_LEASE,
+        "the default lease, not the job's timeout"
     );
+    assert_eq!(got[0].lease, DEFAULT_LEASE);
     let running = store.get_job(high.id).await.unwrap().unwrap();
     assert_eq!(running.state, JobState::Running);
     assert_eq!(running.attempted_by.as_deref(), Some("w1"));
@@ -205,14 +217,14 @@ pub async fn jobs_claim_order_and_leases(store: Arc<dyn Store>) {
     assert_eq!(evs.len(), 2);
     assert_eq!(state_of(&evs[1].1), "running");
 
-    // An explicit lease overrides the timeout.
+    // An explicit lease overrides the default.
     let queue = q("work");
     let got = store
         .claim_jobs(Claim {
             queue: &queue,
             worker: "w2",
             max: 10,
-            lease: Some(Duration::from_secs(5)),
+            lease: lease(Some(Duration::from_secs(5))),
             now: t,
             push: false,
         })
@@ -244,6 +256,7 @@ pub async fn jobs_heartbeats_are_fenced(store: Arc<dyn Store>) {
     let j = insert(&store, job("hb", t)).await;
     let c = claim(&store, "hb", 1, t).await.remove(0);
     let until = t + Duration::from_secs(120);
+    let renew = Some(lease(Some(Duration::from_secs(120))));
     let progress = Progress {
         current: 3,
         total: Some(10),
@@ -255,7 +268,7 @@ pub async fn jobs_heartbeats_are_fenced(store: Arc<dyn Store>) {
             id: j.id,
             lease_token: &c.lease_token,
             now: t,
-            extend_to: Some(until),
+            renew,
             progress: Some(progress.clone()),
             checkpoint: Some(json!({"page": 3})),
         })
@@ -281,7 +294,7 @@ pub async fn jobs_heartbeats_are_fenced(store: Arc<dyn Store>) {
         id: j.id,
         lease_token: &c.lease_token,
         now: t,
-        extend_to: Some(until),
+        renew,
         progress: None,
         checkpoint: None,
     };

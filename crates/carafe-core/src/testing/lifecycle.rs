@@ -141,7 +141,7 @@ pub async fn jobs_cancellation(store: Arc<dyn Store>) {
         id: run.id,
         lease_token: &c.lease_token,
         now: t,
-        extend_to: None,
+        renew: None,
         progress: None,
         checkpoint: None,
     };
@@ -229,7 +229,7 @@ pub async fn jobs_expired_leases_are_rescued(store: Arc<dyn Store>) {
     new.max_attempts = 2;
     let j = insert(&store, new).await;
     let queue = q("rescue");
-    let lease = Some(Duration::from_secs(1));
+    let lease = super::jobs::lease(Some(Duration::from_secs(1)));
     let c = store
         .claim_jobs(Claim {
             queue: &queue,

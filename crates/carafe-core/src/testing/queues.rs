@@ -12,7 +12,7 @@ use crate::page::PageRequest;
 use crate::store::Store;
 use crate::time::now;
 
-use super::jobs::{claim, insert, job, q};
+use super::jobs::{DEFAULT_LEASE, claim, insert, job, lease, q};
 
 pub async fn jobs_listing_filters_and_pages(store: Arc<dyn Store>) {
     let t = now();
@@ -51,7 +51,7 @@ pub async fn jobs_listing_filters_and_pages(store: Arc<dyn Store>) {
     let available = JobFilter {
         queue: Some(q("even")),
         state: Some(JobState::Available),
-        owner: None,
+        ..JobFilter::default()
     };
     let got = store
         .list_jobs(&available, &PageRequest::first(100), t)
@@ -149,7 +149,7 @@ pub async fn jobs_concurrent_claims_never_overlap(store: Arc<dyn Store>) {
                         queue: &queue,
                         worker: &worker,
                         max: 7,
-                        lease: None,
+                        lease: super::jobs::lease(None),
                         now: t,
                         push: false,
                     })
@@ -232,7 +232,7 @@ pub async fn jobs_queue_limits(store: Arc<dyn Store>) {
     store.insert_jobs(batch).await.unwrap();
     let limits = QueueLimits {
         concurrency: Some(3),
-        rate_per_second: None,
+        ..QueueLimits::default()
     };
     store.set_queue_limits(&q("limited"), limits).await.unwrap();
     let first = claim(&store, "limited", 10, t).await;
@@ -262,8 +262,8 @@ pub async fn jobs_queue_limits(store: Arc<dyn Store>) {
     // A rate of 4 per second: a burst of 4, then refills with time (a new rate starts full,
     // counted from when it was set).
     let rated = QueueLimits {
-        concurrency: None,
         rate_per_second: Some(4.0),
+        ..QueueLimits::default()
     };
     store.set_queue_limits(&q("limited"), rated).await.unwrap();
     let t = now() + Duration::from_millis(1);
@@ -323,7 +323,7 @@ pub async fn jobs_push_jobs_are_claimed_apart(store: Arc<dyn Store>) {
             queue: &queue,
             worker: "dispatcher",
             max: 10,
-            lease: None,
+            lease: super::jobs::lease(None),
             now: t,
             push: true,
         })
@@ -337,4 +337,116 @@ pub async fn jobs_push_jobs_are_claimed_apart(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(due, vec![q("later")]);
+}
+
+/// A lease is what the claim asked for, else the queue's `lease`, else the default; a
+/// heartbeat that asks for none renews it to the queue's (read at that moment).
+pub async fn jobs_queue_leases(store: Arc<dyn Store>) {
+    let t = now();
+    for _ in 0..3 {
+        insert(&store, job("leased", t)).await;
+    }
+    let queue = q("leased");
+    let claim_one = async |asked| {
+        let claim = Claim {
+            queue: &queue,
+            worker: "w",
+            max: 1,
+            lease: lease(asked),
+            now: t,
+            push: false,
+        };
+        store.claim_jobs(claim).await.unwrap().remove(0)
+    };
+    let plain = claim_one(None).await;
+    assert_eq!(plain.lease_expires_at, t + DEFAULT_LEASE);
+    let ten = Duration::from_secs(10);
+    let set = QueueLimits {
+        lease: Some(ten),
+        ..QueueLimits::default()
+    };
+    store.set_queue_limits(&queue, set).await.unwrap();
+    let stats = store.queue_stats(t).await.unwrap();
+    let leased = stats.iter().find(|s| s.queue == "leased").unwrap();
+    assert_eq!(leased.limits.lease, Some(ten));
+    let short = claim_one(None).await;
+    assert_eq!(short.lease_expires_at, t + ten, "the queue's lease");
+    assert_eq!(short.lease, ten);
+    let asked = claim_one(Some(Duration::from_secs(99))).await;
+    assert_eq!(
+        asked.lease_expires_at,
+        t + Duration::from_secs(99),
+        "what the claim asked for wins"
+    );
+    // Heartbeats: none asked renews to the queue's lease; `None` keeps the expiry.
+    let later = t + Duration::from_secs(5);
+    let hb = |renew| Heartbeat {
+        id: plain.id,
+        lease_token: &plain.lease_token,
+        now: later,
+        renew,
+        progress: None,
+        checkpoint: None,
+    };
+    let ack = store.heartbeat_job(hb(Some(lease(None)))).await.unwrap();
+    let Fenced::Done(ack) = ack else {
+        panic!("{ack:?}")
+    };
+    assert_eq!(ack.lease_expires_at, later + ten);
+    let kept = store.heartbeat_job(hb(None)).await.unwrap();
+    assert_eq!(kept, Fenced::Done(ack), "a progress report keeps the lease");
+    let asked = store
+        .heartbeat_job(hb(Some(lease(Some(Duration::from_secs(3))))))
+        .await
+        .unwrap();
+    let Fenced::Done(asked) = asked else {
+        panic!("{asked:?}")
+    };
+    assert_eq!(asked.lease_expires_at, later + Duration::from_secs(3));
+    // Clearing the setting brings the default back.
+    store
+        .set_queue_limits(&queue, QueueLimits::default())
+        .await
+        .unwrap();
+    let ack = store.heartbeat_job(hb(Some(lease(None)))).await.unwrap();
+    let Fenced::Done(ack) = ack else {
+        panic!("{ack:?}")
+    };
+    assert_eq!(ack.lease_expires_at, later + DEFAULT_LEASE);
+}
+
+/// Jobs of reserved (`carafe.*`) queues can be left out of listings, and any job's queue can
+/// be looked up by id (for the rule on who may act on reserved queues).
+pub async fn jobs_reserved_queues_are_listed_apart(store: Arc<dyn Store>) {
+    let t = now();
+    let own = insert(&store, job("carafe.files", t)).await;
+    let app = insert(&store, job("carafes", t)).await;
+    let all = store
+        .list_jobs(&JobFilter::default(), &PageRequest::first(10), t)
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 2);
+    let public = JobFilter {
+        exclude_reserved: true,
+        ..JobFilter::default()
+    };
+    let listed = store
+        .list_jobs(&public, &PageRequest::first(10), t)
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.items.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [app.id]
+    );
+    let mut queues = store
+        .job_queues(&[own.id, app.id, JobId(app.id.0 + 1000)])
+        .await
+        .unwrap();
+    queues.sort_by_key(|(id, _)| *id);
+    assert_eq!(
+        queues,
+        vec![(own.id, q("carafe.files")), (app.id, q("carafes"))],
+        "missing jobs are left out"
+    );
+    assert!(store.job_queues(&[]).await.unwrap().is_empty());
 }

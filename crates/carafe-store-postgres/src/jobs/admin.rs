@@ -8,12 +8,17 @@ use carafe_core::jobs::{
 use carafe_core::{StoreError, StoreResult};
 use serde_json::{Value, json};
 use sqlx::types::Json;
+use std::time::Duration;
+
 use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;
 
 use super::wakeup::Wakeups;
 use super::{JOB_COLUMNS, get_in, job_from_row};
 use crate::{PgStore, map_err};
+
+/// A `queues` row: name, paused, concurrency limit, rate per second, lease in ms.
+type SettingsRow = (String, bool, Option<i32>, Option<f64>, Option<i64>);
 
 /// How many jobs a claim of `max` may take from `queue` now (`None`: it is paused), and the
 /// rate bucket to charge afterwards, if the queue has a rate. A limited queue's row stays
@@ -55,6 +60,7 @@ pub(crate) async fn allowance_in(
             .map_err(map_err)?
             .map(|n| n as u32),
         rate_per_second: row.try_get("rate_per_second").map_err(map_err)?,
+        lease: None,
     };
     let running: i64 = if limits.concurrency.is_some() {
         sqlx::query_scalar("SELECT count(*) FROM jobs WHERE queue = $1 AND state = 'running'")
@@ -246,11 +252,12 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(map_err)?;
-        let settings: Vec<(String, bool, Option<i32>, Option<f64>)> =
-            sqlx::query_as("SELECT name, paused, concurrency_limit, rate_per_second FROM queues")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(map_err)?;
+        let settings: Vec<SettingsRow> = sqlx::query_as(
+            "SELECT name, paused, concurrency_limit, rate_per_second, lease_ms FROM queues",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
         let counts = rows
             .iter()
             .map(|row| {
@@ -266,10 +273,11 @@ impl PgStore {
             .collect::<StoreResult<Vec<_>>>()?;
         let settings = settings
             .into_iter()
-            .map(|(name, paused, concurrency, rate)| {
+            .map(|(name, paused, concurrency, rate, lease)| {
                 let limits = QueueLimits {
                     concurrency: concurrency.map(|n| n as u32),
                     rate_per_second: rate,
+                    lease: lease.map(|ms| Duration::from_millis(ms as u64)),
                 };
                 (name, paused, limits)
             })
@@ -305,18 +313,20 @@ impl PgStore {
         let now = carafe_core::time::now();
         sqlx::query(
             "INSERT INTO queues (name, paused, updated_at, concurrency_limit, rate_per_second,
-                 tokens, tokens_at)
-             VALUES ($1, false, $2, $3, $4, $5, $2)
+                 tokens, tokens_at, lease_ms)
+             VALUES ($1, false, $2, $3, $4, $5, $2, $6)
              ON CONFLICT (name) DO UPDATE SET updated_at = excluded.updated_at,
                  concurrency_limit = excluded.concurrency_limit,
                  rate_per_second = excluded.rate_per_second,
-                 tokens = excluded.tokens, tokens_at = excluded.tokens_at",
+                 tokens = excluded.tokens, tokens_at = excluded.tokens_at,
+                 lease_ms = excluded.lease_ms",
         )
         .bind(queue.as_str())
         .bind(now)
         .bind(limits.concurrency.map(|n| n as i32))
         .bind(limits.rate_per_second)
         .bind(limits.rate_per_second.map_or(0.0, |r| r.max(1.0)))
+        .bind(limits.lease.map(|l| l.as_millis() as i64))
         .execute(&self.pool)
         .await
         .map_err(map_err)?;

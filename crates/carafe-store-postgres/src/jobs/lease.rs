@@ -143,7 +143,9 @@ async fn heartbeat_in(
 ) -> StoreResult<Fenced<HeartbeatAck>> {
     let row = sqlx::query(
         "WITH hb AS (
-             UPDATE jobs SET lease_expires_at = COALESCE($1, lease_expires_at),
+             UPDATE jobs SET lease_expires_at = CASE WHEN $7 THEN $6 + COALESCE($1,
+                     (SELECT lease_ms FROM queues WHERE name = jobs.queue), $8)
+                     * interval '1 millisecond' ELSE lease_expires_at END,
                  progress = COALESCE($2, progress), checkpoint = COALESCE($3, checkpoint),
                  event_seq = event_seq + CASE WHEN $2 IS NULL THEN 0 ELSE 1 END
              WHERE id = $4 AND state = 'running' AND lease_token = $5
@@ -154,12 +156,14 @@ async fn heartbeat_in(
              FROM hb WHERE $2 IS NOT NULL)
          SELECT cancel_requested, lease_expires_at FROM hb",
     )
-    .bind(hb.extend_to)
+    .bind(hb.renew.and_then(|r| r.asked_ms()))
     .bind(hb.progress.as_ref().map(Json))
     .bind(hb.checkpoint.as_ref().map(Json))
     .bind(hb.id.0)
     .bind(hb.lease_token)
     .bind(hb.now)
+    .bind(hb.renew.is_some())
+    .bind(hb.renew.map(|r| r.default_ms()))
     .fetch_optional(&mut *conn)
     .await
     .map_err(map_err)?;
@@ -172,8 +176,13 @@ async fn heartbeat_in(
     }))
 }
 
-fn claimed_from_row(row: &PgRow, queue: &QueueName) -> StoreResult<ClaimedJob> {
+fn claimed_from_row(
+    row: &PgRow,
+    queue: &QueueName,
+    now: OffsetDateTime,
+) -> StoreResult<ClaimedJob> {
     let timeout_ms: i64 = row.try_get("timeout_ms").map_err(map_err)?;
+    let lease_expires_at: OffsetDateTime = row.try_get("lease_expires_at").map_err(map_err)?;
     Ok(ClaimedJob {
         id: JobId(row.try_get("id").map_err(map_err)?),
         queue: queue.clone(),
@@ -181,7 +190,8 @@ fn claimed_from_row(row: &PgRow, queue: &QueueName) -> StoreResult<ClaimedJob> {
         attempt: row.try_get::<i32, _>("attempt").map_err(map_err)? as u32,
         max_attempts: row.try_get::<i32, _>("max_attempts").map_err(map_err)? as u32,
         lease_token: row.try_get("lease_token").map_err(map_err)?,
-        lease_expires_at: row.try_get("lease_expires_at").map_err(map_err)?,
+        lease_expires_at,
+        lease: (lease_expires_at - now).unsigned_abs(),
         checkpoint: row.try_get("checkpoint").map_err(map_err)?,
         timeout: Duration::from_millis(timeout_ms as u64),
         owner: row.try_get("owner").map_err(map_err)?,
@@ -205,7 +215,7 @@ impl PgStore {
         // UPDATE as an array so the planner looks the rows up by primary key (a join with the
         // CTE, whose size it cannot estimate, gets a hash join over the whole table). The lease
         // token is 32 lowercase hex digits (a v4 UUID without dashes); the lease runs from the
-        // caller's `now` for the requested length, or the job's own timeout.
+        // caller's `now` for the requested length, else the queue's, else the default.
         // Pull and push claims get separate statements so each matches its partial index.
         let delivery = if c.push {
             "target IS NOT NULL"
@@ -223,7 +233,9 @@ impl PgStore {
              claimed AS (
                  UPDATE jobs j SET state = 'running', attempt = j.attempt + 1, attempted_at = $1,
                      attempted_by = $2, lease_token = replace(gen_random_uuid()::text, '-', ''),
-                     lease_expires_at = $1 + COALESCE($3, j.timeout_ms) * interval '1 millisecond',
+                     lease_expires_at = $1 + COALESCE($3,
+                         (SELECT lease_ms FROM queues WHERE name = $4), $6)
+                         * interval '1 millisecond',
                      event_seq = j.event_seq + 1
                  WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
                  RETURNING j.id, j.args, j.attempt, j.max_attempts, j.lease_token,
@@ -239,15 +251,16 @@ impl PgStore {
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(c.now)
             .bind(c.worker)
-            .bind(c.lease.map(|l| l.as_millis() as i64))
+            .bind(c.lease.asked_ms())
             .bind(c.queue.as_str())
             .bind(i64::from(max))
+            .bind(c.lease.default_ms())
             .fetch_all(&mut *tx)
             .await
             .map_err(map_err)?;
         let claimed = rows
             .iter()
-            .map(|row| claimed_from_row(row, c.queue))
+            .map(|row| claimed_from_row(row, c.queue, c.now))
             .collect::<StoreResult<Vec<_>>>()?;
         if let Some(bucket) = bucket {
             super::admin::spend_tokens(&mut tx, c.queue, bucket, claimed.len()).await?;

@@ -171,6 +171,26 @@ impl PgStore {
         get_in(&mut conn, id, false).await
     }
 
+    pub(crate) async fn job_queues_impl(
+        &self,
+        ids: &[JobId],
+    ) -> StoreResult<Vec<(JobId, QueueName)>> {
+        let ids: Vec<i64> = ids.iter().map(|j| j.0).collect();
+        let rows: Vec<(i64, String)> =
+            sqlx::query_as("SELECT id, queue FROM jobs WHERE id = ANY($1)")
+                .bind(ids)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+        rows.into_iter()
+            .map(|(id, queue)| {
+                let queue =
+                    QueueName::parse(&queue).map_err(|_| StoreError::corrupt("jobs.queue"))?;
+                Ok((JobId(id), queue))
+            })
+            .collect()
+    }
+
     pub(crate) async fn list_jobs_impl(
         &self,
         filter: &JobFilter,
@@ -192,6 +212,10 @@ impl PgStore {
         }
         if let Some(owner) = &filter.owner {
             q.push(" AND owner = ").push_bind(owner.as_str());
+        }
+        if filter.exclude_reserved {
+            q.push(" AND queue NOT LIKE ")
+                .push_bind(format!("{}%", QueueName::RESERVED_PREFIX));
         }
         q.push(" ORDER BY id DESC LIMIT ")
             .push_bind(i64::from(page.limit) + 1);

@@ -7,12 +7,17 @@ use carafe_core::jobs::{
 };
 use carafe_core::{StoreError, StoreResult};
 use serde_json::json;
+use std::time::Duration;
+
 use sqlx::Row;
 use time::OffsetDateTime;
 
 use sqlx::SqliteConnection;
 
 use super::{NewEvent, add_events, get_in};
+
+/// A `queues` row: name, paused, concurrency limit, rate per second, lease in ms.
+type SettingsRow = (String, i64, Option<i64>, Option<f64>, Option<i64>);
 
 /// How many jobs a claim of `max` may take from `queue` now (`None`: it is paused), and the
 /// rate bucket to charge afterwards, if the queue has a rate.
@@ -42,8 +47,9 @@ pub(crate) async fn allowance_in(
             .map_err(map_err)?
             .map(|n| n as u32),
         rate_per_second: row.try_get("rate_per_second").map_err(map_err)?,
+        lease: None,
     };
-    if limits == QueueLimits::default() {
+    if !limits.limits_claims() {
         return Ok(Some((max, None)));
     }
     let running: i64 = if limits.concurrency.is_some() {
@@ -282,11 +288,12 @@ impl SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(map_err)?;
-        let paused: Vec<(String, i64, Option<i64>, Option<f64>)> =
-            sqlx::query_as("SELECT name, paused, concurrency_limit, rate_per_second FROM queues")
-                .fetch_all(&self.reader)
-                .await
-                .map_err(map_err)?;
+        let paused: Vec<SettingsRow> = sqlx::query_as(
+            "SELECT name, paused, concurrency_limit, rate_per_second, lease_ms FROM queues",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
         let counts = rows
             .iter()
             .map(|row| {
@@ -305,10 +312,11 @@ impl SqliteStore {
             .collect::<StoreResult<Vec<_>>>()?;
         let settings = paused
             .into_iter()
-            .map(|(name, is_paused, concurrency, rate)| {
+            .map(|(name, is_paused, concurrency, rate, lease)| {
                 let limits = QueueLimits {
                     concurrency: concurrency.map(|n| n as u32),
                     rate_per_second: rate,
+                    lease: lease.map(|ms| Duration::from_millis(ms as u64)),
                 };
                 (name, is_paused != 0, limits)
             })
@@ -342,18 +350,20 @@ impl SqliteStore {
         // A new rate starts with a full bucket.
         let now = carafe_core::time::now();
         sqlx::query(
-            "INSERT INTO queues (name, paused, updated_at, concurrency_limit, rate_per_second, tokens, tokens_at)
-             VALUES (?1, 0, ?2, ?3, ?4, ?5, ?2)
+            "INSERT INTO queues (name, paused, updated_at, concurrency_limit, rate_per_second, tokens, tokens_at, lease_ms)
+             VALUES (?1, 0, ?2, ?3, ?4, ?5, ?2, ?6)
              ON CONFLICT (name) DO UPDATE SET updated_at = excluded.updated_at,
                  concurrency_limit = excluded.concurrency_limit,
                  rate_per_second = excluded.rate_per_second,
-                 tokens = excluded.tokens, tokens_at = excluded.tokens_at",
+                 tokens = excluded.tokens, tokens_at = excluded.tokens_at,
+                 lease_ms = excluded.lease_ms",
         )
         .bind(queue.as_str())
         .bind(ms(now))
         .bind(limits.concurrency.map(i64::from))
         .bind(limits.rate_per_second)
         .bind(limits.rate_per_second.map_or(0.0, |r| r.max(1.0)))
+        .bind(limits.lease.map(|l| l.as_millis() as i64))
         .execute(&self.writer)
         .await
         .map_err(map_err)?;

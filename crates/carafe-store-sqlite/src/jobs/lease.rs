@@ -141,7 +141,8 @@ impl SqliteStore {
         let sql = format!(
             "UPDATE jobs SET state = 'running', attempt = attempt + 1, attempted_at = ?1,
                  attempted_by = ?2, lease_token = lower(hex(randomblob(16))),
-                 lease_expires_at = ?1 + COALESCE(?3, timeout_ms), event_seq = event_seq + 1
+                 lease_expires_at = ?1 + COALESCE(?3, (SELECT lease_ms FROM queues WHERE name = ?4), ?6),
+                 event_seq = event_seq + 1
              WHERE id IN (
                  SELECT id FROM jobs
                  WHERE queue = ?4 AND {WAITING} AND {delivery} AND scheduled_at <= ?1
@@ -152,16 +153,17 @@ impl SqliteStore {
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(ms(c.now))
             .bind(c.worker)
-            .bind(c.lease.map(|l| l.as_millis() as i64))
+            .bind(c.lease.asked_ms())
             .bind(c.queue.as_str())
             .bind(i64::from(max))
+            .bind(c.lease.default_ms())
             .fetch_all(&mut *tx)
             .await
             .map_err(map_err)?;
         let mut claimed = Vec::with_capacity(rows.len());
         let mut events = Vec::with_capacity(rows.len());
         for row in &rows {
-            let job = claimed_from_row(row, c.queue)?;
+            let job = claimed_from_row(row, c.queue, c.now)?;
             events.push(NewEvent {
                 job: job.id.0,
                 seq: row.try_get("event_seq").map_err(map_err)?,
@@ -193,13 +195,18 @@ impl SqliteStore {
             .as_ref()
             .map(|p| serde_json::to_string(p).expect("serializes"));
         let row = sqlx::query(
-            "UPDATE jobs SET lease_expires_at = COALESCE(?, lease_expires_at),
-                 progress = COALESCE(?, progress), checkpoint = COALESCE(?, checkpoint),
-                 event_seq = event_seq + ?
-             WHERE id = ? AND state = 'running' AND lease_token = ?
+            "UPDATE jobs SET lease_expires_at = CASE WHEN ?1 THEN ?2 + COALESCE(?3,
+                     (SELECT lease_ms FROM queues WHERE name = jobs.queue), ?4)
+                     ELSE lease_expires_at END,
+                 progress = COALESCE(?5, progress), checkpoint = COALESCE(?6, checkpoint),
+                 event_seq = event_seq + ?7
+             WHERE id = ?8 AND state = 'running' AND lease_token = ?9
              RETURNING cancel_requested, lease_expires_at, event_seq",
         )
-        .bind(hb.extend_to.map(ms))
+        .bind(hb.renew.is_some())
+        .bind(ms(hb.now))
+        .bind(hb.renew.and_then(|r| r.asked_ms()))
+        .bind(hb.renew.map(|r| r.default_ms()))
         .bind(progress)
         .bind(hb.checkpoint.as_ref().map(|c| c.to_string()))
         .bind(i64::from(hb.progress.is_some()))
@@ -360,9 +367,14 @@ impl SqliteStore {
     }
 }
 
-fn claimed_from_row(row: &sqlx::sqlite::SqliteRow, queue: &QueueName) -> StoreResult<ClaimedJob> {
+fn claimed_from_row(
+    row: &sqlx::sqlite::SqliteRow,
+    queue: &QueueName,
+    now: OffsetDateTime,
+) -> StoreResult<ClaimedJob> {
     let args: String = row.try_get("args").map_err(map_err)?;
     let checkpoint: Option<String> = row.try_get("checkpoint").map_err(map_err)?;
+    let lease_expires_at = at(row.try_get("lease_expires_at").map_err(map_err)?);
     Ok(ClaimedJob {
         id: JobId(row.try_get("id").map_err(map_err)?),
         queue: queue.clone(),
@@ -370,7 +382,8 @@ fn claimed_from_row(row: &sqlx::sqlite::SqliteRow, queue: &QueueName) -> StoreRe
         attempt: row.try_get::<i64, _>("attempt").map_err(map_err)? as u32,
         max_attempts: row.try_get::<i64, _>("max_attempts").map_err(map_err)? as u32,
         lease_token: row.try_get("lease_token").map_err(map_err)?,
-        lease_expires_at: at(row.try_get("lease_expires_at").map_err(map_err)?),
+        lease_expires_at,
+        lease: (lease_expires_at - now).unsigned_abs(),
         checkpoint: checkpoint.and_then(|c| serde_json::from_str(&c).ok()),
         timeout: Duration::from_millis(row.try_get::<i64, _>("timeout_ms").map_err(map_err)? as u64),
         owner: row.try_get("owner").map_err(map_err)?,

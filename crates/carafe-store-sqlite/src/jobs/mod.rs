@@ -309,6 +309,21 @@ impl SqliteStore {
         get_in(&mut conn, id.0).await
     }
 
+    pub(crate) async fn job_queues_impl(
+        &self,
+        ids: &[JobId],
+    ) -> StoreResult<Vec<(JobId, QueueName)>> {
+        let ids: Vec<i64> = ids.iter().map(|j| j.0).collect();
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT id, queue FROM jobs WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(serde_json::to_string(&ids).expect("serializes"))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        queues_of(rows)
+    }
+
     pub(crate) async fn push_queues_impl(
         &self,
         now: OffsetDateTime,
@@ -349,6 +364,10 @@ impl SqliteStore {
         if let Some(owner) = &filter.owner {
             q.push(" AND owner = ").push_bind(owner.clone());
         }
+        if filter.exclude_reserved {
+            q.push(" AND queue NOT LIKE ")
+                .push_bind(format!("{}%", QueueName::RESERVED_PREFIX));
+        }
         q.push(" ORDER BY id DESC LIMIT ")
             .push_bind(i64::from(page.limit) + 1);
         let rows = q.build().fetch_all(&self.reader).await.map_err(map_err)?;
@@ -358,4 +377,14 @@ impl SqliteStore {
             .collect::<StoreResult<Vec<_>>>()?;
         Ok(Page::from_overfetch(jobs, page.limit, |j| j.id.to_string()))
     }
+}
+
+/// `(id, queue)` rows as typed pairs.
+fn queues_of(rows: Vec<(i64, String)>) -> StoreResult<Vec<(JobId, QueueName)>> {
+    rows.into_iter()
+        .map(|(id, queue)| {
+            let queue = QueueName::parse(&queue).map_err(|_| StoreError::corrupt("jobs.queue"))?;
+            Ok((JobId(id), queue))
+        })
+        .collect()
 }

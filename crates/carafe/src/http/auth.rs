@@ -68,6 +68,14 @@ impl Principal {
         }
     }
 
+    /// The caller as the reserved-queue rule sees it.
+    pub fn queue_caller(&self) -> crate::jobs::access::Caller {
+        match self {
+            Principal::Key(k) => crate::jobs::access::Caller::from_key_scopes(k.scopes),
+            Principal::User(_) => crate::jobs::access::Caller::User,
+        }
+    }
+
     /// The audit actor id: `key:<id>` or `user:<id>`.
     pub fn actor_id(&self) -> String {
         match self {

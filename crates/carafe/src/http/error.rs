@@ -163,6 +163,15 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::jobs::access::ReservedQueue> for ApiError {
+    fn from(e: crate::jobs::access::ReservedQueue) -> Self {
+        let queue = e.queue.clone();
+        ApiError::new(StatusCode::FORBIDDEN, "reserved_queue")
+            .detail(e.to_string())
+            .with("queue", queue)
+    }
+}
+
 fn chain(e: &StoreError, source: &dyn std::error::Error) -> String {
     format!("{e}: {source}")
 }

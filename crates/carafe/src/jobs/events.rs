@@ -87,7 +87,7 @@ fn resume_after(headers: &HeaderMap, query: Option<&str>) -> ApiResult<i64> {
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/events", tag = "jobs",
     params(("id" = i64, Path), ("access_token" = Option<String>, Query, description = "End-user token, for EventSource"),
            ("Last-Event-ID" = Option<String>, Header)),
-    responses((status = 200, content_type = "text/event-stream", body = String), (status = 404, body = Problem)),
+    responses((status = 200, content_type = "text/event-stream", body = String), (status = 404, body = Problem), (status = 403, description = "reserved_queue: the job or queue is Carafe's own", body = Problem)),
     security(("bearer" = ["jobs"])))]
 pub async fn stream(
     State(state): State<AppState>,
@@ -96,7 +96,7 @@ pub async fn stream(
     headers: HeaderMap,
     uri: axum::http::Uri,
 ) -> ApiResult<Response> {
-    visible_job(&state, &principal, id).await?;
+    visible_job(&state, &principal, id, super::access::QueueAction::Read).await?;
     let after = resume_after(&headers, uri.query())?;
     let (tx, rx) = mpsc::channel::<Event>(64);
     tokio::spawn(pump(state, id, after, tx));

@@ -11,6 +11,7 @@ use carafe_core::time::now;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::access::{self, Caller, QueueAction};
 use super::request::{self, EnqueueJob, MAX_BATCH};
 use super::views::{JobView, QueueView};
 use crate::http::auth::Principal;
@@ -114,8 +115,15 @@ pub async fn enqueue_batch(
     Ok((StatusCode::CREATED, axum::Json(BatchAnswer { items })))
 }
 
-/// A job the caller may see, or 404 (others' jobs are indistinguishable from missing ones).
-pub async fn visible_job(state: &AppState, principal: &Principal, id: JobId) -> ApiResult<Job> {
+/// A job the caller may see and do `action` on: 404 when it may not see it (others' jobs are
+/// indistinguishable from missing ones), 403 `reserved_queue` when it may see it but the job
+/// is Carafe's own and the action is not the caller's to take.
+pub async fn visible_job(
+    state: &AppState,
+    principal: &Principal,
+    id: JobId,
+    action: QueueAction,
+) -> ApiResult<Job> {
     principal.require(Scope::Jobs)?;
     let job = state
         .jobs
@@ -126,19 +134,22 @@ pub async fn visible_job(state: &AppState, principal: &Principal, id: JobId) -> 
     if !principal.may_see(Scope::Jobs, job.owner.as_deref()) {
         return Err(ApiError::not_found());
     }
+    let caller = principal.queue_caller();
+    access::check(caller, &job.queue, QueueAction::Read)?;
+    access::check(caller, &job.queue, action)?;
     Ok(job)
 }
 
 /// Get a job: state, attempt, progress, checkpoint, result, errors.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = i64, Path)),
-    responses((status = 200, body = JobView), (status = 404, body = Problem)),
+    responses((status = 200, body = JobView), (status = 404, body = Problem), (status = 403, description = "reserved_queue: the job or queue is Carafe's own", body = Problem)),
     security(("bearer" = ["jobs"])))]
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<JobId>,
 ) -> ApiResult<axum::Json<JobView>> {
-    let job = visible_job(&state, &principal, id).await?;
+    let job = visible_job(&state, &principal, id, QueueAction::Read).await?;
     Ok(axum::Json(JobView::new(job, now())))
 }
 
@@ -155,7 +166,7 @@ pub struct JobListParams {
 
 /// List jobs, newest first. End users see only their own.
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(JobListParams),
-    responses((status = 200, body = PageBody<JobView>, headers(("Link" = String))),
+    responses((status = 200, body = PageBody<JobView>, headers(("Link" = String))), (status = 403, description = "reserved_queue: the job or queue is Carafe's own", body = Problem),
               (status = 400, body = Problem)),
     security(("bearer" = ["jobs"])))]
 pub async fn list(
@@ -186,7 +197,13 @@ pub async fn list(
         Principal::User(u) => Some(u.id.clone()),
         Principal::Key(_) => params.owner,
     };
+    let caller = principal.queue_caller();
+    if let Some(q) = &queue {
+        access::check(caller, q, QueueAction::Read)?;
+    }
     let filter = JobFilter {
+        // Carafe's own jobs are listed for admins, or when asked for by queue (checked above).
+        exclude_reserved: caller != Caller::Admin && queue.is_none(),
         queue,
         state: job_state,
         owner,
@@ -204,14 +221,14 @@ pub async fn list(
 /// Cancel a job: a waiting job is cancelled at once; a running one is asked to stop (its
 /// worker sees `cancel_requested`). 409 when the job already finished otherwise.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = i64, Path)),
-    responses((status = 200, body = JobView), (status = 404, body = Problem), (status = 409, body = Problem)),
+    responses((status = 200, body = JobView), (status = 404, body = Problem), (status = 409, body = Problem), (status = 403, description = "reserved_queue: the job or queue is Carafe's own", body = Problem)),
     security(("bearer" = ["jobs"])))]
 pub async fn cancel(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<JobId>,
 ) -> ApiResult<axum::Json<JobView>> {
-    visible_job(&state, &principal, id).await?;
+    visible_job(&state, &principal, id, QueueAction::Cancel).await?;
     let job = state
         .jobs
         .cancel(id)
@@ -229,7 +246,7 @@ pub async fn cancel(
 /// Run a job again now: a finished job gets one more attempt; a waiting one runs at once.
 /// 409 while it runs.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", tag = "jobs", params(("id" = i64, Path)),
-    responses((status = 200, body = JobView), (status = 404, body = Problem), (status = 409, body = Problem)),
+    responses((status = 200, body = JobView), (status = 404, body = Problem), (status = 409, body = Problem), (status = 403, description = "reserved_queue: the job or queue is Carafe's own", body = Problem)),
     security(("bearer" = ["jobs"])))]
 pub async fn retry(
     State(state): State<AppState>,
@@ -237,6 +254,7 @@ pub async fn retry(
     Path(id): Path<JobId>,
 ) -> ApiResult<axum::Json<JobView>> {
     principal.require_key(Scope::Jobs)?;
+    visible_job(&state, &principal, id, QueueAction::Retry).await?;
     let job = state
         .jobs
         .retry(id)
@@ -268,10 +286,19 @@ pub async fn queues(
     principal: Principal,
 ) -> ApiResult<axum::Json<QueueList>> {
     principal.require_key(Scope::Jobs)?;
+    let caller = principal.queue_caller();
     let at = now();
     let stats = state.jobs.store().queue_stats(at).await?;
     Ok(axum::Json(QueueList {
-        items: stats.into_iter().map(|s| QueueView::new(s, at)).collect(),
+        items: stats
+            .into_iter()
+            .filter(|s| {
+                // Reserved queues are listed to those who may read them.
+                QueueName::parse(&s.queue)
+                    .is_ok_and(|q| access::check(caller, &q, QueueAction::Read).is_ok())
+            })
+            .map(|s| QueueView::new(s, at))
+            .collect(),
     }))
 }
 
@@ -295,6 +322,7 @@ async fn set_paused(
 ) -> ApiResult<axum::Json<QueueView>> {
     principal.require_key(Scope::Jobs)?;
     let queue = QueueName::parse(name).map_err(|_| ApiError::not_found())?;
+    access::check(principal.queue_caller(), &queue, QueueAction::Pause)?;
     state.jobs.store().set_queue_paused(&queue, paused).await?;
     if !paused {
         state
@@ -314,12 +342,15 @@ pub struct QueueSettings {
     /// At most this many claims per second on average (0.001–100000), in bursts of up to one
     /// second's worth; null for no limit.
     pub rate_per_second: Option<f64>,
+    /// The lease (1000–86400000 ms) a claim gets, and a heartbeat renews, when it names none —
+    /// for pull workers, in-process handlers and push deliveries; null for `jobs.lease`.
+    pub lease_ms: Option<i64>,
 }
 
-/// Set a queue's limits (replacing the previous ones).
+/// Set a queue's limits and lease (replacing the previous ones).
 #[utoipa::path(put, path = "/api/v1/queues/{queue}", tag = "jobs", request_body = QueueSettings,
     params(("queue" = String, Path)),
-    responses((status = 200, body = QueueView), (status = 422, body = Problem)),
+    responses((status = 200, body = QueueView), (status = 422, body = Problem), (status = 403, description = "reserved_queue: the job or queue is Carafe's own", body = Problem)),
     security(("bearer" = ["jobs"])))]
 pub async fn configure(
     State(state): State<AppState>,
@@ -329,6 +360,7 @@ pub async fn configure(
 ) -> ApiResult<axum::Json<QueueView>> {
     principal.require_key(Scope::Jobs)?;
     let queue = QueueName::parse(&name).map_err(|m| ApiError::invalid("queue", m))?;
+    access::check(principal.queue_caller(), &queue, QueueAction::Configure)?;
     let concurrency = match body.concurrency {
         None => None,
         Some(n @ 1..=100_000) => Some(n as u32),
@@ -349,9 +381,14 @@ pub async fn configure(
             ));
         }
     };
+    let lease = body
+        .lease_ms
+        .map(|ms| super::worker_http::lease_length(ms, "/lease_ms"))
+        .transpose()?;
     let limits = carafe_core::jobs::QueueLimits {
         concurrency,
         rate_per_second: rate,
+        lease,
     };
     state.jobs.store().set_queue_limits(&queue, limits).await?;
     state
@@ -363,7 +400,7 @@ pub async fn configure(
 
 /// Pause a queue: its jobs stay queued and are not claimed until it is resumed.
 #[utoipa::path(post, path = "/api/v1/queues/{queue}/pause", tag = "jobs", params(("queue" = String, Path)),
-    responses((status = 200, body = QueueView)), security(("bearer" = ["jobs"])))]
+    responses((status = 200, body = QueueView), (status = 403, description = "reserved_queue: the job or queue is Carafe's own", body = Problem)), security(("bearer" = ["jobs"])))]
 pub async fn pause(
     State(state): State<AppState>,
     principal: Principal,
@@ -374,7 +411,7 @@ pub async fn pause(
 
 /// Resume a paused queue.
 #[utoipa::path(post, path = "/api/v1/queues/{queue}/resume", tag = "jobs", params(("queue" = String, Path)),
-    responses((status = 200, body = QueueView)), security(("bearer" = ["jobs"])))]
+    responses((status = 200, body = QueueView), (status = 403, description = "reserved_queue: the job or queue is Carafe's own", body = Problem)), security(("bearer" = ["jobs"])))]
 pub async fn resume(
     State(state): State<AppState>,
     principal: Principal,

@@ -3,6 +3,7 @@
 //! (`http.rs`, `worker_http.rs`, `events.rs`), in-process handlers (`runner.rs`) and
 //! maintenance (`maintenance.rs`) all go through this one service.
 
+pub mod access;
 pub mod events;
 pub mod http;
 pub mod maintenance;
@@ -20,12 +21,13 @@ use std::time::Duration;
 
 use carafe_core::jobs::{
     Claim, ClaimedJob, Completion, Failure, FailureOutcome, Fenced, Heartbeat, HeartbeatAck,
-    Inserted, Job, JobId, JobState, NewJob, QueueName,
+    Inserted, Job, JobId, JobState, LeaseLength, NewJob, QueueName,
 };
 use carafe_core::time::now;
 use carafe_core::{Store, StoreResult};
 use tokio_util::sync::CancellationToken;
 
+use self::access::{Caller, QueueAction, ReservedQueue};
 use crate::config;
 use crate::realtime::bus::Bus;
 use targets::TargetPolicy;
@@ -85,6 +87,28 @@ impl Jobs {
 
     pub fn bus(&self) -> &Bus {
         &self.bus
+    }
+
+    /// A lease of `asked` length, or else the queue's, or else `jobs.lease`.
+    pub fn lease(&self, asked: Option<Duration>) -> LeaseLength {
+        LeaseLength {
+            asked,
+            default: self.settings.lease.0,
+        }
+    }
+
+    /// Whether `caller` may do `action` on these jobs, by their queues (see `access`). Jobs
+    /// that do not exist pass: the action itself then finds nothing.
+    pub async fn check_jobs(
+        &self,
+        caller: Caller,
+        ids: &[JobId],
+        action: QueueAction,
+    ) -> StoreResult<Result<(), ReservedQueue>> {
+        let queues = self.store.job_queues(ids).await?;
+        Ok(queues
+            .iter()
+            .try_for_each(|(_, queue)| access::check(caller, queue, action)))
     }
 
     pub async fn enqueue(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<Inserted>> {

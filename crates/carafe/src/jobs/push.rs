@@ -2,13 +2,17 @@
 //! a `target` URL is POSTed there, signed, on the same lease protocol as pull workers.
 //!
 //! - 2xx completes the job (a JSON body is its result); 202 means "accepted, I will report":
-//!   the app calls complete or fail with the lease token from the body before the lease ends.
+//!   the app calls complete or fail with the lease token from the body before the lease ends
+//!   (one lease from its answer; heartbeats extend it).
 //! - 408, 429, 5xx, a timeout or a connection error retry with backoff (`Retry-After` wins).
 //! - Any other answer discards the job: the app refused it.
 //!
 //! Requests carry `Carafe-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`
 //! under `push.secret`, so the app can reject forgeries and replays. A cancelled job's
-//! request in flight is aborted. Per-queue limits apply, as the claim enforces them.
+//! request in flight is aborted. Per-queue limits apply, as the claim enforces them. The
+//! request may take up to the job's timeout; its lease (the queue's `lease_ms`, else
+//! `jobs.lease`) is renewed while it is in flight, so a crashed instance's deliveries are
+//! retried one lease later, not one timeout later.
 //!
 //! Only addresses the target policy allows (`targets.rs`) are ever connected to: IP literals
 //! are judged before sending, names inside the client's resolver, on the addresses it is
@@ -167,7 +171,7 @@ impl Dispatcher {
                         queue: &queue,
                         worker: &self.worker,
                         max: free as u32,
-                        lease: None,
+                        lease: self.jobs.lease(None),
                         now: now(),
                         push: true,
                     },
@@ -236,7 +240,20 @@ impl Dispatcher {
                     tracing::warn!(error = %e, job = job.id.0, "could not complete a delivered job; it will be retried");
                 }
             }
-            Outcome::Accepted => {}
+            Outcome::Accepted => {
+                // The app reports itself: it has one whole lease from now (and heartbeats).
+                let hb = Heartbeat {
+                    id: job.id,
+                    lease_token: &job.lease_token,
+                    now: now(),
+                    renew: Some(self.jobs.lease(None)),
+                    progress: None,
+                    checkpoint: None,
+                };
+                if let Err(e) = self.jobs.heartbeat(hb).await {
+                    tracing::debug!(error = %e, job = job.id.0, "could not renew an accepted delivery's lease");
+                }
+            }
             Outcome::Fail(message, retry) => {
                 let failure = Failure {
                     id: job.id,
@@ -379,7 +396,11 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 
 /// Cancels `cancelled` when the job is asked to stop or its lease is lost.
 async fn watch_cancel(jobs: Arc<Jobs>, job: ClaimedJob, cancelled: CancellationToken) {
-    let mut tick = tokio::time::interval(CANCEL_CHECK);
+    // Each check also renews the lease, so it runs at least three times per lease.
+    let every = CANCEL_CHECK
+        .min(job.lease / 3)
+        .max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {
         tick.tick().await;
@@ -387,7 +408,7 @@ async fn watch_cancel(jobs: Arc<Jobs>, job: ClaimedJob, cancelled: CancellationT
             id: job.id,
             lease_token: &job.lease_token,
             now: now(),
-            extend_to: None,
+            renew: Some(jobs.lease(None)),
             progress: None,
             checkpoint: None,
         };

@@ -54,7 +54,7 @@ pub struct EnqueueJob {
     /// Retry delays; default exponential from 1 s, capped at 1 h, ±20 % jitter.
     #[schema(value_type = Option<Object>)]
     pub backoff: Option<Backoff>,
-    /// Hard limit of one attempt for in-process handlers and the default lease (1 s–24 h).
+    /// Hard limit of one attempt for in-process handlers and push deliveries (1 s–24 h).
     pub timeout_ms: Option<i64>,
     /// The application's user the job belongs to; that user's tokens may watch and cancel it.
     pub owner: Option<String>,

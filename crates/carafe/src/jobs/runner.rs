@@ -21,8 +21,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::Jobs;
 
-/// Lease of an in-process claim; renewed every third of it while the handler runs.
-const LEASE: Duration = Duration::from_secs(30);
 /// After the soft stop (cancellation), how long a handler has before it is aborted.
 const GRACE: Duration = Duration::from_secs(5);
 /// Most jobs claimed or completed in one statement.
@@ -119,7 +117,7 @@ impl JobContext {
             id: self.job.id,
             lease_token: &self.job.lease_token,
             now: now(),
-            extend_to: None,
+            renew: None,
             progress,
             checkpoint,
         };
@@ -223,7 +221,9 @@ impl QueueLoop {
                         queue: &self.queue,
                         worker: &self.worker,
                         max,
-                        lease: Some(LEASE),
+                        // The queue's lease (or `jobs.lease`), renewed every third of it
+                        // while the handler runs.
+                        lease: self.jobs.lease(None),
                         now: now(),
                         push: false,
                     },
@@ -300,6 +300,7 @@ impl RunOne {
             self.jobs.clone(),
             id,
             token.clone(),
+            job.lease,
             cancel.clone(),
         ));
         let ctx = JobContext {
@@ -361,19 +362,24 @@ impl RunOne {
     }
 }
 
-/// Renews the lease every third of it; cancels the handler when the job is cancelled or the
-/// lease is lost.
-async fn keep_lease(jobs: Arc<Jobs>, id: JobId, token: String, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(LEASE / 3);
+/// Renews the lease (of length `lease` when claimed) every third of it; cancels the handler
+/// when the job is cancelled or the lease is lost.
+async fn keep_lease(
+    jobs: Arc<Jobs>,
+    id: JobId,
+    token: String,
+    lease: Duration,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval((lease / 3).max(Duration::from_millis(100)));
     tick.tick().await;
     loop {
         tick.tick().await;
-        let at = now();
         let hb = Heartbeat {
             id,
             lease_token: &token,
-            now: at,
-            extend_to: Some(at + LEASE),
+            now: now(),
+            renew: Some(jobs.lease(None)),
             progress: None,
             checkpoint: None,
         };

@@ -144,6 +144,8 @@ pub struct QueueView {
     pub concurrency: Option<u32>,
     /// At most this many claims per second.
     pub rate_per_second: Option<f64>,
+    /// The lease of a claim or heartbeat that names none, in milliseconds; null: `jobs.lease`.
+    pub lease_ms: Option<u64>,
 }
 
 impl QueueView {
@@ -169,6 +171,7 @@ impl QueueView {
             completed_last_minute: s.completed_last_minute,
             concurrency: s.limits.concurrency,
             rate_per_second: s.limits.rate_per_second,
+            lease_ms: s.limits.lease.map(|l| l.as_millis() as u64),
         }
     }
 }

@@ -17,6 +17,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
+use super::access::{self, QueueAction};
 use super::views::{ClaimedView, JobView};
 use crate::http::auth::Principal;
 use crate::http::error::{ApiError, ApiResult, Problem};
@@ -26,7 +27,6 @@ use crate::state::AppState;
 
 pub const MAX_CLAIM: u32 = 1000;
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 pub const MIN_LEASE: Duration = Duration::from_secs(1);
 pub const MAX_LEASE: Duration = Duration::from_secs(24 * 3600);
 pub const MAX_WORKER_NAME: usize = 200;
@@ -47,17 +47,30 @@ fn fenced<T>(outcome: Fenced<T>) -> ApiResult<T> {
     }
 }
 
-fn lease(ms: Option<i64>, field: &str) -> ApiResult<Duration> {
-    match ms {
-        None => Ok(DEFAULT_LEASE),
-        Some(ms) if ms >= MIN_LEASE.as_millis() as i64 && ms as u128 <= MAX_LEASE.as_millis() => {
-            Ok(Duration::from_millis(ms as u64))
-        }
-        Some(_) => Err(ApiError::invalid(
+/// A lease length a client asked for, checked against the limits.
+pub fn lease_length(ms: i64, field: &str) -> ApiResult<Duration> {
+    if ms >= MIN_LEASE.as_millis() as i64 && ms as u128 <= MAX_LEASE.as_millis() {
+        Ok(Duration::from_millis(ms as u64))
+    } else {
+        Err(ApiError::invalid(
             field,
             "must be between 1000 (1 s) and 86400000 (24 h)",
-        )),
+        ))
     }
+}
+
+/// The lease asked for (`lease_ms`), if any; without one the queue's or the default applies.
+fn asked_lease(ms: Option<i64>) -> ApiResult<Option<Duration>> {
+    ms.map(|ms| lease_length(ms, "/lease_ms")).transpose()
+}
+
+/// 403 `reserved_queue` when the jobs named belong to Carafe's own queues: their leases are
+/// only ever held by Carafe's handlers.
+async fn may_report(state: &AppState, principal: &Principal, ids: &[JobId]) -> ApiResult<()> {
+    Ok(state
+        .jobs
+        .check_jobs(principal.queue_caller(), ids, QueueAction::Report)
+        .await??)
 }
 
 fn progress_ok(p: &Option<Progress>) -> ApiResult<()> {
@@ -76,7 +89,8 @@ pub struct ClaimRequest {
     pub max: Option<i64>,
     /// Wait up to this long for work, 0–60000 ms (default 0: answer at once).
     pub wait_ms: Option<i64>,
-    /// Lease per job, 1 s–24 h (default 60 s); extend it with heartbeats.
+    /// Lease per job, 1 s–24 h (default: the queue's `lease_ms`, else `jobs.lease`, 60 s);
+    /// extend it with heartbeats.
     pub lease_ms: Option<i64>,
 }
 
@@ -89,7 +103,7 @@ pub struct ClaimAnswer {
 /// Claim jobs (long-poll): answers as soon as a job is available, or empty after `wait_ms`.
 #[utoipa::path(post, path = "/api/v1/queues/{queue}/claim", tag = "workers", request_body = ClaimRequest,
     params(("queue" = String, Path)),
-    responses((status = 200, body = ClaimAnswer), (status = 422, body = Problem)),
+    responses((status = 200, body = ClaimAnswer), (status = 422, body = Problem), (status = 403, description = "reserved_queue: the job or queue is Carafe's own", body = Problem)),
     security(("bearer" = ["jobs"])))]
 pub async fn claim(
     State(state): State<AppState>,
@@ -99,6 +113,7 @@ pub async fn claim(
 ) -> ApiResult<axum::Json<ClaimAnswer>> {
     principal.require_key(Scope::Jobs)?;
     let queue = QueueName::parse(&queue).map_err(|m| ApiError::invalid("queue", m))?;
+    access::check(principal.queue_caller(), &queue, QueueAction::Claim)?;
     let worker = body.worker.trim();
     if worker.is_empty()
         || worker.chars().count() > MAX_WORKER_NAME
@@ -117,7 +132,7 @@ pub async fn claim(
         ms if (0..=MAX_WAIT.as_millis() as i64).contains(&ms) => Duration::from_millis(ms as u64),
         _ => return Err(ApiError::invalid("/wait_ms", "must be between 0 and 60000")),
     };
-    let lease = lease(body.lease_ms, "/lease_ms")?;
+    let lease = state.jobs.lease(asked_lease(body.lease_ms)?);
     let jobs = state
         .jobs
         .claim(
@@ -125,7 +140,7 @@ pub async fn claim(
                 queue: &queue,
                 worker,
                 max,
-                lease: Some(lease),
+                lease,
                 now: now(),
                 push: false,
             },
@@ -142,7 +157,7 @@ pub async fn claim(
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
     pub lease_token: String,
-    /// Extend the lease to now + this (default 60 s).
+    /// Extend the lease to now + this (default: the queue's `lease_ms`, else `jobs.lease`).
     pub lease_ms: Option<i64>,
     #[schema(value_type = Option<Object>)]
     pub progress: Option<Progress>,
@@ -163,7 +178,7 @@ pub struct HeartbeatAnswer {
 /// Extend the lease; optionally report progress and save a checkpoint.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/heartbeat", tag = "workers", request_body = HeartbeatRequest,
     params(("id" = i64, Path)),
-    responses((status = 200, body = HeartbeatAnswer), (status = 409, body = Problem)),
+    responses((status = 200, body = HeartbeatAnswer), (status = 409, body = Problem), (status = 403, description = "reserved_queue: the job or queue is Carafe's own", body = Problem)),
     security(("bearer" = ["jobs"])))]
 pub async fn heartbeat(
     State(state): State<AppState>,
@@ -172,16 +187,16 @@ pub async fn heartbeat(
     Json(body): Json<HeartbeatRequest>,
 ) -> ApiResult<axum::Json<HeartbeatAnswer>> {
     principal.require_key(Scope::Jobs)?;
-    let extend = lease(body.lease_ms, "/lease_ms")?;
+    let renew = state.jobs.lease(asked_lease(body.lease_ms)?);
     progress_ok(&body.progress)?;
-    let at = now();
+    may_report(&state, &principal, &[id]).await?;
     report(
         &state,
         Heartbeat {
             id,
             lease_token: &body.lease_token,
-            now: at,
-            extend_to: Some(at + extend),
+            now: now(),
+            renew: Some(renew),
             progress: body.progress,
             checkpoint: body.checkpoint,
         },
@@ -209,7 +224,7 @@ pub struct ProgressRequest {
 /// Report progress (streamed to watchers of the job); does not extend the lease.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/progress", tag = "workers", request_body = ProgressRequest,
     params(("id" = i64, Path)),
-    responses((status = 200, body = HeartbeatAnswer), (status = 409, body = Problem)),
+    responses((status = 200, body = HeartbeatAnswer), (status = 409, body = Problem), (status = 403, description = "reserved_queue: the job or queue is Carafe's own", body = Problem)),
     security(("bearer" = ["jobs"])))]
 pub async fn progress(
     State(state): State<AppState>,
@@ -219,13 +234,14 @@ pub async fn progress(
 ) -> ApiResult<axum::Json<HeartbeatAnswer>> {
     principal.require_key(Scope::Jobs)?;
     progress_ok(&Some(body.progress.clone()))?;
+    may_report(&state, &principal, &[id]).await?;
     report(
         &state,
         Heartbeat {
             id,
             lease_token: &body.lease_token,
             now: now(),
-            extend_to: None,
+            renew: None,
             progress: Some(body.progress),
             checkpoint: None,
         },
@@ -256,7 +272,7 @@ fn result_ok(result: &Option<Value>, max: usize, field: &str) -> ApiResult<()> {
 /// Complete a job with its result.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/complete", tag = "workers", request_body = CompleteRequest,
     params(("id" = i64, Path)),
-    responses((status = 200, body = JobView), (status = 409, body = Problem)),
+    responses((status = 200, body = JobView), (status = 409, body = Problem), (status = 403, description = "reserved_queue: the job or queue is Carafe's own", body = Problem)),
     security(("bearer" = ["jobs"])))]
 pub async fn complete(
     State(state): State<AppState>,
@@ -270,6 +286,7 @@ pub async fn complete(
         state.jobs.settings().max_args_bytes,
         "/result",
     )?;
+    may_report(&state, &principal, &[id]).await?;
     let item = Completion {
         id,
         lease_token: body.lease_token,
@@ -322,7 +339,7 @@ pub struct CompleteBatchAnswer {
 
 /// Complete many jobs at once (for throughput); each item answers for itself.
 #[utoipa::path(post, path = "/api/v1/jobs/complete", tag = "workers", request_body = CompleteBatch,
-    responses((status = 200, body = CompleteBatchAnswer), (status = 422, body = Problem)),
+    responses((status = 200, body = CompleteBatchAnswer), (status = 422, body = Problem), (status = 403, description = "reserved_queue: the job or queue is Carafe's own", body = Problem)),
     security(("bearer" = ["jobs"])))]
 pub async fn complete_batch(
     State(state): State<AppState>,
@@ -346,6 +363,8 @@ pub async fn complete_batch(
             result: i.result.unwrap_or(Value::Null),
         })
         .collect();
+    let ids: Vec<JobId> = items.iter().map(|i| i.id).collect();
+    may_report(&state, &principal, &ids).await?;
     let done = state.jobs.complete(&items).await?;
     let results = items
         .iter()
@@ -387,7 +406,7 @@ pub struct FailAnswer {
 /// Report a failed attempt: retried with backoff while attempts remain, else discarded.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/fail", tag = "workers", request_body = FailRequest,
     params(("id" = i64, Path)),
-    responses((status = 200, body = FailAnswer), (status = 409, body = Problem)),
+    responses((status = 200, body = FailAnswer), (status = 409, body = Problem), (status = 403, description = "reserved_queue: the job or queue is Carafe's own", body = Problem)),
     security(("bearer" = ["jobs"])))]
 pub async fn fail(
     State(state): State<AppState>,
@@ -413,6 +432,7 @@ pub async fn fail(
         }
         (_, None) => RetryRequest::Default,
     };
+    may_report(&state, &principal, &[id]).await?;
     let failure = Failure {
         id,
         lease_token: &body.lease_token,

@@ -455,7 +455,13 @@ pub async fn post_json_to(client: &reqwest::Client, url: &str, key: &str, body: 
 
 /// Reads a problem+json answer, checking its shape, and returns it.
 pub async fn problem(res: Response, status: u16, code: &str) -> Value {
-    assert_eq!(res.status(), status, "status (expected code {code})");
+    assert_eq!(
+        res.status(),
+        status,
+        "status of {} {} (expected code {code})",
+        res.url().path(),
+        res.url().query().unwrap_or("")
+    );
     let ct = res.headers()["content-type"].to_str().unwrap().to_owned();
     assert_eq!(ct, "application/problem+json");
     let request_id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
