@@ -405,7 +405,9 @@ async fn a_direct_upload_that_cannot_be_aborted_does_not_stop_the_sweep(backend:
 
     let removed = app.state.files.sweep_direct().await.unwrap();
     let stuck_left = store.get_direct(stuck.id).await.unwrap().is_some();
-    assert_eq!(removed, if stuck_left { 1 } else { 2 });
+    // The server's own sweep (at start, then every few seconds) may take some of them first:
+    // what is left is what counts.
+    assert!(removed <= if stuck_left { 1 } else { 2 }, "{removed}");
     assert!(store.get_direct(healthy.id).await.unwrap().is_none());
     assert!(
         s3.complete_multipart(&key, &upload_id, vec![etag])
