@@ -119,9 +119,10 @@ pub struct Jobs {
     /// A job's `timeout_ms` when the enqueue names none: the longest an in-process handler
     /// may run, and the lease of a claim that asks for none.
     pub default_timeout: HumanDuration,
-    /// How long completed and cancelled jobs are kept.
+    /// How long completed and cancelled jobs are kept (and completed or cancelled workflows,
+    /// whose steps are kept as long as they are).
     pub retention_completed: HumanDuration,
-    /// How long discarded jobs are kept.
+    /// How long discarded jobs are kept (and failed workflows, with their steps).
     pub retention_discarded: HumanDuration,
     /// How often waiting workers and event streams re-check the database when no wake-up came.
     pub poll_interval: HumanDuration,

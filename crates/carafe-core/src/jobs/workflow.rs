@@ -4,9 +4,10 @@
 //! are `pending` until the workflow activates them.
 //!
 //! `plan` decides, from the steps' states alone, what should happen next. Stores call it with
-//! the workflow's row locked whenever a step reaches a final state (and maintenance calls it for
-//! every running workflow, to finish any advance a crash interrupted), so advancing is
-//! idempotent and a callback is activated exactly once.
+//! the workflow's row locked, in the very transaction in which a step reaches a final state, so
+//! no crash can separate a step's end from the workflow's next move; advancing is idempotent
+//! and a callback is activated exactly once. (Maintenance also sweeps every running workflow,
+//! for advances that older versions, which advanced in a second transaction, left undone.)
 
 use std::fmt;
 use std::str::FromStr;
@@ -15,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::{Job, JobId, JobState};
+use super::{Job, JobId, JobState, QueueName};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -94,6 +95,26 @@ pub struct Workflow {
     pub finalized_at: Option<OffsetDateTime>,
     /// The steps, in order (a chord's callback last).
     pub steps: Vec<Job>,
+}
+
+/// The answer of a store write that may end workflow steps, with the steps that the advance
+/// of their workflows (in the same transaction) started, so the caller can wake their queues.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Advanced<T> {
+    /// What the write itself answers.
+    pub outcome: T,
+    /// Steps started (a chain's next step, a chord's callback): their ids and queues.
+    pub started: Vec<(JobId, QueueName)>,
+}
+
+impl<T> Advanced<T> {
+    /// An answer that started nothing.
+    pub fn alone(outcome: T) -> Self {
+        Advanced {
+            outcome,
+            started: Vec::new(),
+        }
+    }
 }
 
 /// What a step looks like to `plan`.
