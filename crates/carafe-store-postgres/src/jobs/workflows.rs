@@ -11,8 +11,8 @@
 use std::collections::BTreeSet;
 
 use carafe_core::jobs::{
-    Advanced, Job, JobId, JobState, NewJob, QueueName, Step, Workflow, WorkflowId, WorkflowKind,
-    WorkflowState, plan,
+    Advanced, Job, JobId, JobState, NewJob, QueueName, Step, SweepPage, Workflow, WorkflowId,
+    WorkflowKind, WorkflowState, plan,
 };
 use carafe_core::{StoreError, StoreResult};
 use sqlx::types::Json;
@@ -216,24 +216,13 @@ impl PgStore {
         after: Option<WorkflowId>,
         batch: u32,
     ) -> StoreResult<Advanced<Option<WorkflowId>>> {
-        let workflows: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM workflows WHERE state = 'running' AND id > $1 ORDER BY id LIMIT $2",
-        )
-        .bind(after.map_or(i64::MIN, |a| a.0))
-        .bind(i64::from(batch))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
-        let next = match workflows.last() {
-            Some(&last) if workflows.len() as u64 >= u64::from(batch) => Some(WorkflowId(last)),
-            _ => None,
-        };
+        let SweepPage { stalled, next } = self.stalled_page(after, batch).await?;
         // Each in its own short transaction, so the sweep holds one workflow's lock at a time.
         let mut started = Vec::new();
-        for id in workflows {
+        for id in stalled {
             let mut tx = self.pool.begin().await.map_err(map_err)?;
             let mut wake = Wakeups::default();
-            started.extend(advance_in(&mut tx, WorkflowId(id), now, &mut wake).await?);
+            started.extend(advance_in(&mut tx, id, now, &mut wake).await?);
             wake.send(&mut tx).await?;
             tx.commit().await.map_err(map_err)?;
         }
@@ -241,6 +230,31 @@ impl PgStore {
             outcome: next,
             started,
         })
+    }
+
+    /// Reads a page of running workflows and their steps' states without locking anything
+    /// (most running workflows have nothing to do), for those that need an advance and the
+    /// cursor of the next page.
+    async fn stalled_page(&self, after: Option<WorkflowId>, batch: u32) -> StoreResult<SweepPage> {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT id, kind FROM workflows WHERE state = 'running' AND id > $1
+             ORDER BY id LIMIT $2",
+        )
+        .bind(after.map_or(i64::MIN, |a| a.0))
+        .bind(i64::from(batch))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        let steps: Vec<(i64, i64, String)> = sqlx::query_as(
+            "SELECT workflow_id, id, state FROM jobs WHERE workflow_id = ANY($1)
+             ORDER BY workflow_id, workflow_step",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        SweepPage::from_rows(&rows, &steps, batch).map_err(StoreError::corrupt)
     }
 
     pub(crate) async fn prune_workflows_impl(

@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 
 use carafe_core::jobs::{
-    Advanced, Job, JobId, JobState, NewJob, QueueName, Step, Workflow, WorkflowId, WorkflowKind,
-    WorkflowState, plan,
+    Advanced, Job, JobId, JobState, NewJob, QueueName, Step, SweepPage, Workflow, WorkflowId,
+    WorkflowKind, WorkflowState, plan,
 };
 use carafe_core::{StoreError, StoreResult};
 use serde_json::json;
@@ -180,19 +180,8 @@ impl SqliteStore {
         after: Option<WorkflowId>,
         batch: u32,
     ) -> StoreResult<Advanced<Option<WorkflowId>>> {
-        let workflows: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM workflows WHERE state = 'running' AND id > ? ORDER BY id LIMIT ?",
-        )
-        .bind(after.map_or(i64::MIN, |a| a.0))
-        .bind(i64::from(batch))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(map_err)?;
-        let next = match workflows.last() {
-            Some(&last) if workflows.len() as u64 >= u64::from(batch) => Some(WorkflowId(last)),
-            _ => None,
-        };
-        if workflows.is_empty() {
+        let SweepPage { stalled, next } = self.stalled_page(after, batch).await?;
+        if stalled.is_empty() {
             return Ok(Advanced::alone(next));
         }
         let mut tx = self
@@ -200,12 +189,37 @@ impl SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(map_err)?;
-        let started = advance_all(&mut tx, workflows, now).await?;
+        let started = advance_all(&mut tx, stalled.iter().map(|w| w.0), now).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(Advanced {
             outcome: next,
             started,
         })
+    }
+
+    /// Reads a page of running workflows and their steps' states, on a read connection (most
+    /// running workflows have nothing to do), for those that need an advance and the cursor of
+    /// the next page.
+    async fn stalled_page(&self, after: Option<WorkflowId>, batch: u32) -> StoreResult<SweepPage> {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT id, kind FROM workflows WHERE state = 'running' AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(after.map_or(i64::MIN, |a| a.0))
+        .bind(i64::from(batch))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        let steps: Vec<(i64, i64, String)> = sqlx::query_as(
+            "SELECT workflow_id, id, state FROM jobs
+             WHERE workflow_id IN (SELECT value FROM json_each(?))
+             ORDER BY workflow_id, workflow_step",
+        )
+        .bind(serde_json::to_string(&ids).expect("serializes"))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        SweepPage::from_rows(&rows, &steps, batch).map_err(StoreError::corrupt)
     }
 
     pub(crate) async fn prune_workflows_impl(
