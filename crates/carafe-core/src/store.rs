@@ -16,7 +16,7 @@ use crate::idempotency::{Reservation, Reserve};
 use crate::jobs::{
     Advanced, Claim, ClaimedJob, Completion, Failure, FailureOutcome, Fenced, Heartbeat,
     HeartbeatAck, Inserted, Job, JobEvent, JobFilter, JobId, NewJob, QueueLimits, QueueName,
-    QueueStats, Schedule, Workflow, WorkflowId, WorkflowKind,
+    QueueStats, Schedule, SweepPage, Workflow, WorkflowId, WorkflowKind,
 };
 use crate::keys::{ApiKey, KeyHash, KeyId, NewApiKey};
 use crate::page::{Page, PageRequest};
@@ -186,16 +186,22 @@ pub trait WorkflowStore: Send + Sync {
         now: OffsetDateTime,
     ) -> StoreResult<Workflow>;
     async fn get_workflow(&self, id: WorkflowId) -> StoreResult<Option<Workflow>>;
-    /// Advances up to `batch` running workflows with ids above `after`, in id order: one page
-    /// of the sweep that finishes advances left undone by older versions (which advanced in a
-    /// second transaction, after the step's). The outcome is the `after` of the next page,
-    /// `None` after the last.
-    async fn advance_running_workflows(
+    /// One page of the sweep that finishes advances left undone by older versions (which
+    /// advanced in a second transaction, after the step's): up to `batch` running workflows
+    /// with ids above `after`, in id order, read without locks; which of them need an advance,
+    /// and the `after` of the next page.
+    async fn stalled_workflows(
         &self,
-        now: OffsetDateTime,
         after: Option<WorkflowId>,
         batch: u32,
-    ) -> StoreResult<Advanced<Option<WorkflowId>>>;
+    ) -> StoreResult<SweepPage>;
+    /// Advances one workflow (if running), locked, in a transaction of its own; returns the
+    /// steps it started.
+    async fn advance_workflow(
+        &self,
+        id: WorkflowId,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<(JobId, QueueName)>>;
     /// Deletes up to `batch` finished workflows past their retention — completed and cancelled
     /// ones finalized before `finished_before`, failed ones before `discarded_before` — with
     /// every step and the steps' events, once no step is unfinished or finalized after that

@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use carafe_core::jobs::{
     Advanced, Claim, ClaimedJob, Completion, Failure, FailureOutcome, Fenced, Heartbeat,
     HeartbeatAck, Inserted, Job, JobEvent, JobFilter, JobId, NewJob, QueueLimits, QueueName,
-    QueueStats, Workflow, WorkflowId, WorkflowKind,
+    QueueStats, SweepPage, Workflow, WorkflowId, WorkflowKind,
 };
 use carafe_core::page::{Page, PageRequest};
 use carafe_core::store::{JobStore, LeaderStore, PoolStats, Store, WakeupSink, WorkflowStore};
@@ -201,13 +201,19 @@ impl WorkflowStore for PgStore {
     async fn get_workflow(&self, id: WorkflowId) -> StoreResult<Option<Workflow>> {
         self.get_workflow_impl(id).await
     }
-    async fn advance_running_workflows(
+    async fn stalled_workflows(
         &self,
-        now: OffsetDateTime,
         after: Option<WorkflowId>,
         batch: u32,
-    ) -> StoreResult<Advanced<Option<WorkflowId>>> {
-        self.advance_running_workflows_impl(now, after, batch).await
+    ) -> StoreResult<SweepPage> {
+        self.stalled_workflows_impl(after, batch).await
+    }
+    async fn advance_workflow(
+        &self,
+        id: WorkflowId,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<(JobId, QueueName)>> {
+        self.advance_workflow_impl(id, now).await
     }
     async fn prune_workflows(
         &self,

@@ -130,7 +130,8 @@ pub(super) async fn finish(
     (id, complete_one(store, c, result, at).await)
 }
 
-/// Every running workflow visited by the sweep, `page` at a time: the steps it started.
+/// Every running workflow visited by the sweep, `page` at a time, and those with a move to
+/// make advanced: the steps started.
 pub(super) async fn sweep(
     store: &Arc<dyn Store>,
     at: OffsetDateTime,
@@ -139,12 +140,11 @@ pub(super) async fn sweep(
     let mut after = None;
     let mut started = Vec::new();
     loop {
-        let swept = store
-            .advance_running_workflows(at, after, page)
-            .await
-            .unwrap();
-        started.extend(swept.started);
-        match swept.outcome {
+        let swept = store.stalled_workflows(after, page).await.unwrap();
+        for id in swept.stalled {
+            started.extend(store.advance_workflow(id, at).await.unwrap());
+        }
+        match swept.next {
             Some(next) => after = Some(next),
             None => return started,
         }

@@ -55,9 +55,9 @@ pub async fn workflows_advance_with_the_step_that_ends(store: Arc<dyn Store>) {
     assert_eq!(b.state, JobState::Available);
     assert_eq!(b.args["previous"], json!({"rows": 3}));
     // The sweep's first page holds only older workflows: it was never needed here.
-    let page = store.advance_running_workflows(t, None, 2).await.unwrap();
-    assert!(page.started.is_empty());
-    assert!(page.outcome.is_some(), "more pages follow");
+    let page = store.stalled_workflows(None, 2).await.unwrap();
+    assert!(page.stalled.is_empty());
+    assert!(page.next.is_some(), "more pages follow");
 
     // A discarded step fails its workflow in the same call, cancelling the rest.
     let cb = claim(&store, "newest-b", 1, t).await.remove(0);
@@ -142,12 +142,21 @@ pub async fn workflows_sweep_reaches_every_running_workflow(store: Arc<dyn Store
     .await;
     assert_eq!(state(&store, stuck.steps[1].id).await, JobState::Pending);
 
-    let first = store.advance_running_workflows(t, None, 2).await.unwrap();
-    assert!(
-        first.started.is_empty(),
+    let first = store.stalled_workflows(None, 2).await.unwrap();
+    assert_eq!(
+        (first.stalled, first.next),
+        (vec![], Some(chains[1].id)),
         "the stuck workflow is not on the first page"
     );
-    assert_eq!(first.outcome, Some(chains[1].id));
+    let last = store
+        .stalled_workflows(Some(chains[3].id), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        (last.stalled, last.next),
+        (vec![stuck.id], None),
+        "the last page holds it, and says it is the last"
+    );
     assert_eq!(
         sweep(&store, t, 2).await,
         vec![(stuck.steps[1].id, q("sweep-b"))]
@@ -155,15 +164,15 @@ pub async fn workflows_sweep_reaches_every_running_workflow(store: Arc<dyn Store
     let next = store.get_job(stuck.steps[1].id).await.unwrap().unwrap();
     assert_eq!(next.state, JobState::Available);
     assert_eq!(next.args["previous"], json!(7));
+    assert!(sweep(&store, t, 2).await.is_empty(), "nothing is left");
     assert!(
-        sweep(&store, t, 2).await.is_empty(),
+        store
+            .advance_workflow(stuck.id, t)
+            .await
+            .unwrap()
+            .is_empty(),
         "advancing is idempotent"
     );
-    let last = store
-        .advance_running_workflows(t, Some(chains[3].id), 2)
-        .await
-        .unwrap();
-    assert_eq!(last.outcome, None, "the last page says so");
 }
 
 pub async fn workflows_keep_their_steps_until_they_finish(store: Arc<dyn Store>) {

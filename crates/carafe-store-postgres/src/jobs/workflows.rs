@@ -11,8 +11,8 @@
 use std::collections::BTreeSet;
 
 use carafe_core::jobs::{
-    Advanced, Job, JobId, JobState, NewJob, QueueName, Step, SweepPage, Workflow, WorkflowId,
-    WorkflowKind, WorkflowState, plan,
+    Job, JobId, JobState, NewJob, QueueName, Step, SweepPage, Workflow, WorkflowId, WorkflowKind,
+    WorkflowState, plan,
 };
 use carafe_core::{StoreError, StoreResult};
 use sqlx::types::Json;
@@ -210,32 +210,25 @@ impl PgStore {
         workflow_in(&mut conn, id, false).await
     }
 
-    pub(crate) async fn advance_running_workflows_impl(
+    pub(crate) async fn advance_workflow_impl(
         &self,
+        id: WorkflowId,
         now: OffsetDateTime,
-        after: Option<WorkflowId>,
-        batch: u32,
-    ) -> StoreResult<Advanced<Option<WorkflowId>>> {
-        let SweepPage { stalled, next } = self.stalled_page(after, batch).await?;
-        // Each in its own short transaction, so the sweep holds one workflow's lock at a time.
-        let mut started = Vec::new();
-        for id in stalled {
-            let mut tx = self.pool.begin().await.map_err(map_err)?;
-            let mut wake = Wakeups::default();
-            started.extend(advance_in(&mut tx, id, now, &mut wake).await?);
-            wake.send(&mut tx).await?;
-            tx.commit().await.map_err(map_err)?;
-        }
-        Ok(Advanced {
-            outcome: next,
-            started,
-        })
+    ) -> StoreResult<Vec<(JobId, QueueName)>> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let mut wake = Wakeups::default();
+        let started = advance_in(&mut tx, id, now, &mut wake).await?;
+        wake.send(&mut tx).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(started)
     }
 
-    /// Reads a page of running workflows and their steps' states without locking anything
-    /// (most running workflows have nothing to do), for those that need an advance and the
-    /// cursor of the next page.
-    async fn stalled_page(&self, after: Option<WorkflowId>, batch: u32) -> StoreResult<SweepPage> {
+    /// Reads the page without locking anything: most running workflows have nothing to do.
+    pub(crate) async fn stalled_workflows_impl(
+        &self,
+        after: Option<WorkflowId>,
+        batch: u32,
+    ) -> StoreResult<SweepPage> {
         let rows: Vec<(i64, String)> = sqlx::query_as(
             "SELECT id, kind FROM workflows WHERE state = 'running' AND id > $1
              ORDER BY id LIMIT $2",

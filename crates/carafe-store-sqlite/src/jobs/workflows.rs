@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 
 use carafe_core::jobs::{
-    Advanced, Job, JobId, JobState, NewJob, QueueName, Step, SweepPage, Workflow, WorkflowId,
-    WorkflowKind, WorkflowState, plan,
+    Job, JobId, JobState, NewJob, QueueName, Step, SweepPage, Workflow, WorkflowId, WorkflowKind,
+    WorkflowState, plan,
 };
 use carafe_core::{StoreError, StoreResult};
 use serde_json::json;
@@ -174,33 +174,28 @@ impl SqliteStore {
         workflow_in(&mut conn, id).await
     }
 
-    pub(crate) async fn advance_running_workflows_impl(
+    pub(crate) async fn advance_workflow_impl(
         &self,
+        id: WorkflowId,
         now: OffsetDateTime,
-        after: Option<WorkflowId>,
-        batch: u32,
-    ) -> StoreResult<Advanced<Option<WorkflowId>>> {
-        let SweepPage { stalled, next } = self.stalled_page(after, batch).await?;
-        if stalled.is_empty() {
-            return Ok(Advanced::alone(next));
-        }
+    ) -> StoreResult<Vec<(JobId, QueueName)>> {
         let mut tx = self
             .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(map_err)?;
-        let started = advance_all(&mut tx, stalled.iter().map(|w| w.0), now).await?;
+        let started = advance_in(&mut tx, id, now).await?;
         tx.commit().await.map_err(map_err)?;
-        Ok(Advanced {
-            outcome: next,
-            started,
-        })
+        Ok(started)
     }
 
-    /// Reads a page of running workflows and their steps' states, on a read connection (most
-    /// running workflows have nothing to do), for those that need an advance and the cursor of
-    /// the next page.
-    async fn stalled_page(&self, after: Option<WorkflowId>, batch: u32) -> StoreResult<SweepPage> {
+    /// Reads the page on a read connection: most running workflows have nothing to do, and
+    /// finding that out takes no write lock.
+    pub(crate) async fn stalled_workflows_impl(
+        &self,
+        after: Option<WorkflowId>,
+        batch: u32,
+    ) -> StoreResult<SweepPage> {
         let rows: Vec<(i64, String)> = sqlx::query_as(
             "SELECT id, kind FROM workflows WHERE state = 'running' AND id > ? ORDER BY id LIMIT ?",
         )

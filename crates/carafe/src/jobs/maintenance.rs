@@ -26,7 +26,7 @@ const BATCH: u32 = 1000;
 /// Workflows per pruning batch: each goes with all its steps (up to `workflows::MAX_STEPS`).
 const WORKFLOW_BATCH: u32 = 100;
 /// Running workflows per page of the sweep.
-pub const SWEEP_PAGE: u32 = 500;
+const SWEEP_PAGE: u32 = 500;
 
 pub async fn run(jobs: Arc<Jobs>, instance: String, stop: CancellationToken) {
     let store = jobs.store().clone();
@@ -87,8 +87,7 @@ pub async fn rescue(jobs: &Jobs) -> StoreResult<usize> {
 /// What one round of upkeep did: each part ran whatever became of the other.
 #[derive(Debug)]
 pub struct Upkeep {
-    /// Workflow steps the sweep started.
-    pub swept: StoreResult<usize>,
+    pub swept: StoreResult<Swept>,
     pub pruned: StoreResult<Pruned>,
 }
 
@@ -106,31 +105,49 @@ pub async fn upkeep(jobs: &Jobs) -> Upkeep {
     Upkeep { swept, pruned }
 }
 
-/// Advances every running workflow, `page` at a time in id order: finishes any advance that an
-/// older version of Carafe (which advanced a workflow in a second transaction, after its
-/// step's) left undone. Returns how many steps it started.
-pub async fn sweep_workflows(jobs: &Jobs, page: u32) -> StoreResult<usize> {
+/// What a sweep of the running workflows did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Workflow steps it started.
+    pub started: usize,
+    /// Workflows it could not advance (each logged); the sweep went on past them.
+    pub failed: usize,
+}
+
+/// Visits every running workflow, `page` at a time in id order, and advances those with a move
+/// to make: finishes any advance that an older version of Carafe (which advanced a workflow in
+/// a second transaction, after its step's) left undone. A workflow that cannot be advanced is
+/// logged and passed over; only a page that cannot be read ends the sweep early.
+pub async fn sweep_workflows(jobs: &Jobs, page: u32) -> StoreResult<Swept> {
+    let store = jobs.store();
     let mut after: Option<WorkflowId> = None;
-    let mut total = 0;
+    let mut swept = Swept::default();
     loop {
-        let swept = jobs
-            .store()
-            .advance_running_workflows(now(), after, page)
-            .await?;
-        jobs.wake_started(&swept.started);
-        total += swept.started.len();
-        match swept.outcome {
+        let stalled = store.stalled_workflows(after, page).await?;
+        for id in stalled.stalled {
+            match store.advance_workflow(id, now()).await {
+                Ok(started) => {
+                    jobs.wake_started(&started);
+                    swept.started += started.len();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, workflow = id.0, "could not advance a workflow");
+                    swept.failed += 1;
+                }
+            }
+        }
+        match stalled.next {
             Some(next) => after = Some(next),
             None => break,
         }
     }
-    if total > 0 {
+    if swept.started > 0 {
         tracing::info!(
-            steps = total,
-            "started workflow steps an interrupted advance left"
+            steps = swept.started,
+            "started workflow steps an interrupted advance left waiting"
         );
     }
-    Ok(total)
+    Ok(swept)
 }
 
 /// What pruning deleted.
