@@ -14,9 +14,9 @@ use crate::files::{
 };
 use crate::idempotency::{Reservation, Reserve};
 use crate::jobs::{
-    Claim, ClaimedJob, Completion, Failure, FailureOutcome, Fenced, Heartbeat, HeartbeatAck,
-    Inserted, Job, JobEvent, JobFilter, JobId, NewJob, QueueLimits, QueueName, QueueStats,
-    Schedule, Workflow, WorkflowId, WorkflowKind,
+    Advanced, Claim, ClaimedJob, Completion, Failure, FailureOutcome, Fenced, Heartbeat,
+    HeartbeatAck, Inserted, Job, JobEvent, JobFilter, JobId, NewJob, QueueLimits, QueueName,
+    QueueStats, Schedule, SweepPage, Workflow, WorkflowId, WorkflowKind,
 };
 use crate::keys::{ApiKey, KeyHash, KeyId, NewApiKey};
 use crate::page::{Page, PageRequest};
@@ -88,6 +88,10 @@ pub trait AuditStore: Send + Sync {
 
 /// The durable job queue. Every change to a job also appends a `JobEvent` (numbered per job,
 /// in the same transaction), so watchers can resume exactly where they left off.
+///
+/// Every method that can end a workflow step (complete, fail, cancel, rescue) advances the
+/// step's workflow in the same transaction (see `WorkflowStore`) and answers with the steps
+/// that advance started (`Advanced::started`), for the caller's wake-ups.
 #[async_trait]
 pub trait JobStore: Send + Sync {
     /// Inserts jobs in one transaction. A job whose unique key matches an existing job (in
@@ -110,25 +114,37 @@ pub trait JobStore: Send + Sync {
     async fn push_queues(&self, now: OffsetDateTime) -> StoreResult<Vec<QueueName>>;
     /// Extends the lease and/or records progress and a checkpoint, for the lease holder only.
     async fn heartbeat_job(&self, hb: Heartbeat<'_>) -> StoreResult<Fenced<HeartbeatAck>>;
-    /// Completes jobs (one transaction); each answer is in the order of `items`.
+    /// Completes jobs (one transaction, which also advances their workflows); each answer is
+    /// in the order of `items`.
     async fn complete_jobs(
         &self,
         items: &[Completion],
         now: OffsetDateTime,
-    ) -> StoreResult<Vec<Fenced<()>>>;
-    /// Records a failed attempt: retryable with backoff, discarded, or cancelled.
-    async fn fail_job(&self, failure: Failure<'_>) -> StoreResult<Fenced<FailureOutcome>>;
-    /// Cancels a waiting job at once; marks a running one `cancel_requested`. Final jobs are
-    /// returned unchanged. `None` when there is no such job.
-    async fn cancel_job(&self, id: JobId, now: OffsetDateTime) -> StoreResult<Option<Job>>;
+    ) -> StoreResult<Advanced<Vec<Fenced<()>>>>;
+    /// Records a failed attempt: retryable with backoff, discarded, or cancelled (the last two
+    /// advance the job's workflow).
+    async fn fail_job(&self, failure: Failure<'_>)
+    -> StoreResult<Advanced<Fenced<FailureOutcome>>>;
+    /// Cancels a waiting job at once (advancing its workflow); marks a running one
+    /// `cancel_requested`. Final jobs are returned unchanged. `None` when there is no such job.
+    async fn cancel_job(
+        &self,
+        id: JobId,
+        now: OffsetDateTime,
+    ) -> StoreResult<Advanced<Option<Job>>>;
     /// Makes a finished or waiting job available now (raising `max_attempts` if it was spent).
     /// Running jobs are returned unchanged.
     async fn retry_job(&self, id: JobId, now: OffsetDateTime) -> StoreResult<Option<Job>>;
-    /// Treats up to `batch` running jobs whose lease expired as failed attempts.
-    async fn rescue_expired_jobs(&self, now: OffsetDateTime, batch: u32)
-    -> StoreResult<Vec<JobId>>;
+    /// Treats up to `batch` running jobs whose lease expired as failed attempts (advancing the
+    /// workflows of those this discards); returns the rescued jobs.
+    async fn rescue_expired_jobs(
+        &self,
+        now: OffsetDateTime,
+        batch: u32,
+    ) -> StoreResult<Advanced<Vec<JobId>>>;
     /// Deletes up to `batch` completed or cancelled jobs finalized before `finished_before`
-    /// and discarded jobs finalized before `discarded_before`, with their events.
+    /// and discarded jobs finalized before `discarded_before`, with their events. Workflow
+    /// steps are left alone: they go with their workflow (`WorkflowStore::prune_workflows`).
     async fn prune_jobs(
         &self,
         finished_before: OffsetDateTime,
@@ -170,8 +186,9 @@ pub trait ScheduleStore: Send + Sync {
 }
 
 /// Workflows of jobs (see `carafe_core::jobs::plan`). Every step is inserted when the workflow
-/// is created; advancing locks the workflow, so concurrent step completions cannot both miss
-/// (or both start) the next step.
+/// is created. A workflow is advanced inside the transaction that ends one of its steps (see
+/// `JobStore`), with the workflow locked, so concurrent step completions cannot both miss (or
+/// both start) the next step, and no crash can come between a step's end and the advance.
 #[async_trait]
 pub trait WorkflowStore: Send + Sync {
     /// Creates a workflow and its steps in one transaction. A chain's first step and a
@@ -184,20 +201,32 @@ pub trait WorkflowStore: Send + Sync {
         now: OffsetDateTime,
     ) -> StoreResult<Workflow>;
     async fn get_workflow(&self, id: WorkflowId) -> StoreResult<Option<Workflow>>;
-    /// Advances the running workflows these jobs are steps of; returns the steps it started
-    /// (their ids and queues, for wake-ups).
-    async fn advance_workflows(
+    /// One page of the sweep that finishes advances left undone by older versions (which
+    /// advanced in a second transaction, after the step's): up to `batch` running workflows
+    /// with ids above `after`, in id order, read without locks; which of them need an advance,
+    /// and the `after` of the next page.
+    async fn stalled_workflows(
         &self,
-        jobs: &[JobId],
-        now: OffsetDateTime,
-    ) -> StoreResult<Vec<(JobId, QueueName)>>;
-    /// Advances up to `batch` running workflows: the sweep that finishes any advance a crash
-    /// interrupted.
-    async fn advance_running_workflows(
-        &self,
-        now: OffsetDateTime,
+        after: Option<WorkflowId>,
         batch: u32,
+    ) -> StoreResult<SweepPage>;
+    /// Advances one workflow (if running), locked, in a transaction of its own; returns the
+    /// steps it started.
+    async fn advance_workflow(
+        &self,
+        id: WorkflowId,
+        now: OffsetDateTime,
     ) -> StoreResult<Vec<(JobId, QueueName)>>;
+    /// Deletes up to `batch` finished workflows past their retention — completed and cancelled
+    /// ones finalized before `finished_before`, failed ones before `discarded_before` — with
+    /// every step and the steps' events, once no step is unfinished or finalized after that
+    /// cut-off. Returns how many workflows went.
+    async fn prune_workflows(
+        &self,
+        finished_before: OffsetDateTime,
+        discarded_before: OffsetDateTime,
+        batch: u32,
+    ) -> StoreResult<u64>;
 }
 
 /// Buckets and file rows. A file's row is written with its processing job (and audit event)

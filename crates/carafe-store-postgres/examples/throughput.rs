@@ -78,7 +78,7 @@ async fn main() {
                     result: json!({"ok": true}),
                 })
                 .collect();
-            let done = store.complete_jobs(&items, now).await.unwrap();
+            let done = store.complete_jobs(&items, now).await.unwrap().outcome;
             assert!(done.iter().all(|d| *d == Fenced::Done(())));
         }
         let complete = start.elapsed();

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use carafe_core::Store;
 use carafe_core::store::AuditStore;
+use carafe_core::testing::RawSql;
 use carafe_store_postgres::PgStore;
 use carafe_store_postgres::testing::fresh_database_url;
 
@@ -17,6 +18,27 @@ async fn fresh() -> Arc<dyn Store> {
 }
 
 carafe_core::conformance_tests!(fresh, #[ignore = "needs CARAFE_TEST_POSTGRES_URL"]);
+
+#[tokio::test]
+#[ignore = "needs CARAFE_TEST_POSTGRES_URL"]
+async fn workflows_sweep_reaches_every_running_workflow() {
+    let url = fresh_database_url().await;
+    let store = PgStore::connect(&url, 4).await.unwrap();
+    store.migrate().await.unwrap();
+    // Writes behind the store's back, on the test's own schema.
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let raw: RawSql = Arc::new(move |sql: String| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&pool)
+                .await
+                .unwrap();
+        })
+    });
+    carafe_core::testing::workflows_sweep_reaches_every_running_workflow(Arc::new(store), raw)
+        .await;
+}
 
 #[tokio::test]
 #[ignore = "needs CARAFE_TEST_POSTGRES_URL"]

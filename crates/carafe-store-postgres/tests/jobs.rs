@@ -147,7 +147,7 @@ async fn repeated_completions_in_one_batch_are_answered_in_order() {
         done(1, "stale"),
         done(1, &c[1].lease_token),
     ];
-    let got = store.complete_jobs(&items, t).await.unwrap();
+    let got = store.complete_jobs(&items, t).await.unwrap().outcome;
     let want = [
         Fenced::Done(()),
         Fenced::LeaseLost,

@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use carafe_core::jobs::{
-    Claim, ClaimedJob, Completion, Failure, FailureOutcome, Fenced, Heartbeat, HeartbeatAck,
-    Inserted, Job, JobEvent, JobFilter, JobId, NewJob, QueueLimits, QueueName, QueueStats,
-    Workflow, WorkflowId, WorkflowKind,
+    Advanced, Claim, ClaimedJob, Completion, Failure, FailureOutcome, Fenced, Heartbeat,
+    HeartbeatAck, Inserted, Job, JobEvent, JobFilter, JobId, NewJob, QueueLimits, QueueName,
+    QueueStats, SweepPage, Workflow, WorkflowId, WorkflowKind,
 };
 use carafe_core::page::{Page, PageRequest};
 use carafe_core::store::{JobStore, LeaderStore, PoolStats, Store, WakeupSink, WorkflowStore};
@@ -184,13 +184,20 @@ impl JobStore for SqliteStore {
         &self,
         items: &[Completion],
         now: OffsetDateTime,
-    ) -> StoreResult<Vec<Fenced<()>>> {
+    ) -> StoreResult<Advanced<Vec<Fenced<()>>>> {
         self.complete_jobs_impl(items, now).await
     }
-    async fn fail_job(&self, failure: Failure<'_>) -> StoreResult<Fenced<FailureOutcome>> {
+    async fn fail_job(
+        &self,
+        failure: Failure<'_>,
+    ) -> StoreResult<Advanced<Fenced<FailureOutcome>>> {
         self.fail_job_impl(failure).await
     }
-    async fn cancel_job(&self, id: JobId, now: OffsetDateTime) -> StoreResult<Option<Job>> {
+    async fn cancel_job(
+        &self,
+        id: JobId,
+        now: OffsetDateTime,
+    ) -> StoreResult<Advanced<Option<Job>>> {
         self.cancel_job_impl(id, now).await
     }
     async fn retry_job(&self, id: JobId, now: OffsetDateTime) -> StoreResult<Option<Job>> {
@@ -200,7 +207,7 @@ impl JobStore for SqliteStore {
         &self,
         now: OffsetDateTime,
         batch: u32,
-    ) -> StoreResult<Vec<JobId>> {
+    ) -> StoreResult<Advanced<Vec<JobId>>> {
         self.rescue_expired_jobs_impl(now, batch).await
     }
     async fn prune_jobs(
@@ -239,19 +246,28 @@ impl WorkflowStore for SqliteStore {
     async fn get_workflow(&self, id: WorkflowId) -> StoreResult<Option<Workflow>> {
         self.get_workflow_impl(id).await
     }
-    async fn advance_workflows(
+    async fn stalled_workflows(
         &self,
-        jobs: &[JobId],
-        now: OffsetDateTime,
-    ) -> StoreResult<Vec<(JobId, QueueName)>> {
-        self.advance_workflows_impl(jobs, now).await
-    }
-    async fn advance_running_workflows(
-        &self,
-        now: OffsetDateTime,
+        after: Option<WorkflowId>,
         batch: u32,
+    ) -> StoreResult<SweepPage> {
+        self.stalled_workflows_impl(after, batch).await
+    }
+    async fn advance_workflow(
+        &self,
+        id: WorkflowId,
+        now: OffsetDateTime,
     ) -> StoreResult<Vec<(JobId, QueueName)>> {
-        self.advance_running_workflows_impl(now, batch).await
+        self.advance_workflow_impl(id, now).await
+    }
+    async fn prune_workflows(
+        &self,
+        finished_before: OffsetDateTime,
+        discarded_before: OffsetDateTime,
+        batch: u32,
+    ) -> StoreResult<u64> {
+        self.prune_workflows_impl(finished_before, discarded_before, batch)
+            .await
     }
 }
 

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use carafe_core::Store;
 use carafe_core::store::AuditStore;
+use carafe_core::testing::RawSql;
 use carafe_store_sqlite::SqliteStore;
 
 async fn fresh() -> Arc<dyn Store> {
@@ -15,6 +16,34 @@ async fn fresh() -> Arc<dyn Store> {
 }
 
 carafe_core::conformance_tests!(fresh);
+
+/// A fresh store, and a way to write to its file behind its back.
+async fn fresh_with_raw_sql() -> (Arc<dyn Store>, RawSql) {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let path = dir.join("carafe.db");
+    let store = SqliteStore::open(&path, 4).await.unwrap();
+    store.migrate().await.unwrap();
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .busy_timeout(std::time::Duration::from_secs(5));
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    let raw: RawSql = Arc::new(move |sql: String| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&pool)
+                .await
+                .unwrap();
+        })
+    });
+    (Arc::new(store), raw)
+}
+
+#[tokio::test]
+async fn workflows_sweep_reaches_every_running_workflow() {
+    let (store, raw) = fresh_with_raw_sql().await;
+    carafe_core::testing::workflows_sweep_reaches_every_running_workflow(store, raw).await;
+}
 
 #[tokio::test]
 async fn audit_log_rejects_updates_and_deletes() {

@@ -119,9 +119,10 @@ pub struct Jobs {
     /// The lease a claim gets, and a heartbeat renews, when neither it nor the queue's
     /// `lease_ms` names one: pull workers, in-process handlers and push deliveries alike.
     pub lease: HumanDuration,
-    /// How long completed and cancelled jobs are kept.
+    /// How long completed and cancelled jobs are kept (and completed or cancelled workflows,
+    /// whose steps are kept as long as they are).
     pub retention_completed: HumanDuration,
-    /// How long discarded jobs are kept.
+    /// How long discarded jobs are kept (and failed workflows, with their steps).
     pub retention_discarded: HumanDuration,
     /// How often waiting workers and event streams re-check the database when no wake-up came.
     pub poll_interval: HumanDuration,

@@ -4,10 +4,12 @@
 //! are `pending` until the workflow activates them.
 //!
 //! `plan` decides, from the steps' states alone, what should happen next. Stores call it with
-//! the workflow's row locked whenever a step reaches a final state (and maintenance calls it for
-//! every running workflow, to finish any advance a crash interrupted), so advancing is
-//! idempotent and a callback is activated exactly once.
+//! the workflow's row locked, in the very transaction in which a step reaches a final state, so
+//! no crash can separate a step's end from the workflow's next move; advancing is idempotent
+//! and a callback is activated exactly once. (Maintenance also sweeps every running workflow,
+//! for advances that older versions, which advanced in a second transaction, left undone.)
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -15,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::{Job, JobId, JobState};
+use super::{Job, JobId, JobState, QueueName};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -94,6 +96,26 @@ pub struct Workflow {
     pub finalized_at: Option<OffsetDateTime>,
     /// The steps, in order (a chord's callback last).
     pub steps: Vec<Job>,
+}
+
+/// The answer of a store write that may end workflow steps, with the steps that the advance
+/// of their workflows (in the same transaction) started, so the caller can wake their queues.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Advanced<T> {
+    /// What the write itself answers.
+    pub outcome: T,
+    /// Steps started (a chain's next step, a chord's callback): their ids and queues.
+    pub started: Vec<(JobId, QueueName)>,
+}
+
+impl<T> Advanced<T> {
+    /// An answer that started nothing.
+    pub fn alone(outcome: T) -> Self {
+        Advanced {
+            outcome,
+            started: Vec::new(),
+        }
+    }
 }
 
 /// What a step looks like to `plan`.
@@ -193,6 +215,71 @@ pub fn plan(kind: WorkflowKind, steps: &[Step]) -> Plan {
         }
     }
     plan
+}
+
+/// Of a page of running workflows (id and kind) and their steps (workflow, job and state, in
+/// step order), those `plan` would move now. The sweep reads states without locking anything
+/// and locks only these: a step's result changes what an advance writes, never whether it has
+/// something to do.
+pub fn needing_advance(
+    workflows: &[(WorkflowId, WorkflowKind)],
+    steps: &[(WorkflowId, JobId, JobState)],
+) -> Vec<WorkflowId> {
+    let mut by_workflow: HashMap<WorkflowId, Vec<Step>> = HashMap::new();
+    for &(workflow, job, state) in steps {
+        by_workflow.entry(workflow).or_default().push(Step {
+            job,
+            state,
+            result: None,
+        });
+    }
+    workflows
+        .iter()
+        .filter(|(id, kind)| {
+            let steps = by_workflow.get(id).map_or(&[][..], Vec::as_slice);
+            plan(*kind, steps) != Plan::default()
+        })
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+/// One page of the sweep over running workflows, from the rows a store read: the page's
+/// workflows (`id`, `kind`, in id order, at most `batch`) and their steps (`workflow_id`,
+/// `id`, `state`, in step order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepPage {
+    /// The workflows that need an advance.
+    pub stalled: Vec<WorkflowId>,
+    /// Where the next page starts (`after`), `None` after the last.
+    pub next: Option<WorkflowId>,
+}
+
+impl SweepPage {
+    /// A row that does not parse is named in the error.
+    pub fn from_rows(
+        workflows: &[(i64, String)],
+        steps: &[(i64, i64, String)],
+        batch: u32,
+    ) -> Result<Self, String> {
+        let next = match workflows.last() {
+            Some((last, _)) if workflows.len() as u64 >= u64::from(batch) => {
+                Some(WorkflowId(*last))
+            }
+            _ => None,
+        };
+        let workflows = workflows
+            .iter()
+            .map(|(id, kind)| Ok((WorkflowId(*id), kind.parse()?)))
+            .collect::<Result<Vec<(WorkflowId, WorkflowKind)>, String>>()?;
+        let steps = steps
+            .iter()
+            .map(|(w, j, state)| Ok((WorkflowId(*w), JobId(*j), state.parse()?)))
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(SweepPage {
+            stalled: needing_advance(&workflows, &steps),
+            next,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -296,5 +383,29 @@ mod tests {
             plan(WorkflowKind::Group, &s).finish,
             Some(WorkflowState::Completed)
         );
+    }
+
+    #[test]
+    fn only_workflows_with_a_move_to_make_need_an_advance() {
+        use JobState::*;
+        let (w1, w2, w3) = (WorkflowId(1), WorkflowId(2), WorkflowId(3));
+        let workflows = [
+            (w1, WorkflowKind::Chain),
+            (w2, WorkflowKind::Chord),
+            (w3, WorkflowKind::Group),
+        ];
+        let steps = [
+            // A chain whose first step completed but whose second still waits: stuck.
+            (w1, JobId(1), Completed),
+            (w1, JobId(2), Pending),
+            // A chord still running a member: nothing to do.
+            (w2, JobId(3), Completed),
+            (w2, JobId(4), Running),
+            (w2, JobId(5), Pending),
+            // A group whose members all ended, never finished: stuck.
+            (w3, JobId(6), Completed),
+        ];
+        assert_eq!(needing_advance(&workflows, &steps), vec![w1, w3]);
+        assert!(needing_advance(&workflows[1..2], &steps).is_empty());
     }
 }

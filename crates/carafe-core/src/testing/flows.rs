@@ -100,18 +100,55 @@ pub async fn schedules_are_stored_listed_and_fired_once(store: Arc<dyn Store>) {
     assert_eq!(store.get_schedule("later").await.unwrap(), None);
 }
 
-async fn finish(store: &Arc<dyn Store>, queue: &str, result: Value, at: OffsetDateTime) -> JobId {
-    let c = claim(store, queue, 1, at).await.remove(0);
+/// Completes a claimed job with `result` at `at`; returns the workflow steps that started.
+pub(super) async fn complete_one(
+    store: &Arc<dyn Store>,
+    c: ClaimedJob,
+    result: Value,
+    at: OffsetDateTime,
+) -> Vec<(JobId, QueueName)> {
     let done = Completion {
         id: c.id,
         lease_token: c.lease_token,
         result,
     };
-    assert_eq!(
-        store.complete_jobs(&[done], at).await.unwrap(),
-        vec![Fenced::Done(())]
-    );
-    c.id
+    let answer = store.complete_jobs(&[done], at).await.unwrap();
+    assert_eq!(answer.outcome, vec![Fenced::Done(())]);
+    answer.started
+}
+
+/// Claims one job of `queue` and completes it with `result` at `at`; returns its id and the
+/// workflow steps the completion started.
+pub(super) async fn finish(
+    store: &Arc<dyn Store>,
+    queue: &str,
+    result: Value,
+    at: OffsetDateTime,
+) -> (JobId, Vec<(JobId, QueueName)>) {
+    let c = claim(store, queue, 1, at).await.remove(0);
+    let id = c.id;
+    (id, complete_one(store, c, result, at).await)
+}
+
+/// Every running workflow visited by the sweep, `page` at a time, and those with a move to
+/// make advanced: the steps started.
+pub(super) async fn sweep(
+    store: &Arc<dyn Store>,
+    at: OffsetDateTime,
+    page: u32,
+) -> Vec<(JobId, QueueName)> {
+    let mut after = None;
+    let mut started = Vec::new();
+    loop {
+        let swept = store.stalled_workflows(after, page).await.unwrap();
+        for id in swept.stalled {
+            started.extend(store.advance_workflow(id, at).await.unwrap());
+        }
+        match swept.next {
+            Some(next) => after = Some(next),
+            None => return started,
+        }
+    }
 }
 
 pub async fn workflows_chain_pass_results_along(store: Arc<dyn Store>) {
@@ -136,19 +173,22 @@ pub async fn workflows_chain_pass_results_along(store: Arc<dyn Store>) {
         "pending steps are never claimed"
     );
 
-    let a = finish(&store, "wf-a", json!({"rows": 10}), t).await;
-    let started = store.advance_workflows(&[a], t).await.unwrap();
-    assert_eq!(started, vec![(wf.steps[1].id, q("wf-b"))]);
-    // Advancing again changes nothing.
-    assert!(store.advance_workflows(&[a], t).await.unwrap().is_empty());
+    let (_, started) = finish(&store, "wf-a", json!({"rows": 10}), t).await;
+    assert_eq!(
+        started,
+        vec![(wf.steps[1].id, q("wf-b"))],
+        "completing a step starts the next"
+    );
+    // Sweeping afterwards changes nothing.
+    assert!(sweep(&store, t, 100).await.is_empty());
     let b = store.get_job(wf.steps[1].id).await.unwrap().unwrap();
     assert_eq!(b.state, JobState::Available);
     assert_eq!(b.args, json!({"n": 1, "previous": {"rows": 10}}));
 
-    let b = finish(&store, "wf-b", json!("b-done"), t).await;
-    store.advance_workflows(&[b], t).await.unwrap();
-    let c = finish(&store, "wf-c", json!(null), t).await;
-    assert!(store.advance_workflows(&[c], t).await.unwrap().is_empty());
+    let (_, started) = finish(&store, "wf-b", json!("b-done"), t).await;
+    assert_eq!(started, vec![(wf.steps[2].id, q("wf-c"))]);
+    let (_, started) = finish(&store, "wf-c", json!(null), t).await;
+    assert!(started.is_empty());
     let wf = store.get_workflow(wf.id).await.unwrap().unwrap();
     assert_eq!(wf.state, WorkflowState::Completed);
     assert!(wf.finalized_at.is_some());
@@ -172,40 +212,40 @@ pub async fn workflows_chords_call_back_once(store: Arc<dyn Store>) {
         [JobState::Available, JobState::Available, JobState::Pending]
     );
     let claimed = claim(&store, "fan", 2, t).await;
-    // Both members finish; whichever advance runs, the callback starts once.
-    for (i, c) in claimed.iter().enumerate() {
-        let done = Completion {
-            id: c.id,
-            lease_token: c.lease_token.clone(),
+    // Both members finish at the same moment; whichever completion commits last starts the
+    // callback, once.
+    let done = |i: usize| {
+        vec![Completion {
+            id: claimed[i].id,
+            lease_token: claimed[i].lease_token.clone(),
             result: json!(i),
-        };
-        store.complete_jobs(&[done], t).await.unwrap();
-    }
-    let ids: Vec<_> = claimed.iter().map(|c| c.id).collect();
+        }]
+    };
+    let (first, second) = (done(0), done(1));
     let (x, y) = tokio::join!(
-        store.advance_workflows(&ids[..1], t),
-        store.advance_workflows(&ids[1..], t)
+        store.complete_jobs(&first, t),
+        store.complete_jobs(&second, t)
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_eq!(
+        (x.outcome, y.outcome),
+        (vec![Fenced::Done(())], vec![Fenced::Done(())])
     );
     assert_eq!(
-        x.unwrap().len() + y.unwrap().len(),
-        1,
+        [x.started, y.started].concat(),
+        vec![(wf.steps[2].id, q("gather"))],
         "the callback is started exactly once"
     );
     let callback = store.get_job(wf.steps[2].id).await.unwrap().unwrap();
     assert_eq!(callback.state, JobState::Available);
-    let first = if claimed[0].id == wf.steps[0].id {
-        0
-    } else {
-        1
-    };
-    let expected = if first == 0 {
+    let expected = if claimed[0].id == wf.steps[0].id {
         json!([0, 1])
     } else {
         json!([1, 0])
     };
     assert_eq!(callback.args["results"], expected, "results in step order");
-    let cb = finish(&store, "gather", json!("all"), t).await;
-    store.advance_workflows(&[cb], t).await.unwrap();
+    let (_, started) = finish(&store, "gather", json!("all"), t).await;
+    assert!(started.is_empty());
     assert_eq!(
         store.get_workflow(wf.id).await.unwrap().unwrap().state,
         WorkflowState::Completed
@@ -232,14 +272,9 @@ pub async fn workflows_stop_at_a_failed_step(store: Arc<dyn Store>) {
         retry: RetryRequest::Default,
         now: t,
     };
-    store.fail_job(f).await.unwrap();
-    assert!(
-        store
-            .advance_workflows(&[c.id], t)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    let failed = store.fail_job(f).await.unwrap();
+    assert!(failed.started.is_empty());
+    // The discard failed the workflow in the same call.
     let wf = store.get_workflow(wf.id).await.unwrap().unwrap();
     assert_eq!(wf.state, WorkflowState::Failed);
     let states: Vec<_> = wf.steps.iter().map(|j| j.state).collect();
@@ -259,34 +294,8 @@ pub async fn workflows_stop_at_a_failed_step(store: Arc<dyn Store>) {
         .unwrap();
     let running = claim(&store, "g1", 1, t).await.remove(0);
     store.cancel_job(g.steps[1].id, t).await.unwrap();
-    store.advance_workflows(&[g.steps[1].id], t).await.unwrap();
     let g = store.get_workflow(g.id).await.unwrap().unwrap();
     assert_eq!(g.state, WorkflowState::Cancelled);
     let member = store.get_job(running.id).await.unwrap().unwrap();
     assert!(member.cancel_requested);
-}
-
-pub async fn workflows_are_swept_after_a_crash(store: Arc<dyn Store>) {
-    let t = now();
-    let wf = store
-        .create_workflow(WorkflowKind::Chain, vec![job("s1", t), job("s2", t)], t)
-        .await
-        .unwrap();
-    // The step completes, but the process dies before advancing the workflow.
-    finish(&store, "s1", json!(7), t).await;
-    let started = store.advance_running_workflows(t, 100).await.unwrap();
-    assert_eq!(started, vec![(wf.steps[1].id, q("s2"))]);
-    finish(&store, "s2", json!(8), t).await;
-    store.advance_running_workflows(t, 100).await.unwrap();
-    assert_eq!(
-        store.get_workflow(wf.id).await.unwrap().unwrap().state,
-        WorkflowState::Completed
-    );
-    assert!(
-        store
-            .advance_running_workflows(t, 100)
-            .await
-            .unwrap()
-            .is_empty()
-    );
 }

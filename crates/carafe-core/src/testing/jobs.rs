@@ -349,7 +349,8 @@ pub async fn jobs_completion_is_fenced(store: Arc<dyn Store>) {
     let done = store
         .complete_jobs(&items, t + Duration::from_secs(1))
         .await
-        .unwrap();
+        .unwrap()
+        .outcome;
     assert_eq!(
         done,
         vec![Fenced::Done(()), Fenced::LeaseLost, Fenced::NotFound]
@@ -368,6 +369,6 @@ pub async fn jobs_completion_is_fenced(store: Arc<dyn Store>) {
         JobState::Running
     );
     // A second completion of the same job is refused: it is no longer running.
-    let again = store.complete_jobs(&items[..1], t).await.unwrap();
+    let again = store.complete_jobs(&items[..1], t).await.unwrap().outcome;
     assert_eq!(again, vec![Fenced::LeaseLost]);
 }

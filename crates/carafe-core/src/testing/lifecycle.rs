@@ -31,7 +31,8 @@ pub async fn jobs_failures_retry_then_discard(store: Arc<dyn Store>) {
     let out = store
         .fail_job(failure(j.id, &c.lease_token, t))
         .await
-        .unwrap();
+        .unwrap()
+        .outcome;
     let retry_at = t + Duration::from_secs(1);
     assert_eq!(
         out,
@@ -54,7 +55,8 @@ pub async fn jobs_failures_retry_then_discard(store: Arc<dyn Store>) {
         store
             .fail_job(failure(j.id, &c.lease_token, t))
             .await
-            .unwrap(),
+            .unwrap()
+            .outcome,
         Fenced::LeaseLost
     );
 
@@ -67,7 +69,8 @@ pub async fn jobs_failures_retry_then_discard(store: Arc<dyn Store>) {
     let out = store
         .fail_job(failure(j.id, &c2.lease_token, retry_at))
         .await
-        .unwrap();
+        .unwrap()
+        .outcome;
     assert_eq!(
         out,
         Fenced::Done(FailureOutcome {
@@ -89,7 +92,7 @@ pub async fn jobs_failures_retry_then_discard(store: Arc<dyn Store>) {
         retry: RetryRequest::Never,
         now: t,
     };
-    let out = store.fail_job(never).await.unwrap();
+    let out = store.fail_job(never).await.unwrap().outcome;
     assert_eq!(
         out,
         Fenced::Done(FailureOutcome {
@@ -106,7 +109,7 @@ pub async fn jobs_failures_retry_then_discard(store: Arc<dyn Store>) {
         retry: RetryRequest::After(Duration::from_secs(42)),
         now: t,
     };
-    let out = store.fail_job(after).await.unwrap();
+    let out = store.fail_job(after).await.unwrap().outcome;
     assert_eq!(
         out,
         Fenced::Done(FailureOutcome {
@@ -119,7 +122,12 @@ pub async fn jobs_failures_retry_then_discard(store: Arc<dyn Store>) {
 pub async fn jobs_cancellation(store: Arc<dyn Store>) {
     let t = now();
     let waiting = insert(&store, job("x", t + Duration::from_secs(60))).await;
-    let cancelled = store.cancel_job(waiting.id, t).await.unwrap().unwrap();
+    let cancelled = store
+        .cancel_job(waiting.id, t)
+        .await
+        .unwrap()
+        .outcome
+        .unwrap();
     assert_eq!(
         (cancelled.state, cancelled.finalized_at),
         (JobState::Cancelled, Some(t))
@@ -132,7 +140,7 @@ pub async fn jobs_cancellation(store: Arc<dyn Store>) {
 
     let run = insert(&store, job("y", t)).await;
     let c = claim(&store, "y", 1, t).await.remove(0);
-    let marked = store.cancel_job(run.id, t).await.unwrap().unwrap();
+    let marked = store.cancel_job(run.id, t).await.unwrap().outcome.unwrap();
     assert_eq!(
         (marked.state, marked.cancel_requested),
         (JobState::Running, true)
@@ -156,7 +164,7 @@ pub async fn jobs_cancellation(store: Arc<dyn Store>) {
         retry: RetryRequest::Default,
         now: t,
     };
-    let out = store.fail_job(f).await.unwrap();
+    let out = store.fail_job(f).await.unwrap().outcome;
     assert_eq!(
         out,
         Fenced::Done(FailureOutcome {
@@ -182,10 +190,14 @@ pub async fn jobs_cancellation(store: Arc<dyn Store>) {
         )
         .await
         .unwrap();
-    let unchanged = store.cancel_job(done.id, t).await.unwrap().unwrap();
+    let unchanged = store.cancel_job(done.id, t).await.unwrap().outcome.unwrap();
     assert_eq!(unchanged.state, JobState::Completed);
     assert_eq!(
-        store.cancel_job(JobId(done.id.0 + 999), t).await.unwrap(),
+        store
+            .cancel_job(JobId(done.id.0 + 999), t)
+            .await
+            .unwrap()
+            .outcome,
         None
     );
 }
@@ -243,12 +255,17 @@ pub async fn jobs_expired_leases_are_rescued(store: Arc<dyn Store>) {
         .unwrap()
         .remove(0);
     assert!(
-        store.rescue_expired_jobs(t, 100).await.unwrap().is_empty(),
+        store
+            .rescue_expired_jobs(t, 100)
+            .await
+            .unwrap()
+            .outcome
+            .is_empty(),
         "lease still valid"
     );
     let later = t + Duration::from_secs(2);
     assert_eq!(
-        store.rescue_expired_jobs(later, 100).await.unwrap(),
+        store.rescue_expired_jobs(later, 100).await.unwrap().outcome,
         vec![j.id]
     );
     let saved = store.get_job(j.id).await.unwrap().unwrap();
@@ -266,7 +283,7 @@ pub async fn jobs_expired_leases_are_rescued(store: Arc<dyn Store>) {
         result: json!(1),
     };
     assert_eq!(
-        store.complete_jobs(&[zombie], later).await.unwrap(),
+        store.complete_jobs(&[zombie], later).await.unwrap().outcome,
         vec![Fenced::LeaseLost]
     );
     // The second attempt's lease also expires: attempts are spent, so it is discarded.

@@ -16,6 +16,7 @@ mod lifecycle;
 mod multipart;
 mod queues;
 mod uploads;
+mod workflow_upkeep;
 use crate::audit::{AuditFilter, NewAuditEvent};
 use crate::keys::{KeyHash, KeyId, KeyName, NewApiKey, Scope, Scopes};
 use crate::page::PageRequest;
@@ -30,6 +31,7 @@ pub use lifecycle::*;
 pub use multipart::*;
 pub use queues::*;
 pub use uploads::*;
+pub use workflow_upkeep::*;
 
 /// Generates one `#[tokio::test]` per conformance check. `$make` is an async fn returning a
 /// fresh `Arc<dyn Store>`; extra attributes (such as `#[ignore = "…"]`) go on every test.
@@ -55,7 +57,8 @@ macro_rules! conformance_tests {
             jobs_push_jobs_are_claimed_apart,
             schedules_are_stored_listed_and_fired_once, workflows_chain_pass_results_along,
             workflows_chords_call_back_once, workflows_stop_at_a_failed_step,
-            workflows_are_swept_after_a_crash, leader_election,
+            workflows_advance_with_the_step_that_ends, workflows_keep_their_steps_until_they_finish,
+            leader_election,
             files_buckets_are_created_replaced_and_listed,
             files_are_recorded_with_their_job_and_listed, files_processing_ends_once,
             files_deletion_hides_then_purges,

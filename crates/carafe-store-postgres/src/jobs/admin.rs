@@ -3,7 +3,8 @@
 //! so they cannot race a worker's report or a rescue into an inconsistent state.
 
 use carafe_core::jobs::{
-    Allowance, Job, JobId, JobState, QueueCount, QueueLimits, QueueName, QueueStats, allowance,
+    Advanced, Allowance, Job, JobId, JobState, QueueCount, QueueLimits, QueueName, QueueStats,
+    allowance,
 };
 use carafe_core::{StoreError, StoreResult};
 use serde_json::{Value, json};
@@ -14,6 +15,7 @@ use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;
 
 use super::wakeup::Wakeups;
+use super::workflows::{advance_all, lock_workflows_of};
 use super::{JOB_COLUMNS, get_in, job_from_row};
 use crate::{PgStore, map_err};
 
@@ -159,13 +161,23 @@ impl PgStore {
         &self,
         id: JobId,
         now: OffsetDateTime,
-    ) -> StoreResult<Option<Job>> {
+    ) -> StoreResult<Advanced<Option<Job>>> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
+        // The job's running workflow is locked before the job (see `workflows.rs`); a step
+        // cancelled here moves it on.
+        let mut locked = lock_workflows_of(&mut tx, &[id.0]).await?;
         let mut wake = Wakeups::default();
         let job = cancel_in(&mut tx, id, now, &mut wake).await?;
+        if !job.as_ref().is_some_and(|j| j.state.is_final()) {
+            locked.clear();
+        }
+        let started = advance_all(&mut tx, &locked, now, &mut wake).await?;
         wake.send(&mut tx).await?;
         tx.commit().await.map_err(map_err)?;
-        Ok(job)
+        Ok(Advanced {
+            outcome: job,
+            started,
+        })
     }
 
     pub(crate) async fn retry_job_impl(
@@ -202,23 +214,21 @@ impl PgStore {
     ) -> StoreResult<u64> {
         // One statement: pick a bounded batch (skipping rows an operator is retrying right
         // now), then delete their events and the jobs. The extra bound on `finalized_at` lets
-        // `jobs_finalized` narrow the scan before the per-state test.
+        // `jobs_finalized` narrow the scan before the per-state test. Workflow steps go with
+        // their workflow (`prune_workflows_impl`); only a step whose workflow is gone already
+        // is pruned here, like any other job.
         let pruned: i64 = sqlx::query_scalar(
             "WITH doomed AS MATERIALIZED (
                  SELECT id FROM jobs
                  WHERE finalized_at < GREATEST($1, $2)
                    AND ((state IN ('completed', 'cancelled') AND finalized_at < $1)
                         OR (state = 'discarded' AND finalized_at < $2))
+                   AND (workflow_id IS NULL OR NOT EXISTS (
+                     SELECT 1 FROM workflows w WHERE w.id = jobs.workflow_id))
                  LIMIT $3
                  FOR UPDATE SKIP LOCKED),
              events AS (DELETE FROM job_events WHERE job_id IN (SELECT id FROM doomed)),
-             gone AS (DELETE FROM jobs WHERE id IN (SELECT id FROM doomed) RETURNING id),
-             -- Finished workflows go once their last step has (this statement's deletions
-             -- are not visible to itself, so a workflow goes in the round after its steps).
-             flows AS (DELETE FROM workflows WHERE id IN (
-                 SELECT id FROM workflows w WHERE finalized_at < $1
-                   AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.workflow_id = w.id)
-                 LIMIT $3))
+             gone AS (DELETE FROM jobs WHERE id IN (SELECT id FROM doomed) RETURNING id)
              SELECT count(*) FROM gone",
         )
         .bind(finished_before)

@@ -1,32 +1,31 @@
-//! Leases on PostgreSQL: claiming, the fenced reports of the lease holder (heartbeat,
-//! progress, complete, fail), and the rescue of jobs whose lease ran out.
+//! Leases on PostgreSQL: claiming, and the fenced reports of the lease holder (heartbeat,
+//! progress, complete); failed attempts and rescues are in `failures.rs`.
 //!
 //! Claims use `FOR UPDATE SKIP LOCKED`, so any number of servers claim from one queue without
 //! waiting on each other or taking a job twice. Every fenced write matches
-//! `state = 'running' AND lease_token = …`; failures first lock the row under that test, so a
-//! rescued or cancelled job can never be finished by the worker that lost it.
+//! `state = 'running' AND lease_token = …`, so a rescued or cancelled job can never be finished
+//! by the worker that lost it. A completed job advances its workflow in the same transaction;
+//! the running workflows of the jobs completed are locked first (see `workflows.rs` for why
+//! that order).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use carafe_core::jobs::{
-    AttemptError, Backoff, Claim, ClaimedJob, Completion, Failure, FailureOutcome, Fenced,
-    Heartbeat, HeartbeatAck, JobId, JobState, QueueName, RetryRequest, after_failure,
+    Advanced, Claim, ClaimedJob, Completion, Fenced, Heartbeat, HeartbeatAck, JobId, QueueName,
 };
 use carafe_core::{StoreError, StoreResult};
-use rand::Rng;
-use serde_json::{Value, json};
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;
 
-use super::rfc3339;
 use super::wakeup::Wakeups;
+use super::workflows::{advance_all, lock_workflows_of};
 use crate::{PgStore, map_err};
 
 /// Whether job `id` exists, to tell a lost lease (409) from a missing job (404).
-async fn lost<T>(conn: &mut PgConnection, id: JobId) -> StoreResult<Fenced<T>> {
+pub(crate) async fn lost<T>(conn: &mut PgConnection, id: JobId) -> StoreResult<Fenced<T>> {
     let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM jobs WHERE id = $1")
         .bind(id.0)
         .fetch_optional(conn)
@@ -37,103 +36,6 @@ async fn lost<T>(conn: &mut PgConnection, id: JobId) -> StoreResult<Fenced<T>> {
     } else {
         Fenced::NotFound
     })
-}
-
-/// A running job, locked, whose attempt failed.
-struct Failing {
-    id: JobId,
-    queue: QueueName,
-    attempt: u32,
-    max_attempts: u32,
-    backoff: Option<Backoff>,
-    cancel_requested: bool,
-}
-
-/// The columns `failing_from_row` reads.
-const FAILING: &str = "id, queue, attempt, max_attempts, backoff, cancel_requested";
-
-fn failing_from_row(row: &PgRow) -> StoreResult<Failing> {
-    let queue: String = row.try_get("queue").map_err(map_err)?;
-    let backoff: Option<Value> = row.try_get("backoff").map_err(map_err)?;
-    Ok(Failing {
-        id: JobId(row.try_get("id").map_err(map_err)?),
-        queue: QueueName::parse(&queue).map_err(|_| StoreError::corrupt("jobs.queue"))?,
-        attempt: row.try_get::<i32, _>("attempt").map_err(map_err)? as u32,
-        max_attempts: row.try_get::<i32, _>("max_attempts").map_err(map_err)? as u32,
-        backoff: backoff.and_then(|b| serde_json::from_value(b).ok()),
-        cancel_requested: row.try_get("cancel_requested").map_err(map_err)?,
-    })
-}
-
-/// Moves locked running jobs to the state their failed attempt leads to, each with its
-/// error appended and a `state` event, in one statement; returns the outcomes in order.
-async fn record_failures(
-    conn: &mut PgConnection,
-    failing: &[Failing],
-    message: &str,
-    retry: RetryRequest,
-    now: OffsetDateTime,
-    wake: &mut Wakeups,
-) -> StoreResult<Vec<FailureOutcome>> {
-    let mut outcomes = Vec::with_capacity(failing.len());
-    let (mut states, mut retry_at, mut finalized, mut errors, mut data) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for f in failing {
-        let unit: f64 = rand::rng().random();
-        let o = after_failure(
-            f.attempt,
-            f.max_attempts,
-            f.backoff.as_ref(),
-            retry,
-            f.cancel_requested,
-            now,
-            unit,
-        );
-        let error = AttemptError {
-            at: now,
-            attempt: f.attempt,
-            message: message.to_owned(),
-        };
-        let mut event = json!({"state": o.state, "attempt": f.attempt, "error": message});
-        if let Some(at) = o.retry_at {
-            event["retry_at"] = json!(rfc3339(at));
-        }
-        states.push(o.state.as_str());
-        retry_at.push(o.retry_at);
-        finalized.push(o.state.is_final().then_some(now));
-        errors.push(serde_json::to_value(error).map_err(StoreError::other)?);
-        data.push(event);
-        wake.job(f.id);
-        if o.state == JobState::Retryable {
-            wake.queue(&f.queue);
-        }
-        outcomes.push(o);
-    }
-    sqlx::query(
-        "WITH f AS (
-             SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::timestamptz[],
-                                  $5::jsonb[], $6::jsonb[])
-                 AS f(id, state, retry_at, finalized_at, error, data)),
-         failed AS (
-             UPDATE jobs j SET state = f.state, scheduled_at = COALESCE(f.retry_at, j.scheduled_at),
-                 finalized_at = f.finalized_at, errors = j.errors || jsonb_build_array(f.error),
-                 lease_token = NULL, lease_expires_at = NULL, event_seq = j.event_seq + 1
-             FROM f WHERE j.id = f.id
-             RETURNING j.id, j.event_seq, f.data)
-         INSERT INTO job_events (job_id, seq, at, kind, data)
-         SELECT id, event_seq, $7, 'state', data FROM failed",
-    )
-    .bind(failing.iter().map(|f| f.id.0).collect::<Vec<_>>())
-    .bind(states)
-    .bind(retry_at)
-    .bind(finalized)
-    .bind(errors)
-    .bind(data)
-    .bind(now)
-    .execute(&mut *conn)
-    .await
-    .map_err(map_err)?;
-    Ok(outcomes)
 }
 
 /// Extends the lease and records progress (with its event) for the lease holder.
@@ -297,7 +199,7 @@ impl PgStore {
         &self,
         items: &[Completion],
         now: OffsetDateTime,
-    ) -> StoreResult<Vec<Fenced<()>>> {
+    ) -> StoreResult<Advanced<Vec<Fenced<()>>>> {
         // A repeated (id, token) pair is sent once; its repeats are answered below as the
         // one-by-one order would (SQLite's): after a completion, the job no longer runs.
         let mut first: HashMap<(i64, &str), usize> = HashMap::new();
@@ -311,9 +213,11 @@ impl PgStore {
                 });
         }
         if sent.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Advanced::alone(Vec::new()));
         }
         let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let ids: Vec<i64> = sent.iter().map(|&i| items[i].id.0).collect();
+        let locked = lock_workflows_of(&mut tx, &ids).await?;
         // One statement completes every item whose lease holds (a job matches at most one
         // item: the one with its token), writes their events, and classifies the others. The
         // final SELECT sees `jobs` as it was before the UPDATE, which is enough to tell a lost
@@ -327,20 +231,20 @@ impl PgStore {
                      lease_token = NULL, lease_expires_at = NULL, event_seq = j.event_seq + 1
                  FROM items
                  WHERE j.id = items.id AND j.state = 'running' AND j.lease_token = items.token
-                 RETURNING items.n, j.id, j.attempt, j.event_seq, items.result),
+                 RETURNING items.n, j.id, j.attempt, j.event_seq, items.result, j.workflow_id),
              ev AS (
                  INSERT INTO job_events (job_id, seq, at, kind, data)
                  SELECT id, event_seq, $5, 'state',
                      jsonb_build_object('state', 'completed', 'attempt', attempt, 'result', result)
                  FROM done)
-             SELECT items.n, CASE
+             SELECT items.n, done.workflow_id, CASE
                  WHEN done.n IS NOT NULL THEN 'done'
                  WHEN EXISTS (SELECT 1 FROM jobs WHERE jobs.id = items.id) THEN 'lost'
                  ELSE 'missing' END AS outcome
              FROM items LEFT JOIN done ON done.n = items.n",
         )
         .bind(sent.iter().map(|&i| i as i32).collect::<Vec<_>>())
-        .bind(sent.iter().map(|&i| items[i].id.0).collect::<Vec<_>>())
+        .bind(&ids)
         .bind(
             sent.iter()
                 .map(|&i| items[i].lease_token.as_str())
@@ -357,9 +261,12 @@ impl PgStore {
         .map_err(map_err)?;
         let mut answers: Vec<Option<Fenced<()>>> = vec![None; items.len()];
         let mut wake = Wakeups::default();
+        let mut ended = BTreeSet::new();
         for row in &rows {
             let n: i32 = row.try_get("n").map_err(map_err)?;
             let outcome: String = row.try_get("outcome").map_err(map_err)?;
+            let workflow: Option<i64> = row.try_get("workflow_id").map_err(map_err)?;
+            ended.extend(workflow.filter(|w| locked.contains(w)));
             let n = n as usize;
             answers[n] = Some(match outcome.as_str() {
                 "done" => {
@@ -370,9 +277,10 @@ impl PgStore {
                 _ => Fenced::NotFound,
             });
         }
+        let started = advance_all(&mut tx, &ended, now, &mut wake).await?;
         wake.send(&mut tx).await?;
         tx.commit().await.map_err(map_err)?;
-        items
+        let outcome = items
             .iter()
             .enumerate()
             .map(|(i, item)| {
@@ -383,74 +291,7 @@ impl PgStore {
                     None => Err(StoreError::corrupt("a completion got no answer")),
                 }
             })
-            .collect()
-    }
-
-    pub(crate) async fn fail_job_impl(
-        &self,
-        f: Failure<'_>,
-    ) -> StoreResult<Fenced<FailureOutcome>> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let sql = format!(
-            "SELECT {FAILING} FROM jobs WHERE id = $1 AND state = 'running' AND lease_token = $2
-             FOR UPDATE"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(f.id.0)
-            .bind(f.lease_token)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        let Some(row) = row else {
-            return lost(&mut tx, f.id).await;
-        };
-        let failing = [failing_from_row(&row)?];
-        let mut wake = Wakeups::default();
-        let outcome =
-            record_failures(&mut tx, &failing, &f.message, f.retry, f.now, &mut wake).await?;
-        wake.send(&mut tx).await?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(Fenced::Done(outcome[0]))
-    }
-
-    pub(crate) async fn rescue_expired_jobs_impl(
-        &self,
-        now: OffsetDateTime,
-        batch: u32,
-    ) -> StoreResult<Vec<JobId>> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        // SKIP LOCKED: a job whose worker is reporting right now is left to that report (and
-        // to the next rescue, if the report does not end it); two rescuers split the work.
-        let sql = format!(
-            "SELECT {FAILING} FROM jobs WHERE state = 'running' AND lease_expires_at <= $1
-             ORDER BY lease_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(now)
-            .bind(i64::from(batch))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        let failing = rows
-            .iter()
-            .map(failing_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
-        if failing.is_empty() {
-            return Ok(Vec::new());
-        }
-        let message = "the worker's lease expired before it finished (worker lost or too slow)";
-        let mut wake = Wakeups::default();
-        record_failures(
-            &mut tx,
-            &failing,
-            message,
-            RetryRequest::Default,
-            now,
-            &mut wake,
-        )
-        .await?;
-        wake.send(&mut tx).await?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(failing.iter().map(|f| f.id).collect())
+            .collect::<StoreResult<_>>()?;
+        Ok(Advanced { outcome, started })
     }
 }

@@ -3,8 +3,9 @@
 //! servers share one database and every round trip holds locks a little longer.
 //!
 //! This module holds the row mapping and the reads; `insert.rs` inserts (with unique keys),
-//! `lease.rs` claims and the lease holder's reports, `admin.rs` operator actions, maintenance
-//! and leader leases, `wakeup.rs` the `NOTIFY` hints other servers listen for.
+//! `lease.rs` claims and the lease holder's reports, `failures.rs` failed attempts and
+//! rescues, `admin.rs` operator actions, maintenance and leader leases, `workflows.rs`
+//! workflows and their advance, `wakeup.rs` the `NOTIFY` hints other servers listen for.
 //!
 //! Most writes are one statement of the shape
 //! `WITH changed AS (UPDATE jobs … RETURNING …), ev AS (INSERT INTO job_events … FROM changed)
@@ -13,6 +14,7 @@
 //! data-modifying CTE always runs, even when the final `SELECT` does not read it.
 
 mod admin;
+mod failures;
 pub(crate) mod insert;
 mod lease;
 pub(crate) mod wakeup;

@@ -1,9 +1,17 @@
-//! `WorkflowStore` on PostgreSQL. Advancing locks the workflow's row (`FOR UPDATE`), so two
-//! steps completing at once on different servers are seen one after the other: the next step
-//! (or a chord's callback) is started exactly once.
+//! `WorkflowStore` on PostgreSQL, and the advance every write that ends a step runs in its own
+//! transaction. Advancing locks the workflow's row (`FOR UPDATE`), so two steps completing at
+//! once on different servers are seen one after the other: the next step (or a chord's
+//! callback) is started exactly once.
+//!
+//! Lock order: a write that may end steps locks their running workflows (`lock_workflows_of`,
+//! in id order) *before* it locks the steps' rows. An advance may cancel other steps of its
+//! workflow, which locks their rows; were the order ever reversed, a step finishing while its
+//! workflow fails could deadlock with the failing one.
+
+use std::collections::BTreeSet;
 
 use carafe_core::jobs::{
-    Job, JobId, JobState, NewJob, QueueName, Step, Workflow, WorkflowId, WorkflowKind,
+    Job, JobId, JobState, NewJob, QueueName, Step, SweepPage, Workflow, WorkflowId, WorkflowKind,
     WorkflowState, plan,
 };
 use carafe_core::{StoreError, StoreResult};
@@ -125,6 +133,40 @@ async fn advance_in(
     Ok(started)
 }
 
+/// Locks the running workflows these jobs are steps of, in id order, and returns their ids:
+/// one statement, whatever the number of jobs (none for jobs outside workflows). Call it
+/// before locking the jobs themselves.
+pub(crate) async fn lock_workflows_of(
+    conn: &mut PgConnection,
+    jobs: &[i64],
+) -> StoreResult<BTreeSet<i64>> {
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM workflows
+         WHERE id IN (SELECT workflow_id FROM jobs WHERE id = ANY($1)) AND state = 'running'
+         ORDER BY id FOR UPDATE",
+    )
+    .bind(jobs)
+    .fetch_all(conn)
+    .await
+    .map_err(map_err)?;
+    Ok(ids.into_iter().collect())
+}
+
+/// Advances each of these workflows (locked by the caller, see `lock_workflows_of`) in the
+/// caller's transaction, in id order; returns the steps started.
+pub(crate) async fn advance_all(
+    conn: &mut PgConnection,
+    workflows: &BTreeSet<i64>,
+    now: OffsetDateTime,
+    wake: &mut Wakeups,
+) -> StoreResult<Vec<(JobId, QueueName)>> {
+    let mut started = Vec::new();
+    for &id in workflows {
+        started.extend(advance_in(&mut *conn, WorkflowId(id), now, wake).await?);
+    }
+    Ok(started)
+}
+
 impl PgStore {
     pub(crate) async fn create_workflow_impl(
         &self,
@@ -168,53 +210,83 @@ impl PgStore {
         workflow_in(&mut conn, id, false).await
     }
 
-    pub(crate) async fn advance_workflows_impl(
+    pub(crate) async fn advance_workflow_impl(
         &self,
-        jobs: &[JobId],
+        id: WorkflowId,
         now: OffsetDateTime,
     ) -> StoreResult<Vec<(JobId, QueueName)>> {
-        let ids: Vec<i64> = jobs.iter().map(|j| j.0).collect();
-        let workflows: Vec<i64> = sqlx::query_scalar(
-            "SELECT DISTINCT workflow_id FROM jobs
-             WHERE id = ANY($1) AND workflow_id IS NOT NULL ORDER BY workflow_id",
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let mut wake = Wakeups::default();
+        let started = advance_in(&mut tx, id, now, &mut wake).await?;
+        wake.send(&mut tx).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(started)
+    }
+
+    /// Reads the page without locking anything: most running workflows have nothing to do.
+    pub(crate) async fn stalled_workflows_impl(
+        &self,
+        after: Option<WorkflowId>,
+        batch: u32,
+    ) -> StoreResult<SweepPage> {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT id, kind FROM workflows WHERE state = 'running' AND id > $1
+             ORDER BY id LIMIT $2",
+        )
+        .bind(after.map_or(i64::MIN, |a| a.0))
+        .bind(i64::from(batch))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        let steps: Vec<(i64, i64, String)> = sqlx::query_as(
+            "SELECT workflow_id, id, state FROM jobs WHERE workflow_id = ANY($1)
+             ORDER BY workflow_id, workflow_step",
         )
         .bind(&ids)
         .fetch_all(&self.pool)
         .await
         .map_err(map_err)?;
-        self.advance_each(workflows, now).await
+        SweepPage::from_rows(&rows, &steps, batch).map_err(StoreError::corrupt)
     }
 
-    pub(crate) async fn advance_running_workflows_impl(
+    pub(crate) async fn prune_workflows_impl(
         &self,
-        now: OffsetDateTime,
+        finished_before: OffsetDateTime,
+        discarded_before: OffsetDateTime,
         batch: u32,
-    ) -> StoreResult<Vec<(JobId, QueueName)>> {
-        let workflows: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM workflows WHERE state = 'running' ORDER BY id LIMIT $1",
+    ) -> StoreResult<u64> {
+        // One statement: a bounded batch of workflows past their retention whose steps are all
+        // finished before that cut-off (skipping workflows another transaction holds), then
+        // their steps' events, the steps, and the workflows. A step retried meanwhile (no
+        // longer finalized) is left out, to be pruned later as a job of no workflow.
+        let pruned: i64 = sqlx::query_scalar(
+            "WITH flows AS MATERIALIZED (
+                 SELECT id FROM workflows w
+                 WHERE finalized_at < GREATEST($1, $2)
+                   AND ((state IN ('completed', 'cancelled') AND finalized_at < $1)
+                        OR (state = 'failed' AND finalized_at < $2))
+                   AND NOT EXISTS (
+                     SELECT 1 FROM jobs j WHERE j.workflow_id = w.id
+                       AND (j.finalized_at IS NULL
+                            OR j.finalized_at >= CASE w.state WHEN 'failed' THEN $2 ELSE $1 END))
+                 LIMIT $3
+                 FOR UPDATE SKIP LOCKED),
+             steps AS MATERIALIZED (
+                 SELECT id FROM jobs
+                 WHERE workflow_id IN (SELECT id FROM flows) AND finalized_at IS NOT NULL
+                 FOR UPDATE),
+             events AS (DELETE FROM job_events WHERE job_id IN (SELECT id FROM steps)),
+             gone_steps AS (DELETE FROM jobs WHERE id IN (SELECT id FROM steps)),
+             gone AS (DELETE FROM workflows WHERE id IN (SELECT id FROM flows) RETURNING id)
+             SELECT count(*) FROM gone",
         )
+        .bind(finished_before)
+        .bind(discarded_before)
         .bind(i64::from(batch))
-        .fetch_all(&self.pool)
+        .fetch_one(&self.pool)
         .await
         .map_err(map_err)?;
-        self.advance_each(workflows, now).await
-    }
-
-    /// Advances each workflow in its own short transaction, in id order (so two servers lock
-    /// them in the same order).
-    async fn advance_each(
-        &self,
-        workflows: Vec<i64>,
-        now: OffsetDateTime,
-    ) -> StoreResult<Vec<(JobId, QueueName)>> {
-        let mut started = Vec::new();
-        for id in workflows {
-            let mut tx = self.pool.begin().await.map_err(map_err)?;
-            let mut wake = Wakeups::default();
-            started.extend(advance_in(&mut tx, WorkflowId(id), now, &mut wake).await?);
-            wake.send(&mut tx).await?;
-            tx.commit().await.map_err(map_err)?;
-        }
-        Ok(started)
+        Ok(pruned as u64)
     }
 }

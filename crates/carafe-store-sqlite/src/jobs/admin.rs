@@ -2,8 +2,8 @@
 //! pausing, reading a job's events, and leader leases.
 
 use carafe_core::jobs::{
-    Allowance, Job, JobEvent, JobId, JobState, QueueCount, QueueLimits, QueueName, QueueStats,
-    allowance,
+    Advanced, Allowance, Job, JobEvent, JobId, JobState, QueueCount, QueueLimits, QueueName,
+    QueueStats, allowance,
 };
 use carafe_core::{StoreError, StoreResult};
 use serde_json::json;
@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 
 use sqlx::SqliteConnection;
 
+use super::workflows::advance_all;
 use super::{NewEvent, add_events, get_in};
 
 /// A `queues` row: name, paused, concurrency limit, rate per second, lease in ms.
@@ -134,15 +135,25 @@ impl SqliteStore {
         &self,
         id: JobId,
         now: OffsetDateTime,
-    ) -> StoreResult<Option<Job>> {
+    ) -> StoreResult<Advanced<Option<Job>>> {
         let mut tx = self
             .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(map_err)?;
         let job = cancel_in(&mut tx, id, now).await?;
+        // A cancelled step moves its workflow on (advancing a finished one changes nothing).
+        let workflow = job
+            .as_ref()
+            .filter(|j| j.state.is_final())
+            .and_then(|j| j.workflow)
+            .map(|(w, _)| w.0);
+        let started = advance_all(&mut tx, workflow, now).await?;
         tx.commit().await.map_err(map_err)?;
-        Ok(job)
+        Ok(Advanced {
+            outcome: job,
+            started,
+        })
     }
 
     pub(crate) async fn retry_job_impl(
@@ -201,10 +212,14 @@ impl SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(map_err)?;
+        // Workflow steps go with their workflow (`prune_workflows_impl`); only a step whose
+        // workflow is gone already is pruned here, like any other job.
         let ids: Vec<i64> = sqlx::query_scalar(
             "SELECT id FROM jobs WHERE finalized_at IS NOT NULL AND (
                  (state IN ('completed', 'cancelled') AND finalized_at < ?)
                  OR (state = 'discarded' AND finalized_at < ?))
+               AND (workflow_id IS NULL OR NOT EXISTS (
+                 SELECT 1 FROM workflows WHERE workflows.id = jobs.workflow_id))
              LIMIT ?",
         )
         .bind(ms(finished_before))
@@ -222,18 +237,6 @@ impl SqliteStore {
                 .await
                 .map_err(map_err)?;
         }
-        // Finished workflows go once their last step has.
-        sqlx::query(
-            "DELETE FROM workflows WHERE id IN (
-                 SELECT id FROM workflows WHERE finalized_at < ?
-                   AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.workflow_id = workflows.id)
-                 LIMIT ?)",
-        )
-        .bind(ms(finished_before))
-        .bind(i64::from(batch))
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
         tx.commit().await.map_err(map_err)?;
         Ok(ids.len() as u64)
     }

@@ -1,13 +1,14 @@
 //! Leases on SQLite: claiming, and the fenced reports of the lease holder (heartbeat, progress,
 //! complete, fail), plus the rescue of jobs whose lease ran out. Every fenced statement
 //! matches `state = 'running' AND lease_token = ?`, so a rescued or cancelled job can never be
-//! finished by the worker that lost it.
+//! finished by the worker that lost it. A job that ends advances its workflow, if it has one,
+//! in the same transaction.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use carafe_core::jobs::{
-    Backoff, Claim, ClaimedJob, Completion, Failure, FailureOutcome, Fenced, Heartbeat,
+    Advanced, Backoff, Claim, ClaimedJob, Completion, Failure, FailureOutcome, Fenced, Heartbeat,
     HeartbeatAck, JobId, JobState, QueueName, RetryRequest, after_failure,
 };
 use carafe_core::{StoreError, StoreResult};
@@ -16,6 +17,7 @@ use serde_json::{Value, json};
 use sqlx::{Row, SqliteConnection};
 use time::OffsetDateTime;
 
+use super::workflows::advance_all;
 use super::{NewEvent, WAITING, add_events, rfc3339};
 use crate::{SqliteStore, at, map_err, ms};
 
@@ -37,7 +39,8 @@ async fn lost<T>(conn: &mut SqliteConnection, id: JobId) -> StoreResult<Fenced<T
     })
 }
 
-/// Moves a running job to the state a failed attempt leads to, fenced by `token`.
+/// Moves a running job to the state a failed attempt leads to, fenced by `token`, and
+/// advances the job's workflow when that state is final (its started steps go to `started`).
 /// Returns the outcome, or `None` when the token no longer holds the job.
 pub(crate) async fn record_failure(
     conn: &mut SqliteConnection,
@@ -46,9 +49,10 @@ pub(crate) async fn record_failure(
     message: &str,
     retry: RetryRequest,
     now: OffsetDateTime,
+    started: &mut Vec<(JobId, QueueName)>,
 ) -> StoreResult<Option<FailureOutcome>> {
     let row = sqlx::query(
-        "SELECT attempt, max_attempts, backoff, cancel_requested FROM jobs
+        "SELECT attempt, max_attempts, backoff, cancel_requested, workflow_id FROM jobs
          WHERE id = ? AND state = 'running' AND lease_token = ?",
     )
     .bind(id.0)
@@ -64,6 +68,7 @@ pub(crate) async fn record_failure(
     let backoff: Option<String> = row.try_get("backoff").map_err(map_err)?;
     let backoff: Option<Backoff> = backoff.and_then(|b| serde_json::from_str(&b).ok());
     let cancel = row.try_get::<i64, _>("cancel_requested").map_err(map_err)? != 0;
+    let workflow: Option<i64> = row.try_get("workflow_id").map_err(map_err)?;
     let unit: f64 = rand::rng().random();
     let outcome = after_failure(
         attempt,
@@ -95,7 +100,7 @@ pub(crate) async fn record_failure(
         data["retry_at"] = json!(rfc3339(retry_at));
     }
     add_events(
-        conn,
+        &mut *conn,
         now,
         &[NewEvent {
             job: id.0,
@@ -105,6 +110,9 @@ pub(crate) async fn record_failure(
         }],
     )
     .await?;
+    if outcome.state.is_final() {
+        started.extend(advance_all(conn, workflow, now).await?);
+    }
     Ok(Some(outcome))
 }
 
@@ -240,7 +248,7 @@ impl SqliteStore {
         &self,
         items: &[Completion],
         now: OffsetDateTime,
-    ) -> StoreResult<Vec<Fenced<()>>> {
+    ) -> StoreResult<Advanced<Vec<Fenced<()>>>> {
         let mut tx = self
             .writer
             .begin_with("BEGIN IMMEDIATE")
@@ -248,7 +256,8 @@ impl SqliteStore {
             .map_err(map_err)?;
         // Three statements per batch, whatever its size: read the current leases, complete
         // the items that hold theirs, append their events. The single writer keeps the
-        // leases from changing in between.
+        // leases from changing in between. Then the workflows of completed steps (if any)
+        // advance.
         let ids: Vec<i64> = items.iter().map(|i| i.id.0).collect();
         let current: HashMap<i64, (String, Option<String>)> = sqlx::query(
             "SELECT id, state, lease_token FROM jobs WHERE id IN (SELECT value FROM json_each(?))",
@@ -287,7 +296,7 @@ impl SqliteStore {
             "UPDATE jobs SET state = 'completed', result = c.value -> '$.r', finalized_at = ?,
                  lease_token = NULL, lease_expires_at = NULL, event_seq = event_seq + 1
              FROM json_each(?) AS c WHERE jobs.id = c.value ->> '$.id'
-             RETURNING id, attempt, event_seq",
+             RETURNING id, attempt, event_seq, workflow_id",
         )
         .bind(ms(now))
         .bind(Value::Array(winners).to_string())
@@ -296,8 +305,13 @@ impl SqliteStore {
         .map_err(map_err)?;
         let results: HashMap<i64, &Value> = items.iter().map(|i| (i.id.0, &i.result)).collect();
         let mut events = Vec::with_capacity(rows.len());
+        let mut workflows = Vec::new();
         for row in &rows {
             let id: i64 = row.try_get("id").map_err(map_err)?;
+            workflows.extend(
+                row.try_get::<Option<i64>, _>("workflow_id")
+                    .map_err(map_err)?,
+            );
             let attempt: i64 = row.try_get("attempt").map_err(map_err)?;
             events.push(NewEvent {
                 job: id,
@@ -307,34 +321,43 @@ impl SqliteStore {
             });
         }
         add_events(&mut tx, now, &events).await?;
+        let started = advance_all(&mut tx, workflows, now).await?;
         tx.commit().await.map_err(map_err)?;
-        Ok(out)
+        Ok(Advanced {
+            outcome: out,
+            started,
+        })
     }
 
     pub(crate) async fn fail_job_impl(
         &self,
         f: Failure<'_>,
-    ) -> StoreResult<Fenced<FailureOutcome>> {
+    ) -> StoreResult<Advanced<Fenced<FailureOutcome>>> {
         let mut tx = self
             .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(map_err)?;
+        let mut started = Vec::new();
+        let (id, token, now) = (f.id, f.lease_token, f.now);
         let outcome =
-            record_failure(&mut tx, f.id, f.lease_token, &f.message, f.retry, f.now).await?;
+            record_failure(&mut tx, id, token, &f.message, f.retry, now, &mut started).await?;
         let answer = match outcome {
             Some(o) => Fenced::Done(o),
             None => lost(&mut tx, f.id).await?,
         };
         tx.commit().await.map_err(map_err)?;
-        Ok(answer)
+        Ok(Advanced {
+            outcome: answer,
+            started,
+        })
     }
 
     pub(crate) async fn rescue_expired_jobs_impl(
         &self,
         now: OffsetDateTime,
         batch: u32,
-    ) -> StoreResult<Vec<JobId>> {
+    ) -> StoreResult<Advanced<Vec<JobId>>> {
         let mut tx = self
             .writer
             .begin_with("BEGIN IMMEDIATE")
@@ -350,12 +373,14 @@ impl SqliteStore {
         .await
         .map_err(map_err)?;
         let mut rescued = Vec::with_capacity(rows.len());
+        let mut started = Vec::new();
         for row in rows {
             let id = JobId(row.try_get("id").map_err(map_err)?);
             let token: Option<String> = row.try_get("lease_token").map_err(map_err)?;
             let message = "the worker's lease expired before it finished (worker lost or too slow)";
             let token = token.ok_or_else(|| StoreError::corrupt("running job without a lease"))?;
-            if record_failure(&mut tx, id, &token, message, RetryRequest::Default, now)
+            let retry = RetryRequest::Default;
+            if record_failure(&mut tx, id, &token, message, retry, now, &mut started)
                 .await?
                 .is_some()
             {
@@ -363,7 +388,10 @@ impl SqliteStore {
             }
         }
         tx.commit().await.map_err(map_err)?;
-        Ok(rescued)
+        Ok(Advanced {
+            outcome: rescued,
+            started,
+        })
     }
 }
 

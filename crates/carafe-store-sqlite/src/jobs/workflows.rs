@@ -1,8 +1,11 @@
-//! `WorkflowStore` on SQLite. The single writer serializes every advance, so a workflow's
-//! next step (or a chord's callback) is started exactly once.
+//! `WorkflowStore` on SQLite, and `advance_in`, which every write that ends a step calls in
+//! its own transaction. The single writer serializes every advance, so a workflow's next step
+//! (or a chord's callback) is started exactly once.
+
+use std::collections::BTreeSet;
 
 use carafe_core::jobs::{
-    Job, JobId, JobState, NewJob, QueueName, Step, Workflow, WorkflowId, WorkflowKind,
+    Job, JobId, JobState, NewJob, QueueName, Step, SweepPage, Workflow, WorkflowId, WorkflowKind,
     WorkflowState, plan,
 };
 use carafe_core::{StoreError, StoreResult};
@@ -51,7 +54,7 @@ async fn workflow_in(conn: &mut SqliteConnection, id: WorkflowId) -> StoreResult
 }
 
 /// Applies `plan` to one running workflow; returns the steps it started.
-async fn advance_in(
+pub(crate) async fn advance_in(
     conn: &mut SqliteConnection,
     id: WorkflowId,
     now: OffsetDateTime,
@@ -117,6 +120,20 @@ async fn advance_in(
     Ok(started)
 }
 
+/// Advances each of these workflows (ids, repeats allowed) in the caller's transaction;
+/// returns the steps started.
+pub(crate) async fn advance_all(
+    conn: &mut SqliteConnection,
+    workflows: impl IntoIterator<Item = i64>,
+    now: OffsetDateTime,
+) -> StoreResult<Vec<(JobId, QueueName)>> {
+    let mut started = Vec::new();
+    for id in workflows.into_iter().collect::<BTreeSet<_>>() {
+        started.extend(advance_in(&mut *conn, WorkflowId(id), now).await?);
+    }
+    Ok(started)
+}
+
 impl SqliteStore {
     pub(crate) async fn create_workflow_impl(
         &self,
@@ -157,57 +174,93 @@ impl SqliteStore {
         workflow_in(&mut conn, id).await
     }
 
-    pub(crate) async fn advance_workflows_impl(
+    pub(crate) async fn advance_workflow_impl(
         &self,
-        jobs: &[JobId],
+        id: WorkflowId,
         now: OffsetDateTime,
     ) -> StoreResult<Vec<(JobId, QueueName)>> {
-        let ids: Vec<i64> = jobs.iter().map(|j| j.0).collect();
-        // Most jobs belong to no workflow: find out on a read connection first.
-        let workflows: Vec<i64> = sqlx::query_scalar(
-            "SELECT DISTINCT workflow_id FROM jobs
-             WHERE id IN (SELECT value FROM json_each(?)) AND workflow_id IS NOT NULL",
-        )
-        .bind(serde_json::to_string(&ids).expect("serializes"))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(map_err)?;
-        self.advance_each(workflows, now).await
-    }
-
-    pub(crate) async fn advance_running_workflows_impl(
-        &self,
-        now: OffsetDateTime,
-        batch: u32,
-    ) -> StoreResult<Vec<(JobId, QueueName)>> {
-        let workflows: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM workflows WHERE state = 'running' ORDER BY id LIMIT ?",
-        )
-        .bind(i64::from(batch))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(map_err)?;
-        self.advance_each(workflows, now).await
-    }
-
-    async fn advance_each(
-        &self,
-        workflows: Vec<i64>,
-        now: OffsetDateTime,
-    ) -> StoreResult<Vec<(JobId, QueueName)>> {
-        if workflows.is_empty() {
-            return Ok(Vec::new());
-        }
         let mut tx = self
             .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(map_err)?;
-        let mut started = Vec::new();
-        for id in workflows {
-            started.extend(advance_in(&mut tx, WorkflowId(id), now).await?);
-        }
+        let started = advance_in(&mut tx, id, now).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(started)
+    }
+
+    /// Reads the page on a read connection: most running workflows have nothing to do, and
+    /// finding that out takes no write lock.
+    pub(crate) async fn stalled_workflows_impl(
+        &self,
+        after: Option<WorkflowId>,
+        batch: u32,
+    ) -> StoreResult<SweepPage> {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT id, kind FROM workflows WHERE state = 'running' AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(after.map_or(i64::MIN, |a| a.0))
+        .bind(i64::from(batch))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        let steps: Vec<(i64, i64, String)> = sqlx::query_as(
+            "SELECT workflow_id, id, state FROM jobs
+             WHERE workflow_id IN (SELECT value FROM json_each(?))
+             ORDER BY workflow_id, workflow_step",
+        )
+        .bind(serde_json::to_string(&ids).expect("serializes"))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        SweepPage::from_rows(&rows, &steps, batch).map_err(StoreError::corrupt)
+    }
+
+    pub(crate) async fn prune_workflows_impl(
+        &self,
+        finished_before: OffsetDateTime,
+        discarded_before: OffsetDateTime,
+        batch: u32,
+    ) -> StoreResult<u64> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
+        // A workflow past its retention goes with every step, once none of them is unfinished
+        // (a retried step) or finalized after the workflow's cut-off.
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT w.id FROM workflows w
+             WHERE w.finalized_at < MAX(?1, ?2)
+               AND ((w.state IN ('completed', 'cancelled') AND w.finalized_at < ?1)
+                    OR (w.state = 'failed' AND w.finalized_at < ?2))
+               AND NOT EXISTS (
+                 SELECT 1 FROM jobs j WHERE j.workflow_id = w.id
+                   AND (j.finalized_at IS NULL
+                        OR j.finalized_at >= CASE w.state WHEN 'failed' THEN ?2 ELSE ?1 END))
+             LIMIT ?3",
+        )
+        .bind(ms(finished_before))
+        .bind(ms(discarded_before))
+        .bind(i64::from(batch))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let list = serde_json::to_string(&ids).expect("serializes");
+        for sql in [
+            "DELETE FROM job_events WHERE job_id IN (
+                 SELECT id FROM jobs WHERE workflow_id IN (SELECT value FROM json_each(?)))",
+            "DELETE FROM jobs WHERE workflow_id IN (SELECT value FROM json_each(?))",
+            "DELETE FROM workflows WHERE id IN (SELECT value FROM json_each(?))",
+        ] {
+            sqlx::query(sql)
+                .bind(&list)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(ids.len() as u64)
     }
 }

@@ -179,37 +179,24 @@ impl Jobs {
 
     pub async fn complete(&self, items: &[Completion]) -> StoreResult<Vec<Fenced<()>>> {
         let done = self.store.complete_jobs(items, now()).await?;
-        for (item, outcome) in items.iter().zip(&done) {
+        let mut n = 0;
+        for (item, outcome) in items.iter().zip(&done.outcome) {
             if matches!(outcome, Fenced::Done(())) {
                 self.bus.publish(&job_topic(item.id));
+                n += 1;
             }
         }
-        let n = done
-            .iter()
-            .filter(|d| matches!(d, Fenced::Done(())))
-            .count();
-        metrics::counter!("carafe_jobs_completed_total").increment(n as u64);
-        let finished: Vec<JobId> = items
-            .iter()
-            .zip(&done)
-            .filter(|(_, d)| matches!(d, Fenced::Done(())))
-            .map(|(i, _)| i.id)
-            .collect();
-        self.advance_workflows(&finished).await?;
-        Ok(done)
+        metrics::counter!("carafe_jobs_completed_total").increment(n);
+        self.wake_started(&done.started);
+        Ok(done.outcome)
     }
 
-    /// Moves on the workflows these (now finished) jobs are steps of, and wakes the queues of
-    /// the steps that start.
-    pub async fn advance_workflows(&self, finished: &[JobId]) -> StoreResult<()> {
-        if finished.is_empty() {
-            return Ok(());
-        }
-        for (job, queue) in self.store.advance_workflows(finished, now()).await? {
-            self.bus.publish(&job_topic(job));
+    /// Wakes the watchers and queues of workflow steps a store write started.
+    pub fn wake_started(&self, started: &[(JobId, QueueName)]) {
+        for (job, queue) in started {
+            self.bus.publish(&job_topic(*job));
             self.bus.publish(&queue_topic(queue.as_str()));
         }
-        Ok(())
     }
 
     pub async fn fail(
@@ -219,29 +206,25 @@ impl Jobs {
     ) -> StoreResult<Fenced<FailureOutcome>> {
         let id = failure.id;
         let outcome = self.store.fail_job(failure).await?;
-        if let Fenced::Done(o) = &outcome {
+        if let Fenced::Done(o) = &outcome.outcome {
             self.bus.publish(&job_topic(id));
             if let Some(q) = queue.filter(|_| o.state == JobState::Retryable) {
                 self.bus.publish(&queue_topic(q.as_str()));
             }
             metrics::counter!("carafe_jobs_failed_total", "outcome" => o.state.as_str())
                 .increment(1);
-            if o.state.is_final() {
-                self.advance_workflows(&[id]).await?;
-            }
         }
-        Ok(outcome)
+        self.wake_started(&outcome.started);
+        Ok(outcome.outcome)
     }
 
     pub async fn cancel(&self, id: JobId) -> StoreResult<Option<Job>> {
         let job = self.store.cancel_job(id, now()).await?;
-        if let Some(j) = &job {
+        if job.outcome.is_some() {
             self.bus.publish(&job_topic(id));
-            if j.state.is_final() {
-                self.advance_workflows(&[id]).await?;
-            }
         }
-        Ok(job)
+        self.wake_started(&job.started);
+        Ok(job.outcome)
     }
 
     pub async fn retry(&self, id: JobId) -> StoreResult<Option<Job>> {

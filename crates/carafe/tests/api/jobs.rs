@@ -572,7 +572,7 @@ async fn retention_prunes_finished_jobs_and_metrics_show_queues() {
     let pruned = carafe::jobs::maintenance::prune(&app.state.jobs)
         .await
         .unwrap();
-    assert_eq!(pruned, 1);
+    assert_eq!(pruned.jobs, 1);
     problem(app.get_job(&app.admin_key, done).await, 404, "not_found").await;
     assert_eq!(app.get_job(&app.admin_key, waiting).await.status(), 200);
 }

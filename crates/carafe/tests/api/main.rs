@@ -43,4 +43,5 @@ mod tus;
 mod tus_clients;
 mod tus_encryption;
 mod workers;
+mod workflow_upkeep;
 mod workflows;
