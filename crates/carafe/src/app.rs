@@ -21,7 +21,7 @@ use url::Url;
 use crate::config::Config;
 use crate::files::Files;
 use crate::files::process::FileJobs;
-use crate::http::{self, observe::Observer};
+use crate::api::{self, observe::Observer};
 use crate::jobs::push::Dispatcher;
 use crate::jobs::runner::Handlers;
 use crate::jobs::{Jobs, maintenance};
@@ -200,7 +200,7 @@ impl App {
             store,
             config,
         });
-        let router = http::router(state.clone());
+        let router = api::router(state.clone());
         Ok(App {
             listener,
             router,

@@ -8,7 +8,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod files;
-pub mod http;
+pub mod api;
 pub mod jobs;
 pub mod keys;
 pub mod realtime;

@@ -10,7 +10,7 @@ use url::Url;
 
 use crate::config::Config;
 use crate::files::Files;
-use crate::http::observe::Observer;
+use crate::api::observe::Observer;
 use crate::jobs::Jobs;
 use crate::keys::Keys;
 use crate::secrets::Sealer;

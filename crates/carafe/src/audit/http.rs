@@ -12,11 +12,11 @@ use utoipa::ToSchema;
 
 use super::csv;
 use super::query::{self, AuditParams, Format};
-use crate::http::auth::Principal;
-use crate::http::error::{ApiResult, Problem};
-use crate::http::pagination::{self, PageBody};
-use crate::http::public_url::BaseUrl;
-use crate::http::query::Query;
+use crate::api::auth::Principal;
+use crate::api::error::{ApiResult, Problem};
+use crate::api::pagination::{self, PageBody};
+use crate::api::public_url::BaseUrl;
+use crate::api::query::Query;
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]

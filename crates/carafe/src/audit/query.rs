@@ -11,9 +11,9 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::IntoParams;
 
-use crate::http::auth::Principal;
-use crate::http::error::{ApiError, ApiResult, FieldError};
-use crate::http::pagination::ListParams;
+use crate::api::auth::Principal;
+use crate::api::error::{ApiError, ApiResult, FieldError};
+use crate::api::pagination::ListParams;
 
 /// Longest `actor` a filter accepts (`user:<id>` ids are the application's own).
 const MAX_ACTOR_LEN: usize = 256;

@@ -13,11 +13,11 @@ use serde_json::json;
 use super::sniff::Kind;
 use super::views::BucketView;
 use crate::config;
-use crate::http::auth::Principal;
-use crate::http::error::{ApiError, ApiResult, FieldError, Problem};
-use crate::http::json::Json;
-use crate::http::query::Path;
-use crate::http::request_id::RequestId;
+use crate::api::auth::Principal;
+use crate::api::error::{ApiError, ApiResult, FieldError, Problem};
+use crate::api::json::Json;
+use crate::api::query::Path;
+use crate::api::request_id::RequestId;
 use crate::state::AppState;
 
 /// Most thumbnail sizes per bucket, and the largest side of one.

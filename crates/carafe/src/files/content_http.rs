@@ -18,11 +18,11 @@ use super::download::{Content, Delivery, Served, header_value};
 use super::links::{LinkError, LinkQuery};
 use super::thumb_key;
 use crate::audit::Actor;
-use crate::http::auth::{Principal, StreamPrincipal};
-use crate::http::client::Client;
-use crate::http::error::{ApiError, ApiResult, Problem};
-use crate::http::query::{Path, Query};
-use crate::http::request_id::RequestId;
+use crate::api::auth::{Principal, StreamPrincipal};
+use crate::api::client::Client;
+use crate::api::error::{ApiError, ApiResult, Problem};
+use crate::api::query::{Path, Query};
+use crate::api::request_id::RequestId;
 use crate::state::AppState;
 
 #[derive(Debug, Default, Deserialize, IntoParams)]

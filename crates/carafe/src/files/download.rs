@@ -19,7 +19,7 @@ use super::disposition::{DispositionKind, content_disposition};
 use super::range::{self, ByteRange, RangeRequest};
 use super::storage::{ByteStream, ResponseHeaders};
 use super::{Files, sealed};
-use crate::http::error::ApiError;
+use crate::api::error::ApiError;
 
 /// Types a browser may show inline; everything else is always downloaded.
 const INLINE_TYPES: [&str; 9] = [

@@ -17,14 +17,14 @@ use utoipa::{IntoParams, ToSchema};
 use super::disposition::DispositionKind;
 use super::upload::Origin;
 use super::views::FileView;
-use crate::http::auth::Principal;
-use crate::http::client::Client;
-use crate::http::error::{ApiError, ApiResult, Problem};
-use crate::http::json::Json;
-use crate::http::pagination::{self, ListParams};
-use crate::http::public_url::BaseUrl;
-use crate::http::query::{Path, Query};
-use crate::http::request_id::RequestId;
+use crate::api::auth::Principal;
+use crate::api::client::Client;
+use crate::api::error::{ApiError, ApiResult, Problem};
+use crate::api::json::Json;
+use crate::api::pagination::{self, ListParams};
+use crate::api::public_url::BaseUrl;
+use crate::api::query::{Path, Query};
+use crate::api::request_id::RequestId;
 use crate::state::AppState;
 
 pub(crate) fn origin(
@@ -164,7 +164,7 @@ pub struct FileListParams {
 
 /// Files, newest first. End users see only their own.
 #[utoipa::path(get, path = "/api/v1/files", tag = "files", params(FileListParams),
-    responses((status = 200, body = inline(crate::http::pagination::PageBody<FileView>))),
+    responses((status = 200, body = inline(crate::api::pagination::PageBody<FileView>))),
     security(("bearer" = ["files"])))]
 pub async fn list(
     State(state): State<AppState>,

@@ -12,7 +12,7 @@ use super::disposition::parse_filename;
 use super::http::UploadParams;
 use super::receive::{ReceiveError, Received, receive};
 use super::upload::{Origin, UploadError, UploadMeta};
-use crate::http::error::{ApiError, ApiResult};
+use crate::api::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
 /// Parts a multipart upload may have (the file, its metadata, and a few the client's form

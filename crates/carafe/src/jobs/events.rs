@@ -18,9 +18,9 @@ use futures::Stream;
 use tokio::sync::mpsc;
 
 use super::http::visible_job;
-use crate::http::auth::StreamPrincipal;
-use crate::http::error::{ApiError, ApiResult, Problem};
-use crate::http::query::Path;
+use crate::api::auth::StreamPrincipal;
+use crate::api::error::{ApiError, ApiResult, Problem};
+use crate::api::query::Path;
 use crate::state::AppState;
 
 /// Events read from the database per round.

@@ -14,12 +14,12 @@ use utoipa::{IntoParams, ToSchema};
 use super::access::{self, Caller, QueueAction};
 use super::request::{self, EnqueueJob, MAX_BATCH};
 use super::views::{JobView, QueueView};
-use crate::http::auth::Principal;
-use crate::http::error::{ApiError, ApiResult, Problem};
-use crate::http::json::Json;
-use crate::http::pagination::{self, ListParams, PageBody};
-use crate::http::public_url::BaseUrl;
-use crate::http::query::{Path, Query};
+use crate::api::auth::Principal;
+use crate::api::error::{ApiError, ApiResult, Problem};
+use crate::api::json::Json;
+use crate::api::pagination::{self, ListParams, PageBody};
+use crate::api::public_url::BaseUrl;
+use crate::api::query::{Path, Query};
 use crate::state::AppState;
 
 fn location(base: &BaseUrl, id: JobId) -> ApiResult<HeaderValue> {

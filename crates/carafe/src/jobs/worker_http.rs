@@ -19,10 +19,10 @@ use utoipa::ToSchema;
 
 use super::access::{self, QueueAction};
 use super::views::{ClaimedView, JobView};
-use crate::http::auth::Principal;
-use crate::http::error::{ApiError, ApiResult, Problem};
-use crate::http::json::Json;
-use crate::http::query::Path;
+use crate::api::auth::Principal;
+use crate::api::error::{ApiError, ApiResult, Problem};
+use crate::api::json::Json;
+use crate::api::query::Path;
 use crate::state::AppState;
 
 pub const MAX_CLAIM: u32 = 1000;

@@ -15,11 +15,11 @@ use utoipa::ToSchema;
 
 use super::request::{self, EnqueueJob};
 use super::views::JobView;
-use crate::http::auth::Principal;
-use crate::http::error::{ApiError, ApiResult, Problem};
-use crate::http::json::Json;
-use crate::http::public_url::BaseUrl;
-use crate::http::query::Path;
+use crate::api::auth::Principal;
+use crate::api::error::{ApiError, ApiResult, Problem};
+use crate::api::json::Json;
+use crate::api::public_url::BaseUrl;
+use crate::api::query::Path;
 use crate::state::AppState;
 
 /// Most steps in one workflow.

@@ -9,13 +9,13 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use crate::http::auth::{Principal, parse_scopes};
-use crate::http::error::{ApiError, ApiResult, Problem};
-use crate::http::json::Json;
-use crate::http::pagination::{self, ListParams, PageBody};
-use crate::http::public_url::BaseUrl;
-use crate::http::query::{Path, Query};
-use crate::http::request_id::RequestId;
+use crate::api::auth::{Principal, parse_scopes};
+use crate::api::error::{ApiError, ApiResult, Problem};
+use crate::api::json::Json;
+use crate::api::pagination::{self, ListParams, PageBody};
+use crate::api::public_url::BaseUrl;
+use crate::api::query::{Path, Query};
+use crate::api::request_id::RequestId;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]

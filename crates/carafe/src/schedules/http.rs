@@ -12,12 +12,12 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::{ScheduleJob, When};
-use crate::http::auth::Principal;
-use crate::http::error::{ApiError, ApiResult, Problem};
-use crate::http::json::Json;
-use crate::http::pagination::{self, ListParams, PageBody};
-use crate::http::public_url::BaseUrl;
-use crate::http::query::{Path, Query};
+use crate::api::auth::Principal;
+use crate::api::error::{ApiError, ApiResult, Problem};
+use crate::api::json::Json;
+use crate::api::pagination::{self, ListParams, PageBody};
+use crate::api::public_url::BaseUrl;
+use crate::api::query::{Path, Query};
 use crate::jobs::request;
 use crate::state::AppState;
 

@@ -11,9 +11,9 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::MintError;
-use crate::http::auth::{Principal, parse_scopes};
-use crate::http::error::{ApiError, ApiResult, Problem};
-use crate::http::json::Json;
+use crate::api::auth::{Principal, parse_scopes};
+use crate::api::error::{ApiError, ApiResult, Problem};
+use crate::api::json::Json;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -240,7 +240,7 @@ async fn query_tokens_are_not_accepted_on_ordinary_endpoints(backend: Backend) {
 /// A streaming endpoint (as `EventSource` opens them) built with `StreamPrincipal`, served
 /// with the real request envelope (request id, metrics, headers) on the real app state.
 async fn streaming_endpoints_accept_user_tokens_in_the_query(backend: Backend) {
-    use carafe::http::auth::StreamPrincipal;
+    use carafe::api::auth::StreamPrincipal;
 
     async fn whoami(StreamPrincipal(p): StreamPrincipal) -> String {
         p.actor_id()
@@ -250,7 +250,7 @@ async fn streaming_endpoints_accept_user_tokens_in_the_query(backend: Backend) {
         .route("/stream", axum::routing::get(whoami))
         .layer(axum::middleware::from_fn_with_state(
             app.state.clone(),
-            carafe::http::envelope::middleware,
+            carafe::api::envelope::middleware,
         ))
         .with_state(app.state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

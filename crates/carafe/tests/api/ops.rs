@@ -91,7 +91,7 @@ async fn the_openapi_document_lists_every_route(backend: Backend) {
     let doc = app.openapi().await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let documented: BTreeSet<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
-    let served: BTreeSet<String> = carafe::http::routes(&app.state)
+    let served: BTreeSet<String> = carafe::api::routes(&app.state)
         .into_iter()
         .map(|(path, _)| path.to_owned())
         .collect();

@@ -24,13 +24,13 @@ use crate::files::incoming_key;
 use crate::files::multipart::upload_error;
 use crate::files::receive::{ReceiveError, receive};
 use crate::files::views::FileView;
-use crate::http::auth::Principal;
-use crate::http::client::Client;
-use crate::http::error::{ApiError, ApiResult, Problem};
-use crate::http::json::Json;
-use crate::http::public_url::BaseUrl;
-use crate::http::query::{Path, Query};
-use crate::http::request_id::RequestId;
+use crate::api::auth::Principal;
+use crate::api::client::Client;
+use crate::api::error::{ApiError, ApiResult, Problem};
+use crate::api::json::Json;
+use crate::api::public_url::BaseUrl;
+use crate::api::query::{Path, Query};
+use crate::api::request_id::RequestId;
 use crate::state::AppState;
 
 fn direct_error(e: DirectError) -> ApiError {

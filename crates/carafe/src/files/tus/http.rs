@@ -17,12 +17,12 @@ use super::protocol::*;
 use super::{Chunk, Creation, TusError};
 use crate::files::http::origin;
 use crate::files::multipart::upload_error;
-use crate::http::auth::Principal;
-use crate::http::client::Client;
-use crate::http::error::{ApiError, ApiResult, Problem};
-use crate::http::public_url::BaseUrl;
-use crate::http::query::{Path, Query};
-use crate::http::request_id::RequestId;
+use crate::api::auth::Principal;
+use crate::api::client::Client;
+use crate::api::error::{ApiError, ApiResult, Problem};
+use crate::api::public_url::BaseUrl;
+use crate::api::query::{Path, Query};
+use crate::api::request_id::RequestId;
 use crate::state::AppState;
 
 type RequestIdExt = Option<axum::Extension<RequestId>>;

@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
-use crate::http::error::{ApiError, ApiResult};
+use crate::api::error::{ApiError, ApiResult};
 
 pub const VERSION: &str = "1.0.0";
 pub const EXTENSIONS: &str = "creation,creation-with-upload,termination,expiration,checksum";
