@@ -94,7 +94,12 @@ async fn start(
     db: &str,
     dir: &std::path::Path,
     handlers: Handlers,
-) -> (carafe::state::AppState, String, String, CancellationToken) {
+) -> (
+    carafe::api::state::AppState,
+    String,
+    String,
+    CancellationToken,
+) {
     let db = fresh_schema(db).await;
     let app = App::build_with(config(&db, dir), handlers)
         .await

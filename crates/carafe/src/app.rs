@@ -18,17 +18,17 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use crate::api::state::{AppState, Inner};
+use crate::api::{self, observe::Observer};
 use crate::config::Config;
 use crate::files::Files;
 use crate::files::process::FileJobs;
-use crate::api::{self, observe::Observer};
 use crate::jobs::push::Dispatcher;
 use crate::jobs::runner::Handlers;
 use crate::jobs::{Jobs, maintenance};
 use crate::keys::Keys;
 use crate::realtime::bus::Bus;
 use crate::secrets::{self, Secrets};
-use crate::state::{AppState, Inner};
 use crate::tokens::Tokens;
 
 pub struct App {

@@ -12,11 +12,11 @@ use carafe_core::keys::{KeyId, KeyName, Scopes};
 use carafe_core::page::{MAX_LIMIT, PageRequest};
 use clap::{Parser, Subcommand};
 
+use crate::api::keys::KeyView;
 use crate::app::{App, open_store};
-use crate::audit::Actor;
 use crate::config::{Config, EXAMPLE_TOML, Overrides};
+use crate::context::Actor;
 use crate::keys::Keys;
-use crate::keys::http::KeyView;
 use crate::secrets::Secrets;
 use crate::tokens::Tokens;
 

@@ -3,18 +3,18 @@
 //! traits live in `carafe-core`, the databases in `carafe-store-sqlite` and
 //! `carafe-store-postgres`.
 
+pub mod api;
 pub mod app;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod context;
 pub mod files;
-pub mod api;
 pub mod jobs;
 pub mod keys;
 pub mod realtime;
 pub mod schedules;
 pub mod secrets;
-pub mod state;
 pub mod telemetry;
 pub mod tokens;
 

@@ -4,94 +4,16 @@
 //! cannot set headers; only end-user tokens are accepted there, so API keys never travel in
 //! URLs (and so never land in access logs).
 
-use std::sync::Arc;
-
 use axum::extract::FromRequestParts;
-use carafe_core::keys::{ApiKey, Scope, Scopes};
+use carafe_core::keys::{Scope, Scopes};
 use http::request::Parts;
 use http::{HeaderValue, StatusCode, header};
 
 use super::error::{ApiError, ApiResult};
-use super::request_id::RequestId;
-use crate::audit::Actor;
+use crate::api::state::AppState;
+use crate::context::Principal;
 use crate::keys::PREFIX;
-use crate::state::AppState;
-use crate::tokens::{User, VerifyError};
-
-#[derive(Debug, Clone)]
-pub enum Principal {
-    Key(Arc<ApiKey>),
-    User(User),
-}
-
-impl Principal {
-    pub fn scopes(&self) -> Scopes {
-        match self {
-            Principal::Key(k) => k.scopes,
-            Principal::User(u) => u.scopes,
-        }
-    }
-
-    /// 403 unless the caller holds `scope` (or `admin`).
-    pub fn require(&self, scope: Scope) -> ApiResult<()> {
-        if self.scopes().allows(scope) {
-            return Ok(());
-        }
-        let challenge =
-            format!("Bearer realm=\"carafe\", error=\"insufficient_scope\", scope=\"{scope}\"");
-        Err(ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope")
-            .detail(format!("this needs the `{scope}` scope"))
-            .with("required_scope", scope.as_str())
-            .header(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_str(&challenge).expect("ascii"),
-            ))
-    }
-
-    /// 403 unless the caller is an API key holding `scope`: for actions an application's
-    /// backend takes, never its end users.
-    pub fn require_key(&self, scope: Scope) -> ApiResult<()> {
-        self.require(scope)?;
-        match self {
-            Principal::Key(_) => Ok(()),
-            Principal::User(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "api_key_required")
-                .detail("this needs a server API key; end-user tokens cannot do it")),
-        }
-    }
-
-    /// Whether the caller may see a resource owned by `owner`: any key with `scope`, or the
-    /// owning user with `scope`.
-    pub fn may_see(&self, scope: Scope, owner: Option<&str>) -> bool {
-        match self {
-            Principal::Key(k) => k.scopes.allows(scope),
-            Principal::User(u) => u.scopes.allows(scope) && owner == Some(u.id.as_str()),
-        }
-    }
-
-    /// The caller as the reserved-queue rule sees it.
-    pub fn queue_caller(&self) -> crate::jobs::access::Caller {
-        match self {
-            Principal::Key(k) => crate::jobs::access::Caller::from_key_scopes(k.scopes),
-            Principal::User(_) => crate::jobs::access::Caller::User,
-        }
-    }
-
-    /// The audit actor id: `key:<id>` or `user:<id>`.
-    pub fn actor_id(&self) -> String {
-        match self {
-            Principal::Key(k) => format!("key:{}", k.id),
-            Principal::User(u) => format!("user:{}", u.id),
-        }
-    }
-
-    /// The audit actor for this caller, acting within the given request.
-    pub fn actor(&self, request_id: Option<&RequestId>) -> Actor {
-        Actor {
-            id: self.actor_id(),
-            request_id: request_id.map(|r| r.as_str().to_owned()),
-        }
-    }
-}
+use crate::tokens::VerifyError;
 
 /// Parses a list of scope names, naming the bad one by its JSON pointer (`/scopes/1`).
 pub fn parse_scopes(raw: &[String]) -> ApiResult<Scopes> {

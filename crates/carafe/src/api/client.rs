@@ -7,7 +7,7 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use http::header;
 use http::request::Parts;
 
-use crate::state::AppState;
+use crate::api::state::AppState;
 
 /// User agents longer than this are cut.
 const MAX_USER_AGENT: usize = 256;

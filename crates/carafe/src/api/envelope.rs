@@ -10,7 +10,7 @@ use axum::response::Response;
 
 use super::request_id::{self, X_REQUEST_ID};
 use super::security;
-use crate::state::AppState;
+use crate::api::state::AppState;
 
 pub async fn middleware(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let (id, span) = request_id::assign(&mut req);

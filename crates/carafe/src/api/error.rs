@@ -36,12 +36,7 @@ pub struct Problem {
     pub errors: Vec<FieldError>,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct FieldError {
-    /// JSON pointer to the field (`/scopes/1`), or the query parameter's name.
-    pub field: String,
-    pub message: String,
-}
+pub use crate::context::FieldError;
 
 /// An error answer. Boxed, so `Result<T, ApiError>` stays small on the happy path.
 #[derive(Debug)]
@@ -159,6 +154,29 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Unavailable(source) => ApiError::unavailable(&chain(&e, source.as_ref())),
             StoreError::Other(source) => ApiError::internal(&chain(&e, source.as_ref())),
+        }
+    }
+}
+
+impl From<crate::context::Denied> for ApiError {
+    fn from(e: crate::context::Denied) -> Self {
+        use crate::context::Denied;
+        match e {
+            Denied::Scope(scope) => {
+                let challenge = format!(
+                    "Bearer realm=\"carafe\", error=\"insufficient_scope\", scope=\"{scope}\""
+                );
+                ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope")
+                    .detail(e.to_string())
+                    .with("required_scope", scope.as_str())
+                    .header(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_str(&challenge).expect("ascii"),
+                    )
+            }
+            Denied::KeyRequired => {
+                ApiError::new(StatusCode::FORBIDDEN, "api_key_required").detail(e.to_string())
+            }
         }
     }
 }

@@ -3,13 +3,17 @@
 //! compression, ETags, body limits, problem+json fallbacks) are layered once around all of
 //! them.
 
+pub mod audit;
 pub mod auth;
 pub mod client;
 pub mod envelope;
 pub mod error;
 pub mod etag;
+pub mod files;
 pub mod idempotency;
+pub mod jobs;
 pub mod json;
+pub mod keys;
 pub mod me;
 pub mod observe;
 pub mod openapi;
@@ -19,6 +23,8 @@ pub mod public_url;
 pub mod query;
 pub mod request_id;
 mod security;
+pub mod state;
+pub mod tokens;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -27,13 +33,12 @@ use axum::routing::{MethodRouter, get, head, options, post, put};
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{DefaultPredicate, Predicate};
 
-use crate::files::direct::http as direct;
-use crate::files::tus::{http as tus, protocol as tus_protocol};
-use crate::files::{buckets, content_http as content, http as files};
-use crate::jobs::{events as job_events, http as jobs, worker_http as workers, workflows};
-use crate::schedules::http as schedules;
-use crate::state::AppState;
-use crate::{audit, keys, tokens};
+use self::files::direct;
+use self::files::{buckets, content, records};
+use self::files::{tus, tus_protocol};
+use self::jobs::schedules;
+use self::jobs::{enqueue, events as job_events, workers, workflows};
+use crate::api::state::AppState;
 
 /// Every route Carafe serves. Creating POSTs are wrapped in `idempotent`.
 pub fn routes(state: &AppState) -> Vec<(&'static str, MethodRouter<AppState>)> {
@@ -52,35 +57,35 @@ pub fn routes(state: &AppState) -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/metrics", get(ops::metrics)),
         ("/api/v1/openapi.json", get(ops::openapi)),
         ("/api/v1/me", get(me::me)),
-        ("/api/v1/tokens", idempotent(post(tokens::http::create))),
+        ("/api/v1/tokens", idempotent(post(tokens::create))),
         (
             "/api/v1/keys",
-            idempotent(post(keys::http::create)).get(keys::http::list),
+            idempotent(post(keys::create)).get(keys::list),
         ),
-        (
-            "/api/v1/keys/{id}",
-            get(keys::http::get).delete(keys::http::revoke),
-        ),
-        ("/api/v1/audit", get(audit::http::list)),
+        ("/api/v1/keys/{id}", get(keys::get).delete(keys::revoke)),
+        ("/api/v1/audit", get(audit::list)),
         (
             "/api/v1/jobs",
-            idempotent(post(jobs::enqueue)).get(jobs::list),
+            idempotent(post(enqueue::enqueue)).get(enqueue::list),
         ),
-        ("/api/v1/jobs/batch", idempotent(post(jobs::enqueue_batch))),
+        (
+            "/api/v1/jobs/batch",
+            idempotent(post(enqueue::enqueue_batch)),
+        ),
         ("/api/v1/jobs/complete", post(workers::complete_batch)),
-        ("/api/v1/jobs/{id}", get(jobs::get)),
+        ("/api/v1/jobs/{id}", get(enqueue::get)),
         ("/api/v1/jobs/{id}/events", get(job_events::stream)),
-        ("/api/v1/jobs/{id}/cancel", post(jobs::cancel)),
-        ("/api/v1/jobs/{id}/retry", post(jobs::retry)),
+        ("/api/v1/jobs/{id}/cancel", post(enqueue::cancel)),
+        ("/api/v1/jobs/{id}/retry", post(enqueue::retry)),
         ("/api/v1/jobs/{id}/heartbeat", post(workers::heartbeat)),
         ("/api/v1/jobs/{id}/progress", post(workers::progress)),
         ("/api/v1/jobs/{id}/complete", post(workers::complete)),
         ("/api/v1/jobs/{id}/fail", post(workers::fail)),
-        ("/api/v1/queues", get(jobs::queues)),
-        ("/api/v1/queues/{queue}", put(jobs::configure)),
+        ("/api/v1/queues", get(enqueue::queues)),
+        ("/api/v1/queues/{queue}", put(enqueue::configure)),
         ("/api/v1/queues/{queue}/claim", post(workers::claim)),
-        ("/api/v1/queues/{queue}/pause", post(jobs::pause)),
-        ("/api/v1/queues/{queue}/resume", post(jobs::resume)),
+        ("/api/v1/queues/{queue}/pause", post(enqueue::pause)),
+        ("/api/v1/queues/{queue}/resume", post(enqueue::resume)),
         ("/api/v1/workflows", idempotent(post(workflows::create))),
         ("/api/v1/workflows/{id}", get(workflows::get)),
         ("/api/v1/buckets", get(buckets::list)),
@@ -91,19 +96,21 @@ pub fn routes(state: &AppState) -> Vec<(&'static str, MethodRouter<AppState>)> {
         (
             "/api/v1/files",
             // Uploads stream to disk under the bucket's own limit, not the JSON body limit.
-            idempotent_upload(post(files::upload).layer(DefaultBodyLimit::disable()))
-                .get(files::list),
+            idempotent_upload(post(records::upload).layer(DefaultBodyLimit::disable()))
+                .get(records::list),
         ),
         (
             "/api/v1/files/{id}",
-            get(files::get).patch(files::update).delete(files::delete),
+            get(records::get)
+                .patch(records::update)
+                .delete(records::delete),
         ),
         ("/api/v1/files/{id}/content", get(content::content)),
         (
             "/api/v1/files/{id}/thumbnails/{name}",
             get(content::thumbnail),
         ),
-        ("/api/v1/files/{id}/links", post(files::create_link)),
+        ("/api/v1/files/{id}/links", post(records::create_link)),
         ("/api/v1/files/direct", post(direct::create)),
         (
             "/api/v1/files/direct/{id}",

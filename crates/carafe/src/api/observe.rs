@@ -14,7 +14,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::state::AppState;
+use crate::api::state::AppState;
 
 const DURATION: &str = "carafe_http_request_duration_seconds";
 const BUCKETS: [f64; 14] = [

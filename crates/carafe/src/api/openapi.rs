@@ -5,13 +5,13 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::error::{FieldError, Problem};
+use super::files::direct;
+use super::files::tus;
+use super::files::{buckets, content, records};
+use super::jobs::schedules;
+use super::jobs::{enqueue, events as job_events, workers, workflows};
+use super::{audit, keys, tokens};
 use super::{me, ops};
-use crate::files::direct::http as direct;
-use crate::files::tus::http as tus;
-use crate::files::{buckets, content_http as content, http as files};
-use crate::jobs::{events as job_events, http as jobs, worker_http as workers, workflows};
-use crate::schedules::http as schedules;
-use crate::{audit, keys, tokens};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,18 +23,18 @@ use crate::{audit, keys, tokens};
     paths(
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
         me::me,
-        tokens::http::create,
-        keys::http::create, keys::http::list, keys::http::get, keys::http::revoke,
-        audit::http::list,
-        jobs::enqueue, jobs::enqueue_batch, jobs::get, jobs::list, jobs::cancel, jobs::retry,
+        tokens::create,
+        keys::create, keys::list, keys::get, keys::revoke,
+        audit::list,
+        enqueue::enqueue, enqueue::enqueue_batch, enqueue::get, enqueue::list, enqueue::cancel, enqueue::retry,
         job_events::stream,
         workers::claim, workers::heartbeat, workers::progress, workers::complete,
         workers::complete_batch, workers::fail,
-        jobs::queues, jobs::configure, jobs::pause, jobs::resume,
+        enqueue::queues, enqueue::configure, enqueue::pause, enqueue::resume,
         workflows::create, workflows::get,
         schedules::put, schedules::get, schedules::list, schedules::delete,
         buckets::put, buckets::get, buckets::list,
-        files::upload, files::list, files::get, files::update, files::delete, files::create_link,
+        records::upload, records::list, records::get, records::update, records::delete, records::create_link,
         content::content, content::thumbnail,
         direct::create, direct::put, direct::complete,
         tus::options, tus::create, tus::head, tus::patch, tus::terminate,

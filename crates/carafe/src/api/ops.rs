@@ -13,10 +13,10 @@ use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
-use super::auth::Principal;
 use super::error::{ApiError, ApiResult};
 use super::openapi::ApiDoc;
-use crate::state::AppState;
+use crate::api::state::AppState;
+use crate::context::Principal;
 
 /// How long `/readyz` waits for the database.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);

@@ -9,19 +9,8 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use http::request::Parts;
 use url::Url;
 
-use crate::state::AppState;
-
-/// The base URL of this request, ending without a slash.
-#[derive(Debug, Clone)]
-pub struct BaseUrl(pub Url);
-
-impl BaseUrl {
-    /// `base` + an absolute path (which may carry a query).
-    pub fn join(&self, path_and_query: &str) -> String {
-        let base = self.0.as_str().trim_end_matches('/');
-        format!("{base}{path_and_query}")
-    }
-}
+use crate::api::state::AppState;
+use crate::context::BaseUrl;
 
 impl FromRequestParts<AppState> for BaseUrl {
     type Rejection = std::convert::Infallible;

@@ -8,8 +8,8 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::idempotency::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 use super::request_id::X_REQUEST_ID;
+use crate::api::files::tus_protocol as tus;
 use crate::config::Config;
-use crate::files::tus::protocol as tus;
 
 /// Headers every answer carries unless its handler set its own (file downloads send their own
 /// CSP; the dashboard will too).

@@ -11,9 +11,9 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::IntoParams;
 
-use crate::api::auth::Principal;
 use crate::api::error::{ApiError, ApiResult, FieldError};
 use crate::api::pagination::ListParams;
+use crate::context::Principal;
 
 /// Longest `actor` a filter accepts (`user:<id>` ids are the application's own).
 const MAX_ACTOR_LEN: usize = 256;
@@ -168,7 +168,7 @@ pub fn authorize(principal: &Principal, params: &AuditParams) -> ApiResult<()> {
     {
         return Ok(());
     }
-    principal.require(Scope::Admin)
+    Ok(principal.require(Scope::Admin)?)
 }
 
 #[cfg(test)]

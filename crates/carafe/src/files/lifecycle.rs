@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::{Files, incoming_key};
-use crate::audit::Actor;
+use crate::context::Actor;
 
 /// Leftovers younger than this may belong to an upload in progress.
 const LEFTOVER_AGE: Duration = Duration::from_secs(3600);

@@ -10,18 +10,15 @@
 
 pub mod buckets;
 pub mod conditional;
-pub mod content_http;
 pub mod crypto;
 pub mod direct;
 pub mod disposition;
 pub mod download;
 pub mod filename;
-pub mod http;
 pub mod images;
 pub mod keyring;
 pub mod lifecycle;
 pub mod links;
-pub mod multipart;
 pub mod process;
 pub mod range;
 pub mod receive;
@@ -33,7 +30,6 @@ pub mod storage;
 pub mod sweep;
 pub mod tus;
 pub mod upload;
-pub mod views;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -21,7 +21,7 @@ use super::crypto::DataKey;
 use super::images::{self, ImageKind, Limits};
 use super::scan::{ScanError, Verdict};
 use super::{Files, incoming_key, object_key, quarantine_key, sealed, thumb_key, thumbs_prefix};
-use crate::audit::Actor;
+use crate::context::Actor;
 use crate::jobs::runner::{JobContext, JobError, JobHandler};
 
 /// Images larger than this are not loaded for stripping or thumbnails; they are rejected.

@@ -5,58 +5,14 @@
 use std::sync::Arc;
 
 use carafe_core::StoreError;
-use carafe_core::audit::{Details, NewAuditEvent};
 use carafe_core::files::{Bucket, BucketName, FileEncryption, FileId, FileRecord, NewFile};
 use carafe_core::time::now;
-use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::receive::Received;
 use super::sniff::{self, Kind};
 use super::{Files, filename, incoming_key, sealed};
-use crate::audit::Actor;
-
-/// Who uploads, from where: recorded in the audit log.
-#[derive(Debug, Clone)]
-pub struct Origin {
-    pub actor: Actor,
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
-}
-
-impl Origin {
-    pub fn event(&self, action: &str, file: FileId, details: Value) -> NewAuditEvent {
-        self.event_on(action, format!("file:{file}"), details)
-    }
-
-    /// An event about another kind of resource (`upload:<id>`), with the same origin facts.
-    pub fn event_on(&self, action: &str, target: String, details: Value) -> NewAuditEvent {
-        self.clone().into_event_with(action, target, &details)
-    }
-
-    /// An event whose details are `details` (a struct or JSON object of a few fields) with this
-    /// origin's ip and user agent beside them, serialized once.
-    pub fn into_event_with(
-        self,
-        action: &str,
-        target: String,
-        details: &impl Serialize,
-    ) -> NewAuditEvent {
-        #[derive(Serialize)]
-        struct WithOrigin<'a, T: Serialize> {
-            #[serde(flatten)]
-            details: &'a T,
-            ip: Option<String>,
-            user_agent: Option<String>,
-        }
-        let details = Details::new(&WithOrigin {
-            details,
-            ip: self.ip,
-            user_agent: self.user_agent,
-        });
-        self.actor.into_event(action, Some(target), details)
-    }
-}
+use crate::context::Origin;
 
 /// What the client said about the upload besides its bytes.
 #[derive(Debug, Clone)]

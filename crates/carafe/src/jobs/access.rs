@@ -13,6 +13,8 @@
 use carafe_core::jobs::QueueName;
 use carafe_core::keys::{Scope, Scopes};
 
+use crate::context::Principal;
+
 /// What a caller wants to do with a queue or one of its jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueueAction {
@@ -55,6 +57,14 @@ pub enum Caller {
 }
 
 impl Caller {
+    /// The caller as this rule sees it.
+    pub fn of(principal: &Principal) -> Caller {
+        match principal {
+            Principal::Key(k) => Caller::from_key_scopes(k.scopes),
+            Principal::User(_) => Caller::User,
+        }
+    }
+
     pub fn from_key_scopes(scopes: Scopes) -> Caller {
         if scopes.contains_exactly(Scope::Admin) {
             Caller::Admin

@@ -4,16 +4,11 @@
 //! maintenance (`maintenance.rs`) all go through this one service.
 
 pub mod access;
-pub mod events;
-pub mod http;
 pub mod maintenance;
 pub mod push;
 pub mod request;
 pub mod runner;
 pub mod targets;
-pub mod views;
-pub mod worker_http;
-pub mod workflows;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

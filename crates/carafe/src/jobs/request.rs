@@ -13,8 +13,8 @@ use utoipa::ToSchema;
 
 use super::Jobs;
 use super::targets::TargetPolicy;
-use crate::config;
 use crate::api::error::{ApiError, ApiResult};
+use crate::config;
 
 /// Longest delay (or distance of `run_at` into the future) accepted.
 pub const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);

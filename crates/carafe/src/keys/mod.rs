@@ -3,8 +3,6 @@
 //! `auth.key_cache_ttl`, so authenticating a request costs no database round trip; revoking
 //! through this instance clears the cache at once.
 
-pub mod http;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +15,8 @@ use rand::distr::Alphanumeric;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::audit::Actor;
 use crate::config::Config;
+use crate::context::Actor;
 use crate::secrets::{admin_key_path, write_private};
 
 /// Every key starts with this, so secret scanners and humans can recognise one.

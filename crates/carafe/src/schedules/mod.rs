@@ -4,8 +4,6 @@
 //! believe they lead for a moment enqueue it once. After downtime a schedule fires once for
 //! the latest missed tick, not once per missed tick, and moves on to the next one.
 
-pub mod http;
-
 use std::time::Duration;
 
 use carafe_core::jobs::{JobState, Schedule};

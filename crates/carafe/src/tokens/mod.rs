@@ -2,8 +2,6 @@
 //! mints for its users, so browsers and apps can talk to Carafe directly with only their own
 //! rights. The signing key is derived from the server secret; expiry is always enforced.
 
-pub mod http;
-
 use std::time::Duration;
 
 use carafe_core::keys::{Scope, Scopes};
@@ -12,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::config::Auth;
+pub use crate::context::User;
 use crate::secrets::Secrets;
 
 pub const AUDIENCE: &str = "carafe";
@@ -37,14 +36,6 @@ struct Claims {
 #[derive(Debug, Clone)]
 pub struct UserToken {
     pub token: String,
-    pub expires_at: OffsetDateTime,
-}
-
-/// A verified end user.
-#[derive(Debug, Clone, PartialEq)]
-pub struct User {
-    pub id: String,
-    pub scopes: Scopes,
     pub expires_at: OffsetDateTime,
 }
 

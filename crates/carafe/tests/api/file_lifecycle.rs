@@ -90,7 +90,7 @@ async fn old_file(app: &TestApp, bucket: &str, days: i64) -> FileId {
         created_at: carafe_core::time::now() - time::Duration::days(days),
         encryption: None,
     };
-    let audit = carafe::audit::Actor::cli().event("file.upload", None, json!({}));
+    let audit = carafe::context::Actor::cli().event("file.upload", None, json!({}));
     files
         .store()
         .insert_file(new, files.process_job(id), audit)

@@ -107,7 +107,7 @@ pub struct TestApp {
     pub base: String,
     pub admin_key: String,
     pub client: reqwest::Client,
-    pub state: carafe::state::AppState,
+    pub state: carafe::api::state::AppState,
     /// Kept so the directory lives as long as the server.
     _data_dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,

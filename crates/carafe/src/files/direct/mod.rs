@@ -16,7 +16,6 @@
 //! own: one it cannot clean now (S3 refusing the abort) waits for a later sweep without
 //! holding up the others.
 
-pub mod http;
 pub mod signing;
 
 use std::io;
@@ -32,8 +31,9 @@ use sha2::{Digest, Sha256};
 use super::receive::HEAD_BYTES;
 use super::sniff::{self, Kind};
 use super::sweep::{self, Removal};
-use super::upload::{Origin, UploadError};
+use super::upload::UploadError;
 use super::{Files, filename, incoming_key};
+use crate::context::Origin;
 
 /// S3 allows at most this many parts.
 const MAX_PARTS: u64 = 10_000;

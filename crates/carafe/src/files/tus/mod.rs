@@ -13,9 +13,7 @@
 //! are deleted by `sweep_uploads`, called from `Files::sweep`.
 
 pub mod complete;
-pub mod http;
 pub mod lock;
-pub mod protocol;
 pub mod sealing;
 
 use std::sync::Arc;
@@ -30,9 +28,9 @@ use serde_json::{Map, Value, json};
 
 use super::Files;
 use super::receive::{ReceiveError, receive};
-use super::upload::{Origin, UploadError};
+use super::upload::UploadError;
+use crate::context::Origin;
 use lock::UploadLock;
-use protocol::Checksum;
 
 /// Chunks one upload may have: a client sending tiny chunks must not make the final
 /// assembly read a million objects.
@@ -55,6 +53,10 @@ pub fn uploads_prefix(id: UploadId) -> String {
 pub fn chunk_key(id: UploadId, offset: u64, holder: &str) -> String {
     format!("uploads/{id}/{offset:020}.{holder}")
 }
+
+/// A chunk's expected SHA-256 (the client's `Upload-Checksum: sha256 <base64 digest>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checksum(pub [u8; 32]);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TusError {

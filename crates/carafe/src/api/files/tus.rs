@@ -13,17 +13,17 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::IntoParams;
 
-use super::protocol::*;
-use super::{Chunk, Creation, TusError};
-use crate::files::http::origin;
-use crate::files::multipart::upload_error;
-use crate::api::auth::Principal;
+use super::tus_protocol::*;
 use crate::api::client::Client;
 use crate::api::error::{ApiError, ApiResult, Problem};
-use crate::api::public_url::BaseUrl;
+use crate::api::files::multipart::upload_error;
+use crate::api::files::records::origin;
 use crate::api::query::{Path, Query};
 use crate::api::request_id::RequestId;
-use crate::state::AppState;
+use crate::api::state::AppState;
+use crate::context::BaseUrl;
+use crate::context::Principal;
+use crate::files::tus::{Chunk, Creation, TusError};
 
 type RequestIdExt = Option<axum::Extension<RequestId>>;
 
@@ -67,7 +67,7 @@ fn tus_error(e: TusError) -> ApiError {
             "too_many_chunks",
             format!(
                 "an upload may have at most {} chunks; send larger ones",
-                super::MAX_CHUNKS
+                crate::files::tus::MAX_CHUNKS
             ),
         ),
         TusError::Ended(upload) => {

@@ -11,16 +11,16 @@ use carafe_core::time::now;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::access::{self, Caller, QueueAction};
-use super::request::{self, EnqueueJob, MAX_BATCH};
-use super::views::{JobView, QueueView};
-use crate::api::auth::Principal;
 use crate::api::error::{ApiError, ApiResult, Problem};
+use crate::api::jobs::views::{JobView, QueueView};
 use crate::api::json::Json;
 use crate::api::pagination::{self, ListParams, PageBody};
-use crate::api::public_url::BaseUrl;
 use crate::api::query::{Path, Query};
-use crate::state::AppState;
+use crate::api::state::AppState;
+use crate::context::BaseUrl;
+use crate::context::Principal;
+use crate::jobs::access::{self, Caller, QueueAction};
+use crate::jobs::request::{self, EnqueueJob, MAX_BATCH};
 
 fn location(base: &BaseUrl, id: JobId) -> ApiResult<HeaderValue> {
     HeaderValue::from_str(&base.join(&format!("/api/v1/jobs/{id}")))
@@ -134,7 +134,7 @@ pub async fn visible_job(
     if !principal.may_see(Scope::Jobs, job.owner.as_deref()) {
         return Err(ApiError::not_found());
     }
-    let caller = principal.queue_caller();
+    let caller = Caller::of(&principal);
     access::check(caller, &job.queue, QueueAction::Read)?;
     access::check(caller, &job.queue, action)?;
     Ok(job)
@@ -197,7 +197,7 @@ pub async fn list(
         Principal::User(u) => Some(u.id.clone()),
         Principal::Key(_) => params.owner,
     };
-    let caller = principal.queue_caller();
+    let caller = Caller::of(&principal);
     if let Some(q) = &queue {
         access::check(caller, q, QueueAction::Read)?;
     }
@@ -286,7 +286,7 @@ pub async fn queues(
     principal: Principal,
 ) -> ApiResult<axum::Json<QueueList>> {
     principal.require_key(Scope::Jobs)?;
-    let caller = principal.queue_caller();
+    let caller = Caller::of(&principal);
     let at = now();
     let stats = state.jobs.store().queue_stats(at).await?;
     Ok(axum::Json(QueueList {
@@ -322,13 +322,13 @@ async fn set_paused(
 ) -> ApiResult<axum::Json<QueueView>> {
     principal.require_key(Scope::Jobs)?;
     let queue = QueueName::parse(name).map_err(|_| ApiError::not_found())?;
-    access::check(principal.queue_caller(), &queue, QueueAction::Pause)?;
+    access::check(Caller::of(&principal), &queue, QueueAction::Pause)?;
     state.jobs.store().set_queue_paused(&queue, paused).await?;
     if !paused {
         state
             .jobs
             .bus()
-            .publish(&super::queue_topic(queue.as_str()));
+            .publish(&crate::jobs::queue_topic(queue.as_str()));
     }
     queue_view(state, &queue).await
 }
@@ -360,7 +360,7 @@ pub async fn configure(
 ) -> ApiResult<axum::Json<QueueView>> {
     principal.require_key(Scope::Jobs)?;
     let queue = QueueName::parse(&name).map_err(|m| ApiError::invalid("queue", m))?;
-    access::check(principal.queue_caller(), &queue, QueueAction::Configure)?;
+    access::check(Caller::of(&principal), &queue, QueueAction::Configure)?;
     let concurrency = match body.concurrency {
         None => None,
         Some(n @ 1..=100_000) => Some(n as u32),
@@ -383,7 +383,7 @@ pub async fn configure(
     };
     let lease = body
         .lease_ms
-        .map(|ms| super::worker_http::lease_length(ms, "/lease_ms"))
+        .map(|ms| crate::api::jobs::workers::lease_length(ms, "/lease_ms"))
         .transpose()?;
     let limits = carafe_core::jobs::QueueLimits {
         concurrency,
@@ -394,7 +394,7 @@ pub async fn configure(
     state
         .jobs
         .bus()
-        .publish(&super::queue_topic(queue.as_str()));
+        .publish(&crate::jobs::queue_topic(queue.as_str()));
     queue_view(&state, &queue).await
 }
 

@@ -6,7 +6,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use crate::api::public_url::BaseUrl;
+use crate::context::BaseUrl;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ThumbnailView {

@@ -8,12 +8,13 @@ use carafe_core::files::{BucketName, FileRecord};
 use http::{StatusCode, header};
 use serde_json::Value;
 
-use super::disposition::parse_filename;
-use super::http::UploadParams;
-use super::receive::{ReceiveError, Received, receive};
-use super::upload::{Origin, UploadError, UploadMeta};
 use crate::api::error::{ApiError, ApiResult};
-use crate::state::AppState;
+use crate::api::files::records::UploadParams;
+use crate::api::state::AppState;
+use crate::context::Origin;
+use crate::files::disposition::parse_filename;
+use crate::files::receive::{ReceiveError, Received, receive};
+use crate::files::upload::{UploadError, UploadMeta};
 
 /// Parts a multipart upload may have (the file, its metadata, and a few the client's form
 /// library may add).

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use crate::api::error::{ApiError, ApiResult};
+use crate::files::tus::Checksum;
 
 pub const VERSION: &str = "1.0.0";
 pub const EXTENSIONS: &str = "creation,creation-with-upload,termination,expiration,checksum";
@@ -163,10 +164,6 @@ pub fn encode_metadata(metadata: &Value) -> Option<HeaderValue> {
     }
     HeaderValue::from_str(&pairs.join(",")).ok()
 }
-
-/// A chunk's expected SHA-256, from `Upload-Checksum: sha256 <base64 digest>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Checksum(pub [u8; 32]);
 
 pub fn parse_checksum(headers: &HeaderMap) -> ApiResult<Option<Checksum>> {
     let Some(value) = headers.get(&UPLOAD_CHECKSUM) else {

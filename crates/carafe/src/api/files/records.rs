@@ -14,18 +14,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use super::disposition::DispositionKind;
-use super::upload::Origin;
-use super::views::FileView;
-use crate::api::auth::Principal;
 use crate::api::client::Client;
 use crate::api::error::{ApiError, ApiResult, Problem};
+use crate::api::files::views::FileView;
 use crate::api::json::Json;
 use crate::api::pagination::{self, ListParams};
-use crate::api::public_url::BaseUrl;
 use crate::api::query::{Path, Query};
 use crate::api::request_id::RequestId;
-use crate::state::AppState;
+use crate::api::state::AppState;
+use crate::context::BaseUrl;
+use crate::context::Origin;
+use crate::context::Principal;
+use crate::files::disposition::DispositionKind;
 
 pub(crate) fn origin(
     principal: &Principal,
@@ -33,7 +33,7 @@ pub(crate) fn origin(
     client: Client,
 ) -> Origin {
     Origin {
-        actor: principal.actor(request_id),
+        actor: principal.actor(request_id.map(RequestId::as_str)),
         ip: client.ip.map(|ip| ip.to_string()),
         user_agent: client.user_agent,
     }
@@ -81,7 +81,9 @@ pub async fn upload(
         return Err(ApiError::invalid("owner", "1-200 characters"));
     }
     let origin = origin(&principal, request_id.as_deref(), client);
-    let file = super::multipart::receive_upload(&state, request, &params, owner, origin).await?;
+    let file =
+        crate::api::files::multipart::receive_upload(&state, request, &params, owner, origin)
+            .await?;
     accepted(&state, file, params.wait, &base).await
 }
 
@@ -353,7 +355,10 @@ pub async fn create_link(
         Some("attachment") => DispositionKind::Attachment,
         Some(_) => return Err(ApiError::invalid("/disposition", "inline or attachment")),
     };
-    let filename = body.filename.as_deref().map(super::filename::sanitize);
+    let filename = body
+        .filename
+        .as_deref()
+        .map(crate::files::filename::sanitize);
     let expires = (now() + ttl).unix_timestamp();
     let expires_at =
         time::OffsetDateTime::from_unix_timestamp(expires).map_err(|e| ApiError::internal(&e))?;

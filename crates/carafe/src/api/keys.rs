@@ -9,14 +9,15 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use crate::api::auth::{Principal, parse_scopes};
+use crate::api::auth::parse_scopes;
 use crate::api::error::{ApiError, ApiResult, Problem};
 use crate::api::json::Json;
 use crate::api::pagination::{self, ListParams, PageBody};
-use crate::api::public_url::BaseUrl;
 use crate::api::query::{Path, Query};
 use crate::api::request_id::RequestId;
-use crate::state::AppState;
+use crate::api::state::AppState;
+use crate::context::BaseUrl;
+use crate::context::Principal;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -84,7 +85,7 @@ pub async fn create(
     if scopes.is_empty() {
         return Err(ApiError::invalid("/scopes", "give at least one scope"));
     }
-    let actor = principal.actor(request_id.as_deref());
+    let actor = principal.actor(request_id.as_deref().map(RequestId::as_str));
     let issued = state.keys.create(name, scopes, &actor).await?;
     let location = base.join(&format!("/api/v1/keys/{}", issued.key.id));
     let body = CreatedKey {
@@ -147,7 +148,7 @@ pub async fn revoke(
     Path(id): Path<KeyId>,
 ) -> ApiResult<StatusCode> {
     principal.require(Scope::Admin)?;
-    let actor = principal.actor(request_id.as_deref());
+    let actor = principal.actor(request_id.as_deref().map(RequestId::as_str));
     state
         .keys
         .revoke(id, &actor)

@@ -18,20 +18,20 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use super::signing::{self, PutQuery, SignatureError};
-use super::{DirectError, DirectRequest, Plan};
-use crate::files::incoming_key;
-use crate::files::multipart::upload_error;
-use crate::files::receive::{ReceiveError, receive};
-use crate::files::views::FileView;
-use crate::api::auth::Principal;
 use crate::api::client::Client;
 use crate::api::error::{ApiError, ApiResult, Problem};
+use crate::api::files::multipart::upload_error;
+use crate::api::files::views::FileView;
 use crate::api::json::Json;
-use crate::api::public_url::BaseUrl;
 use crate::api::query::{Path, Query};
 use crate::api::request_id::RequestId;
-use crate::state::AppState;
+use crate::api::state::AppState;
+use crate::context::BaseUrl;
+use crate::context::Principal;
+use crate::files::direct::signing::{self, PutQuery, SignatureError};
+use crate::files::direct::{DirectError, DirectRequest, Plan};
+use crate::files::incoming_key;
+use crate::files::receive::{ReceiveError, receive};
 
 fn direct_error(e: DirectError) -> ApiError {
     match e {
@@ -175,9 +175,11 @@ pub async fn create(
     let ext = crate::files::filename::extension(&crate::files::filename::sanitize(&body.name));
     if let Some(kind) = &body.kind
         && (!bucket.policy.allows(kind)
-            || !ext
-                .as_deref()
-                .is_some_and(|e| super::kinds_for(e).iter().any(|k| k.name() == kind)))
+            || !ext.as_deref().is_some_and(|e| {
+                crate::files::direct::kinds_for(e)
+                    .iter()
+                    .any(|k| k.name() == kind)
+            }))
     {
         return Err(
             ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "type_not_allowed").detail(format!(
@@ -368,10 +370,10 @@ pub async fn complete(
         .into_iter()
         .map(|p| (p.part_number, p.etag))
         .collect();
-    let origin = crate::files::http::origin(&principal, request_id.as_deref(), client);
+    let origin = crate::api::files::records::origin(&principal, request_id.as_deref(), client);
     let file = files
         .complete_direct(session, parts, origin)
         .await
         .map_err(direct_error)?;
-    crate::files::http::accepted(&state, file, params.wait, &base).await
+    crate::api::files::records::accepted(&state, file, params.wait, &base).await
 }

@@ -11,15 +11,15 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use super::{ScheduleJob, When};
-use crate::api::auth::Principal;
 use crate::api::error::{ApiError, ApiResult, Problem};
 use crate::api::json::Json;
 use crate::api::pagination::{self, ListParams, PageBody};
-use crate::api::public_url::BaseUrl;
 use crate::api::query::{Path, Query};
+use crate::api::state::AppState;
+use crate::context::BaseUrl;
+use crate::context::Principal;
 use crate::jobs::request;
-use crate::state::AppState;
+use crate::schedules::{ScheduleJob, When};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

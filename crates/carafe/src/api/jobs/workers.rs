@@ -17,13 +17,13 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use super::access::{self, QueueAction};
-use super::views::{ClaimedView, JobView};
-use crate::api::auth::Principal;
 use crate::api::error::{ApiError, ApiResult, Problem};
+use crate::api::jobs::views::{ClaimedView, JobView};
 use crate::api::json::Json;
 use crate::api::query::Path;
-use crate::state::AppState;
+use crate::api::state::AppState;
+use crate::context::Principal;
+use crate::jobs::access::{self, Caller, QueueAction};
 
 pub const MAX_CLAIM: u32 = 1000;
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -69,7 +69,7 @@ fn asked_lease(ms: Option<i64>) -> ApiResult<Option<Duration>> {
 async fn may_report(state: &AppState, principal: &Principal, ids: &[JobId]) -> ApiResult<()> {
     Ok(state
         .jobs
-        .check_jobs(principal.queue_caller(), ids, QueueAction::Report)
+        .check_jobs(Caller::of(&principal), ids, QueueAction::Report)
         .await??)
 }
 
@@ -113,7 +113,7 @@ pub async fn claim(
 ) -> ApiResult<axum::Json<ClaimAnswer>> {
     principal.require_key(Scope::Jobs)?;
     let queue = QueueName::parse(&queue).map_err(|m| ApiError::invalid("queue", m))?;
-    access::check(principal.queue_caller(), &queue, QueueAction::Claim)?;
+    access::check(Caller::of(&principal), &queue, QueueAction::Claim)?;
     let worker = body.worker.trim();
     if worker.is_empty()
         || worker.chars().count() > MAX_WORKER_NAME

@@ -13,17 +13,18 @@ use http::{Method, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
 
-use super::disposition::DispositionKind;
-use super::download::{Content, Delivery, Served, header_value};
-use super::links::{LinkError, LinkQuery};
-use super::thumb_key;
-use crate::audit::Actor;
-use crate::api::auth::{Principal, StreamPrincipal};
+use crate::api::auth::StreamPrincipal;
 use crate::api::client::Client;
 use crate::api::error::{ApiError, ApiResult, Problem};
 use crate::api::query::{Path, Query};
 use crate::api::request_id::RequestId;
-use crate::state::AppState;
+use crate::api::state::AppState;
+use crate::context::Actor;
+use crate::context::Principal;
+use crate::files::disposition::DispositionKind;
+use crate::files::download::{Content, Delivery, Served, header_value};
+use crate::files::links::{LinkError, LinkQuery};
+use crate::files::thumb_key;
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -219,7 +220,7 @@ async fn serve(
             .get(header::RANGE)
             .and_then(|r| r.to_str().ok())
             .map(|r| &r[..r.len().min(100)]);
-        let origin = super::upload::Origin {
+        let origin = crate::context::Origin {
             actor: Actor {
                 id: access.actor,
                 request_id: parts

@@ -17,11 +17,11 @@ use carafe_core::jobs::{JobEvent, JobId, JobState};
 use futures::Stream;
 use tokio::sync::mpsc;
 
-use super::http::visible_job;
 use crate::api::auth::StreamPrincipal;
 use crate::api::error::{ApiError, ApiResult, Problem};
+use crate::api::jobs::enqueue::visible_job;
 use crate::api::query::Path;
-use crate::state::AppState;
+use crate::api::state::AppState;
 
 /// Events read from the database per round.
 const BATCH: u32 = 500;
@@ -96,7 +96,13 @@ pub async fn stream(
     headers: HeaderMap,
     uri: axum::http::Uri,
 ) -> ApiResult<Response> {
-    visible_job(&state, &principal, id, super::access::QueueAction::Read).await?;
+    visible_job(
+        &state,
+        &principal,
+        id,
+        crate::jobs::access::QueueAction::Read,
+    )
+    .await?;
     let after = resume_after(&headers, uri.query())?;
     let (tx, rx) = mpsc::channel::<Event>(64);
     tokio::spawn(pump(state, id, after, tx));
@@ -121,7 +127,7 @@ fn events(rx: mpsc::Receiver<Event>) -> impl Stream<Item = Result<Event, Infalli
 
 /// Feeds the stream until a final state is sent, the client leaves, or the server stops.
 async fn pump(state: AppState, id: JobId, mut after: i64, tx: mpsc::Sender<Event>) {
-    let topic = super::job_topic(id);
+    let topic = crate::jobs::job_topic(id);
     let mut wakeups = state.jobs.bus().subscribe();
     let poll = state.jobs.settings().poll_interval.0;
     let mut saw_final_job = false;

@@ -10,14 +10,14 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use super::csv;
-use super::query::{self, AuditParams, Format};
-use crate::api::auth::Principal;
 use crate::api::error::{ApiResult, Problem};
 use crate::api::pagination::{self, PageBody};
-use crate::api::public_url::BaseUrl;
 use crate::api::query::Query;
-use crate::state::AppState;
+use crate::api::state::AppState;
+use crate::audit::csv;
+use crate::audit::query::{self, AuditParams, Format};
+use crate::context::BaseUrl;
+use crate::context::Principal;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditView {

@@ -8,9 +8,9 @@ use carafe_core::Store;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use crate::api::observe::Observer;
 use crate::config::Config;
 use crate::files::Files;
-use crate::api::observe::Observer;
 use crate::jobs::Jobs;
 use crate::keys::Keys;
 use crate::secrets::Sealer;

@@ -13,14 +13,14 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use super::request::{self, EnqueueJob};
-use super::views::JobView;
-use crate::api::auth::Principal;
 use crate::api::error::{ApiError, ApiResult, Problem};
+use crate::api::jobs::views::JobView;
 use crate::api::json::Json;
-use crate::api::public_url::BaseUrl;
 use crate::api::query::Path;
-use crate::state::AppState;
+use crate::api::state::AppState;
+use crate::context::BaseUrl;
+use crate::context::Principal;
+use crate::jobs::request::{self, EnqueueJob};
 
 /// Most steps in one workflow.
 pub const MAX_STEPS: usize = 100;
@@ -158,7 +158,7 @@ pub async fn create(
         state
             .jobs
             .bus()
-            .publish(&super::queue_topic(step.queue.as_str()));
+            .publish(&crate::jobs::queue_topic(step.queue.as_str()));
     }
     let location = HeaderValue::from_str(&base.join(&format!("/api/v1/workflows/{}", wf.id)))
         .map_err(|e| ApiError::internal(&e))?;
