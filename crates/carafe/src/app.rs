@@ -18,6 +18,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use crate::access::keys::Keys;
+use crate::access::tokens::Tokens;
 use crate::api::state::{AppState, Inner};
 use crate::api::{self, observe::Observer};
 use crate::config::Config;
@@ -26,10 +28,8 @@ use crate::files::process::FileJobs;
 use crate::jobs::push::Dispatcher;
 use crate::jobs::runner::Handlers;
 use crate::jobs::{Jobs, maintenance};
-use crate::keys::Keys;
 use crate::realtime::bus::Bus;
 use crate::secrets::{self, Secrets};
-use crate::tokens::Tokens;
 
 pub struct App {
     listener: TcpListener,
@@ -90,7 +90,15 @@ async fn open_files(
     jobs: &Arc<Jobs>,
     handlers: Handlers,
 ) -> anyhow::Result<(Arc<Files>, Handlers)> {
-    let files = Arc::new(Files::new(config, secrets, store.clone(), jobs.clone())?);
+    let setup = crate::files::Setup {
+        settings: config.files.clone(),
+        storage_url: config.storage_url.as_ref().map(|u| u.expose()),
+        data_dir: &config.data_dir,
+        clamd_url: config.clamd_url.as_deref(),
+        keys: config.master_keys()?,
+        secrets,
+    };
+    let files = Arc::new(Files::new(setup, store.clone(), jobs.clone())?);
     files
         .ensure_buckets()
         .await
@@ -173,7 +181,7 @@ impl App {
     pub async fn build_with(config: Config, handlers: Handlers) -> anyhow::Result<App> {
         config.validate()?;
         secrets::ensure_data_dir(&config.data_dir)?;
-        let secrets = Secrets::load(&config)?;
+        let secrets = config.secrets()?;
         if config.database_url.is_some() && config.secret_key.is_none() {
             tracing::warn!(
                 "secret_key is not set: it was generated into the data dir; give every \
@@ -187,7 +195,7 @@ impl App {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let local_addr = listener.local_addr()?;
         let keys = Keys::new(store.clone(), config.auth.key_cache_ttl.0);
-        let admin_key_file = keys.bootstrap(&config).await?;
+        let admin_key_file = keys.bootstrap(&config.data_dir).await?;
         let state = AppState::new(Inner {
             tokens: Tokens::new(&secrets, &config.auth),
             sealer: secrets.sealer(),
@@ -291,7 +299,7 @@ pub async fn run_worker(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    let secrets = Secrets::load(&config)?;
+    let secrets = config.secrets()?;
     let (store, jobs) = open_engine(&config).await?;
     let (files, handlers) = open_files(&config, &secrets, &store, &jobs, handlers).await?;
     let stop = CancellationToken::new();

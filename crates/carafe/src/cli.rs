@@ -12,13 +12,12 @@ use carafe_core::keys::{KeyId, KeyName, Scopes};
 use carafe_core::page::{MAX_LIMIT, PageRequest};
 use clap::{Parser, Subcommand};
 
+use crate::access::keys::Keys;
+use crate::access::tokens::Tokens;
 use crate::api::keys::KeyView;
 use crate::app::{App, open_store};
 use crate::config::{Config, EXAMPLE_TOML, Overrides};
 use crate::context::Actor;
-use crate::keys::Keys;
-use crate::secrets::Secrets;
-use crate::tokens::Tokens;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -184,7 +183,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         Command::Keys { action } => keys(action, &config).await?,
         Command::Token { user, ttl, scope } => {
             let scopes = Scopes::parse_list(&scope.join(","))?;
-            let tokens = Tokens::new(&Secrets::load(&config)?, &config.auth);
+            let tokens = Tokens::new(&config.secrets()?, &config.auth);
             let minted = tokens.mint(&user, ttl, scopes)?;
             println!("{}", minted.token);
             eprintln!("expires at {}", rfc3339(minted.expires_at));
@@ -258,7 +257,7 @@ async fn keys(action: KeysCommand, config: &Config) -> anyhow::Result<()> {
             None => anyhow::bail!("no key with id {id}"),
         },
         KeysCommand::RotateMaster => {
-            let masters = crate::files::keyring::MasterKeys::from_config(config)?;
+            let masters = config.master_keys()?;
             let n = crate::files::rotate::rotate_master(store.as_ref(), &masters).await?;
             println!("rewrapped {n} data keys (files and uploads)");
         }

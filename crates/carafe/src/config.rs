@@ -16,16 +16,12 @@ use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-mod files;
-mod jobs;
 mod limits;
-mod values;
 
-pub use files::Files;
-pub use jobs::{Jobs, Push};
 pub use limits::{DEFAULT_IDEMPOTENCY_LOCK, Limits};
 
-pub use values::{HumanDuration, Secret, TrustedProxy};
+use crate::values::list;
+pub use crate::values::{HumanDuration, Secret, TrustedProxy};
 
 /// Settings whose values are secrets: masked in `carafe config`, readable from `…_FILE`.
 pub const SECRET_KEYS: [&str; 5] = [
@@ -81,11 +77,11 @@ pub struct Config {
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     pub shutdown_timeout: HumanDuration,
     pub limits: Limits,
-    pub auth: Auth,
+    pub auth: crate::access::Settings,
     pub metrics: Metrics,
-    pub jobs: Jobs,
-    pub push: Push,
-    pub files: Files,
+    pub jobs: crate::jobs::Settings,
+    pub push: crate::jobs::PushSettings,
+    pub files: crate::files::Settings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,18 +90,6 @@ pub enum LogFormat {
     Auto,
     Json,
     Pretty,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Auth {
-    /// Lifetime of an end-user token when the request names none.
-    pub token_default_ttl: HumanDuration,
-    /// Longest lifetime an end-user token may be given.
-    pub token_max_ttl: HumanDuration,
-    /// How long an API key lookup is cached; a key revoked on another instance stops working
-    /// within this time (at once on the instance that revoked it).
-    pub key_cache_ttl: HumanDuration,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -130,25 +114,15 @@ impl Default for Config {
             cors_origins: Vec::new(),
             shutdown_timeout: HumanDuration(Duration::from_secs(30)),
             limits: Limits::default(),
-            auth: Auth::default(),
+            auth: Default::default(),
             metrics: Metrics::default(),
-            jobs: Jobs::default(),
-            push: Push::default(),
-            files: Files::default(),
+            jobs: Default::default(),
+            push: Default::default(),
+            files: Default::default(),
             storage_url: None,
             master_key: None,
             master_keys_previous: Vec::new(),
             clamd_url: None,
-        }
-    }
-}
-
-impl Default for Auth {
-    fn default() -> Self {
-        Auth {
-            token_default_ttl: HumanDuration(Duration::from_secs(3600)),
-            token_max_ttl: HumanDuration(Duration::from_secs(24 * 3600)),
-            key_cache_ttl: HumanDuration(Duration::from_secs(10)),
         }
     }
 }
@@ -264,11 +238,18 @@ impl Config {
         {
             return bad("clamd_url must be tcp://host:port or unix:///path".into());
         }
-        let (default_ttl, max_ttl) = (self.auth.token_default_ttl.0, self.auth.token_max_ttl.0);
-        if max_ttl.is_zero() || default_ttl.is_zero() || default_ttl > max_ttl {
-            return bad("auth: token ttls must be positive and default ≤ max".into());
-        }
+        self.auth.validate().map_err(ConfigError::Invalid)?;
         Ok(())
+    }
+
+    /// The server secret: `secret_key`, else the one kept in the data dir.
+    pub fn secrets(&self) -> anyhow::Result<crate::secrets::Secrets> {
+        crate::secrets::Secrets::load(self.secret_key.as_ref(), &self.data_dir)
+    }
+
+    /// The master keys of encrypted files, as configured.
+    pub fn master_keys(&self) -> anyhow::Result<crate::files::keyring::MasterKeys> {
+        crate::files::keyring::MasterKeys::new(self.master_key.as_ref(), &self.master_keys_previous)
     }
 
     /// The effective configuration as TOML, secrets masked (for `carafe config`).
@@ -402,33 +383,5 @@ pub fn mask_url(url: &str) -> String {
 }
 
 /// Lists may be written as TOML arrays or, in the environment, as comma-separated text.
-mod list {
-    use serde::{Deserialize, Deserializer};
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany<T> {
-        Many(Vec<T>),
-        Text(String),
-    }
-
-    pub fn deserialize<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
-    where
-        D: Deserializer<'de>,
-        T: std::str::FromStr + Deserialize<'de>,
-        T::Err: std::fmt::Display,
-    {
-        match OneOrMany::<T>::deserialize(d)? {
-            OneOrMany::Many(v) => Ok(v),
-            OneOrMany::Text(s) => s
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|s| s.parse().map_err(serde::de::Error::custom))
-                .collect(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests;

@@ -3,6 +3,7 @@
 //! traits live in `carafe-core`, the databases in `carafe-store-sqlite` and
 //! `carafe-store-postgres`.
 
+pub mod access;
 pub mod api;
 pub mod app;
 pub mod audit;
@@ -11,12 +12,10 @@ pub mod config;
 pub mod context;
 pub mod files;
 pub mod jobs;
-pub mod keys;
 pub mod realtime;
-pub mod schedules;
 pub mod secrets;
 pub mod telemetry;
-pub mod tokens;
+pub mod values;
 
 pub use app::App;
 pub use config::Config;

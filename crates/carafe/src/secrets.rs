@@ -16,7 +16,7 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 
-use crate::config::Config;
+use crate::values::Secret;
 
 /// Creates the data dir (owner-only) if it is missing.
 pub fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {
@@ -45,8 +45,8 @@ pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn admin_key_path(config: &Config) -> PathBuf {
-    config.data_dir.join("admin-key")
+pub fn admin_key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin-key")
 }
 
 /// The server secret and the keys derived from it.
@@ -62,18 +62,18 @@ impl std::fmt::Debug for Secrets {
 }
 
 impl Secrets {
-    /// Uses `secret_key` from the configuration, else `<data_dir>/secret-key`, creating it
-    /// with 32 random bytes on first use.
-    pub fn load(config: &Config) -> anyhow::Result<Self> {
-        if let Some(key) = &config.secret_key {
+    /// Uses `secret_key` (from the configuration) if given, else `<data_dir>/secret-key`,
+    /// creating it with 32 random bytes on first use.
+    pub fn load(secret_key: Option<&Secret>, data_dir: &Path) -> anyhow::Result<Self> {
+        if let Some(key) = secret_key {
             return Ok(Self::from_text(key.expose()));
         }
-        let path = config.data_dir.join("secret-key");
+        let path = data_dir.join("secret-key");
         match fs::read_to_string(&path) {
             Ok(text) if text.trim().len() >= 32 => Ok(Self::from_text(text.trim())),
             Ok(_) => anyhow::bail!("{} is too short: delete it or fix it", path.display()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                ensure_data_dir(&config.data_dir)?;
+                ensure_data_dir(data_dir)?;
                 let mut raw = [0u8; 32];
                 rand::rng().fill_bytes(&mut raw);
                 let text = URL_SAFE_NO_PAD.encode(raw);
@@ -157,17 +157,14 @@ mod tests {
     #[test]
     fn a_generated_secret_is_private_and_stable() {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config {
-            data_dir: dir.path().join("data"),
-            ..Config::default()
-        };
-        let first = Secrets::load(&config).unwrap();
-        let path = config.data_dir.join("secret-key");
+        let data_dir = dir.path().join("data");
+        let first = Secrets::load(None, &data_dir).unwrap();
+        let path = data_dir.join("secret-key");
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let dir_mode = fs::metadata(&config.data_dir).unwrap().permissions().mode() & 0o777;
+        let dir_mode = fs::metadata(&data_dir).unwrap().permissions().mode() & 0o777;
         assert_eq!(dir_mode, 0o700);
-        let again = Secrets::load(&config).unwrap();
+        let again = Secrets::load(None, &data_dir).unwrap();
         assert_eq!(first.token_key(), again.token_key());
         assert_ne!(
             first.token_key(),

@@ -10,10 +10,10 @@ use http::request::Parts;
 use http::{HeaderValue, StatusCode, header};
 
 use super::error::{ApiError, ApiResult};
+use crate::access::keys::PREFIX;
+use crate::access::tokens::VerifyError;
 use crate::api::state::AppState;
 use crate::context::Principal;
-use crate::keys::PREFIX;
-use crate::tokens::VerifyError;
 
 /// Parses a list of scope names, naming the bad one by its JSON pointer (`/scopes/1`).
 pub fn parse_scopes(raw: &[String]) -> ApiResult<Scopes> {

@@ -181,6 +181,42 @@ impl From<crate::context::Denied> for ApiError {
     }
 }
 
+impl From<crate::jobs::request::EnqueueError> for ApiError {
+    fn from(e: crate::jobs::request::EnqueueError) -> Self {
+        use crate::jobs::request::EnqueueError;
+        let (code, fields) = match &e {
+            EnqueueError::Invalid(f) => ("validation_failed", f),
+            EnqueueError::TargetNotAllowed(f) => ("target_not_allowed", f),
+        };
+        let error = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code).detail(e.to_string());
+        fields.iter().fold(error, |error, f| {
+            error.field(f.field.clone(), f.message.clone())
+        })
+    }
+}
+
+impl From<crate::files::download::ServeError> for ApiError {
+    fn from(e: crate::files::download::ServeError) -> Self {
+        use crate::files::download::ServeError;
+        match e {
+            ServeError::PreconditionFailed => {
+                ApiError::new(StatusCode::PRECONDITION_FAILED, "precondition_failed")
+                    .detail(e.to_string())
+            }
+            ServeError::RangeNotSatisfiable { size } => {
+                ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
+                    .detail(e.to_string())
+                    .header(
+                        header::CONTENT_RANGE,
+                        HeaderValue::from_str(&crate::files::range::unsatisfied_range(size))
+                            .expect("ascii"),
+                    )
+            }
+            ServeError::Unavailable(cause) => ApiError::unavailable(&cause),
+        }
+    }
+}
+
 impl From<crate::jobs::access::ReservedQueue> for ApiError {
     fn from(e: crate::jobs::access::ReservedQueue) -> Self {
         let queue = e.queue.clone();

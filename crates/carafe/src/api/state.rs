@@ -8,13 +8,13 @@ use carafe_core::Store;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use crate::access::keys::Keys;
+use crate::access::tokens::Tokens;
 use crate::api::observe::Observer;
 use crate::config::Config;
 use crate::files::Files;
 use crate::jobs::Jobs;
-use crate::keys::Keys;
 use crate::secrets::Sealer;
-use crate::tokens::Tokens;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);

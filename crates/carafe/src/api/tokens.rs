@@ -10,12 +10,12 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
+use crate::access::tokens::MintError;
 use crate::api::auth::parse_scopes;
 use crate::api::error::{ApiError, ApiResult, Problem};
 use crate::api::json::Json;
 use crate::api::state::AppState;
 use crate::context::Principal;
-use crate::tokens::MintError;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

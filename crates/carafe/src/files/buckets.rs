@@ -6,8 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use carafe_core::files::{Bucket, BucketPolicy};
 
 use super::sniff::Kind;
-use crate::api::error::FieldError;
-use crate::config;
+use crate::context::FieldError;
 
 /// Most thumbnail sizes per bucket, and the largest side of one.
 const MAX_THUMBNAILS: usize = 8;
@@ -17,7 +16,7 @@ const MAX_THUMBNAIL_SIDE: u32 = 4096;
 /// `can_encrypt`: whether a master key is configured.
 pub fn validate(
     policy: &BucketPolicy,
-    settings: &config::Files,
+    settings: &crate::files::Settings,
     can_encrypt: bool,
 ) -> Vec<FieldError> {
     let mut errors = Vec::new();
@@ -99,7 +98,7 @@ pub fn validate(
 /// Names of the buckets whose policy requires scanning, as they are once the configuration
 /// file's buckets are applied over the `stored` ones: while no scanner is configured, these
 /// refuse every upload.
-pub fn requiring_scanner(stored: &[Bucket], settings: &config::Files) -> Vec<String> {
+pub fn requiring_scanner(stored: &[Bucket], settings: &crate::files::Settings) -> Vec<String> {
     let mut policies: BTreeMap<&str, &BucketPolicy> = stored
         .iter()
         .map(|b| (b.name.as_str(), &b.policy))

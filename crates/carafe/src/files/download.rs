@@ -19,7 +19,6 @@ use super::disposition::{DispositionKind, content_disposition};
 use super::range::{self, ByteRange, RangeRequest};
 use super::storage::{ByteStream, ResponseHeaders};
 use super::{Files, sealed};
-use crate::api::error::ApiError;
 
 /// Types a browser may show inline; everything else is always downloaded.
 const INLINE_TYPES: [&str; 9] = [
@@ -137,6 +136,19 @@ fn whole_seconds(t: SystemTime) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
 }
 
+/// Why a download is not answered with the bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// `If-Match` or `If-Unmodified-Since` named another version.
+    #[error("the file has changed since the version the request names")]
+    PreconditionFailed,
+    #[error("no requested range overlaps the file")]
+    RangeNotSatisfiable { size: u64 },
+    /// Storage could not be read (or could not sign a URL); the client may retry.
+    #[error("storage is unavailable: {0}")]
+    Unavailable(std::io::Error),
+}
+
 impl Files {
     /// Answers a GET or HEAD of `content`.
     pub async fn serve(
@@ -145,7 +157,7 @@ impl Files {
         request: &HeaderMap,
         served: &Served,
         delivery: &Delivery,
-    ) -> Result<Response, ApiError> {
+    ) -> Result<Response, ServeError> {
         let content = &served.content;
         let mut headers = HeaderMap::with_capacity(12);
         headers.insert(header::ETAG, content.etag.clone());
@@ -161,10 +173,7 @@ impl Files {
                 return Ok(reply(StatusCode::NOT_MODIFIED, headers, Body::empty()));
             }
             Outcome::PreconditionFailed => {
-                return Err(
-                    ApiError::new(StatusCode::PRECONDITION_FAILED, "precondition_failed")
-                        .detail("the file has changed since the version the request names"),
-                );
+                return Err(ServeError::PreconditionFailed);
             }
             Outcome::Proceed { range_allowed } => range_allowed,
         };
@@ -176,15 +185,9 @@ impl Files {
         };
         let head = method == Method::HEAD;
         match ranges {
-            RangeRequest::Unsatisfiable => Err(ApiError::new(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "range_not_satisfiable",
-            )
-            .detail("no requested range overlaps the file")
-            .header(
-                header::CONTENT_RANGE,
-                header_value(&range::unsatisfied_range(content.size)),
-            )),
+            RangeRequest::Unsatisfiable => {
+                Err(ServeError::RangeNotSatisfiable { size: content.size })
+            }
             RangeRequest::Full => {
                 headers.insert(header::CONTENT_LENGTH, content.size.into());
                 if head {
@@ -294,7 +297,7 @@ impl Files {
     }
 
     /// The bytes of `content` (or of one range of it).
-    async fn body(&self, served: &Served, r: Option<ByteRange>) -> Result<Body, ApiError> {
+    async fn body(&self, served: &Served, r: Option<ByteRange>) -> Result<Body, ServeError> {
         let (content, dek) = (&served.content, served.dek.as_ref());
         if let Some(all) = self.cached_content(&content.key, content.size, dek).await {
             let bytes = match r {
@@ -306,7 +309,7 @@ impl Files {
         let range = r.map(|r| r.start..r.end + 1);
         let stream = sealed::read(&self.storage, &content.key, dek, range, content.size)
             .await
-            .map_err(|e| ApiError::unavailable(&e))?;
+            .map_err(ServeError::Unavailable)?;
         Ok(Body::from_stream(stream))
     }
 }
@@ -324,7 +327,7 @@ impl Files {
         &self,
         served: &Served,
         delivery: &Delivery,
-    ) -> Result<Option<Response>, ApiError> {
+    ) -> Result<Option<Response>, ServeError> {
         let content = &served.content;
         if served.dek.is_some() || content.shown(delivery) == DispositionKind::Inline {
             return Ok(None);
@@ -339,7 +342,7 @@ impl Files {
             .storage
             .presigned_get(&content.key, PRESIGNED_TTL, &answer)
             .await
-            .map_err(|e| ApiError::unavailable(&e))?;
+            .map_err(ServeError::Unavailable)?;
         Ok(url.map(|url| {
             let mut headers = HeaderMap::new();
             headers.insert(header::LOCATION, header_value(url.as_str()));

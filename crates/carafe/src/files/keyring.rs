@@ -13,7 +13,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use super::crypto::{DataKey, SEGMENT};
-use crate::config::Config;
+use crate::values::Secret;
 
 #[derive(Clone)]
 pub struct MasterKey {
@@ -93,18 +93,16 @@ pub struct MasterKeys {
 }
 
 impl MasterKeys {
-    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+    /// The keys as configured: `master_key` and `master_keys_previous`.
+    pub fn new(current: Option<&Secret>, previous: &[Secret]) -> anyhow::Result<Self> {
         let parse = |name: &str, text: &str| {
             MasterKey::parse(text).map_err(|e| anyhow::anyhow!("{name}: {e}"))
         };
         Ok(MasterKeys {
-            current: config
-                .master_key
-                .as_ref()
+            current: current
                 .map(|k| parse("master_key", k.expose()))
                 .transpose()?,
-            previous: config
-                .master_keys_previous
+            previous: previous
                 .iter()
                 .map(|k| parse("master_keys_previous", k.expose()))
                 .collect::<Result<_, _>>()?,
@@ -146,7 +144,6 @@ impl MasterKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
 
     fn key(n: u8) -> String {
         STANDARD.encode([n; 32])
@@ -162,18 +159,17 @@ mod tests {
 
     #[test]
     fn data_keys_unwrap_with_current_or_previous_keys_only() {
-        let config = |current: u8, previous: Vec<u8>| Config {
-            master_key: Some(Secret::new(key(current))),
-            master_keys_previous: previous.into_iter().map(|n| Secret::new(key(n))).collect(),
-            ..Config::default()
+        let keys = |current: u8, previous: Vec<u8>| {
+            let previous: Vec<Secret> = previous.into_iter().map(|n| Secret::new(key(n))).collect();
+            MasterKeys::new(Some(&Secret::new(key(current))), &previous).unwrap()
         };
-        let a = MasterKeys::from_config(&config(1, vec![])).unwrap();
+        let a = keys(1, vec![]);
         let (dek, enc) = a.new_data_key().unwrap();
         assert_eq!(a.unwrap(&enc).unwrap().bytes(), dek.bytes());
-        let b = MasterKeys::from_config(&config(2, vec![1])).unwrap();
+        let b = keys(2, vec![1]);
         let rewrapped = b.rewrap(&enc).unwrap();
         assert_ne!(rewrapped.kid, enc.kid);
-        let only_b = MasterKeys::from_config(&config(2, vec![])).unwrap();
+        let only_b = keys(2, vec![]);
         assert_eq!(only_b.unwrap(&rewrapped).unwrap().bytes(), dek.bytes());
         assert!(matches!(only_b.unwrap(&enc), Err(KeyError::UnknownKey(_))));
         let mut bad = enc.clone();

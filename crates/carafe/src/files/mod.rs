@@ -25,11 +25,14 @@ pub mod receive;
 pub mod rotate;
 pub mod scan;
 pub mod sealed;
+mod settings;
 pub mod sniff;
 pub mod storage;
 pub mod sweep;
 pub mod tus;
 pub mod upload;
+
+pub use settings::Settings;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,7 +46,6 @@ use moka::future::Cache;
 use serde_json::json;
 
 use crate::audit::writer::AuditWriter;
-use crate::config::{self, Config};
 use crate::jobs::Jobs;
 use crate::secrets::Secrets;
 use links::LinkSigner;
@@ -109,7 +111,7 @@ pub struct Files {
     pub links: LinkSigner,
     /// Master keys that wrap the data keys of encrypted files.
     pub keys: keyring::MasterKeys,
-    pub settings: config::Files,
+    pub settings: crate::files::Settings,
     /// Download events are many: they are written in batches.
     pub audit: AuditWriter,
     /// Ready files by id, so downloads skip the database. Short-lived: another instance's
@@ -120,20 +122,31 @@ pub struct Files {
     buckets: Cache<BucketName, Arc<Bucket>>,
 }
 
+/// What the files capability is opened with: its settings, and where the configuration says
+/// bytes are kept and scanned.
+pub struct Setup<'a> {
+    pub settings: Settings,
+    /// `s3://…` or `file://…`; `None` keeps files under `data_dir`.
+    pub storage_url: Option<&'a str>,
+    pub data_dir: &'a std::path::Path,
+    /// `tcp://host:port` or `unix:///path`; `None` scans nothing.
+    pub clamd_url: Option<&'a str>,
+    pub keys: keyring::MasterKeys,
+    pub secrets: &'a Secrets,
+}
+
 impl Files {
-    pub fn new(
-        config: &Config,
-        secrets: &Secrets,
-        store: Arc<dyn Store>,
-        jobs: Arc<Jobs>,
-    ) -> anyhow::Result<Self> {
-        let storage = Storage::open(
-            config.storage_url.as_ref().map(|u| u.expose()),
-            &config.data_dir,
-            store.clone(),
-        )?;
-        let settings = config.files.clone();
-        let scanner = match &config.clamd_url {
+    pub fn new(setup: Setup<'_>, store: Arc<dyn Store>, jobs: Arc<Jobs>) -> anyhow::Result<Self> {
+        let Setup {
+            settings,
+            storage_url,
+            data_dir,
+            clamd_url,
+            keys,
+            secrets,
+        } = setup;
+        let storage = Storage::open(storage_url, data_dir, store.clone())?;
+        let scanner = match clamd_url {
             Some(url) => Some(Clamd::new(
                 scan::parse_url(url).map_err(anyhow::Error::msg)?,
                 settings.scan_timeout.0,
@@ -145,7 +158,6 @@ impl Files {
             .weigher(|k: &String, v: &Bytes| (k.len() + v.len()).try_into().unwrap_or(u32::MAX))
             .time_to_live(Duration::from_secs(300))
             .build();
-        let keys = keyring::MasterKeys::from_config(config)?;
         for (name, policy) in &settings.buckets {
             let errors = buckets::validate(policy, &settings, keys.can_encrypt());
             if let Some(e) = errors.first() {

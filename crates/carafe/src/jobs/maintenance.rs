@@ -50,7 +50,7 @@ pub async fn run(jobs: Arc<Jobs>, instance: String, stop: CancellationToken) {
         if let Err(e) = rescue(&jobs).await {
             tracing::warn!(error = %e, "rescuing expired jobs failed");
         }
-        if let Err(e) = crate::schedules::fire_due(&jobs, now()).await {
+        if let Err(e) = crate::jobs::schedules::fire_due(&jobs, now()).await {
             tracing::warn!(error = %e, "firing schedules failed");
         }
         if last_upkeep.is_none_or(|t| t.elapsed() >= UPKEEP_EVERY) {

@@ -8,7 +8,11 @@ pub mod maintenance;
 pub mod push;
 pub mod request;
 pub mod runner;
+pub mod schedules;
+mod settings;
 pub mod targets;
+
+pub use settings::{PushSettings, Settings};
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -23,7 +27,6 @@ use carafe_core::{Store, StoreResult};
 use tokio_util::sync::CancellationToken;
 
 use self::access::{Caller, QueueAction, ReservedQueue};
-use crate::config;
 use crate::realtime::bus::Bus;
 use targets::TargetPolicy;
 
@@ -38,7 +41,7 @@ pub fn job_topic(id: JobId) -> String {
 pub struct Jobs {
     store: Arc<dyn Store>,
     bus: Bus,
-    settings: config::Jobs,
+    settings: crate::jobs::Settings,
     push_enabled: bool,
     targets: Arc<TargetPolicy>,
 }
@@ -47,8 +50,8 @@ impl Jobs {
     pub fn new(
         store: Arc<dyn Store>,
         bus: Bus,
-        settings: config::Jobs,
-        push: &config::Push,
+        settings: crate::jobs::Settings,
+        push: &crate::jobs::PushSettings,
     ) -> Self {
         Jobs {
             store,
@@ -72,7 +75,7 @@ impl Jobs {
         &self.targets
     }
 
-    pub fn settings(&self) -> &config::Jobs {
+    pub fn settings(&self) -> &crate::jobs::Settings {
         &self.settings
     }
 

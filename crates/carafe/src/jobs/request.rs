@@ -13,8 +13,7 @@ use utoipa::ToSchema;
 
 use super::Jobs;
 use super::targets::TargetPolicy;
-use crate::api::error::{ApiError, ApiResult};
-use crate::config;
+use crate::context::FieldError;
 
 /// Longest delay (or distance of `run_at` into the future) accepted.
 pub const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -81,7 +80,7 @@ impl Problems {
 pub fn validate(
     mut req: EnqueueJob,
     prefix: &str,
-    settings: &config::Jobs,
+    settings: &crate::jobs::Settings,
     push_enabled: bool,
     now: OffsetDateTime,
 ) -> Result<NewJob, Vec<(String, String)>> {
@@ -295,7 +294,7 @@ pub async fn accept(
     items: Vec<(String, EnqueueJob)>,
     mut problems: Vec<(String, String)>,
     now: OffsetDateTime,
-) -> ApiResult<Vec<NewJob>> {
+) -> Result<Vec<NewJob>, EnqueueError> {
     let mut accepted = Vec::with_capacity(items.len());
     let mut prefixes = Vec::with_capacity(items.len());
     for (prefix, item) in items {
@@ -306,7 +305,7 @@ pub async fn accept(
         prefixes.push(prefix);
     }
     if !problems.is_empty() {
-        return Err(invalid(problems));
+        return Err(EnqueueError::Invalid(fields(problems)));
     }
     check_targets(
         jobs.targets(),
@@ -320,7 +319,7 @@ pub async fn accept(
 async fn check_targets<'a>(
     policy: &TargetPolicy,
     jobs: impl IntoIterator<Item = (&'a str, &'a NewJob)>,
-) -> ApiResult<()> {
+) -> Result<(), EnqueueError> {
     use futures::StreamExt;
     let with_target: Vec<(&str, &str)> = jobs
         .into_iter()
@@ -340,24 +339,32 @@ async fn check_targets<'a>(
     if refused.is_empty() {
         return Ok(());
     }
-    Err(with_target
-        .into_iter()
-        .filter_map(|(prefix, target)| Some((prefix, refused.get(target)?)))
-        .fold(
-            ApiError::new(http::StatusCode::UNPROCESSABLE_ENTITY, "target_not_allowed").detail(
-                "push targets must resolve to public addresses unless the operator allows them",
-            ),
-            |e, (prefix, message)| e.field(format!("{prefix}/target"), message.clone()),
-        ))
+    Err(EnqueueError::TargetNotAllowed(
+        with_target
+            .into_iter()
+            .filter_map(|(prefix, target)| {
+                let message = refused.get(target)?;
+                Some(FieldError::new(format!("{prefix}/target"), message.clone()))
+            })
+            .collect(),
+    ))
 }
 
-/// Turns collected field problems into one 422.
-pub fn invalid(list: Vec<(String, String)>) -> ApiError {
-    list.into_iter().fold(
-        ApiError::new(http::StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
-            .detail("the request has invalid fields"),
-        |e, (field, message)| e.field(field, message),
-    )
+/// Why an enqueue was refused, naming each field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnqueueError {
+    #[error("the request has invalid fields")]
+    Invalid(Vec<FieldError>),
+    /// Push targets the target policy refuses (after every field was valid).
+    #[error("push targets must resolve to public addresses unless the operator allows them")]
+    TargetNotAllowed(Vec<FieldError>),
+}
+
+/// Collected `(field, message)` problems as field errors.
+pub fn fields(list: Vec<(String, String)>) -> Vec<FieldError> {
+    list.into_iter()
+        .map(|(field, message)| FieldError::new(field, message))
+        .collect()
 }
 
 #[cfg(test)]

@@ -82,7 +82,7 @@ async fn unknown_and_forged_credentials_are_401(backend: Backend) {
     let unknown_key = format!("ck_{}", "A".repeat(40));
     let short_key = "ck_short";
     // A token signed with another server's secret.
-    let foreign = carafe::tokens::Tokens::new(
+    let foreign = carafe::access::Tokens::new(
         &Secrets::from_text("another-secret-another-secret-another"),
         &Default::default(),
     )

@@ -240,8 +240,8 @@ async fn missed_ticks_run_once_and_overlapping_leaders_fire_once(backend: Backen
     store.put_schedule(missed).await.unwrap();
     // Two instances that both believe they lead fire at the same moment.
     let (a, b) = tokio::join!(
-        carafe::schedules::fire_due(&app.state.jobs, now),
-        carafe::schedules::fire_due(&app.state.jobs, now)
+        carafe::jobs::schedules::fire_due(&app.state.jobs, now),
+        carafe::jobs::schedules::fire_due(&app.state.jobs, now)
     );
     // Neither fails. The server's own leader may have fired it first, so how many of the two
     // calls report firing varies; what must hold is that exactly one job exists.
@@ -266,7 +266,7 @@ async fn missed_ticks_run_once_and_overlapping_leaders_fire_once(backend: Backen
         "it fired for the latest missed tick"
     );
     assert_eq!(
-        carafe::schedules::fire_due(&app.state.jobs, now)
+        carafe::jobs::schedules::fire_due(&app.state.jobs, now)
             .await
             .unwrap(),
         0,

@@ -19,7 +19,7 @@ use crate::api::state::AppState;
 use crate::context::BaseUrl;
 use crate::context::Principal;
 use crate::jobs::request;
-use crate::schedules::{ScheduleJob, When};
+use crate::jobs::schedules::{ScheduleJob, When};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

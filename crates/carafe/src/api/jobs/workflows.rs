@@ -92,7 +92,7 @@ async fn steps(
         }
         items.push((prefix, step));
     }
-    request::accept(&state.jobs, items, problems, at).await
+    Ok(request::accept(&state.jobs, items, problems, at).await?)
 }
 
 /// Start a workflow: `{chain: [...]}`, `{group: [...]}` or `{group: [...], then: {...}}`.

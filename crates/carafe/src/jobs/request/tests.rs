@@ -8,7 +8,7 @@ fn req(v: Value) -> EnqueueJob {
 
 fn fields(v: Value) -> Vec<String> {
     let now = carafe_core::time::now();
-    match validate(req(v), "", &config::Jobs::default(), true, now) {
+    match validate(req(v), "", &crate::jobs::Settings::default(), true, now) {
         Ok(_) => Vec::new(),
         Err(list) => list.into_iter().map(|(f, _)| f).collect(),
     }
@@ -20,7 +20,7 @@ fn a_minimal_request_gets_the_defaults() {
     let job = validate(
         req(json!({"queue": "mail"})),
         "",
-        &config::Jobs::default(),
+        &crate::jobs::Settings::default(),
         true,
         now,
     )
@@ -35,7 +35,7 @@ fn a_minimal_request_gets_the_defaults() {
 #[test]
 fn schedules_and_uniqueness_are_read() {
     let now = carafe_core::time::now();
-    let s = config::Jobs::default();
+    let s = crate::jobs::Settings::default();
     let job = validate(
         req(json!({"queue": "q", "delay_ms": 1500})),
         "",
@@ -138,7 +138,7 @@ fn every_bad_field_is_named() {
     let list = validate(
         req(json!({"queue": "!", "priority": 99})),
         "/jobs/7",
-        &config::Jobs::default(),
+        &crate::jobs::Settings::default(),
         true,
         now,
     )
@@ -151,8 +151,15 @@ fn every_bad_field_is_named() {
 fn targets_need_push_delivery_turned_on() {
     let now = carafe_core::time::now();
     let body = json!({"queue": "q", "target": "https://app.example.com/jobs"});
-    let off = validate(req(body.clone()), "", &config::Jobs::default(), false, now).unwrap_err();
+    let off = validate(
+        req(body.clone()),
+        "",
+        &crate::jobs::Settings::default(),
+        false,
+        now,
+    )
+    .unwrap_err();
     assert_eq!(off[0].0, "/target");
-    let on = validate(req(body), "", &config::Jobs::default(), true, now).unwrap();
+    let on = validate(req(body), "", &crate::jobs::Settings::default(), true, now).unwrap();
     assert_eq!(on.target.as_deref(), Some("https://app.example.com/jobs"));
 }

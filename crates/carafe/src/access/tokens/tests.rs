@@ -1,5 +1,6 @@
 use super::*;
-use crate::config::{Auth, HumanDuration};
+use crate::access::Settings as Auth;
+use crate::values::HumanDuration;
 
 fn tokens(secret: &str) -> Tokens {
     Tokens::new(&Secrets::from_text(secret), &Auth::default())

@@ -9,7 +9,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, erro
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::config::Auth;
+use super::Settings as Auth;
 pub use crate::context::User;
 use crate::secrets::Secrets;
 

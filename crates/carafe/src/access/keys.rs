@@ -3,7 +3,7 @@
 //! `auth.key_cache_ttl`, so authenticating a request costs no database round trip; revoking
 //! through this instance clears the cache at once.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +15,6 @@ use rand::distr::Alphanumeric;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::config::Config;
 use crate::context::Actor;
 use crate::secrets::{admin_key_path, write_private};
 
@@ -132,7 +131,7 @@ impl Keys {
 
     /// When no active key exists, creates an admin key and writes it to `<data_dir>/admin-key`
     /// (mode 0600). Returns the file's path when it did.
-    pub async fn bootstrap(&self, config: &Config) -> anyhow::Result<Option<PathBuf>> {
+    pub async fn bootstrap(&self, data_dir: &Path) -> anyhow::Result<Option<PathBuf>> {
         if self.store.count_active_keys().await? > 0 {
             return Ok(None);
         }
@@ -144,7 +143,7 @@ impl Keys {
         let issued = self
             .create(name, Scopes::empty().with(Scope::Admin), &actor)
             .await?;
-        let path = admin_key_path(config);
+        let path = admin_key_path(data_dir);
         write_private(&path, &format!("{}\n", issued.secret))?;
         Ok(Some(path))
     }

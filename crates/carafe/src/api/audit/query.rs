@@ -1,10 +1,9 @@
-//! What a caller asks of the audit log and whether they may: the query string becomes an
-//! `AuditFilter` (every bad value named in one 422), the `Accept` header or `?format=` picks
-//! JSON pages or a CSV export, and `authorize` holds the one rule of who reads which events.
+//! What a caller asks of the audit log: the query string becomes an `AuditFilter` (every bad
+//! value named in one 422), and the `Accept` header or `?format=` picks JSON pages or a CSV
+//! export. Who may read which events is the audit capability's rule (`audit::authorize`).
 
 use carafe_core::audit::{ActionMatch, AuditFilter};
 use carafe_core::files::FileId;
-use carafe_core::keys::Scope;
 use http::{HeaderMap, header};
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -13,7 +12,6 @@ use utoipa::IntoParams;
 
 use crate::api::error::{ApiError, ApiResult, FieldError};
 use crate::api::pagination::ListParams;
-use crate::context::Principal;
 
 /// Longest `actor` a filter accepts (`user:<id>` ids are the application's own).
 const MAX_ACTOR_LEN: usize = 256;
@@ -153,22 +151,6 @@ fn accept_prefers_csv(headers: &HeaderMap) -> Format {
     } else {
         Format::Json
     }
-}
-
-/// Who reads which events. Admin keys read the whole log. A key with the `files` scope may
-/// read the events of one file at a time (`file=` is required): such a key may already read,
-/// link and delete any file, so a file's history tells it nothing beyond its reach, while the
-/// rest of the log (keys, buckets, other capabilities) stays admin-only. End-user tokens never
-/// read the log, not even for their own files: the events carry other callers' IP addresses
-/// and user agents. Everyone else gets the usual 403 `insufficient_scope` naming `admin`.
-pub fn authorize(principal: &Principal, params: &AuditParams) -> ApiResult<()> {
-    if let Principal::Key(key) = principal
-        && params.file.is_some()
-        && key.scopes.allows(Scope::Files)
-    {
-        return Ok(());
-    }
-    Ok(principal.require(Scope::Admin)?)
 }
 
 #[cfg(test)]

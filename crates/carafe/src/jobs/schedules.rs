@@ -16,8 +16,8 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use crate::jobs::Jobs;
-use crate::jobs::request::{self, EnqueueJob};
+use super::Jobs;
+use super::request::{self, EnqueueJob};
 
 /// Schedules fired per maintenance tick.
 const BATCH: u32 = 100;

@@ -1,16 +1,16 @@
-//! The `[jobs]` and `[push]` sections: how the job engine sizes, leases and keeps jobs, and
+//! The job engine's settings (the `[jobs]` and `[push]` sections of the configuration): how the job engine sizes, leases and keeps jobs, and
 //! how push deliveries are signed and where they may go.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{HumanDuration, Secret, list};
-use crate::jobs::targets::AllowHost;
+use super::targets::AllowHost;
+use crate::values::{HumanDuration, Secret, list};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Jobs {
+pub struct Settings {
     /// Largest `args` of one job, in bytes of JSON.
     pub max_args_bytes: usize,
     /// A job's `timeout_ms` when the enqueue names none: the longest an in-process handler
@@ -28,9 +28,9 @@ pub struct Jobs {
     pub poll_interval: HumanDuration,
 }
 
-impl Default for Jobs {
+impl Default for Settings {
     fn default() -> Self {
-        Jobs {
+        Settings {
             max_args_bytes: 64 * 1024,
             default_timeout: HumanDuration(Duration::from_secs(300)),
             lease: HumanDuration(Duration::from_secs(60)),
@@ -41,8 +41,8 @@ impl Default for Jobs {
     }
 }
 
-impl Jobs {
-    pub(super) fn validate(&self) -> Result<(), String> {
+impl Settings {
+    pub fn validate(&self) -> Result<(), String> {
         if !(1024..=16 * 1024 * 1024).contains(&self.max_args_bytes) {
             return Err("jobs.max_args_bytes must be between 1 KiB and 16 MiB".into());
         }
@@ -60,7 +60,7 @@ impl Jobs {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Push {
+pub struct PushSettings {
     /// Signs every push delivery (HMAC-SHA256), at least 32 characters; the receiving app
     /// verifies with the same value. Unset: push delivery is off.
     pub secret: Option<Secret>,
@@ -75,9 +75,9 @@ pub struct Push {
     pub allow_private_networks: bool,
 }
 
-impl Default for Push {
+impl Default for PushSettings {
     fn default() -> Self {
-        Push {
+        PushSettings {
             secret: None,
             concurrency: 64,
             allow_hosts: Vec::new(),
@@ -86,8 +86,8 @@ impl Default for Push {
     }
 }
 
-impl Push {
-    pub(super) fn validate(&self) -> Result<(), String> {
+impl PushSettings {
+    pub fn validate(&self) -> Result<(), String> {
         if self.secret.as_ref().is_some_and(|k| k.expose().len() < 32) {
             return Err("push.secret must be at least 32 characters".into());
         }

@@ -1,6 +1,8 @@
 //! `GET /api/v1/audit`: the audit log, newest first, filtered by file, action, actor and time;
 //! JSON pages, or the whole matching log as a streamed CSV download. Who may read what is
-//! decided in `query::authorize`.
+//! decided in `audit::authorize`.
+
+mod query;
 
 use axum::extract::{OriginalUri, State};
 use axum::response::Response;
@@ -10,12 +12,12 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
+use self::query::{AuditParams, Format};
 use crate::api::error::{ApiResult, Problem};
 use crate::api::pagination::{self, PageBody};
 use crate::api::query::Query;
 use crate::api::state::AppState;
-use crate::audit::csv;
-use crate::audit::query::{self, AuditParams, Format};
+use crate::audit::{authorize, csv};
 use crate::context::BaseUrl;
 use crate::context::Principal;
 
@@ -77,7 +79,7 @@ pub async fn list(
     headers: HeaderMap,
     Query(params): Query<AuditParams>,
 ) -> ApiResult<Response> {
-    query::authorize(&principal, &params)?;
+    authorize(&principal, params.file.is_some())?;
     let filter = params.filter()?;
     let mut response = match params.format(&headers)? {
         Format::Csv => {

@@ -1,5 +1,7 @@
-//! Value types used in the configuration: durations written like `30s` or `1h`, secrets that
-//! never print, and trusted proxy addresses given as single IPs or CIDR ranges.
+//! Value types settings are written in: durations written like `30s` or `1h`, secrets that
+//! never print, trusted proxy addresses given as single IPs or CIDR ranges, and lists given
+//! as TOML arrays or comma-separated text (as environment variables are). Each capability's
+//! settings use them; the configuration composes those settings.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -97,5 +99,34 @@ impl<'de> Deserialize<'de> for TrustedProxy {
         String::deserialize(d)?
             .parse()
             .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Lists written as a TOML array or as comma-separated text (as environment variables are).
+pub mod list {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany<T> {
+        Many(Vec<T>),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: std::str::FromStr + Deserialize<'de>,
+        T::Err: std::fmt::Display,
+    {
+        match OneOrMany::<T>::deserialize(d)? {
+            OneOrMany::Many(v) => Ok(v),
+            OneOrMany::Text(s) => s
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse().map_err(serde::de::Error::custom))
+                .collect(),
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! The `[files]` section: where uploads are kept and scanned, how downloads and links behave,
+//! The files capability's settings (the `[files]` section of the configuration): where uploads are kept and scanned, how downloads and links behave,
 //! and the buckets defined in the configuration file.
 
 use std::collections::BTreeMap;
@@ -7,11 +7,11 @@ use std::time::Duration;
 use carafe_core::files::BucketPolicy;
 use serde::{Deserialize, Serialize};
 
-use super::HumanDuration;
+use crate::values::HumanDuration;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Files {
+pub struct Settings {
     /// Largest upload in any bucket, in bytes; a bucket's `max_size` cannot exceed it.
     pub max_upload_bytes: u64,
     /// How long the virus scanner may take to answer one file.
@@ -51,9 +51,9 @@ pub struct Files {
     pub buckets: BTreeMap<String, BucketPolicy>,
 }
 
-impl Default for Files {
+impl Default for Settings {
     fn default() -> Self {
-        Files {
+        Settings {
             max_upload_bytes: 5 * 1024 * 1024 * 1024,
             scan_timeout: HumanDuration(Duration::from_secs(120)),
             scan_attempts: 10,
@@ -72,7 +72,7 @@ impl Default for Files {
     }
 }
 
-impl Files {
+impl Settings {
     pub fn validate(&self) -> Result<(), String> {
         if self.max_upload_bytes == 0 {
             return Err("files.max_upload_bytes must be positive".into());
