@@ -8,7 +8,10 @@ use carafe_core::keys::{ApiKey, KeyId, KeyName, Scope};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::api::Layers;
 use crate::api::auth::parse_scopes;
 use crate::api::error::{ApiError, ApiResult, Problem};
 use crate::api::json::Json;
@@ -155,4 +158,11 @@ pub async fn revoke(
         .await?
         .ok_or_else(ApiError::not_found)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+pub fn routes(layers: &Layers) -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(layers.idempotent(routes!(create)))
+        .routes(routes!(list))
+        .routes(routes!(get, revoke))
 }

@@ -6,7 +6,10 @@ use carafe_core::keys::Scope;
 use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::api::state::AppState;
 use crate::context::Principal;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -47,4 +50,8 @@ pub async fn me(principal: Principal) -> Json<Me> {
             expires_at: u.expires_at,
         },
     })
+}
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(me))
 }

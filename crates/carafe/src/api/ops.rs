@@ -2,19 +2,21 @@
 //! the OpenAPI document. Probes need no credentials; `/metrics` needs an admin key unless
 //! `metrics.public` is set.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::{FromRequestParts, State};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use carafe_core::keys::Scope;
 use http::request::Parts;
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult};
-use super::openapi::ApiDoc;
 use crate::api::state::AppState;
 use crate::context::Principal;
 
@@ -73,15 +75,35 @@ pub async fn metrics(State(state): State<AppState>, mut parts: Parts) -> ApiResu
         .into_response())
 }
 
+/// The OpenAPI document as served, rendered once when the router is built.
+#[derive(Debug, Clone)]
+pub struct OpenApiJson(Arc<str>);
+
+impl OpenApiJson {
+    pub fn new(doc: &utoipa::openapi::OpenApi) -> Self {
+        OpenApiJson(
+            doc.to_json()
+                .expect("the OpenAPI document serializes")
+                .into(),
+        )
+    }
+}
+
 /// This API's OpenAPI 3.1 document.
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations",
     responses((status = 200, content_type = "application/json", body = Object)))]
-pub async fn openapi() -> Response {
-    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let doc = DOC.get_or_init(|| {
-        ApiDoc::openapi()
-            .to_json()
-            .expect("the OpenAPI document serializes")
-    });
-    ([(header::CONTENT_TYPE, "application/json")], doc.as_str()).into_response()
+pub async fn openapi(Extension(doc): Extension<OpenApiJson>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        doc.0.to_string(),
+    )
+        .into_response()
+}
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi))
 }

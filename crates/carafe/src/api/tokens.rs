@@ -9,8 +9,11 @@ use carafe_core::keys::Scope;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::access::tokens::MintError;
+use crate::api::Layers;
 use crate::api::auth::parse_scopes;
 use crate::api::error::{ApiError, ApiResult, Problem};
 use crate::api::json::Json;
@@ -71,4 +74,8 @@ pub async fn create(
             expires_at: minted.expires_at,
         }),
     ))
+}
+
+pub fn routes(layers: &Layers) -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(layers.idempotent(routes!(create)))
 }

@@ -11,6 +11,8 @@ use http::{HeaderMap, HeaderValue, header};
 use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use self::query::{AuditParams, Format};
 use crate::api::error::{ApiResult, Problem};
@@ -99,4 +101,8 @@ pub async fn list(
         .headers_mut()
         .append(header::VARY, HeaderValue::from_static("accept"));
     Ok(response)
+}
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list))
 }
