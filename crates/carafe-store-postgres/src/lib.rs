@@ -24,7 +24,7 @@ use carafe_core::jobs::{
     QueueStats, SweepPage, Workflow, WorkflowId, WorkflowKind,
 };
 use carafe_core::page::{Page, PageRequest};
-use carafe_core::store::{JobStore, LeaderStore, PoolStats, Store, WakeupSink, WorkflowStore};
+use carafe_core::store::{Backend, JobStore, LeaderStore, PoolStats, WakeupSink, WorkflowStore};
 use carafe_core::{StoreError, StoreResult};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -51,7 +51,7 @@ impl PgStore {
 }
 
 #[async_trait]
-impl Store for PgStore {
+impl Backend for PgStore {
     fn backend(&self) -> &'static str {
         "postgres"
     }

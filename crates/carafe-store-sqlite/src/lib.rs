@@ -26,7 +26,7 @@ use carafe_core::jobs::{
     QueueStats, SweepPage, Workflow, WorkflowId, WorkflowKind,
 };
 use carafe_core::page::{Page, PageRequest};
-use carafe_core::store::{JobStore, LeaderStore, PoolStats, Store, WakeupSink, WorkflowStore};
+use carafe_core::store::{Backend, JobStore, LeaderStore, PoolStats, WakeupSink, WorkflowStore};
 use carafe_core::{StoreError, StoreResult};
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
@@ -90,7 +90,7 @@ impl SqliteStore {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Backend for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
     }
