@@ -1,9 +1,12 @@
-//! The store traits. Each capability owns one trait, in a file of its own here; `Store` is
-//! nothing but their sum with `Backend`, what the server needs to operate a database. The
-//! server holds an `Arc<dyn Store>` and never learns which database is behind it.
+//! The store traits. Each capability owns one trait (the job queue a few, one per backend
+//! file), in a file of its own here; `Store` is nothing but their sum with `Backend`, what the
+//! server needs to operate a database. The server holds an `Arc<dyn Store>` and never learns
+//! which database is behind it.
 //!
-//! `Store` has a blanket impl: a backend implements each capability's trait and `Backend`,
-//! and is a `Store` from then on.
+//! `Store` has a blanket impl: a backend implements each capability's trait, in its own file
+//! of the same name (`carafe-store-sqlite/src/keys.rs` implements `KeyStore`), and is a
+//! `Store` from then on. A new capability adds its trait file here, its conformance cases in
+//! `testing/`, and one bound to `Store` and its blanket impl.
 
 mod audit;
 mod backend;
@@ -23,7 +26,7 @@ pub use backend::{Backend, PoolStats, WakeupSink};
 pub use direct::DirectStore;
 pub use files::FileStore;
 pub use idempotency::IdempotencyStore;
-pub use jobs::JobStore;
+pub use jobs::{FailureStore, JobStore, LeaseStore, QueueAdminStore};
 pub use keys::KeyStore;
 pub use leader::LeaderStore;
 pub use multipart::MultipartRecordStore;
@@ -37,6 +40,9 @@ pub trait Store:
     + IdempotencyStore
     + AuditStore
     + JobStore
+    + LeaseStore
+    + FailureStore
+    + QueueAdminStore
     + ScheduleStore
     + WorkflowStore
     + FileStore
@@ -56,6 +62,9 @@ impl<T> Store for T where
         + IdempotencyStore
         + AuditStore
         + JobStore
+        + LeaseStore
+        + FailureStore
+        + QueueAdminStore
         + ScheduleStore
         + WorkflowStore
         + FileStore
@@ -75,8 +84,9 @@ impl<T> Store for T where
 /// tools): `use carafe_core::store::prelude::*;`. Calls through `dyn Store` need no import.
 pub mod prelude {
     pub use super::{
-        AuditStore as _, Backend as _, DirectStore as _, FileStore as _, IdempotencyStore as _,
-        JobStore as _, KeyStore as _, LeaderStore as _, MultipartRecordStore as _,
-        ScheduleStore as _, UploadStore as _, WorkflowStore as _,
+        AuditStore as _, Backend as _, DirectStore as _, FailureStore as _, FileStore as _,
+        IdempotencyStore as _, JobStore as _, KeyStore as _, LeaderStore as _, LeaseStore as _,
+        MultipartRecordStore as _, QueueAdminStore as _, ScheduleStore as _, UploadStore as _,
+        WorkflowStore as _,
     };
 }
