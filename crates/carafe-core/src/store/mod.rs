@@ -6,10 +6,12 @@
 //! `Store` has a blanket impl: a backend implements each capability's trait, in its own file
 //! of the same name (`carafe-store-sqlite/src/keys.rs` implements `KeyStore`), and is a
 //! `Store` from then on. A new capability adds its trait file here, its conformance cases in
-//! `testing/`, and one bound to `Store` and its blanket impl.
+//! `conformance/`, and one bound to `Store` and its blanket impl.
 
 mod audit;
 mod backend;
+#[cfg(feature = "testing")]
+pub mod conformance;
 mod direct;
 mod files;
 mod idempotency;
