@@ -14,8 +14,9 @@ pub mod page;
 pub mod store;
 pub mod time;
 
+/// The store conformance suite, under the name the backends' tests have always used.
 #[cfg(feature = "testing")]
-pub mod testing;
+pub use store::conformance as testing;
 
 pub use error::{StoreError, StoreResult};
 

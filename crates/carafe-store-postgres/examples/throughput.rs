@@ -5,9 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use carafe_core::Store;
 use carafe_core::jobs::{Claim, Completion, Fenced, LeaseLength, NewJob, QueueName};
-use carafe_core::store::JobStore;
+use carafe_core::store::prelude::*;
 use carafe_store_postgres::PgStore;
 use carafe_store_postgres::testing::fresh_database_url;
 use serde_json::json;

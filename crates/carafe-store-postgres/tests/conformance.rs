@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use carafe_core::Store;
-use carafe_core::store::AuditStore;
+use carafe_core::store::prelude::*;
 use carafe_core::testing::RawSql;
 use carafe_store_postgres::PgStore;
 use carafe_store_postgres::testing::fresh_database_url;

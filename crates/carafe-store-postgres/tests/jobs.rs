@@ -9,7 +9,7 @@ use carafe_core::Store;
 use carafe_core::jobs::{
     Claim, Completion, Fenced, Inserted, JobState, LeaseLength, NewJob, QueueName, Unique,
 };
-use carafe_core::store::JobStore;
+use carafe_core::store::prelude::*;
 use carafe_store_postgres::PgStore;
 use carafe_store_postgres::testing::fresh_database_url;
 use serde_json::json;

@@ -6,10 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use carafe_core::Store;
 use carafe_core::jobs::{NewJob, QueueName};
-use carafe_core::store::JobStore;
 use carafe_core::store::WakeupSink;
+use carafe_core::store::prelude::*;
 use carafe_store_postgres::PgStore;
 use carafe_store_postgres::testing::fresh_database_url;
 use serde_json::json;

@@ -15,7 +15,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use time::OffsetDateTime;
 
 use crate::audit::insert_audit;
-use crate::jobs::insert_plain;
+use crate::jobs::insert::insert_plain;
 use crate::rewrap::{self, Keyed};
 use crate::{SqliteStore, at, map_err, ms};
 

@@ -1,163 +1,31 @@
-//! Operator actions and maintenance on PostgreSQL: cancel, retry, pruning, queue figures and
-//! pausing, and leader leases. Cancel and retry lock the job (`FOR UPDATE`) before deciding,
-//! so they cannot race a worker's report or a rescue into an inconsistent state.
+//! `QueueAdminStore` on PostgreSQL: operator actions and maintenance — cancel, retry, pruning,
+//! queue figures, pausing and limits. Cancel and retry lock the job (`FOR UPDATE`) before
+//! deciding, so they cannot race a worker's report or a rescue into an inconsistent state.
 
-use carafe_core::jobs::{
-    Advanced, Allowance, Job, JobId, JobState, QueueCount, QueueLimits, QueueName, QueueStats,
-    allowance,
-};
-use carafe_core::{StoreError, StoreResult};
-use serde_json::{Value, json};
-use sqlx::types::Json;
 use std::time::Duration;
 
-use sqlx::{PgConnection, Row};
+use async_trait::async_trait;
+use carafe_core::jobs::{
+    Advanced, Job, JobId, JobState, QueueCount, QueueLimits, QueueName, QueueStats,
+};
+use carafe_core::store::QueueAdminStore;
+use carafe_core::{StoreError, StoreResult};
+use serde_json::json;
+use sqlx::Row;
 use time::OffsetDateTime;
 
+use super::cancel::cancel_in;
+use super::rows::{change, get_in};
 use super::wakeup::Wakeups;
 use super::workflows::{advance_all, lock_workflows_of};
-use super::{JOB_COLUMNS, get_in, job_from_row};
 use crate::{PgStore, map_err};
 
 /// A `queues` row: name, paused, concurrency limit, rate per second, lease in ms.
 type SettingsRow = (String, bool, Option<i32>, Option<f64>, Option<i64>);
 
-/// How many jobs a claim of `max` may take from `queue` now (`None`: it is paused), and the
-/// rate bucket to charge afterwards, if the queue has a rate. A limited queue's row stays
-/// locked until the claiming transaction ends, so instances claiming at once count each
-/// other's claims; queues without limits are not locked.
-pub(crate) async fn allowance_in(
-    conn: &mut PgConnection,
-    queue: &QueueName,
-    max: u32,
-    now: OffsetDateTime,
-) -> StoreResult<Option<(u32, Option<Allowance>)>> {
-    let limited: Option<(bool, bool)> = sqlx::query_as(
-        "SELECT paused, concurrency_limit IS NOT NULL OR rate_per_second IS NOT NULL
-         FROM queues WHERE name = $1",
-    )
-    .bind(queue.as_str())
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(map_err)?;
-    match limited {
-        None | Some((false, false)) => return Ok(Some((max, None))),
-        Some((true, _)) => return Ok(None),
-        Some((false, true)) => {}
-    }
-    let row = sqlx::query(
-        "SELECT paused, concurrency_limit, rate_per_second, tokens, tokens_at
-         FROM queues WHERE name = $1 FOR UPDATE",
-    )
-    .bind(queue.as_str())
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(map_err)?;
-    if row.try_get::<bool, _>("paused").map_err(map_err)? {
-        return Ok(None);
-    }
-    let limits = QueueLimits {
-        concurrency: row
-            .try_get::<Option<i32>, _>("concurrency_limit")
-            .map_err(map_err)?
-            .map(|n| n as u32),
-        rate_per_second: row.try_get("rate_per_second").map_err(map_err)?,
-        lease: None,
-    };
-    let running: i64 = if limits.concurrency.is_some() {
-        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE queue = $1 AND state = 'running'")
-            .bind(queue.as_str())
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(map_err)?
-    } else {
-        0
-    };
-    let tokens: f64 = row.try_get("tokens").map_err(map_err)?;
-    let tokens_at: OffsetDateTime = row.try_get("tokens_at").map_err(map_err)?;
-    let a = allowance(&limits, running as u64, tokens, tokens_at, max, now);
-    Ok(Some((a.max, limits.rate_per_second.map(|_| a))))
-}
-
-/// Takes `claimed` tokens out of the queue's rate bucket.
-pub(crate) async fn spend_tokens(
-    conn: &mut PgConnection,
-    queue: &QueueName,
-    bucket: Allowance,
-    claimed: usize,
-) -> StoreResult<()> {
-    sqlx::query("UPDATE queues SET tokens = $1, tokens_at = $2 WHERE name = $3")
-        .bind(bucket.tokens - claimed as f64)
-        .bind(bucket.tokens_at)
-        .bind(queue.as_str())
-        .execute(conn)
-        .await
-        .map_err(map_err)?;
-    Ok(())
-}
-
-/// Runs `set` (an `UPDATE jobs SET … WHERE id = $1`, which may use `$2` for `now`) with its
-/// `state` event, and returns the changed job.
-async fn change(
-    conn: &mut PgConnection,
-    id: JobId,
-    now: OffsetDateTime,
-    set: &str,
-    data: Value,
-) -> StoreResult<Job> {
-    let sql = format!(
-        "WITH c AS ({set}, event_seq = event_seq + 1 WHERE id = $1
-                   RETURNING {JOB_COLUMNS}, event_seq),
-         ev AS (
-             INSERT INTO job_events (job_id, seq, at, kind, data)
-             SELECT id, event_seq, $2, 'state', $3 FROM c)
-         SELECT * FROM c"
-    );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id.0)
-        .bind(now)
-        .bind(Json(data))
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(map_err)?;
-    job_from_row(&row)
-}
-
-/// Cancels a waiting (or pending) job at once, or asks a running one to stop; final jobs are
-/// left alone. Returns the job as it is now (locked until the transaction ends).
-pub(crate) async fn cancel_in(
-    conn: &mut PgConnection,
-    id: JobId,
-    now: OffsetDateTime,
-    wake: &mut Wakeups,
-) -> StoreResult<Option<Job>> {
-    let Some(job) = get_in(&mut *conn, id, true).await? else {
-        return Ok(None);
-    };
-    let (set, data) = match job.state {
-        JobState::Pending | JobState::Scheduled | JobState::Available | JobState::Retryable => (
-            "UPDATE jobs SET state = 'cancelled', finalized_at = $2",
-            json!({"state": JobState::Cancelled, "attempt": job.attempt}),
-        ),
-        JobState::Running if !job.cancel_requested => (
-            "UPDATE jobs SET cancel_requested = true",
-            json!({
-                "state": JobState::Running,
-                "attempt": job.attempt,
-                "cancel_requested": true,
-            }),
-        ),
-        // Final, or already asked to stop: nothing changes.
-        _ => return Ok(Some(job)),
-    };
-    let job = change(conn, id, now, set, data).await?;
-    wake.job(id);
-    wake.queue(&job.queue);
-    Ok(Some(job))
-}
-
-impl PgStore {
-    pub(crate) async fn cancel_job_impl(
+#[async_trait]
+impl QueueAdminStore for PgStore {
+    async fn cancel_job(
         &self,
         id: JobId,
         now: OffsetDateTime,
@@ -180,11 +48,7 @@ impl PgStore {
         })
     }
 
-    pub(crate) async fn retry_job_impl(
-        &self,
-        id: JobId,
-        now: OffsetDateTime,
-    ) -> StoreResult<Option<Job>> {
+    async fn retry_job(&self, id: JobId, now: OffsetDateTime) -> StoreResult<Option<Job>> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         let Some(job) = get_in(&mut tx, id, true).await? else {
             return Ok(None);
@@ -206,7 +70,7 @@ impl PgStore {
         Ok(Some(job))
     }
 
-    pub(crate) async fn prune_jobs_impl(
+    async fn prune_jobs(
         &self,
         finished_before: OffsetDateTime,
         discarded_before: OffsetDateTime,
@@ -215,7 +79,7 @@ impl PgStore {
         // One statement: pick a bounded batch (skipping rows an operator is retrying right
         // now), then delete their events and the jobs. The extra bound on `finalized_at` lets
         // `jobs_finalized` narrow the scan before the per-state test. Workflow steps go with
-        // their workflow (`prune_workflows_impl`); only a step whose workflow is gone already
+        // their workflow (`prune_workflows`); only a step whose workflow is gone already
         // is pruned here, like any other job.
         let pruned: i64 = sqlx::query_scalar(
             "WITH doomed AS MATERIALIZED (
@@ -240,10 +104,7 @@ impl PgStore {
         Ok(pruned as u64)
     }
 
-    pub(crate) async fn queue_stats_impl(
-        &self,
-        now: OffsetDateTime,
-    ) -> StoreResult<Vec<QueueStats>> {
+    async fn queue_stats(&self, now: OffsetDateTime) -> StoreResult<Vec<QueueStats>> {
         // Counts per queue and *effective* state; queues that only have settings (a paused
         // queue with no jobs) come from the second query.
         let rows = sqlx::query(
@@ -295,11 +156,7 @@ impl PgStore {
         Ok(QueueStats::collect(counts, settings))
     }
 
-    pub(crate) async fn set_queue_paused_impl(
-        &self,
-        queue: &QueueName,
-        paused: bool,
-    ) -> StoreResult<()> {
+    async fn set_queue_paused(&self, queue: &QueueName, paused: bool) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO queues (name, paused, updated_at) VALUES ($1, $2, $3)
              ON CONFLICT (name) DO UPDATE
@@ -314,11 +171,7 @@ impl PgStore {
         Ok(())
     }
 
-    pub(crate) async fn set_queue_limits_impl(
-        &self,
-        queue: &QueueName,
-        limits: QueueLimits,
-    ) -> StoreResult<()> {
+    async fn set_queue_limits(&self, queue: &QueueName, limits: QueueLimits) -> StoreResult<()> {
         // A new rate starts with a full bucket.
         let now = carafe_core::time::now();
         sqlx::query(
@@ -340,41 +193,6 @@ impl PgStore {
         .execute(&self.pool)
         .await
         .map_err(map_err)?;
-        Ok(())
-    }
-
-    pub(crate) async fn try_lead_impl(
-        &self,
-        name: &str,
-        holder: &str,
-        until: OffsetDateTime,
-        now: OffsetDateTime,
-    ) -> StoreResult<bool> {
-        // Takes a free or expired lease, or renews our own; otherwise the upsert changes
-        // nothing. ON CONFLICT makes this atomic between servers racing for the same name.
-        let done = sqlx::query(
-            "INSERT INTO leaders (name, holder, expires_at) VALUES ($1, $2, $3)
-             ON CONFLICT (name) DO UPDATE
-                 SET holder = excluded.holder, expires_at = excluded.expires_at
-             WHERE leaders.holder = excluded.holder OR leaders.expires_at <= $4",
-        )
-        .bind(name)
-        .bind(holder)
-        .bind(until)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(map_err)?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    pub(crate) async fn resign_impl(&self, name: &str, holder: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM leaders WHERE name = $1 AND holder = $2")
-            .bind(name)
-            .bind(holder)
-            .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
         Ok(())
     }
 }

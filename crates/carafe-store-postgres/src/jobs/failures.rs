@@ -1,4 +1,4 @@
-//! Failed attempts on PostgreSQL: a worker's report of a failure (`fail`) and the rescue of
+//! `FailureStore` on PostgreSQL: a worker's report of a failure (`fail`) and the rescue of
 //! running jobs whose lease ran out. Both move locked running jobs to the state the attempt
 //! leads to, with one statement for any number of jobs; one that ends a job (discarded or
 //! cancelled) advances its workflow in the same transaction, the workflow having been locked
@@ -6,10 +6,12 @@
 
 use std::collections::BTreeSet;
 
+use async_trait::async_trait;
 use carafe_core::jobs::{
     Advanced, AttemptError, Backoff, Failure, FailureOutcome, Fenced, JobId, JobState, QueueName,
     RetryRequest, after_failure,
 };
+use carafe_core::store::FailureStore;
 use carafe_core::{StoreError, StoreResult};
 use rand::Rng;
 use serde_json::{Value, json};
@@ -17,8 +19,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;
 
-use super::lease::lost;
-use super::rfc3339;
+use super::rows::{lost, rfc3339};
 use super::wakeup::Wakeups;
 use super::workflows::{advance_all, lock_workflows_of};
 use crate::{PgStore, map_err};
@@ -137,11 +138,9 @@ async fn record_failures(
     Ok(outcomes)
 }
 
-impl PgStore {
-    pub(crate) async fn fail_job_impl(
-        &self,
-        f: Failure<'_>,
-    ) -> StoreResult<Advanced<Fenced<FailureOutcome>>> {
+#[async_trait]
+impl FailureStore for PgStore {
+    async fn fail_job(&self, f: Failure<'_>) -> StoreResult<Advanced<Fenced<FailureOutcome>>> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
         let locked = lock_workflows_of(&mut tx, &[f.id.0]).await?;
         let sql = format!(
@@ -171,7 +170,7 @@ impl PgStore {
         })
     }
 
-    pub(crate) async fn rescue_expired_jobs_impl(
+    async fn rescue_expired_jobs(
         &self,
         now: OffsetDateTime,
         batch: u32,

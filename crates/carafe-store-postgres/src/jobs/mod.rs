@@ -1,127 +1,151 @@
-//! `JobStore` and `LeaderStore` on PostgreSQL: what SQLite does one row at a time (see
+//! The job queue on PostgreSQL: what SQLite does one row at a time (see
 //! `carafe-store-sqlite/src/jobs`), done here with set-based statements, because several
 //! servers share one database and every round trip holds locks a little longer.
 //!
-//! This module holds the row mapping and the reads; `insert.rs` inserts (with unique keys),
-//! `lease.rs` claims and the lease holder's reports, `failures.rs` failed attempts and
-//! rescues, `admin.rs` operator actions, maintenance and leader leases, `workflows.rs`
-//! workflows and their advance, `wakeup.rs` the `NOTIFY` hints other servers listen for.
+//! This file is `JobStore`: inserting (with unique keys) and reading jobs and their events.
+//! The rest is one file per store trait: `leases.rs` (`LeaseStore`), `failures.rs`
+//! (`FailureStore`), `admin.rs` (`QueueAdminStore`), `workflows.rs` (`WorkflowStore`). What
+//! several of them share sits below them: `rows.rs` (the job row), `insert.rs` (inserting
+//! rows), `cancel.rs` (cancelling one job) and `wakeup.rs` (the `NOTIFY` hints other servers
+//! listen for).
 //!
 //! Most writes are one statement of the shape
 //! `WITH changed AS (UPDATE jobs … RETURNING …), ev AS (INSERT INTO job_events … FROM changed)
 //! SELECT … FROM changed`: the job rows and their events (numbered by the incremented
 //! `jobs.event_seq`) change together, whatever the batch size, in one round trip. A
 //! data-modifying CTE always runs, even when the final `SELECT` does not read it.
+//!
+//! Inserting takes a few round trips whatever the batch size: unique keys are locked and
+//! looked up for the whole batch at once, the batch's own duplicates are resolved here, and
+//! the jobs to create go in with one multi-row `INSERT` that also writes their first events.
+//! SQLite gets uniqueness for free from its single writer. Here two servers may insert the
+//! same key at the same moment, and neither would see the other's uncommitted row, so each
+//! insert first takes a transaction-scoped advisory lock on `hash(queue/key)`: the second
+//! waits for the first to commit, and its lookup (a later statement, hence a fresh snapshot
+//! under READ COMMITTED) then finds the first's job.
 
 mod admin;
+mod cancel;
 mod failures;
 pub(crate) mod insert;
-mod lease;
+mod leases;
+mod rows;
 pub(crate) mod wakeup;
 mod workflows;
 
-use std::time::Duration;
+use std::collections::HashMap;
 
-use carafe_core::StoreError;
-use carafe_core::StoreResult;
+use async_trait::async_trait;
 use carafe_core::jobs::{
-    AttemptError, Job, JobEvent, JobFilter, JobId, JobState, Progress, QueueName, WorkflowId,
+    Inserted, Job, JobEvent, JobFilter, JobId, JobState, NewJob, QueueName, Unique,
 };
 use carafe_core::page::{Page, PageRequest};
-use serde_json::Value;
-use sqlx::postgres::{PgRow, Postgres};
+use carafe_core::store::JobStore;
+use carafe_core::{StoreError, StoreResult};
+use sqlx::postgres::Postgres;
 use sqlx::{PgConnection, QueryBuilder, Row};
 use time::OffsetDateTime;
 
 use crate::{PgStore, map_err};
+use insert::insert_rows;
+use rows::{J_COLUMNS, JOB_COLUMNS, get_in, job_from_row};
+use wakeup::Wakeups;
 
-/// Every column `job_from_row` reads, in table order.
-pub(crate) const JOB_COLUMNS: &str = "id, queue, state, args, priority, attempt, max_attempts, \
-    backoff, timeout_ms, scheduled_at, created_at, attempted_at, finalized_at, attempted_by, \
-    lease_expires_at, unique_key, owner, target, progress, checkpoint, result, errors, \
-    cancel_requested, workflow_id, workflow_step";
-
-/// The same columns qualified by `j.`, for statements that join `jobs j` with their input.
-pub(crate) const J_COLUMNS: &str = "j.id, j.queue, j.state, j.args, j.priority, j.attempt, \
-    j.max_attempts, j.backoff, j.timeout_ms, j.scheduled_at, j.created_at, j.attempted_at, \
-    j.finalized_at, j.attempted_by, j.lease_expires_at, j.unique_key, j.owner, j.target, \
-    j.progress, j.checkpoint, j.result, j.errors, j.cancel_requested, j.workflow_id, \
-    j.workflow_step";
-
-/// A `jsonb` column decoded into `T`; a value that does not fit is a corrupt row.
-fn typed<T: serde::de::DeserializeOwned>(row: &PgRow, col: &str) -> StoreResult<Option<T>> {
-    row.try_get::<Option<Value>, _>(col)
-        .map_err(map_err)?
-        .map(|v| serde_json::from_value(v).map_err(|_| StoreError::corrupt(format!("jobs.{col}"))))
-        .transpose()
+/// What becomes of each job of a batch.
+enum Plan {
+    /// The `n`th job of the insert.
+    Create(usize),
+    /// An earlier job of this batch (the `n`th of the insert) holds the key.
+    SameAs(usize),
+    /// A job already in the database holds the key.
+    Existing(Box<Job>),
 }
 
-pub(crate) fn job_from_row(row: &PgRow) -> StoreResult<Job> {
-    let queue: String = row.try_get("queue").map_err(map_err)?;
-    let state: String = row.try_get("state").map_err(map_err)?;
-    let timeout_ms: i64 = row.try_get("timeout_ms").map_err(map_err)?;
-    Ok(Job {
-        id: JobId(row.try_get("id").map_err(map_err)?),
-        queue: QueueName::parse(&queue).map_err(|_| StoreError::corrupt("jobs.queue"))?,
-        state: state.parse().map_err(StoreError::corrupt)?,
-        args: row.try_get("args").map_err(map_err)?,
-        priority: row.try_get("priority").map_err(map_err)?,
-        attempt: row.try_get::<i32, _>("attempt").map_err(map_err)? as u32,
-        max_attempts: row.try_get::<i32, _>("max_attempts").map_err(map_err)? as u32,
-        backoff: typed(row, "backoff")?,
-        timeout: Duration::from_millis(timeout_ms as u64),
-        scheduled_at: row.try_get("scheduled_at").map_err(map_err)?,
-        created_at: row.try_get("created_at").map_err(map_err)?,
-        attempted_at: row.try_get("attempted_at").map_err(map_err)?,
-        finalized_at: row.try_get("finalized_at").map_err(map_err)?,
-        attempted_by: row.try_get("attempted_by").map_err(map_err)?,
-        lease_expires_at: row.try_get("lease_expires_at").map_err(map_err)?,
-        unique_key: row.try_get("unique_key").map_err(map_err)?,
-        owner: row.try_get("owner").map_err(map_err)?,
-        target: row.try_get("target").map_err(map_err)?,
-        workflow: match row
-            .try_get::<Option<i64>, _>("workflow_id")
-            .map_err(map_err)?
-        {
-            Some(w) => Some((
-                WorkflowId(w),
-                row.try_get::<i32, _>("workflow_step").map_err(map_err)? as u32,
-            )),
-            None => None,
-        },
-        progress: typed::<Progress>(row, "progress")?,
-        checkpoint: row.try_get("checkpoint").map_err(map_err)?,
-        result: row.try_get("result").map_err(map_err)?,
-        errors: typed::<Vec<AttemptError>>(row, "errors")?.unwrap_or_default(),
-        cancel_requested: row.try_get("cancel_requested").map_err(map_err)?,
-    })
+/// The oldest `created_at` the key's period admits, `None` for any age.
+fn since(new: &NewJob, unique: &Unique) -> Option<OffsetDateTime> {
+    let period = time::Duration::try_from(unique.period?).ok()?;
+    new.created_at.checked_sub(period)
 }
 
-/// Attempt counts are at most 1,000 (the API validates them); `integer` holds them.
-pub(crate) fn int4(n: u32) -> i32 {
-    i32::try_from(n).unwrap_or(i32::MAX)
+/// Whether `earlier`, a job created earlier in the same batch, holds `new`'s key: the same
+/// test as the SQL lookup (effective state at `new`'s creation, within the period).
+fn holds(earlier: &NewJob, new: &NewJob, unique: &Unique) -> bool {
+    let state = earlier
+        .initial_state()
+        .effective(earlier.scheduled_at, new.created_at);
+    unique.states.contains(&state) && since(new, unique).is_none_or(|s| earlier.created_at > s)
 }
 
-pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
-pub(crate) async fn get_in(
-    conn: &mut PgConnection,
-    id: JobId,
-    lock: bool,
-) -> StoreResult<Option<Job>> {
-    let sql = format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1{}",
-        if lock { " FOR UPDATE" } else { "" }
+/// For each job with a unique key, the newest job in the database that holds the key (in the
+/// key's states, at the new job's creation, within its period); `None` elsewhere. Locks every
+/// key of the batch first, in hash order so two batches sharing keys cannot deadlock.
+async fn find_unique(conn: &mut PgConnection, jobs: &[NewJob]) -> StoreResult<Vec<Option<Job>>> {
+    let mut found = vec![None; jobs.len()];
+    let (mut idx, mut queues, mut keys, mut states, mut nows, mut sinces) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
     );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id.0)
-        .fetch_optional(conn)
+    for (i, new) in jobs.iter().enumerate() {
+        let Some(unique) = &new.unique else { continue };
+        idx.push(i as i32);
+        queues.push(new.queue.as_str());
+        keys.push(unique.key.as_str());
+        states.push(
+            unique
+                .states
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        nows.push(new.created_at);
+        sinces.push(since(new, unique));
+    }
+    if idx.is_empty() {
+        return Ok(found);
+    }
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(h) FROM (
+             SELECT DISTINCT hashtextextended(q || '/' || k, 0) AS h
+             FROM unnest($1::text[], $2::text[]) AS u(q, k) ORDER BY h) AS held",
+    )
+    .bind(&queues)
+    .bind(&keys)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    // The CASE is `JobState::effective`: a waiting job whose time has come counts as available.
+    let sql = format!(
+        "SELECT u.i, {J_COLUMNS}
+         FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+                     $6::timestamptz[]) AS u(i, queue, key, states, now, since)
+         CROSS JOIN LATERAL (
+             SELECT {JOB_COLUMNS} FROM jobs
+             WHERE jobs.queue = u.queue AND jobs.unique_key = u.key
+               AND (u.since IS NULL OR jobs.created_at > u.since)
+               AND CASE WHEN jobs.state IN ('scheduled', 'retryable') AND jobs.scheduled_at <= u.now
+                        THEN 'available' ELSE jobs.state END = ANY (string_to_array(u.states, ','))
+             ORDER BY jobs.id DESC LIMIT 1) AS j"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&idx)
+        .bind(&queues)
+        .bind(&keys)
+        .bind(&states)
+        .bind(&nows)
+        .bind(&sinces)
+        .fetch_all(&mut *conn)
         .await
         .map_err(map_err)?;
-    row.as_ref().map(job_from_row).transpose()
+    for row in &rows {
+        let i: i32 = row.try_get("i").map_err(map_err)?;
+        found[i as usize] = Some(job_from_row(row)?);
+    }
+    Ok(found)
 }
 
 /// Matches jobs whose *effective* state at `now` is `state`: a waiting job whose time has come
@@ -148,35 +172,64 @@ fn push_state(q: &mut QueryBuilder<Postgres>, state: JobState, now: OffsetDateTi
     }
 }
 
-impl PgStore {
-    pub(crate) async fn push_queues_impl(
-        &self,
-        now: OffsetDateTime,
-    ) -> StoreResult<Vec<QueueName>> {
-        let names: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT queue FROM jobs
-             WHERE state IN ('available', 'scheduled', 'retryable') AND target IS NOT NULL
-               AND scheduled_at <= $1",
-        )
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
-        names
-            .iter()
-            .map(|n| QueueName::parse(n).map_err(|_| StoreError::corrupt("jobs.queue")))
-            .collect()
+#[async_trait]
+impl JobStore for PgStore {
+    async fn insert_jobs(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<Inserted>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let found = find_unique(&mut tx, &jobs).await?;
+        let mut create: Vec<&NewJob> = Vec::with_capacity(jobs.len());
+        // Jobs to create that carry a unique key, by (queue, key): later jobs of the batch
+        // may match them, and being newer than anything stored, they win over `found`.
+        let mut keyed: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
+        let mut plans = Vec::with_capacity(jobs.len());
+        for (new, found) in jobs.iter().zip(found) {
+            if let Some(unique) = &new.unique {
+                let key = (new.queue.as_str(), unique.key.as_str());
+                let earlier = keyed.get(&key).and_then(|ks| {
+                    ks.iter()
+                        .rev()
+                        .copied()
+                        .find(|&k| holds(create[k], new, unique))
+                });
+                if let Some(k) = earlier {
+                    plans.push(Plan::SameAs(k));
+                    continue;
+                }
+                if let Some(job) = found {
+                    plans.push(Plan::Existing(Box::new(job)));
+                    continue;
+                }
+                keyed.entry(key).or_default().push(create.len());
+            }
+            plans.push(Plan::Create(create.len()));
+            create.push(new);
+        }
+        let created = insert_rows(&mut tx, &create, None).await?;
+        let mut wake = Wakeups::default();
+        // New jobs have no watchers yet (their ids are not known outside this call), so only
+        // their queues are told.
+        created.iter().for_each(|j| wake.queue(&j.queue));
+        wake.send(&mut tx).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(plans
+            .into_iter()
+            .map(|p| match p {
+                Plan::Create(k) => Inserted::Created(created[k].clone()),
+                Plan::SameAs(k) => Inserted::Existing(created[k].clone()),
+                Plan::Existing(job) => Inserted::Existing(*job),
+            })
+            .collect())
     }
 
-    pub(crate) async fn get_job_impl(&self, id: JobId) -> StoreResult<Option<Job>> {
+    async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>> {
         let mut conn = self.pool.acquire().await.map_err(map_err)?;
         get_in(&mut conn, id, false).await
     }
 
-    pub(crate) async fn job_queues_impl(
-        &self,
-        ids: &[JobId],
-    ) -> StoreResult<Vec<(JobId, QueueName)>> {
+    async fn job_queues(&self, ids: &[JobId]) -> StoreResult<Vec<(JobId, QueueName)>> {
         let ids: Vec<i64> = ids.iter().map(|j| j.0).collect();
         let rows: Vec<(i64, String)> =
             sqlx::query_as("SELECT id, queue FROM jobs WHERE id = ANY($1)")
@@ -193,7 +246,7 @@ impl PgStore {
             .collect()
     }
 
-    pub(crate) async fn list_jobs_impl(
+    async fn list_jobs(
         &self,
         filter: &JobFilter,
         page: &PageRequest,
@@ -229,12 +282,7 @@ impl PgStore {
         Ok(Page::from_overfetch(jobs, page.limit, |j| j.id.to_string()))
     }
 
-    pub(crate) async fn job_events_impl(
-        &self,
-        id: JobId,
-        after: i64,
-        limit: u32,
-    ) -> StoreResult<Vec<JobEvent>> {
+    async fn job_events(&self, id: JobId, after: i64, limit: u32) -> StoreResult<Vec<JobEvent>> {
         let rows = sqlx::query(
             "SELECT seq, at, kind, data FROM job_events WHERE job_id = $1 AND seq > $2
              ORDER BY seq LIMIT $3",

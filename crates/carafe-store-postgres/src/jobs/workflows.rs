@@ -10,19 +10,21 @@
 
 use std::collections::BTreeSet;
 
+use async_trait::async_trait;
 use carafe_core::jobs::{
     Job, JobId, JobState, NewJob, QueueName, Step, SweepPage, Workflow, WorkflowId, WorkflowKind,
     WorkflowState, plan,
 };
+use carafe_core::store::WorkflowStore;
 use carafe_core::{StoreError, StoreResult};
 use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;
 
-use super::admin::cancel_in;
+use super::cancel::cancel_in;
 use super::insert::insert_rows;
+use super::rows::{JOB_COLUMNS, job_from_row};
 use super::wakeup::Wakeups;
-use super::{JOB_COLUMNS, job_from_row};
 use crate::{PgStore, map_err};
 
 async fn steps_of(conn: &mut PgConnection, id: WorkflowId) -> StoreResult<Vec<Job>> {
@@ -167,8 +169,9 @@ pub(crate) async fn advance_all(
     Ok(started)
 }
 
-impl PgStore {
-    pub(crate) async fn create_workflow_impl(
+#[async_trait]
+impl WorkflowStore for PgStore {
+    async fn create_workflow(
         &self,
         kind: WorkflowKind,
         steps: Vec<NewJob>,
@@ -205,26 +208,13 @@ impl PgStore {
         })
     }
 
-    pub(crate) async fn get_workflow_impl(&self, id: WorkflowId) -> StoreResult<Option<Workflow>> {
+    async fn get_workflow(&self, id: WorkflowId) -> StoreResult<Option<Workflow>> {
         let mut conn = self.pool.acquire().await.map_err(map_err)?;
         workflow_in(&mut conn, id, false).await
     }
 
-    pub(crate) async fn advance_workflow_impl(
-        &self,
-        id: WorkflowId,
-        now: OffsetDateTime,
-    ) -> StoreResult<Vec<(JobId, QueueName)>> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let mut wake = Wakeups::default();
-        let started = advance_in(&mut tx, id, now, &mut wake).await?;
-        wake.send(&mut tx).await?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(started)
-    }
-
     /// Reads the page without locking anything: most running workflows have nothing to do.
-    pub(crate) async fn stalled_workflows_impl(
+    async fn stalled_workflows(
         &self,
         after: Option<WorkflowId>,
         batch: u32,
@@ -250,7 +240,20 @@ impl PgStore {
         SweepPage::from_rows(&rows, &steps, batch).map_err(StoreError::corrupt)
     }
 
-    pub(crate) async fn prune_workflows_impl(
+    async fn advance_workflow(
+        &self,
+        id: WorkflowId,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<(JobId, QueueName)>> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let mut wake = Wakeups::default();
+        let started = advance_in(&mut tx, id, now, &mut wake).await?;
+        wake.send(&mut tx).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(started)
+    }
+
+    async fn prune_workflows(
         &self,
         finished_before: OffsetDateTime,
         discarded_before: OffsetDateTime,

@@ -1,137 +1,29 @@
-//! Operator actions and maintenance on SQLite: cancel, retry, pruning, queue figures and
-//! pausing, reading a job's events, and leader leases.
+//! `QueueAdminStore` on SQLite: operator actions and maintenance — cancel, retry, pruning,
+//! queue figures, pausing and limits.
 
-use carafe_core::jobs::{
-    Advanced, Allowance, Job, JobEvent, JobId, JobState, QueueCount, QueueLimits, QueueName,
-    QueueStats, allowance,
-};
-use carafe_core::{StoreError, StoreResult};
-use serde_json::json;
 use std::time::Duration;
 
+use async_trait::async_trait;
+use carafe_core::jobs::{
+    Advanced, Job, JobId, JobState, QueueCount, QueueLimits, QueueName, QueueStats,
+};
+use carafe_core::store::QueueAdminStore;
+use carafe_core::{StoreError, StoreResult};
+use serde_json::json;
 use sqlx::Row;
 use time::OffsetDateTime;
 
-use sqlx::SqliteConnection;
-
+use super::cancel::cancel_in;
+use super::rows::{NewEvent, add_events, get_in};
 use super::workflows::advance_all;
-use super::{NewEvent, add_events, get_in};
+use crate::{SqliteStore, at, map_err, ms};
 
 /// A `queues` row: name, paused, concurrency limit, rate per second, lease in ms.
 type SettingsRow = (String, i64, Option<i64>, Option<f64>, Option<i64>);
 
-/// How many jobs a claim of `max` may take from `queue` now (`None`: it is paused), and the
-/// rate bucket to charge afterwards, if the queue has a rate.
-pub(crate) async fn allowance_in(
-    conn: &mut SqliteConnection,
-    queue: &QueueName,
-    max: u32,
-    now: OffsetDateTime,
-) -> StoreResult<Option<(u32, Option<Allowance>)>> {
-    let row = sqlx::query(
-        "SELECT paused, concurrency_limit, rate_per_second, tokens, tokens_at
-         FROM queues WHERE name = ?",
-    )
-    .bind(queue.as_str())
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(map_err)?;
-    let Some(row) = row else {
-        return Ok(Some((max, None)));
-    };
-    if row.try_get::<i64, _>("paused").map_err(map_err)? != 0 {
-        return Ok(None);
-    }
-    let limits = QueueLimits {
-        concurrency: row
-            .try_get::<Option<i64>, _>("concurrency_limit")
-            .map_err(map_err)?
-            .map(|n| n as u32),
-        rate_per_second: row.try_get("rate_per_second").map_err(map_err)?,
-        lease: None,
-    };
-    if !limits.limits_claims() {
-        return Ok(Some((max, None)));
-    }
-    let running: i64 = if limits.concurrency.is_some() {
-        sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE queue = ? AND state = 'running'")
-            .bind(queue.as_str())
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(map_err)?
-    } else {
-        0
-    };
-    let tokens: f64 = row.try_get("tokens").map_err(map_err)?;
-    let tokens_at = at(row.try_get("tokens_at").map_err(map_err)?);
-    let a = allowance(&limits, running as u64, tokens, tokens_at, max, now);
-    Ok(Some((a.max, limits.rate_per_second.map(|_| a))))
-}
-
-/// Takes `claimed` tokens out of the queue's rate bucket.
-pub(crate) async fn spend_tokens(
-    conn: &mut SqliteConnection,
-    queue: &QueueName,
-    bucket: Allowance,
-    claimed: usize,
-) -> StoreResult<()> {
-    sqlx::query("UPDATE queues SET tokens = ?, tokens_at = ? WHERE name = ?")
-        .bind(bucket.tokens - claimed as f64)
-        .bind(ms(bucket.tokens_at))
-        .bind(queue.as_str())
-        .execute(conn)
-        .await
-        .map_err(map_err)?;
-    Ok(())
-}
-use crate::{SqliteStore, at, map_err, ms};
-
-/// Cancels a waiting (or pending) job at once, or asks a running one to stop; final jobs are
-/// left alone. Returns the job as it is now.
-pub(crate) async fn cancel_in(
-    conn: &mut SqliteConnection,
-    id: JobId,
-    now: OffsetDateTime,
-) -> StoreResult<Option<Job>> {
-    let Some(job) = get_in(&mut *conn, id.0).await? else {
-        return Ok(None);
-    };
-    let (query, data) = match job.state {
-        JobState::Pending | JobState::Scheduled | JobState::Available | JobState::Retryable => (
-            sqlx::query_scalar(
-                "UPDATE jobs SET state = 'cancelled', finalized_at = ?, event_seq = event_seq + 1
-                 WHERE id = ? RETURNING event_seq",
-            )
-            .bind(ms(now)),
-            json!({"state": JobState::Cancelled, "attempt": job.attempt}),
-        ),
-        JobState::Running if !job.cancel_requested => (
-            sqlx::query_scalar(
-                "UPDATE jobs SET cancel_requested = 1, event_seq = event_seq + 1
-                 WHERE id = ? RETURNING event_seq",
-            ),
-            json!({"state": JobState::Running, "attempt": job.attempt, "cancel_requested": true}),
-        ),
-        // Final, or already asked to stop: nothing changes.
-        _ => return Ok(Some(job)),
-    };
-    let seq: i64 = query
-        .bind(id.0)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(map_err)?;
-    let event = NewEvent {
-        job: id.0,
-        seq,
-        kind: "state",
-        data,
-    };
-    add_events(&mut *conn, now, &[event]).await?;
-    get_in(conn, id.0).await
-}
-
-impl SqliteStore {
-    pub(crate) async fn cancel_job_impl(
+#[async_trait]
+impl QueueAdminStore for SqliteStore {
+    async fn cancel_job(
         &self,
         id: JobId,
         now: OffsetDateTime,
@@ -156,11 +48,7 @@ impl SqliteStore {
         })
     }
 
-    pub(crate) async fn retry_job_impl(
-        &self,
-        id: JobId,
-        now: OffsetDateTime,
-    ) -> StoreResult<Option<Job>> {
+    async fn retry_job(&self, id: JobId, now: OffsetDateTime) -> StoreResult<Option<Job>> {
         let mut tx = self
             .writer
             .begin_with("BEGIN IMMEDIATE")
@@ -201,7 +89,7 @@ impl SqliteStore {
         Ok(job)
     }
 
-    pub(crate) async fn prune_jobs_impl(
+    async fn prune_jobs(
         &self,
         finished_before: OffsetDateTime,
         discarded_before: OffsetDateTime,
@@ -212,7 +100,7 @@ impl SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(map_err)?;
-        // Workflow steps go with their workflow (`prune_workflows_impl`); only a step whose
+        // Workflow steps go with their workflow (`prune_workflows`); only a step whose
         // workflow is gone already is pruned here, like any other job.
         let ids: Vec<i64> = sqlx::query_scalar(
             "SELECT id FROM jobs WHERE finalized_at IS NOT NULL AND (
@@ -241,41 +129,7 @@ impl SqliteStore {
         Ok(ids.len() as u64)
     }
 
-    pub(crate) async fn job_events_impl(
-        &self,
-        id: JobId,
-        after: i64,
-        limit: u32,
-    ) -> StoreResult<Vec<JobEvent>> {
-        let rows = sqlx::query(
-            "SELECT seq, at, kind, data FROM job_events WHERE job_id = ? AND seq > ?
-             ORDER BY seq LIMIT ?",
-        )
-        .bind(id.0)
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(map_err)?;
-        rows.iter()
-            .map(|row| {
-                let data: String = row.try_get("data").map_err(map_err)?;
-                Ok(JobEvent {
-                    job_id: id,
-                    seq: row.try_get("seq").map_err(map_err)?,
-                    at: at(row.try_get("at").map_err(map_err)?),
-                    kind: row.try_get("kind").map_err(map_err)?,
-                    data: serde_json::from_str(&data)
-                        .map_err(|_| StoreError::corrupt("job_events.data"))?,
-                })
-            })
-            .collect()
-    }
-
-    pub(crate) async fn queue_stats_impl(
-        &self,
-        now: OffsetDateTime,
-    ) -> StoreResult<Vec<QueueStats>> {
+    async fn queue_stats(&self, now: OffsetDateTime) -> StoreResult<Vec<QueueStats>> {
         let rows = sqlx::query(
             "SELECT queue,
                  CASE WHEN state IN ('scheduled', 'retryable') AND scheduled_at <= ?1
@@ -327,11 +181,7 @@ impl SqliteStore {
         Ok(QueueStats::collect(counts, settings))
     }
 
-    pub(crate) async fn set_queue_paused_impl(
-        &self,
-        queue: &QueueName,
-        paused: bool,
-    ) -> StoreResult<()> {
+    async fn set_queue_paused(&self, queue: &QueueName, paused: bool) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO queues (name, paused, updated_at) VALUES (?, ?, ?)
              ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at",
@@ -345,11 +195,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(crate) async fn set_queue_limits_impl(
-        &self,
-        queue: &QueueName,
-        limits: QueueLimits,
-    ) -> StoreResult<()> {
+    async fn set_queue_limits(&self, queue: &QueueName, limits: QueueLimits) -> StoreResult<()> {
         // A new rate starts with a full bucket.
         let now = carafe_core::time::now();
         sqlx::query(
@@ -370,38 +216,6 @@ impl SqliteStore {
         .execute(&self.writer)
         .await
         .map_err(map_err)?;
-        Ok(())
-    }
-
-    pub(crate) async fn try_lead_impl(
-        &self,
-        name: &str,
-        holder: &str,
-        until: OffsetDateTime,
-        now: OffsetDateTime,
-    ) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "INSERT INTO leaders (name, holder, expires_at) VALUES (?, ?, ?)
-             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
-             WHERE leaders.holder = excluded.holder OR leaders.expires_at <= ?",
-        )
-        .bind(name)
-        .bind(holder)
-        .bind(ms(until))
-        .bind(ms(now))
-        .execute(&self.writer)
-        .await
-        .map_err(map_err)?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    pub(crate) async fn resign_impl(&self, name: &str, holder: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM leaders WHERE name = ? AND holder = ?")
-            .bind(name)
-            .bind(holder)
-            .execute(&self.writer)
-            .await
-            .map_err(map_err)?;
         Ok(())
     }
 }

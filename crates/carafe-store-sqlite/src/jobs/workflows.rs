@@ -4,17 +4,20 @@
 
 use std::collections::BTreeSet;
 
+use async_trait::async_trait;
 use carafe_core::jobs::{
     Job, JobId, JobState, NewJob, QueueName, Step, SweepPage, Workflow, WorkflowId, WorkflowKind,
     WorkflowState, plan,
 };
+use carafe_core::store::WorkflowStore;
 use carafe_core::{StoreError, StoreResult};
 use serde_json::json;
 use sqlx::{Row, SqliteConnection};
 use time::OffsetDateTime;
 
-use super::admin::cancel_in;
-use super::{JOB_COLUMNS, NewEvent, add_events, insert_plain, job_from_row};
+use super::cancel::cancel_in;
+use super::insert::insert_plain;
+use super::rows::{JOB_COLUMNS, NewEvent, add_events, job_from_row};
 use crate::{SqliteStore, at, map_err, ms};
 
 async fn steps_of(conn: &mut SqliteConnection, id: WorkflowId) -> StoreResult<Vec<Job>> {
@@ -134,8 +137,9 @@ pub(crate) async fn advance_all(
     Ok(started)
 }
 
-impl SqliteStore {
-    pub(crate) async fn create_workflow_impl(
+#[async_trait]
+impl WorkflowStore for SqliteStore {
+    async fn create_workflow(
         &self,
         kind: WorkflowKind,
         steps: Vec<NewJob>,
@@ -169,29 +173,14 @@ impl SqliteStore {
         })
     }
 
-    pub(crate) async fn get_workflow_impl(&self, id: WorkflowId) -> StoreResult<Option<Workflow>> {
+    async fn get_workflow(&self, id: WorkflowId) -> StoreResult<Option<Workflow>> {
         let mut conn = self.reader.acquire().await.map_err(map_err)?;
         workflow_in(&mut conn, id).await
     }
 
-    pub(crate) async fn advance_workflow_impl(
-        &self,
-        id: WorkflowId,
-        now: OffsetDateTime,
-    ) -> StoreResult<Vec<(JobId, QueueName)>> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
-        let started = advance_in(&mut tx, id, now).await?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(started)
-    }
-
     /// Reads the page on a read connection: most running workflows have nothing to do, and
     /// finding that out takes no write lock.
-    pub(crate) async fn stalled_workflows_impl(
+    async fn stalled_workflows(
         &self,
         after: Option<WorkflowId>,
         batch: u32,
@@ -217,7 +206,22 @@ impl SqliteStore {
         SweepPage::from_rows(&rows, &steps, batch).map_err(StoreError::corrupt)
     }
 
-    pub(crate) async fn prune_workflows_impl(
+    async fn advance_workflow(
+        &self,
+        id: WorkflowId,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<(JobId, QueueName)>> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
+        let started = advance_in(&mut tx, id, now).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(started)
+    }
+
+    async fn prune_workflows(
         &self,
         finished_before: OffsetDateTime,
         discarded_before: OffsetDateTime,

@@ -1,5 +1,5 @@
-//! Conformance checks for the rest of a job's life: failures and retries, cancellation,
-//! operator retries, rescue of expired leases, and pruning.
+//! Conformance checks for `FailureStore`: failed attempts retried with backoff then discarded,
+//! and running jobs whose lease expired rescued the same way.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,11 +7,10 @@ use std::time::Duration;
 use serde_json::json;
 use time::OffsetDateTime;
 
+use super::fixtures::{claim, insert, job, q};
 use crate::jobs::*;
 use crate::store::Store;
 use crate::time::now;
-
-use super::jobs::{claim, events, insert, job, q, state_of};
 
 pub async fn jobs_failures_retry_then_discard(store: Arc<dyn Store>) {
     let t = now();
@@ -119,129 +118,13 @@ pub async fn jobs_failures_retry_then_discard(store: Arc<dyn Store>) {
     );
 }
 
-pub async fn jobs_cancellation(store: Arc<dyn Store>) {
-    let t = now();
-    let waiting = insert(&store, job("x", t + Duration::from_secs(60))).await;
-    let cancelled = store
-        .cancel_job(waiting.id, t)
-        .await
-        .unwrap()
-        .outcome
-        .unwrap();
-    assert_eq!(
-        (cancelled.state, cancelled.finalized_at),
-        (JobState::Cancelled, Some(t))
-    );
-    assert!(
-        claim(&store, "x", 10, t + Duration::from_secs(120))
-            .await
-            .is_empty()
-    );
-
-    let run = insert(&store, job("y", t)).await;
-    let c = claim(&store, "y", 1, t).await.remove(0);
-    let marked = store.cancel_job(run.id, t).await.unwrap().outcome.unwrap();
-    assert_eq!(
-        (marked.state, marked.cancel_requested),
-        (JobState::Running, true)
-    );
-    let hb = Heartbeat {
-        id: run.id,
-        lease_token: &c.lease_token,
-        now: t,
-        renew: None,
-        progress: None,
-        checkpoint: None,
-    };
-    match store.heartbeat_job(hb).await.unwrap() {
-        Fenced::Done(ack) => assert!(ack.cancel_requested, "the worker learns of it"),
-        other => panic!("{other:?}"),
-    }
-    let f = Failure {
-        id: run.id,
-        lease_token: &c.lease_token,
-        message: "stopped".into(),
-        retry: RetryRequest::Default,
-        now: t,
-    };
-    let out = store.fail_job(f).await.unwrap().outcome;
-    assert_eq!(
-        out,
-        Fenced::Done(FailureOutcome {
-            state: JobState::Cancelled,
-            retry_at: None
-        })
-    );
-    assert_eq!(
-        state_of(&events(&store, run.id).await.last().unwrap().1),
-        "cancelled"
-    );
-
-    let done = insert(&store, job("z", t)).await;
-    let cz = claim(&store, "z", 1, t).await.remove(0);
-    store
-        .complete_jobs(
-            &[Completion {
-                id: done.id,
-                lease_token: cz.lease_token,
-                result: json!(1),
-            }],
-            t,
-        )
-        .await
-        .unwrap();
-    let unchanged = store.cancel_job(done.id, t).await.unwrap().outcome.unwrap();
-    assert_eq!(unchanged.state, JobState::Completed);
-    assert_eq!(
-        store
-            .cancel_job(JobId(done.id.0 + 999), t)
-            .await
-            .unwrap()
-            .outcome,
-        None
-    );
-}
-
-pub async fn jobs_retry_revives_finished_jobs(store: Arc<dyn Store>) {
-    let t = now();
-    let mut new = job("r", t);
-    new.max_attempts = 1;
-    let j = insert(&store, new).await;
-    let c = claim(&store, "r", 1, t).await.remove(0);
-    let f = Failure {
-        id: j.id,
-        lease_token: &c.lease_token,
-        message: "boom".into(),
-        retry: RetryRequest::Default,
-        now: t,
-    };
-    store.fail_job(f).await.unwrap();
-    let later = t + Duration::from_secs(5);
-    let revived = store.retry_job(j.id, later).await.unwrap().unwrap();
-    assert_eq!(revived.state, JobState::Available);
-    assert_eq!(revived.scheduled_at, later);
-    assert_eq!(revived.finalized_at, None);
-    assert!(
-        revived.max_attempts > revived.attempt,
-        "one more attempt is allowed"
-    );
-    let c2 = claim(&store, "r", 1, later).await.remove(0);
-    assert_eq!(c2.attempt, 2);
-    let running = store.retry_job(j.id, later).await.unwrap().unwrap();
-    assert_eq!(
-        running.state,
-        JobState::Running,
-        "a running job is left alone"
-    );
-}
-
 pub async fn jobs_expired_leases_are_rescued(store: Arc<dyn Store>) {
     let t = now();
     let mut new = job("rescue", t);
     new.max_attempts = 2;
     let j = insert(&store, new).await;
     let queue = q("rescue");
-    let lease = super::jobs::lease(Some(Duration::from_secs(1)));
+    let lease = super::fixtures::lease(Some(Duration::from_secs(1)));
     let c = store
         .claim_jobs(Claim {
             queue: &queue,
@@ -308,53 +191,5 @@ pub async fn jobs_expired_leases_are_rescued(store: Arc<dyn Store>) {
     assert_eq!(
         store.get_job(j.id).await.unwrap().unwrap().state,
         JobState::Discarded
-    );
-}
-
-pub async fn jobs_pruning(store: Arc<dyn Store>) {
-    let t = now();
-    let mut ids = Vec::new();
-    for _ in 0..3 {
-        ids.push(insert(&store, job("p", t)).await.id);
-    }
-    let claimed = claim(&store, "p", 2, t).await;
-    let items: Vec<_> = claimed
-        .iter()
-        .map(|c| Completion {
-            id: c.id,
-            lease_token: c.lease_token.clone(),
-            result: json!(1),
-        })
-        .collect();
-    store.complete_jobs(&items, t).await.unwrap();
-    let cutoff = t + Duration::from_secs(1);
-    assert_eq!(
-        store.prune_jobs(cutoff, cutoff, 1).await.unwrap(),
-        1,
-        "batches are bounded"
-    );
-    assert_eq!(store.prune_jobs(cutoff, cutoff, 100).await.unwrap(), 1);
-    assert_eq!(store.prune_jobs(cutoff, cutoff, 100).await.unwrap(), 0);
-    for c in &claimed {
-        assert_eq!(store.get_job(c.id).await.unwrap(), None);
-        assert!(
-            store.job_events(c.id, 0, 10).await.unwrap().is_empty(),
-            "events go too"
-        );
-    }
-    let kept = ids
-        .iter()
-        .find(|id| !claimed.iter().any(|c| c.id == **id))
-        .unwrap();
-    assert!(
-        store.get_job(*kept).await.unwrap().is_some(),
-        "waiting jobs are never pruned"
-    );
-    assert_eq!(
-        store
-            .prune_jobs(t - Duration::from_secs(1), t - Duration::from_secs(1), 100)
-            .await
-            .unwrap(),
-        0
     );
 }

@@ -1,5 +1,6 @@
-//! Leases on PostgreSQL: claiming, and the fenced reports of the lease holder (heartbeat,
-//! progress, complete); failed attempts and rescues are in `failures.rs`.
+//! `LeaseStore` on PostgreSQL: claiming (within the queue's limits), and the fenced reports
+//! of the lease holder (heartbeat, progress, complete); failed attempts and rescues are
+//! `FailureStore`, in `failures.rs`.
 //!
 //! Claims use `FOR UPDATE SKIP LOCKED`, so any number of servers claim from one queue without
 //! waiting on each other or taking a job twice. Every fenced write matches
@@ -11,31 +12,95 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use carafe_core::jobs::{
-    Advanced, Claim, ClaimedJob, Completion, Fenced, Heartbeat, HeartbeatAck, JobId, QueueName,
+    Advanced, Allowance, Claim, ClaimedJob, Completion, Fenced, Heartbeat, HeartbeatAck, JobId,
+    QueueLimits, QueueName, allowance,
 };
+use carafe_core::store::LeaseStore;
 use carafe_core::{StoreError, StoreResult};
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;
 
+use super::rows::lost;
 use super::wakeup::Wakeups;
 use super::workflows::{advance_all, lock_workflows_of};
 use crate::{PgStore, map_err};
 
-/// Whether job `id` exists, to tell a lost lease (409) from a missing job (404).
-pub(crate) async fn lost<T>(conn: &mut PgConnection, id: JobId) -> StoreResult<Fenced<T>> {
-    let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM jobs WHERE id = $1")
-        .bind(id.0)
-        .fetch_optional(conn)
+/// How many jobs a claim of `max` may take from `queue` now (`None`: it is paused), and the
+/// rate bucket to charge afterwards, if the queue has a rate. A limited queue's row stays
+/// locked until the claiming transaction ends, so instances claiming at once count each
+/// other's claims; queues without limits are not locked.
+async fn allowance_in(
+    conn: &mut PgConnection,
+    queue: &QueueName,
+    max: u32,
+    now: OffsetDateTime,
+) -> StoreResult<Option<(u32, Option<Allowance>)>> {
+    let limited: Option<(bool, bool)> = sqlx::query_as(
+        "SELECT paused, concurrency_limit IS NOT NULL OR rate_per_second IS NOT NULL
+         FROM queues WHERE name = $1",
+    )
+    .bind(queue.as_str())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    match limited {
+        None | Some((false, false)) => return Ok(Some((max, None))),
+        Some((true, _)) => return Ok(None),
+        Some((false, true)) => {}
+    }
+    let row = sqlx::query(
+        "SELECT paused, concurrency_limit, rate_per_second, tokens, tokens_at
+         FROM queues WHERE name = $1 FOR UPDATE",
+    )
+    .bind(queue.as_str())
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    if row.try_get::<bool, _>("paused").map_err(map_err)? {
+        return Ok(None);
+    }
+    let limits = QueueLimits {
+        concurrency: row
+            .try_get::<Option<i32>, _>("concurrency_limit")
+            .map_err(map_err)?
+            .map(|n| n as u32),
+        rate_per_second: row.try_get("rate_per_second").map_err(map_err)?,
+        lease: None,
+    };
+    let running: i64 = if limits.concurrency.is_some() {
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE queue = $1 AND state = 'running'")
+            .bind(queue.as_str())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(map_err)?
+    } else {
+        0
+    };
+    let tokens: f64 = row.try_get("tokens").map_err(map_err)?;
+    let tokens_at: OffsetDateTime = row.try_get("tokens_at").map_err(map_err)?;
+    let a = allowance(&limits, running as u64, tokens, tokens_at, max, now);
+    Ok(Some((a.max, limits.rate_per_second.map(|_| a))))
+}
+
+/// Takes `claimed` tokens out of the queue's rate bucket.
+async fn spend_tokens(
+    conn: &mut PgConnection,
+    queue: &QueueName,
+    bucket: Allowance,
+    claimed: usize,
+) -> StoreResult<()> {
+    sqlx::query("UPDATE queues SET tokens = $1, tokens_at = $2 WHERE name = $3")
+        .bind(bucket.tokens - claimed as f64)
+        .bind(bucket.tokens_at)
+        .bind(queue.as_str())
+        .execute(conn)
         .await
         .map_err(map_err)?;
-    Ok(if found.is_some() {
-        Fenced::LeaseLost
-    } else {
-        Fenced::NotFound
-    })
+    Ok(())
 }
 
 /// Extends the lease and records progress (with its event) for the lease holder.
@@ -102,12 +167,11 @@ fn claimed_from_row(
     })
 }
 
-impl PgStore {
-    pub(crate) async fn claim_jobs_impl(&self, c: Claim<'_>) -> StoreResult<Vec<ClaimedJob>> {
+#[async_trait]
+impl LeaseStore for PgStore {
+    async fn claim_jobs(&self, c: Claim<'_>) -> StoreResult<Vec<ClaimedJob>> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let Some((max, bucket)) =
-            super::admin::allowance_in(&mut tx, c.queue, c.max, c.now).await?
-        else {
+        let Some((max, bucket)) = allowance_in(&mut tx, c.queue, c.max, c.now).await? else {
             return Ok(Vec::new());
         };
         if max == 0 {
@@ -165,7 +229,7 @@ impl PgStore {
             .map(|row| claimed_from_row(row, c.queue, c.now))
             .collect::<StoreResult<Vec<_>>>()?;
         if let Some(bucket) = bucket {
-            super::admin::spend_tokens(&mut tx, c.queue, bucket, claimed.len()).await?;
+            spend_tokens(&mut tx, c.queue, bucket, claimed.len()).await?;
         }
         let mut wake = Wakeups::default();
         claimed.iter().for_each(|j| wake.job(j.id));
@@ -174,10 +238,23 @@ impl PgStore {
         Ok(claimed)
     }
 
-    pub(crate) async fn heartbeat_job_impl(
-        &self,
-        hb: Heartbeat<'_>,
-    ) -> StoreResult<Fenced<HeartbeatAck>> {
+    async fn push_queues(&self, now: OffsetDateTime) -> StoreResult<Vec<QueueName>> {
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT queue FROM jobs
+             WHERE state IN ('available', 'scheduled', 'retryable') AND target IS NOT NULL
+               AND scheduled_at <= $1",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        names
+            .iter()
+            .map(|n| QueueName::parse(n).map_err(|_| StoreError::corrupt("jobs.queue")))
+            .collect()
+    }
+
+    async fn heartbeat_job(&self, hb: Heartbeat<'_>) -> StoreResult<Fenced<HeartbeatAck>> {
         // A plain heartbeat is one statement; one with progress also appends an event and
         // notifies the job's watchers, which needs a transaction around the two.
         if hb.progress.is_none() {
@@ -195,7 +272,7 @@ impl PgStore {
         Ok(answer)
     }
 
-    pub(crate) async fn complete_jobs_impl(
+    async fn complete_jobs(
         &self,
         items: &[Completion],
         now: OffsetDateTime,

@@ -4,8 +4,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::jobs::job;
-use super::{audit, rewrap_in_pages, wrapped_key};
+use super::fixtures::{audit, job, rewrap_in_pages, wrapped_key};
 use crate::audit::AuditFilter;
 use crate::files::*;
 use crate::page::PageRequest;

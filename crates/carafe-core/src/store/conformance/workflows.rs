@@ -1,22 +1,217 @@
-//! Conformance checks for what keeps workflows whole over time: a step that ends advances its
-//! workflow in the same call (nothing is left for a later pass that a crash could skip), the
-//! sweep over running workflows reaches every one of them, and retention takes a workflow's
-//! steps only with the finished workflow.
+//! Conformance checks for `WorkflowStore`: chains pass results along, chords call back once, a
+//! failed step stops its workflow; and what keeps workflows whole over time: a step that ends
+//! advances its workflow in the same call (nothing is left for a later pass that a crash could
+//! skip), the sweep over running workflows reaches every one of them, and retention takes a
+//! workflow's steps only with the finished workflow.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 
+use super::fixtures::{claim, job, q};
 use crate::jobs::*;
 use crate::store::Store;
 use crate::time::now;
 
-use super::flows::{complete_one, finish, sweep};
-use super::jobs::{claim, job, q};
+/// Completes a claimed job with `result` at `at`; returns the workflow steps that started.
+async fn complete_one(
+    store: &Arc<dyn Store>,
+    c: ClaimedJob,
+    result: Value,
+    at: OffsetDateTime,
+) -> Vec<(JobId, QueueName)> {
+    let done = Completion {
+        id: c.id,
+        lease_token: c.lease_token,
+        result,
+    };
+    let answer = store.complete_jobs(&[done], at).await.unwrap();
+    assert_eq!(answer.outcome, vec![Fenced::Done(())]);
+    answer.started
+}
+
+/// Claims one job of `queue` and completes it with `result` at `at`; returns its id and the
+/// workflow steps the completion started.
+async fn finish(
+    store: &Arc<dyn Store>,
+    queue: &str,
+    result: Value,
+    at: OffsetDateTime,
+) -> (JobId, Vec<(JobId, QueueName)>) {
+    let c = claim(store, queue, 1, at).await.remove(0);
+    let id = c.id;
+    (id, complete_one(store, c, result, at).await)
+}
+
+/// Every running workflow visited by the sweep, `page` at a time, and those with a move to
+/// make advanced: the steps started.
+async fn sweep(store: &Arc<dyn Store>, at: OffsetDateTime, page: u32) -> Vec<(JobId, QueueName)> {
+    let mut after = None;
+    let mut started = Vec::new();
+    loop {
+        let swept = store.stalled_workflows(after, page).await.unwrap();
+        for id in swept.stalled {
+            started.extend(store.advance_workflow(id, at).await.unwrap());
+        }
+        match swept.next {
+            Some(next) => after = Some(next),
+            None => return started,
+        }
+    }
+}
+
+pub async fn workflows_chain_pass_results_along(store: Arc<dyn Store>) {
+    let t = now();
+    let steps = vec![job("wf-a", t), job("wf-b", t), job("wf-c", t)];
+    let wf = store
+        .create_workflow(WorkflowKind::Chain, steps, t)
+        .await
+        .unwrap();
+    assert_eq!(
+        (wf.kind, wf.state),
+        (WorkflowKind::Chain, WorkflowState::Running)
+    );
+    let states: Vec<_> = wf.steps.iter().map(|j| j.state).collect();
+    assert_eq!(
+        states,
+        [JobState::Available, JobState::Pending, JobState::Pending]
+    );
+    assert_eq!(wf.steps[1].workflow, Some((wf.id, 1)));
+    assert!(
+        claim(&store, "wf-b", 10, t).await.is_empty(),
+        "pending steps are never claimed"
+    );
+
+    let (_, started) = finish(&store, "wf-a", json!({"rows": 10}), t).await;
+    assert_eq!(
+        started,
+        vec![(wf.steps[1].id, q("wf-b"))],
+        "completing a step starts the next"
+    );
+    // Sweeping afterwards changes nothing.
+    assert!(sweep(&store, t, 100).await.is_empty());
+    let b = store.get_job(wf.steps[1].id).await.unwrap().unwrap();
+    assert_eq!(b.state, JobState::Available);
+    assert_eq!(b.args, json!({"n": 1, "previous": {"rows": 10}}));
+
+    let (_, started) = finish(&store, "wf-b", json!("b-done"), t).await;
+    assert_eq!(started, vec![(wf.steps[2].id, q("wf-c"))]);
+    let (_, started) = finish(&store, "wf-c", json!(null), t).await;
+    assert!(started.is_empty());
+    let wf = store.get_workflow(wf.id).await.unwrap().unwrap();
+    assert_eq!(wf.state, WorkflowState::Completed);
+    assert!(wf.finalized_at.is_some());
+    assert_eq!(wf.steps[2].args["previous"], json!("b-done"));
+    assert_eq!(
+        store.get_workflow(WorkflowId(wf.id.0 + 999)).await.unwrap(),
+        None
+    );
+}
+
+pub async fn workflows_chords_call_back_once(store: Arc<dyn Store>) {
+    let t = now();
+    let steps = vec![job("fan", t), job("fan", t), job("gather", t)];
+    let wf = store
+        .create_workflow(WorkflowKind::Chord, steps, t)
+        .await
+        .unwrap();
+    let states: Vec<_> = wf.steps.iter().map(|j| j.state).collect();
+    assert_eq!(
+        states,
+        [JobState::Available, JobState::Available, JobState::Pending]
+    );
+    let claimed = claim(&store, "fan", 2, t).await;
+    // Both members finish at the same moment; whichever completion commits last starts the
+    // callback, once.
+    let done = |i: usize| {
+        vec![Completion {
+            id: claimed[i].id,
+            lease_token: claimed[i].lease_token.clone(),
+            result: json!(i),
+        }]
+    };
+    let (first, second) = (done(0), done(1));
+    let (x, y) = tokio::join!(
+        store.complete_jobs(&first, t),
+        store.complete_jobs(&second, t)
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_eq!(
+        (x.outcome, y.outcome),
+        (vec![Fenced::Done(())], vec![Fenced::Done(())])
+    );
+    assert_eq!(
+        [x.started, y.started].concat(),
+        vec![(wf.steps[2].id, q("gather"))],
+        "the callback is started exactly once"
+    );
+    let callback = store.get_job(wf.steps[2].id).await.unwrap().unwrap();
+    assert_eq!(callback.state, JobState::Available);
+    let expected = if claimed[0].id == wf.steps[0].id {
+        json!([0, 1])
+    } else {
+        json!([1, 0])
+    };
+    assert_eq!(callback.args["results"], expected, "results in step order");
+    let (_, started) = finish(&store, "gather", json!("all"), t).await;
+    assert!(started.is_empty());
+    assert_eq!(
+        store.get_workflow(wf.id).await.unwrap().unwrap().state,
+        WorkflowState::Completed
+    );
+}
+
+pub async fn workflows_stop_at_a_failed_step(store: Arc<dyn Store>) {
+    let t = now();
+    let mut first = job("fails", t);
+    first.max_attempts = 1;
+    let wf = store
+        .create_workflow(
+            WorkflowKind::Chain,
+            vec![first, job("never", t), job("never", t)],
+            t,
+        )
+        .await
+        .unwrap();
+    let c = claim(&store, "fails", 1, t).await.remove(0);
+    let f = Failure {
+        id: c.id,
+        lease_token: &c.lease_token,
+        message: "bad".into(),
+        retry: RetryRequest::Default,
+        now: t,
+    };
+    let failed = store.fail_job(f).await.unwrap();
+    assert!(failed.started.is_empty());
+    // The discard failed the workflow in the same call.
+    let wf = store.get_workflow(wf.id).await.unwrap().unwrap();
+    assert_eq!(wf.state, WorkflowState::Failed);
+    let states: Vec<_> = wf.steps.iter().map(|j| j.state).collect();
+    assert_eq!(
+        states,
+        [
+            JobState::Discarded,
+            JobState::Cancelled,
+            JobState::Cancelled
+        ]
+    );
+
+    // A group with one member cancelled: the running member is asked to stop.
+    let g = store
+        .create_workflow(WorkflowKind::Group, vec![job("g1", t), job("g2", t)], t)
+        .await
+        .unwrap();
+    let running = claim(&store, "g1", 1, t).await.remove(0);
+    store.cancel_job(g.steps[1].id, t).await.unwrap();
+    let g = store.get_workflow(g.id).await.unwrap().unwrap();
+    assert_eq!(g.state, WorkflowState::Cancelled);
+    let member = store.get_job(running.id).await.unwrap().unwrap();
+    assert!(member.cancel_requested);
+}
 
 /// Runs one SQL statement on the store's database behind the store's back, for checks that
 /// need a state only an older version of Carafe could leave.

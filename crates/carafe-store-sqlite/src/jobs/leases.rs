@@ -1,123 +1,98 @@
-//! Leases on SQLite: claiming, and the fenced reports of the lease holder (heartbeat, progress,
-//! complete, fail), plus the rescue of jobs whose lease ran out. Every fenced statement
-//! matches `state = 'running' AND lease_token = ?`, so a rescued or cancelled job can never be
+//! `LeaseStore` on SQLite: claiming (within the queue's limits), and the fenced reports of the
+//! lease holder (heartbeat, progress, complete). Every fenced statement matches
+//! `state = 'running' AND lease_token = ?`, so a rescued or cancelled job can never be
 //! finished by the worker that lost it. A job that ends advances its workflow, if it has one,
 //! in the same transaction.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use carafe_core::jobs::{
-    Advanced, Backoff, Claim, ClaimedJob, Completion, Failure, FailureOutcome, Fenced, Heartbeat,
-    HeartbeatAck, JobId, JobState, QueueName, RetryRequest, after_failure,
+    Advanced, Allowance, Claim, ClaimedJob, Completion, Fenced, Heartbeat, HeartbeatAck, JobId,
+    JobState, QueueLimits, QueueName, allowance,
 };
+use carafe_core::store::LeaseStore;
 use carafe_core::{StoreError, StoreResult};
-use rand::Rng;
 use serde_json::{Value, json};
 use sqlx::{Row, SqliteConnection};
 use time::OffsetDateTime;
 
+use super::rows::{NewEvent, add_events, lost};
 use super::workflows::advance_all;
-use super::{NewEvent, WAITING, add_events, rfc3339};
 use crate::{SqliteStore, at, map_err, ms};
 
-/// Whether job `id` exists, to tell a lost lease (409) from a missing job (404).
-async fn exists(conn: &mut SqliteConnection, id: JobId) -> StoreResult<bool> {
-    let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM jobs WHERE id = ?")
-        .bind(id.0)
-        .fetch_optional(conn)
-        .await
-        .map_err(map_err)?;
-    Ok(found.is_some())
-}
+/// The SQL test for "waiting and due": what claiming takes and what reads as `available`.
+const WAITING: &str = "state IN ('available', 'scheduled', 'retryable')";
 
-async fn lost<T>(conn: &mut SqliteConnection, id: JobId) -> StoreResult<Fenced<T>> {
-    Ok(if exists(conn, id).await? {
-        Fenced::LeaseLost
-    } else {
-        Fenced::NotFound
-    })
-}
-
-/// Moves a running job to the state a failed attempt leads to, fenced by `token`, and
-/// advances the job's workflow when that state is final (its started steps go to `started`).
-/// Returns the outcome, or `None` when the token no longer holds the job.
-pub(crate) async fn record_failure(
+/// How many jobs a claim of `max` may take from `queue` now (`None`: it is paused), and the
+/// rate bucket to charge afterwards, if the queue has a rate.
+async fn allowance_in(
     conn: &mut SqliteConnection,
-    id: JobId,
-    token: &str,
-    message: &str,
-    retry: RetryRequest,
+    queue: &QueueName,
+    max: u32,
     now: OffsetDateTime,
-    started: &mut Vec<(JobId, QueueName)>,
-) -> StoreResult<Option<FailureOutcome>> {
+) -> StoreResult<Option<(u32, Option<Allowance>)>> {
     let row = sqlx::query(
-        "SELECT attempt, max_attempts, backoff, cancel_requested, workflow_id FROM jobs
-         WHERE id = ? AND state = 'running' AND lease_token = ?",
+        "SELECT paused, concurrency_limit, rate_per_second, tokens, tokens_at
+         FROM queues WHERE name = ?",
     )
-    .bind(id.0)
-    .bind(token)
+    .bind(queue.as_str())
     .fetch_optional(&mut *conn)
     .await
     .map_err(map_err)?;
     let Some(row) = row else {
-        return Ok(None);
+        return Ok(Some((max, None)));
     };
-    let attempt = row.try_get::<i64, _>("attempt").map_err(map_err)? as u32;
-    let max_attempts = row.try_get::<i64, _>("max_attempts").map_err(map_err)? as u32;
-    let backoff: Option<String> = row.try_get("backoff").map_err(map_err)?;
-    let backoff: Option<Backoff> = backoff.and_then(|b| serde_json::from_str(&b).ok());
-    let cancel = row.try_get::<i64, _>("cancel_requested").map_err(map_err)? != 0;
-    let workflow: Option<i64> = row.try_get("workflow_id").map_err(map_err)?;
-    let unit: f64 = rand::rng().random();
-    let outcome = after_failure(
-        attempt,
-        max_attempts,
-        backoff.as_ref(),
-        retry,
-        cancel,
-        now,
-        unit,
-    );
-    let error = json!({"at": rfc3339(now), "attempt": attempt, "message": message});
-    let finalized = outcome.state.is_final().then(|| ms(now));
-    let seq: i64 = sqlx::query_scalar(
-        "UPDATE jobs SET state = ?, scheduled_at = COALESCE(?, scheduled_at), finalized_at = ?,
-             errors = json_insert(errors, '$[#]', json(?)), lease_token = NULL,
-             lease_expires_at = NULL, event_seq = event_seq + 1
-         WHERE id = ? RETURNING event_seq",
-    )
-    .bind(outcome.state.as_str())
-    .bind(outcome.retry_at.map(ms))
-    .bind(finalized)
-    .bind(error.to_string())
-    .bind(id.0)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(map_err)?;
-    let mut data = json!({"state": outcome.state, "attempt": attempt, "error": message});
-    if let Some(retry_at) = outcome.retry_at {
-        data["retry_at"] = json!(rfc3339(retry_at));
+    if row.try_get::<i64, _>("paused").map_err(map_err)? != 0 {
+        return Ok(None);
     }
-    add_events(
-        &mut *conn,
-        now,
-        &[NewEvent {
-            job: id.0,
-            seq,
-            kind: "state",
-            data,
-        }],
-    )
-    .await?;
-    if outcome.state.is_final() {
-        started.extend(advance_all(conn, workflow, now).await?);
+    let limits = QueueLimits {
+        concurrency: row
+            .try_get::<Option<i64>, _>("concurrency_limit")
+            .map_err(map_err)?
+            .map(|n| n as u32),
+        rate_per_second: row.try_get("rate_per_second").map_err(map_err)?,
+        lease: None,
+    };
+    if !limits.limits_claims() {
+        return Ok(Some((max, None)));
     }
-    Ok(Some(outcome))
+    let running: i64 = if limits.concurrency.is_some() {
+        sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE queue = ? AND state = 'running'")
+            .bind(queue.as_str())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(map_err)?
+    } else {
+        0
+    };
+    let tokens: f64 = row.try_get("tokens").map_err(map_err)?;
+    let tokens_at = at(row.try_get("tokens_at").map_err(map_err)?);
+    let a = allowance(&limits, running as u64, tokens, tokens_at, max, now);
+    Ok(Some((a.max, limits.rate_per_second.map(|_| a))))
 }
 
-impl SqliteStore {
-    pub(crate) async fn claim_jobs_impl(&self, c: Claim<'_>) -> StoreResult<Vec<ClaimedJob>> {
+/// Takes `claimed` tokens out of the queue's rate bucket.
+async fn spend_tokens(
+    conn: &mut SqliteConnection,
+    queue: &QueueName,
+    bucket: Allowance,
+    claimed: usize,
+) -> StoreResult<()> {
+    sqlx::query("UPDATE queues SET tokens = ?, tokens_at = ? WHERE name = ?")
+        .bind(bucket.tokens - claimed as f64)
+        .bind(ms(bucket.tokens_at))
+        .bind(queue.as_str())
+        .execute(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
+#[async_trait]
+impl LeaseStore for SqliteStore {
+    async fn claim_jobs(&self, c: Claim<'_>) -> StoreResult<Vec<ClaimedJob>> {
         // Idle polling should not queue for the write lock: look first on a read connection.
         let delivery = if c.push {
             "target IS NOT NULL"
@@ -141,9 +116,7 @@ impl SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(map_err)?;
-        let Some((max, bucket)) =
-            super::admin::allowance_in(&mut tx, c.queue, c.max, c.now).await?
-        else {
+        let Some((max, bucket)) = allowance_in(&mut tx, c.queue, c.max, c.now).await? else {
             return Ok(Vec::new());
         };
         let sql = format!(
@@ -182,17 +155,29 @@ impl SqliteStore {
         }
         add_events(&mut tx, c.now, &events).await?;
         if let Some(bucket) = bucket {
-            super::admin::spend_tokens(&mut tx, c.queue, bucket, claimed.len()).await?;
+            spend_tokens(&mut tx, c.queue, bucket, claimed.len()).await?;
         }
         tx.commit().await.map_err(map_err)?;
         claimed.sort_by_key(|c| c.id);
         Ok(claimed)
     }
 
-    pub(crate) async fn heartbeat_job_impl(
-        &self,
-        hb: Heartbeat<'_>,
-    ) -> StoreResult<Fenced<HeartbeatAck>> {
+    async fn push_queues(&self, now: OffsetDateTime) -> StoreResult<Vec<QueueName>> {
+        let sql = format!(
+            "SELECT DISTINCT queue FROM jobs WHERE {WAITING} AND target IS NOT NULL AND scheduled_at <= ?"
+        );
+        let names: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(ms(now))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_err)?;
+        names
+            .iter()
+            .map(|n| QueueName::parse(n).map_err(|_| StoreError::corrupt("jobs.queue")))
+            .collect()
+    }
+
+    async fn heartbeat_job(&self, hb: Heartbeat<'_>) -> StoreResult<Fenced<HeartbeatAck>> {
         let mut tx = self
             .writer
             .begin_with("BEGIN IMMEDIATE")
@@ -244,7 +229,7 @@ impl SqliteStore {
         Ok(Fenced::Done(ack))
     }
 
-    pub(crate) async fn complete_jobs_impl(
+    async fn complete_jobs(
         &self,
         items: &[Completion],
         now: OffsetDateTime,
@@ -325,71 +310,6 @@ impl SqliteStore {
         tx.commit().await.map_err(map_err)?;
         Ok(Advanced {
             outcome: out,
-            started,
-        })
-    }
-
-    pub(crate) async fn fail_job_impl(
-        &self,
-        f: Failure<'_>,
-    ) -> StoreResult<Advanced<Fenced<FailureOutcome>>> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
-        let mut started = Vec::new();
-        let (id, token, now) = (f.id, f.lease_token, f.now);
-        let outcome =
-            record_failure(&mut tx, id, token, &f.message, f.retry, now, &mut started).await?;
-        let answer = match outcome {
-            Some(o) => Fenced::Done(o),
-            None => lost(&mut tx, f.id).await?,
-        };
-        tx.commit().await.map_err(map_err)?;
-        Ok(Advanced {
-            outcome: answer,
-            started,
-        })
-    }
-
-    pub(crate) async fn rescue_expired_jobs_impl(
-        &self,
-        now: OffsetDateTime,
-        batch: u32,
-    ) -> StoreResult<Advanced<Vec<JobId>>> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
-        let rows = sqlx::query(
-            "SELECT id, lease_token FROM jobs
-             WHERE state = 'running' AND lease_expires_at <= ? ORDER BY lease_expires_at LIMIT ?",
-        )
-        .bind(ms(now))
-        .bind(i64::from(batch))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        let mut rescued = Vec::with_capacity(rows.len());
-        let mut started = Vec::new();
-        for row in rows {
-            let id = JobId(row.try_get("id").map_err(map_err)?);
-            let token: Option<String> = row.try_get("lease_token").map_err(map_err)?;
-            let message = "the worker's lease expired before it finished (worker lost or too slow)";
-            let token = token.ok_or_else(|| StoreError::corrupt("running job without a lease"))?;
-            let retry = RetryRequest::Default;
-            if record_failure(&mut tx, id, &token, message, retry, now, &mut started)
-                .await?
-                .is_some()
-            {
-                rescued.push(id);
-            }
-        }
-        tx.commit().await.map_err(map_err)?;
-        Ok(Advanced {
-            outcome: rescued,
             started,
         })
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::audit;
+use super::fixtures::audit;
 use crate::audit::{ActionMatch, AuditEvent, AuditFilter, NewAuditEvent};
 use crate::page::PageRequest;
 use crate::store::Store;
