@@ -205,6 +205,7 @@ impl App {
             files,
             shutdown: CancellationToken::new(),
             keys,
+            audit: crate::audit::AuditLog::new(store.clone()),
             store,
             config,
         });

@@ -181,6 +181,28 @@ impl From<crate::context::Denied> for ApiError {
     }
 }
 
+impl From<crate::audit::AuditError> for ApiError {
+    fn from(e: crate::audit::AuditError) -> Self {
+        match e {
+            crate::audit::AuditError::Denied(e) => e.into(),
+            crate::audit::AuditError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::jobs::Error> for ApiError {
+    fn from(e: crate::jobs::Error) -> Self {
+        use crate::jobs::Error;
+        match e {
+            Error::Enqueue(e) => e.into(),
+            Error::Reserved(e) => e.into(),
+            Error::Invalid(field, message) => ApiError::invalid(field, message),
+            Error::NotFound => ApiError::not_found(),
+            Error::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<crate::jobs::request::EnqueueError> for ApiError {
     fn from(e: crate::jobs::request::EnqueueError) -> Self {
         use crate::jobs::request::EnqueueError;

@@ -22,6 +22,7 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     pub config: Config,
     pub store: Arc<dyn Store>,
+    pub audit: crate::audit::AuditLog,
     pub keys: Keys,
     pub tokens: Tokens,
     pub sealer: Sealer,

@@ -13,14 +13,11 @@
 use std::future::Future;
 use std::io;
 
-use axum::body::Body;
-use axum::response::Response;
 use bytes::Bytes;
 use carafe_core::StoreResult;
 use carafe_core::audit::AuditEvent;
 use carafe_core::page::{Page, PageRequest};
 use futures::Stream;
-use http::{HeaderValue, header};
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use tracing::Instrument;
@@ -29,26 +26,6 @@ use tracing::Instrument;
 pub const BATCH: u32 = 1_000;
 
 pub const HEADER: &str = "id,at,actor,action,target,request_id,ip,user_agent,details\r\n";
-
-/// The download response around `fetch`, which answers one page of the export at a time.
-pub fn response<F, Fut>(fetch: F) -> Response
-where
-    F: FnMut(PageRequest) -> Fut + Send + 'static,
-    Fut: Future<Output = StoreResult<Page<AuditEvent>>> + Send + 'static,
-{
-    let mut response = Response::new(Body::from_stream(export(fetch)));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/csv; charset=utf-8; header=present"),
-    );
-    headers.insert(
-        header::CONTENT_DISPOSITION,
-        HeaderValue::from_static("attachment; filename=\"carafe-audit.csv\""),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
 
 enum Step {
     Header,
@@ -260,7 +237,9 @@ mod tests {
         };
         let app = axum::Router::new().route(
             "/",
-            axum::routing::get(move || async move { response(fetch()) }),
+            axum::routing::get(
+                move || async move { axum::body::Body::from_stream(export(fetch())) },
+            ),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/", listener.local_addr().unwrap());
@@ -274,7 +253,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(res.status(), 200);
-        assert!(res.headers().get(header::CONTENT_LENGTH).is_none());
+        assert!(res.headers().get(http::header::CONTENT_LENGTH).is_none());
         let mut body = res.bytes_stream();
         let mut received = Vec::new();
         let error = loop {

@@ -5,9 +5,62 @@
 pub mod csv;
 pub mod writer;
 
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use carafe_core::audit::{AuditEvent, AuditFilter};
 use carafe_core::keys::Scope;
+use carafe_core::page::{Page, PageRequest};
+use carafe_core::{Store, StoreError};
+use futures::Stream;
 
 use crate::context::{Denied, Principal};
+
+/// Why the log is not read.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The log as callers read it.
+pub struct AuditLog {
+    store: Arc<dyn Store>,
+}
+
+impl AuditLog {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        AuditLog { store }
+    }
+
+    /// One page of the events `filter` matches, newest first.
+    pub async fn page(
+        &self,
+        principal: &Principal,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> Result<Page<AuditEvent>, AuditError> {
+        authorize(principal, filter.target.is_some())?;
+        Ok(self.store.list_audit(filter, page).await?)
+    }
+
+    /// Every event `filter` matches, as CSV, fetched a page at a time as the stream is read.
+    pub fn export(
+        &self,
+        principal: &Principal,
+        filter: AuditFilter,
+    ) -> Result<impl Stream<Item = io::Result<Bytes>> + Send + 'static, Denied> {
+        authorize(principal, filter.target.is_some())?;
+        let store = self.store.clone();
+        Ok(csv::export(move |page| {
+            let (store, filter) = (store.clone(), filter.clone());
+            async move { store.list_audit(&filter, &page).await }
+        }))
+    }
+}
 
 /// Who reads which events. Admin keys read the whole log. A key with the `files` scope may
 /// read the events of one file at a time (`one_file`: the filter names one file): such a key may already read,

@@ -4,6 +4,8 @@
 //! maintenance (`maintenance.rs`) all go through this one service.
 
 pub mod access;
+mod error;
+pub mod events;
 pub mod maintenance;
 pub mod push;
 pub mod request;
@@ -11,7 +13,9 @@ pub mod runner;
 pub mod schedules;
 mod settings;
 pub mod targets;
+pub mod workflows;
 
+pub use error::Error;
 pub use settings::{PushSettings, Settings};
 
 use std::collections::BTreeSet;
@@ -20,10 +24,13 @@ use std::time::Duration;
 
 use carafe_core::jobs::{
     Claim, ClaimedJob, Completion, Failure, FailureOutcome, Fenced, Heartbeat, HeartbeatAck,
-    Inserted, Job, JobId, JobState, LeaseLength, NewJob, QueueName,
+    Inserted, Job, JobFilter, JobId, JobState, LeaseLength, NewJob, QueueLimits, QueueName,
+    QueueStats,
 };
+use carafe_core::page::{Page, PageRequest};
 use carafe_core::time::now;
 use carafe_core::{Store, StoreResult};
+use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use self::access::{Caller, QueueAction, ReservedQueue};
@@ -107,6 +114,36 @@ impl Jobs {
         Ok(queues
             .iter()
             .try_for_each(|(_, queue)| access::check(caller, queue, action)))
+    }
+
+    pub async fn get(&self, id: JobId) -> StoreResult<Option<Job>> {
+        self.store.get_job(id).await
+    }
+
+    /// Jobs `filter` matches, newest first.
+    pub async fn list(&self, filter: &JobFilter, page: &PageRequest) -> StoreResult<Page<Job>> {
+        self.store.list_jobs(filter, page, now()).await
+    }
+
+    /// Figures for every queue, as of `at`.
+    pub async fn queue_stats(&self, at: OffsetDateTime) -> StoreResult<Vec<QueueStats>> {
+        self.store.queue_stats(at).await
+    }
+
+    /// Pauses or resumes claiming from `queue` (waiting claims wake on a resume).
+    pub async fn set_paused(&self, queue: &QueueName, paused: bool) -> StoreResult<()> {
+        self.store.set_queue_paused(queue, paused).await?;
+        if !paused {
+            self.bus.publish(&queue_topic(queue.as_str()));
+        }
+        Ok(())
+    }
+
+    /// Replaces the queue's limits and lease (waiting claims re-check at once).
+    pub async fn set_limits(&self, queue: &QueueName, limits: QueueLimits) -> StoreResult<()> {
+        self.store.set_queue_limits(queue, limits).await?;
+        self.bus.publish(&queue_topic(queue.as_str()));
+        Ok(())
     }
 
     pub async fn enqueue(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<Inserted>> {

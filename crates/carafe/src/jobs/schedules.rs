@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use carafe_core::jobs::{JobState, Schedule};
+use carafe_core::jobs::{JobState, QueueName, Schedule};
+use carafe_core::page::{Page, PageRequest};
 use carafe_core::{StoreError, StoreResult};
 use croner::Cron;
 use jiff::Timestamp;
@@ -16,8 +17,8 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use super::Jobs;
 use super::request::{self, EnqueueJob};
+use super::{Error, Jobs};
 
 /// Schedules fired per maintenance tick.
 const BATCH: u32 = 100;
@@ -180,6 +181,88 @@ async fn enqueue_tick(
         Err(problems) => {
             tracing::warn!(schedule = %schedule.name, ?problems, "the schedule's job is no longer valid; tick skipped");
             Ok(None)
+        }
+    }
+}
+
+/// A schedule as asked for (`PUT /api/v1/schedules/{name}`).
+#[derive(Debug, Clone)]
+pub struct ScheduleRequest {
+    pub cron: String,
+    /// IANA time zone (default `UTC`).
+    pub timezone: Option<String>,
+    pub job: ScheduleJob,
+    pub paused: bool,
+}
+
+/// A schedule name: the rules of queue names.
+fn schedule_name(raw: &str) -> Result<String, Error> {
+    QueueName::parse(raw)
+        .map(|n| n.as_str().to_owned())
+        .map_err(|_| {
+            Error::invalid(
+                "name",
+                "schedule names are 1-64 characters of a-z, 0-9, '.', '_' and '-'",
+            )
+        })
+}
+
+impl Jobs {
+    /// Creates or replaces a schedule, its next tick computed from `at`; the job must be valid
+    /// now, as it will be at every tick. Returns the stored schedule and whether it is new.
+    pub async fn put_schedule(
+        &self,
+        name: &str,
+        req: ScheduleRequest,
+        at: OffsetDateTime,
+    ) -> Result<(Schedule, bool), Error> {
+        let name = schedule_name(name)?;
+        let timezone = req.timezone.unwrap_or_else(|| "UTC".into());
+        let when = When::parse(&req.cron, &timezone)
+            .map_err(|(field, m)| Error::invalid(format!("/{field}"), m))?;
+        request::accept(
+            self,
+            vec![("/job".to_owned(), req.job.for_tick(&name, at))],
+            Vec::new(),
+            at,
+        )
+        .await?;
+        let next = when
+            .next_after(at)
+            .ok_or_else(|| Error::invalid("/cron", "this expression never fires"))?;
+        let schedule = Schedule {
+            name: name.clone(),
+            cron: req.cron,
+            timezone,
+            job: serde_json::to_value(&req.job).map_err(StoreError::other)?,
+            paused: req.paused,
+            next_fire_at: next,
+            last_fire_at: None,
+            last_job_id: None,
+            created_at: at,
+            updated_at: at,
+        };
+        let created = self.store().put_schedule(schedule).await?;
+        Ok((self.schedule(&name).await?, created))
+    }
+
+    pub async fn schedule(&self, name: &str) -> Result<Schedule, Error> {
+        self.store()
+            .get_schedule(name)
+            .await?
+            .ok_or(Error::NotFound)
+    }
+
+    /// Schedules in name order.
+    pub async fn schedules(&self, page: &PageRequest) -> StoreResult<Page<Schedule>> {
+        self.store().list_schedules(page).await
+    }
+
+    /// Removes a schedule (the jobs it enqueued are kept).
+    pub async fn delete_schedule(&self, name: &str) -> Result<(), Error> {
+        match self.store().delete_schedule(name).await? {
+            true => Ok(()),
+            false => Err(Error::NotFound),
         }
     }
 }

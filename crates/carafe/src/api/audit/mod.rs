@@ -4,9 +4,12 @@
 
 mod query;
 
+use axum::body::Body;
 use axum::extract::{OriginalUri, State};
 use axum::response::Response;
+use bytes::Bytes;
 use carafe_core::audit::AuditEvent;
+use futures::Stream;
 use http::{HeaderMap, HeaderValue, header};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -19,7 +22,6 @@ use crate::api::error::{ApiResult, Problem};
 use crate::api::pagination::{self, PageBody};
 use crate::api::query::Query;
 use crate::api::state::AppState;
-use crate::audit::{authorize, csv};
 use crate::context::BaseUrl;
 use crate::context::Principal;
 
@@ -81,19 +83,12 @@ pub async fn list(
     headers: HeaderMap,
     Query(params): Query<AuditParams>,
 ) -> ApiResult<Response> {
-    authorize(&principal, params.file.is_some())?;
     let filter = params.filter()?;
     let mut response = match params.format(&headers)? {
-        Format::Csv => {
-            let store = state.store.clone();
-            csv::response(move |page| {
-                let (store, filter) = (store.clone(), filter.clone());
-                async move { store.list_audit(&filter, &page).await }
-            })
-        }
+        Format::Csv => csv_download(state.audit.export(&principal, filter)?),
         Format::Json => {
             let page = params.list_params().page_request()?;
-            let page = state.store.list_audit(&filter, &page).await?;
+            let page = state.audit.page(&principal, &filter, &page).await?;
             pagination::respond(page, AuditView::from, &base, &uri)
         }
     };
@@ -105,4 +100,20 @@ pub async fn list(
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list))
+}
+
+/// The CSV export as a download.
+fn csv_download(body: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static) -> Response {
+    let mut response = Response::new(Body::from_stream(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8; header=present"),
+    );
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"carafe-audit.csv\""),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }

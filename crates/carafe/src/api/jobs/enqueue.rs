@@ -125,12 +125,7 @@ pub async fn visible_job(
     action: QueueAction,
 ) -> ApiResult<Job> {
     principal.require(Scope::Jobs)?;
-    let job = state
-        .jobs
-        .store()
-        .get_job(id)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
+    let job = state.jobs.get(id).await?.ok_or_else(ApiError::not_found)?;
     if !principal.may_see(Scope::Jobs, job.owner.as_deref()) {
         return Err(ApiError::not_found());
     }
@@ -209,7 +204,7 @@ pub async fn list(
         owner,
     };
     let at = now();
-    let jobs = state.jobs.store().list_jobs(&filter, &page, at).await?;
+    let jobs = state.jobs.list(&filter, &page).await?;
     Ok(pagination::respond(
         jobs,
         |j| JobView::new(j, at),
@@ -288,7 +283,7 @@ pub async fn queues(
     principal.require_key(Scope::Jobs)?;
     let caller = Caller::of(&principal);
     let at = now();
-    let stats = state.jobs.store().queue_stats(at).await?;
+    let stats = state.jobs.queue_stats(at).await?;
     Ok(axum::Json(QueueList {
         items: stats
             .into_iter()
@@ -305,7 +300,7 @@ pub async fn queues(
 /// One queue's view, after a change to its settings.
 async fn queue_view(state: &AppState, queue: &QueueName) -> ApiResult<axum::Json<QueueView>> {
     let at = now();
-    let stats = state.jobs.store().queue_stats(at).await?;
+    let stats = state.jobs.queue_stats(at).await?;
     let view = stats
         .into_iter()
         .find(|s| s.queue == queue.as_str())
@@ -323,13 +318,7 @@ async fn set_paused(
     principal.require_key(Scope::Jobs)?;
     let queue = QueueName::parse(name).map_err(|_| ApiError::not_found())?;
     access::check(Caller::of(&principal), &queue, QueueAction::Pause)?;
-    state.jobs.store().set_queue_paused(&queue, paused).await?;
-    if !paused {
-        state
-            .jobs
-            .bus()
-            .publish(&crate::jobs::queue_topic(queue.as_str()));
-    }
+    state.jobs.set_paused(&queue, paused).await?;
     queue_view(state, &queue).await
 }
 
@@ -390,11 +379,7 @@ pub async fn configure(
         rate_per_second: rate,
         lease,
     };
-    state.jobs.store().set_queue_limits(&queue, limits).await?;
-    state
-        .jobs
-        .bus()
-        .publish(&crate::jobs::queue_topic(queue.as_str()));
+    state.jobs.set_limits(&queue, limits).await?;
     queue_view(&state, &queue).await
 }
 

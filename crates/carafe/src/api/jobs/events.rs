@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use carafe_core::jobs::{JobEvent, JobId, JobState};
+use carafe_core::jobs::{JobEvent, JobId};
 use futures::Stream;
 use tokio::sync::mpsc;
 
@@ -23,18 +23,8 @@ use crate::api::jobs::enqueue::visible_job;
 use crate::api::query::Path;
 use crate::api::state::AppState;
 
-/// Events read from the database per round.
-const BATCH: u32 = 500;
 /// A comment line this often keeps proxies from closing an idle stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
-
-fn is_final(e: &JobEvent) -> bool {
-    e.kind == "state"
-        && e.data["state"]
-            .as_str()
-            .and_then(|s| s.parse::<JobState>().ok())
-            .is_some_and(JobState::is_final)
-}
 
 fn sse_event(e: &JobEvent) -> Event {
     let mut data = e.data.clone();
@@ -104,9 +94,8 @@ pub async fn stream(
     )
     .await?;
     let after = resume_after(&headers, uri.query())?;
-    let (tx, rx) = mpsc::channel::<Event>(64);
-    tokio::spawn(pump(state, id, after, tx));
-    let mut response = Sse::new(events(rx))
+    let watched = state.jobs.watch(id, after, state.shutdown.clone());
+    let mut response = Sse::new(events(watched))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response();
     let h = response.headers_mut();
@@ -118,56 +107,6 @@ pub async fn stream(
     Ok(response)
 }
 
-fn events(rx: mpsc::Receiver<Event>) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures::stream::unfold(
-        rx,
-        |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
-    )
-}
-
-/// Feeds the stream until a final state is sent, the client leaves, or the server stops.
-async fn pump(state: AppState, id: JobId, mut after: i64, tx: mpsc::Sender<Event>) {
-    let topic = crate::jobs::job_topic(id);
-    let mut wakeups = state.jobs.bus().subscribe();
-    let poll = state.jobs.settings().poll_interval.0;
-    let mut saw_final_job = false;
-    loop {
-        let batch = match state.jobs.store().job_events(id, after, BATCH).await {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(error = %e, job = id.0, "event stream stopped: cannot read events");
-                return;
-            }
-        };
-        for e in &batch {
-            if tx.send(sse_event(e)).await.is_err() {
-                return;
-            }
-            after = e.seq;
-            if is_final(e) {
-                return;
-            }
-        }
-        if batch.len() == BATCH as usize {
-            continue;
-        }
-        if batch.is_empty() {
-            // Nothing new. If the job is gone or final, its last event is either already sent
-            // (before this client's Last-Event-ID) or committed just after the read above:
-            // read once more, then stop.
-            match state.jobs.store().get_job(id).await {
-                Ok(Some(job)) if !job.state.is_final() => {}
-                _ if saw_final_job => return,
-                _ => {
-                    saw_final_job = true;
-                    continue;
-                }
-            }
-        }
-        tokio::select! {
-            _ = wakeups.wait_for(&topic, poll) => {}
-            () = tx.closed() => return,
-            () = state.shutdown.cancelled() => return,
-        }
-    }
+fn events(mut rx: mpsc::Receiver<JobEvent>) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(|e| Ok(sse_event(&e)))))
 }

@@ -3,7 +3,7 @@
 use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use carafe_core::jobs::{QueueName, Schedule};
+use carafe_core::jobs::Schedule;
 use carafe_core::keys::Scope;
 use carafe_core::time::now;
 use serde::{Deserialize, Serialize};
@@ -18,8 +18,7 @@ use crate::api::query::{Path, Query};
 use crate::api::state::AppState;
 use crate::context::BaseUrl;
 use crate::context::Principal;
-use crate::jobs::request;
-use crate::jobs::schedules::{ScheduleJob, When};
+use crate::jobs::schedules::{ScheduleJob, ScheduleRequest};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -74,17 +73,6 @@ impl From<Schedule> for ScheduleView {
     }
 }
 
-fn name(raw: &str) -> ApiResult<String> {
-    QueueName::parse(raw)
-        .map(|n| n.as_str().to_owned())
-        .map_err(|_| {
-            ApiError::invalid(
-                "name",
-                "schedule names are 1-64 characters of a-z, 0-9, '.', '_' and '-'",
-            )
-        })
-}
-
 /// Create or replace a schedule. Its next tick is computed from now.
 #[utoipa::path(put, path = "/api/v1/schedules/{name}", tag = "schedules", request_body = PutSchedule,
     params(("name" = String, Path)),
@@ -99,41 +87,14 @@ pub async fn put(
     Json(body): Json<PutSchedule>,
 ) -> ApiResult<Response> {
     principal.require_key(Scope::Jobs)?;
-    let name = name(&raw)?;
-    let timezone = body.timezone.unwrap_or_else(|| "UTC".into());
-    let when = When::parse(&body.cron, &timezone)
-        .map_err(|(field, m)| ApiError::invalid(format!("/{field}"), m))?;
-    let at = now();
-    // The job must be valid now, as it will be at every tick.
-    request::accept(
-        &state.jobs,
-        vec![("/job".to_owned(), body.job.for_tick(&name, at))],
-        Vec::new(),
-        at,
-    )
-    .await?;
-    let next = when
-        .next_after(at)
-        .ok_or_else(|| ApiError::invalid("/cron", "this expression never fires"))?;
-    let schedule = Schedule {
-        name: name.clone(),
+    let request = ScheduleRequest {
         cron: body.cron,
-        timezone,
-        job: serde_json::to_value(&body.job).map_err(|e| ApiError::internal(&e))?,
+        timezone: body.timezone,
+        job: body.job,
         paused: body.paused.unwrap_or(false),
-        next_fire_at: next,
-        last_fire_at: None,
-        last_job_id: None,
-        created_at: at,
-        updated_at: at,
     };
-    let created = state.jobs.store().put_schedule(schedule).await?;
-    let saved = state
-        .jobs
-        .store()
-        .get_schedule(&name)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
+    let (saved, created) = state.jobs.put_schedule(&raw, request, now()).await?;
+    let name = &saved.name;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -159,13 +120,7 @@ pub async fn get(
     Path(raw): Path<String>,
 ) -> ApiResult<axum::Json<ScheduleView>> {
     principal.require_key(Scope::Jobs)?;
-    let schedule = state
-        .jobs
-        .store()
-        .get_schedule(&raw)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
-    Ok(axum::Json(schedule.into()))
+    Ok(axum::Json(state.jobs.schedule(&raw).await?.into()))
 }
 
 /// List schedules by name.
@@ -179,11 +134,7 @@ pub async fn list(
     Query(params): Query<ListParams>,
 ) -> ApiResult<Response> {
     principal.require_key(Scope::Jobs)?;
-    let page = state
-        .jobs
-        .store()
-        .list_schedules(&params.page_request()?)
-        .await?;
+    let page = state.jobs.schedules(&params.page_request()?).await?;
     Ok(pagination::respond(page, ScheduleView::from, &base, &uri))
 }
 
@@ -196,9 +147,6 @@ pub async fn delete(
     Path(raw): Path<String>,
 ) -> ApiResult<StatusCode> {
     principal.require_key(Scope::Jobs)?;
-    if state.jobs.store().delete_schedule(&raw).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found())
-    }
+    state.jobs.delete_schedule(&raw).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

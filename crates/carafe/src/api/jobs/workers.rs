@@ -299,12 +299,7 @@ pub async fn complete(
             .await?
             .remove(0),
     )?;
-    let job = state
-        .jobs
-        .store()
-        .get_job(id)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
+    let job = state.jobs.get(id).await?.ok_or_else(ApiError::not_found)?;
     Ok(axum::Json(JobView::new(job, now())))
 }
 
