@@ -138,14 +138,14 @@ async fn repeated_completions_in_one_batch_are_answered_in_order() {
     let c = store.claim_jobs(claim).await.unwrap();
     let done = |i: usize, token: &str| Completion {
         id: c[i].id,
-        lease_token: token.to_owned(),
+        lease_token: token.into(),
         result: json!(i),
     };
     let items = vec![
-        done(0, &c[0].lease_token),
-        done(0, &c[0].lease_token),
+        done(0, c[0].lease_token.as_str()),
+        done(0, c[0].lease_token.as_str()),
         done(1, "stale"),
-        done(1, &c[1].lease_token),
+        done(1, c[1].lease_token.as_str()),
     ];
     let got = store.complete_jobs(&items, t).await.unwrap().outcome;
     let want = [

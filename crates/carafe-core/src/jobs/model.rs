@@ -292,6 +292,38 @@ pub struct Job {
     pub cancel_requested: bool,
 }
 
+/// The token of one claim: every report on the job (heartbeat, progress, complete, fail) must
+/// present it, so a worker whose lease was lost can never finish the job. Opaque text — 32
+/// lowercase hex digits when a store makes one; a token a client sends is taken as it comes and
+/// simply fails to match when it is not the current one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LeaseToken(String);
+
+impl LeaseToken {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for LeaseToken {
+    fn from(text: String) -> Self {
+        LeaseToken(text)
+    }
+}
+
+impl From<&str> for LeaseToken {
+    fn from(text: &str) -> Self {
+        LeaseToken(text.to_owned())
+    }
+}
+
+impl fmt::Display for LeaseToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A job handed to a worker, with the lease that fences its reports.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClaimedJob {
@@ -300,7 +332,7 @@ pub struct ClaimedJob {
     pub args: Value,
     pub attempt: u32,
     pub max_attempts: u32,
-    pub lease_token: String,
+    pub lease_token: LeaseToken,
     pub lease_expires_at: OffsetDateTime,
     /// The lease's length, for renewing it at the same pace.
     pub lease: Duration,

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::{Backoff, JobId, JobState, Progress, QueueName};
+use super::{Backoff, JobId, JobState, LeaseToken, Progress, QueueName};
 
 /// How long a lease lasts: what the worker asked for, else the queue's `lease`, else the
 /// server's default. The store resolves it, so a queue's setting applies on every instance.
@@ -40,7 +40,7 @@ pub struct Claim<'a> {
 #[derive(Debug, Clone)]
 pub struct Heartbeat<'a> {
     pub id: JobId,
-    pub lease_token: &'a str,
+    pub lease_token: &'a LeaseToken,
     pub now: OffsetDateTime,
     /// Renew the lease to `now` + this length; `None` keeps the current expiry (a progress
     /// report).
@@ -58,7 +58,7 @@ pub struct HeartbeatAck {
 #[derive(Debug, Clone)]
 pub struct Completion {
     pub id: JobId,
-    pub lease_token: String,
+    pub lease_token: LeaseToken,
     pub result: Value,
 }
 
@@ -76,7 +76,7 @@ pub enum RetryRequest {
 #[derive(Debug, Clone)]
 pub struct Failure<'a> {
     pub id: JobId,
-    pub lease_token: &'a str,
+    pub lease_token: &'a LeaseToken,
     pub message: String,
     pub retry: RetryRequest,
     pub now: OffsetDateTime,

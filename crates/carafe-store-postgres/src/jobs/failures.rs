@@ -149,7 +149,7 @@ impl FailureStore for PgStore {
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(f.id.0)
-            .bind(f.lease_token)
+            .bind(f.lease_token.as_str())
             .fetch_optional(&mut *tx)
             .await
             .map_err(map_err)?;

@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use carafe_core::jobs::{
     Advanced, Allowance, Claim, ClaimedJob, Completion, Fenced, Heartbeat, HeartbeatAck, JobId,
-    QueueLimits, QueueName, allowance,
+    LeaseToken, QueueLimits, QueueName, allowance,
 };
 use carafe_core::store::LeaseStore;
 use carafe_core::{StoreError, StoreResult};
@@ -127,7 +127,7 @@ async fn heartbeat_in(
     .bind(hb.progress.as_ref().map(Json))
     .bind(hb.checkpoint.as_ref().map(Json))
     .bind(hb.id.0)
-    .bind(hb.lease_token)
+    .bind(hb.lease_token.as_str())
     .bind(hb.now)
     .bind(hb.renew.is_some())
     .bind(hb.renew.map(|r| r.default_ms()))
@@ -156,7 +156,7 @@ fn claimed_from_row(
         args: row.try_get("args").map_err(map_err)?,
         attempt: row.try_get::<i32, _>("attempt").map_err(map_err)? as u32,
         max_attempts: row.try_get::<i32, _>("max_attempts").map_err(map_err)? as u32,
-        lease_token: row.try_get("lease_token").map_err(map_err)?,
+        lease_token: LeaseToken::from(row.try_get::<String, _>("lease_token").map_err(map_err)?),
         lease_expires_at,
         lease: (lease_expires_at - now).unsigned_abs(),
         checkpoint: row.try_get("checkpoint").map_err(map_err)?,

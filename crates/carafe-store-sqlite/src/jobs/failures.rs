@@ -105,8 +105,16 @@ impl FailureStore for SqliteStore {
             .map_err(map_err)?;
         let mut started = Vec::new();
         let (id, token, now) = (f.id, f.lease_token, f.now);
-        let outcome =
-            record_failure(&mut tx, id, token, &f.message, f.retry, now, &mut started).await?;
+        let outcome = record_failure(
+            &mut tx,
+            id,
+            token.as_str(),
+            &f.message,
+            f.retry,
+            now,
+            &mut started,
+        )
+        .await?;
         let answer = match outcome {
             Some(o) => Fenced::Done(o),
             None => lost(&mut tx, f.id).await?,

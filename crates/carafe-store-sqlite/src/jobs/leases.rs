@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use carafe_core::jobs::{
     Advanced, Allowance, Claim, ClaimedJob, Completion, Fenced, Heartbeat, HeartbeatAck, JobId,
-    JobState, QueueLimits, QueueName, allowance,
+    JobState, LeaseToken, QueueLimits, QueueName, allowance,
 };
 use carafe_core::store::LeaseStore;
 use carafe_core::{StoreError, StoreResult};
@@ -204,7 +204,7 @@ impl LeaseStore for SqliteStore {
         .bind(hb.checkpoint.as_ref().map(|c| c.to_string()))
         .bind(i64::from(hb.progress.is_some()))
         .bind(hb.id.0)
-        .bind(hb.lease_token)
+        .bind(hb.lease_token.as_str())
         .fetch_optional(&mut *tx)
         .await
         .map_err(map_err)?;
@@ -329,7 +329,7 @@ fn claimed_from_row(
         args: serde_json::from_str(&args).map_err(|_| StoreError::corrupt("jobs.args"))?,
         attempt: row.try_get::<i64, _>("attempt").map_err(map_err)? as u32,
         max_attempts: row.try_get::<i64, _>("max_attempts").map_err(map_err)? as u32,
-        lease_token: row.try_get("lease_token").map_err(map_err)?,
+        lease_token: LeaseToken::from(row.try_get::<String, _>("lease_token").map_err(map_err)?),
         lease_expires_at,
         lease: (lease_expires_at - now).unsigned_abs(),
         checkpoint: checkpoint.and_then(|c| serde_json::from_str(&c).ok()),

@@ -69,7 +69,7 @@ impl Observer {
 
     pub async fn render(&self, state: &AppState) -> String {
         let at = carafe_core::time::now();
-        match state.store.queue_stats(at).await {
+        match state.jobs.queue_stats(at).await {
             Ok(stats) => {
                 for q in stats {
                     for (job_state, n) in &q.counts {

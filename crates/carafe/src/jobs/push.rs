@@ -280,7 +280,7 @@ impl Dispatcher {
             .header("carafe-job-id", job.id.0.to_string())
             .header("carafe-queue", job.queue.as_str())
             .header("carafe-attempt", job.attempt.to_string())
-            .header("carafe-lease-token", &job.lease_token)
+            .header("carafe-lease-token", job.lease_token.as_str())
             .header("carafe-signature", signed)
             .body(body)
             .send();

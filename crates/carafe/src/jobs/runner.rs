@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use carafe_core::jobs::{
-    Claim, ClaimedJob, Completion, Failure, Fenced, Heartbeat, JobId, Progress, QueueName,
-    RetryRequest,
+    Claim, ClaimedJob, Completion, Failure, Fenced, Heartbeat, JobId, LeaseToken, Progress,
+    QueueName, RetryRequest,
 };
 use carafe_core::time::now;
 use serde_json::Value;
@@ -367,7 +367,7 @@ impl RunOne {
 async fn keep_lease(
     jobs: Arc<Jobs>,
     id: JobId,
-    token: String,
+    token: LeaseToken,
     lease: Duration,
     cancel: CancellationToken,
 ) {

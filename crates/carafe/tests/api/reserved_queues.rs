@@ -59,7 +59,7 @@ async fn claim_in_process(app: &TestApp) -> (i64, String) {
         )
         .await
         .unwrap();
-    (claimed[0].id.0, claimed[0].lease_token.clone())
+    (claimed[0].id.0, claimed[0].lease_token.to_string())
 }
 
 async fn reserved_jobs_cannot_be_worked_over_the_api(backend: Backend) {

@@ -18,7 +18,7 @@ pub async fn jobs_failures_retry_then_discard(store: Arc<dyn Store>) {
     new.max_attempts = 2;
     let j = insert(&store, new).await;
     let c = claim(&store, "f", 1, t).await.remove(0);
-    fn failure(id: JobId, token: &str, at: OffsetDateTime) -> Failure<'_> {
+    fn failure(id: JobId, token: &LeaseToken, at: OffsetDateTime) -> Failure<'_> {
         Failure {
             id,
             lease_token: token,

@@ -33,7 +33,7 @@ pub async fn jobs_claim_order_and_leases(store: Arc<dyn Store>) {
         "priority first, then time and id"
     );
     assert_ne!(got[0].lease_token, got[1].lease_token);
-    assert!(got[0].lease_token.len() >= 32);
+    assert!(got[0].lease_token.as_str().len() >= 32);
     assert_eq!(got[0].attempt, 1);
     assert_eq!(
         got[0].lease_expires_at,
@@ -123,7 +123,7 @@ pub async fn jobs_heartbeats_are_fenced(store: Arc<dyn Store>) {
     assert_eq!(events(&store, j.id).await.len(), evs.len());
 
     let wrong = Heartbeat {
-        lease_token: "not-the-token",
+        lease_token: &LeaseToken::from("not-the-token"),
         ..plain.clone()
     };
     assert_eq!(store.heartbeat_job(wrong).await.unwrap(), Fenced::LeaseLost);

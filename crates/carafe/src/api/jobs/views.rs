@@ -1,7 +1,9 @@
 //! Jobs as the API shows them. The state shown is the effective one: a scheduled or retryable
 //! job whose time has come reads as `available`. Lease tokens appear only in claim answers.
 
-use carafe_core::jobs::{AttemptError, ClaimedJob, Job, JobState, Progress, QueueStats};
+use carafe_core::jobs::{
+    AttemptError, ClaimedJob, Job, JobState, LeaseToken, Progress, QueueStats,
+};
 use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -103,7 +105,8 @@ pub struct ClaimedView {
     pub attempt: u32,
     pub max_attempts: u32,
     /// Present it on heartbeat, progress, complete and fail.
-    pub lease_token: String,
+    #[schema(value_type = String)]
+    pub lease_token: LeaseToken,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub lease_expires_at: OffsetDateTime,

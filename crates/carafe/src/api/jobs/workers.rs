@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use axum::extract::State;
 use carafe_core::jobs::{
-    Claim, Completion, Failure, Fenced, Heartbeat, JobId, JobState, Progress, QueueName,
-    RetryRequest,
+    Claim, Completion, Failure, Fenced, Heartbeat, JobId, JobState, LeaseToken, Progress,
+    QueueName, RetryRequest,
 };
 use carafe_core::keys::Scope;
 use carafe_core::time::now;
@@ -156,7 +156,8 @@ pub async fn claim(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
-    pub lease_token: String,
+    #[schema(value_type = String)]
+    pub lease_token: LeaseToken,
     /// Extend the lease to now + this (default: the queue's `lease_ms`, else `jobs.lease`).
     pub lease_ms: Option<i64>,
     #[schema(value_type = Option<Object>)]
@@ -216,7 +217,8 @@ async fn report(state: &AppState, hb: Heartbeat<'_>) -> ApiResult<axum::Json<Hea
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProgressRequest {
-    pub lease_token: String,
+    #[schema(value_type = String)]
+    pub lease_token: LeaseToken,
     #[schema(value_type = Object)]
     pub progress: Progress,
 }
@@ -252,7 +254,8 @@ pub async fn progress(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteRequest {
-    pub lease_token: String,
+    #[schema(value_type = String)]
+    pub lease_token: LeaseToken,
     /// Any JSON, kept on the job and sent to its watchers.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
@@ -307,7 +310,8 @@ pub async fn complete(
 #[serde(deny_unknown_fields)]
 pub struct CompleteItem {
     pub id: i64,
-    pub lease_token: String,
+    #[schema(value_type = String)]
+    pub lease_token: LeaseToken,
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub result: Option<Value>,
@@ -379,7 +383,8 @@ pub async fn complete_batch(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailRequest {
-    pub lease_token: String,
+    #[schema(value_type = String)]
+    pub lease_token: LeaseToken,
     /// What went wrong (kept per attempt, at most 4000 characters).
     pub error: String,
     /// False discards the job now (default true: retry while attempts remain).
