@@ -20,7 +20,7 @@ pub enum Shape {
     /// A group; with a callback (`then`), a chord.
     Group {
         members: Vec<EnqueueJob>,
-        then: Option<EnqueueJob>,
+        then: Option<Box<EnqueueJob>>,
     },
 }
 
@@ -48,6 +48,7 @@ impl Shape {
             }
             (None, Some(members), then) => {
                 bounded("group", members.len())?;
+                let then = then.map(Box::new);
                 Ok(Shape::Group { members, then })
             }
             (Some(_), Some(_), _) => Err(Error::invalid("/group", "give chain or group, not both")),
@@ -76,7 +77,7 @@ impl Shape {
                     .collect();
                 let kind = match then {
                     Some(cb) => {
-                        list.push(("/then".to_owned(), cb, true));
+                        list.push(("/then".to_owned(), *cb, true));
                         WorkflowKind::Chord
                     }
                     None => WorkflowKind::Group,

@@ -129,7 +129,7 @@ pub async fn visible_job(
     if !principal.may_see(Scope::Jobs, job.owner.as_deref()) {
         return Err(ApiError::not_found());
     }
-    let caller = Caller::of(&principal);
+    let caller = Caller::of(principal);
     access::check(caller, &job.queue, QueueAction::Read)?;
     access::check(caller, &job.queue, action)?;
     Ok(job)
@@ -317,7 +317,7 @@ async fn set_paused(
 ) -> ApiResult<axum::Json<QueueView>> {
     principal.require_key(Scope::Jobs)?;
     let queue = QueueName::parse(name).map_err(|_| ApiError::not_found())?;
-    access::check(Caller::of(&principal), &queue, QueueAction::Pause)?;
+    access::check(Caller::of(principal), &queue, QueueAction::Pause)?;
     state.jobs.set_paused(&queue, paused).await?;
     queue_view(state, &queue).await
 }

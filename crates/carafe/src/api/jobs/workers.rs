@@ -69,7 +69,7 @@ fn asked_lease(ms: Option<i64>) -> ApiResult<Option<Duration>> {
 async fn may_report(state: &AppState, principal: &Principal, ids: &[JobId]) -> ApiResult<()> {
     Ok(state
         .jobs
-        .check_jobs(Caller::of(&principal), ids, QueueAction::Report)
+        .check_jobs(Caller::of(principal), ids, QueueAction::Report)
         .await??)
 }
 
