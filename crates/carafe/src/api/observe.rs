@@ -14,7 +14,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::api::state::AppState;
+use crate::jobs::Jobs;
 
 const DURATION: &str = "carafe_http_request_duration_seconds";
 const BUCKETS: [f64; 14] = [
@@ -67,9 +67,10 @@ impl Observer {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    pub async fn render(&self, state: &AppState) -> String {
+    /// The metrics text, with the queue and pool gauges read now.
+    pub async fn render(&self, jobs: &Jobs, store: &dyn carafe_core::Store) -> String {
         let at = carafe_core::time::now();
-        match state.jobs.queue_stats(at).await {
+        match jobs.queue_stats(at).await {
             Ok(stats) => {
                 for q in stats {
                     for (job_state, n) in &q.counts {
@@ -85,8 +86,8 @@ impl Observer {
             }
             Err(e) => tracing::warn!(error = %e, "queue figures unavailable for /metrics"),
         }
-        let pool = state.store.pool_stats();
-        let backend = state.store.backend();
+        let pool = store.pool_stats();
+        let backend = store.backend();
         metrics::gauge!("carafe_db_pool_connections", "backend" => backend, "state" => "open")
             .set(pool.size);
         metrics::gauge!("carafe_db_pool_connections", "backend" => backend, "state" => "idle")

@@ -64,7 +64,10 @@ pub async fn metrics(State(state): State<AppState>, mut parts: Parts) -> ApiResu
             .await?
             .require(Scope::Admin)?;
     }
-    let text = state.observer.render(&state).await;
+    let text = state
+        .observer
+        .render(&state.jobs, state.store.as_ref())
+        .await;
     Ok((
         [(
             header::CONTENT_TYPE,
