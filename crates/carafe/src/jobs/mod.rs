@@ -1,6 +1,6 @@
 //! The job engine's rules above the store: publishing wake-ups after every change, long-poll
-//! claiming that returns as soon as work arrives, and the metrics of the queue. HTTP handlers
-//! (`http.rs`, `worker_http.rs`, `events.rs`), in-process handlers (`runner.rs`) and
+//! claiming that returns as soon as work arrives, and the metrics of the queue. The web layer's
+//! handlers (`api/jobs/`), in-process handlers (`runner.rs`), push delivery (`push.rs`) and
 //! maintenance (`maintenance.rs`) all go through this one service.
 
 pub mod access;
