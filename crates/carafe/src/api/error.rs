@@ -195,9 +195,9 @@ impl From<crate::jobs::request::EnqueueError> for ApiError {
     }
 }
 
-impl From<crate::files::download::ServeError> for ApiError {
-    fn from(e: crate::files::download::ServeError) -> Self {
-        use crate::files::download::ServeError;
+impl From<crate::files::serve::download::ServeError> for ApiError {
+    fn from(e: crate::files::serve::download::ServeError) -> Self {
+        use crate::files::serve::download::ServeError;
         match e {
             ServeError::PreconditionFailed => {
                 ApiError::new(StatusCode::PRECONDITION_FAILED, "precondition_failed")
@@ -208,7 +208,7 @@ impl From<crate::files::download::ServeError> for ApiError {
                     .detail(e.to_string())
                     .header(
                         header::CONTENT_RANGE,
-                        HeaderValue::from_str(&crate::files::range::unsatisfied_range(size))
+                        HeaderValue::from_str(&crate::files::serve::range::unsatisfied_range(size))
                             .expect("ascii"),
                     )
             }

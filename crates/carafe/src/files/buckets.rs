@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use carafe_core::files::{Bucket, BucketPolicy};
 
-use super::sniff::Kind;
+use super::check::sniff::Kind;
 use crate::context::FieldError;
 
 /// Most thumbnail sizes per bucket, and the largest side of one.

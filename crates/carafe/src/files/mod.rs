@@ -1,6 +1,9 @@
 //! Files: uploads checked against their bucket's policy, stored durably, processed by a job
 //! (virus scan, metadata stripping, thumbnails) and served with ranges, validators and signed
-//! links. This module holds the rules; `http.rs` and friends only translate HTTP.
+//! links. This module holds the rules (the web layer, `api::files`, only translates HTTP),
+//! grouped by what happens to the bytes: they are received (`receive`), checked (`check`),
+//! kept (`store`), served (`serve`), and at last removed (`lifecycle`). This file is the
+//! `Files` service they all belong to; `buckets` holds the policies they follow.
 //!
 //! An upload's bytes go to `incoming/<id>` and its row (status `processing`) is written with
 //! its processing job in one transaction. Only processing moves the bytes to `objects/<id>`
@@ -9,28 +12,12 @@
 //! removes.
 
 pub mod buckets;
-pub mod conditional;
-pub mod crypto;
-pub mod direct;
-pub mod disposition;
-pub mod download;
-pub mod filename;
-pub mod images;
-pub mod keyring;
+pub mod check;
 pub mod lifecycle;
-pub mod links;
-pub mod process;
-pub mod range;
 pub mod receive;
-pub mod rotate;
-pub mod scan;
-pub mod sealed;
+pub mod serve;
 mod settings;
-pub mod sniff;
-pub mod storage;
-pub mod sweep;
-pub mod tus;
-pub mod upload;
+pub mod store;
 
 pub use settings::Settings;
 
@@ -48,9 +35,12 @@ use serde_json::json;
 use crate::audit::writer::AuditWriter;
 use crate::jobs::Jobs;
 use crate::secrets::Secrets;
-use links::LinkSigner;
-use scan::Clamd;
-use storage::Storage;
+use check::scan::{self, Clamd};
+use serve::download;
+use serve::links::LinkSigner;
+use store::master_keys;
+use store::storage::Storage;
+use store::{crypto, sealed};
 
 /// A file and its content as downloads serve it.
 #[derive(Debug)]
@@ -110,7 +100,7 @@ pub struct Files {
     pub scanner: Option<Clamd>,
     pub links: LinkSigner,
     /// Master keys that wrap the data keys of encrypted files.
-    pub keys: keyring::MasterKeys,
+    pub keys: master_keys::MasterKeys,
     pub settings: crate::files::Settings,
     /// Download events are many: they are written in batches.
     pub audit: AuditWriter,
@@ -131,7 +121,7 @@ pub struct Setup<'a> {
     pub data_dir: &'a std::path::Path,
     /// `tcp://host:port` or `unix:///path`; `None` scans nothing.
     pub clamd_url: Option<&'a str>,
-    pub keys: keyring::MasterKeys,
+    pub keys: master_keys::MasterKeys,
     pub secrets: &'a Secrets,
 }
 
@@ -307,7 +297,7 @@ impl Files {
     pub fn data_key(
         &self,
         file: &FileRecord,
-    ) -> Result<Option<crypto::DataKey>, keyring::KeyError> {
+    ) -> Result<Option<crypto::DataKey>, master_keys::KeyError> {
         file.encryption
             .as_ref()
             .map(|e| self.keys.unwrap(e))

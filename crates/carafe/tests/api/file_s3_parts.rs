@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use carafe::files::lifecycle::ABANDONED_MULTIPART_AGE;
-use carafe::files::receive::{Received, receive};
+use carafe::files::receive::body::{Received, receive};
 use carafe_core::files::MultipartRecord;
 use carafe_core::time::now;
 

@@ -21,9 +21,9 @@ use crate::api::request_id::RequestId;
 use crate::api::state::AppState;
 use crate::context::Actor;
 use crate::context::Principal;
-use crate::files::disposition::DispositionKind;
-use crate::files::download::{Content, Delivery, Served, header_value};
-use crate::files::links::{LinkError, LinkQuery};
+use crate::files::serve::disposition::DispositionKind;
+use crate::files::serve::download::{Content, Delivery, Served, header_value};
+use crate::files::serve::links::{LinkError, LinkQuery};
 use crate::files::thumb_key;
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -127,7 +127,7 @@ fn not_ready(file: &FileRecord) -> ApiError {
 
 /// An encrypted file whose master key this server does not have: a configuration problem,
 /// answered as unavailable (never with undecrypted bytes).
-fn key_missing(id: FileId, e: &crate::files::keyring::KeyError) -> ApiError {
+fn key_missing(id: FileId, e: &crate::files::store::master_keys::KeyError) -> ApiError {
     tracing::error!(file = %id, error = %e, "cannot unwrap an encrypted file's data key");
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "encryption_key_missing")
         .detail("the key that encrypts this file is not configured on this server")

@@ -28,10 +28,10 @@ use crate::api::request_id::RequestId;
 use crate::api::state::AppState;
 use crate::context::BaseUrl;
 use crate::context::Principal;
-use crate::files::direct::signing::{self, PutQuery, SignatureError};
-use crate::files::direct::{DirectError, DirectRequest, Plan};
 use crate::files::incoming_key;
-use crate::files::receive::{ReceiveError, receive};
+use crate::files::receive::body::{ReceiveError, receive};
+use crate::files::receive::direct::signing::{self, PutQuery, SignatureError};
+use crate::files::receive::direct::{DirectError, DirectRequest, Plan};
 
 fn direct_error(e: DirectError) -> ApiError {
     match e {
@@ -172,11 +172,13 @@ pub async fn create(
         return Err(ApiError::invalid("bucket", "no such bucket"));
     };
     // A declared type must be one the bucket takes and the name's extension stands for.
-    let ext = crate::files::filename::extension(&crate::files::filename::sanitize(&body.name));
+    let ext = crate::files::receive::filename::extension(
+        &crate::files::receive::filename::sanitize(&body.name),
+    );
     if let Some(kind) = &body.kind
         && (!bucket.policy.allows(kind)
             || !ext.as_deref().is_some_and(|e| {
-                crate::files::direct::kinds_for(e)
+                crate::files::receive::direct::kinds_for(e)
                     .iter()
                     .any(|k| k.name() == kind)
             }))

@@ -12,9 +12,9 @@ use crate::api::error::{ApiError, ApiResult};
 use crate::api::files::records::UploadParams;
 use crate::api::state::AppState;
 use crate::context::Origin;
-use crate::files::disposition::parse_filename;
-use crate::files::receive::{ReceiveError, Received, receive};
-use crate::files::upload::{UploadError, UploadMeta};
+use crate::files::receive::accept::{UploadError, UploadMeta};
+use crate::files::receive::body::{ReceiveError, Received, receive};
+use crate::files::serve::disposition::parse_filename;
 
 /// Parts a multipart upload may have (the file, its metadata, and a few the client's form
 /// library may add).

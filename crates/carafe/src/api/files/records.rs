@@ -25,7 +25,7 @@ use crate::api::state::AppState;
 use crate::context::BaseUrl;
 use crate::context::Origin;
 use crate::context::Principal;
-use crate::files::disposition::DispositionKind;
+use crate::files::serve::disposition::DispositionKind;
 
 pub(crate) fn origin(
     principal: &Principal,
@@ -358,7 +358,7 @@ pub async fn create_link(
     let filename = body
         .filename
         .as_deref()
-        .map(crate::files::filename::sanitize);
+        .map(crate::files::receive::filename::sanitize);
     let expires = (now() + ttl).unix_timestamp();
     let expires_at =
         time::OffsetDateTime::from_unix_timestamp(expires).map_err(|e| ApiError::internal(&e))?;

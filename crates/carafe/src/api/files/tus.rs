@@ -23,7 +23,7 @@ use crate::api::request_id::RequestId;
 use crate::api::state::AppState;
 use crate::context::BaseUrl;
 use crate::context::Principal;
-use crate::files::tus::{Chunk, Creation, TusError};
+use crate::files::receive::tus::{Chunk, Creation, TusError};
 
 type RequestIdExt = Option<axum::Extension<RequestId>>;
 
@@ -67,7 +67,7 @@ fn tus_error(e: TusError) -> ApiError {
             "too_many_chunks",
             format!(
                 "an upload may have at most {} chunks; send larger ones",
-                crate::files::tus::MAX_CHUNKS
+                crate::files::receive::tus::MAX_CHUNKS
             ),
         ),
         TusError::Ended(upload) => {

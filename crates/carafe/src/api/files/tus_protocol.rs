@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use crate::api::error::{ApiError, ApiResult};
-use crate::files::tus::Checksum;
+use crate::files::receive::tus::Checksum;
 
 pub const VERSION: &str = "1.0.0";
 pub const EXTENSIONS: &str = "creation,creation-with-upload,termination,expiration,checksum";

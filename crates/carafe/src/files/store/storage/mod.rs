@@ -22,7 +22,7 @@ use carafe_core::store::MultipartRecordStore;
 pub use local::LocalStorage;
 pub use s3::S3Storage;
 
-use super::receive::Received;
+use crate::files::receive::body::Received;
 
 pub type ByteStream = futures::stream::BoxStream<'static, io::Result<Bytes>>;
 

@@ -4,6 +4,8 @@
 //! the holder of the `files-retention` lease), which deletes files older than their bucket's
 //! `retention_days` unless they are under legal hold.
 
+pub mod drain;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,9 +33,9 @@ const BATCH: u32 = 500;
 
 impl Files {
     /// Sweeps leftovers at start and then every ten minutes, and expired resumable uploads
-    /// more often (see `tus::sweep_interval`), until `stop`.
+    /// more often (see `receive::tus::sweep_interval`), until `stop`.
     pub async fn sweep(self: Arc<Self>, stop: CancellationToken) {
-        let every = super::tus::sweep_interval(self.settings.upload_ttl.0);
+        let every = super::receive::tus::sweep_interval(self.settings.upload_ttl.0);
         let mut next_leftovers = tokio::time::Instant::now();
         loop {
             if tokio::time::Instant::now() >= next_leftovers {

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 
 use super::{ByteStream, buffers};
-use crate::files::receive::Received;
+use crate::files::receive::body::Received;
 
 /// Chunk size for streaming reads: large enough to keep per-chunk overhead out of the way,
 /// small enough that many concurrent downloads stay light (each holds about two: the chunk

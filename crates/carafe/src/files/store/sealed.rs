@@ -10,8 +10,8 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
 use super::crypto::{self, DataKey};
-use super::receive::{Received, TempPath};
 use super::storage::{ByteStream, Storage};
+use crate::files::receive::body::{Received, TempPath};
 
 /// Streams `range` (the whole object when `None`) of the plaintext of `key`, whose plaintext
 /// is `plain_size` bytes long.

@@ -22,7 +22,7 @@ use object_store::{BackoffConfig, ClientOptions, RetryConfig};
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::{ByteStream, ResponseHeaders};
-use crate::files::receive::Received;
+use crate::files::receive::body::Received;
 
 /// Objects up to this size are sent in one PUT.
 const SINGLE_PUT: u64 = 16 * 1024 * 1024;

@@ -22,10 +22,10 @@ use sha2::{Digest, Sha256};
 
 use super::TusError;
 use crate::files::Files;
-use crate::files::crypto::DataKey;
-use crate::files::receive::Received;
-use crate::files::sealed;
-use crate::files::storage::ByteStream;
+use crate::files::receive::body::Received;
+use crate::files::store::crypto::DataKey;
+use crate::files::store::sealed;
+use crate::files::store::storage::ByteStream;
 
 impl Files {
     /// The wrapped data key for a new upload to `bucket`: `None` when the bucket stores in

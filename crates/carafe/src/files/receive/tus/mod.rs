@@ -26,10 +26,10 @@ use carafe_core::{StoreError, StoreResult};
 use futures::{Stream, StreamExt};
 use serde_json::{Map, Value, json};
 
-use super::Files;
-use super::receive::{ReceiveError, receive};
-use super::upload::UploadError;
+use super::accept::UploadError;
+use super::body::{ReceiveError, receive};
 use crate::context::Origin;
+use crate::files::Files;
 use lock::UploadLock;
 
 /// Chunks one upload may have: a client sending tiny chunks must not make the final
@@ -86,7 +86,7 @@ pub enum TusError {
     Refused(UploadError),
     /// The upload is encrypted (or its bucket encrypts) but its master key is not configured.
     #[error("the upload's master key is not available")]
-    KeyMissing(#[source] super::keyring::KeyError),
+    KeyMissing(#[source] crate::files::store::master_keys::KeyError),
     /// A stored chunk failed its integrity check on completion: the upload ended as failed.
     #[error("a stored chunk of the upload is damaged")]
     Corrupt,

@@ -22,8 +22,8 @@ use tokio::io::AsyncReadExt;
 use tokio::task::JoinSet;
 
 use super::{S3Storage, io_error};
-use crate::files::receive::Received;
-use crate::files::sweep::{self, Removal};
+use crate::files::lifecycle::drain::{self, Removal};
+use crate::files::receive::body::Received;
 
 /// Part size (S3 needs at least 5 MiB for every part but the last).
 const PART: u64 = 8 * 1024 * 1024;
@@ -218,7 +218,7 @@ impl S3Storage {
                 false => Removal::Failed,
             }
         };
-        sweep::drain(SWEEP_BATCH, list, key, remove)
+        drain::drain(SWEEP_BATCH, list, key, remove)
             .await
             .map_err(store_error)
     }

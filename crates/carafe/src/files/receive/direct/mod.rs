@@ -28,12 +28,13 @@ use futures::TryStreamExt;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::receive::HEAD_BYTES;
-use super::sniff::{self, Kind};
-use super::sweep::{self, Removal};
-use super::upload::UploadError;
-use super::{Files, filename, incoming_key};
+use super::accept::UploadError;
+use super::body::HEAD_BYTES;
+use super::filename;
 use crate::context::Origin;
+use crate::files::check::sniff::{self, Kind};
+use crate::files::lifecycle::drain::{self, Removal};
+use crate::files::{Files, incoming_key};
 
 /// S3 allows at most this many parts.
 const MAX_PARTS: u64 = 10_000;
@@ -417,7 +418,7 @@ impl Files {
                 }
             }
         };
-        Ok(sweep::drain(SWEEP_BATCH, list, |s| s.id, remove).await?)
+        Ok(drain::drain(SWEEP_BATCH, list, |s| s.id, remove).await?)
     }
 
     /// Removes one expired session: the multipart upload is aborted and any `incoming/` object

@@ -14,11 +14,12 @@ use futures::{StreamExt, stream};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
 use super::conditional::{self, Outcome, Validators};
-use super::crypto::DataKey;
 use super::disposition::{DispositionKind, content_disposition};
 use super::range::{self, ByteRange, RangeRequest};
-use super::storage::{ByteStream, ResponseHeaders};
-use super::{Files, sealed};
+use crate::files::Files;
+use crate::files::store::crypto::DataKey;
+use crate::files::store::sealed;
+use crate::files::store::storage::{ByteStream, ResponseHeaders};
 
 /// Types a browser may show inline; everything else is always downloaded.
 const INLINE_TYPES: [&str; 9] = [

@@ -8,7 +8,7 @@
 use carafe_core::files::FileEncryption;
 use carafe_core::{Store, StoreResult};
 
-use super::keyring::MasterKeys;
+use super::master_keys::MasterKeys;
 
 const BATCH: u32 = 500;
 

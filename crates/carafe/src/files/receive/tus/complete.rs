@@ -23,9 +23,9 @@ use super::lock::UploadLock;
 use super::{TusError, file_metadata, uploads_prefix};
 use crate::context::Origin;
 use crate::files::Files;
-use crate::files::crypto::DataKey;
-use crate::files::receive::{ReceiveError, Received, receive};
-use crate::files::upload::{UploadError, UploadMeta};
+use crate::files::receive::accept::{UploadError, UploadMeta};
+use crate::files::receive::body::{ReceiveError, Received, receive};
+use crate::files::store::crypto::DataKey;
 
 /// The problem code of a refusal that is the file's fault (so the upload fails for good);
 /// `None` for transient failures worth retrying.

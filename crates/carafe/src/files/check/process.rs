@@ -17,11 +17,12 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio_util::io::StreamReader;
 
-use super::crypto::DataKey;
 use super::images::{self, ImageKind, Limits};
 use super::scan::{ScanError, Verdict};
-use super::{Files, incoming_key, object_key, quarantine_key, sealed, thumb_key, thumbs_prefix};
 use crate::context::Actor;
+use crate::files::store::crypto::DataKey;
+use crate::files::store::sealed;
+use crate::files::{Files, incoming_key, object_key, quarantine_key, thumb_key, thumbs_prefix};
 use crate::jobs::runner::{JobContext, JobError, JobHandler};
 
 /// Images larger than this are not loaded for stripping or thumbnails; they are rejected.
