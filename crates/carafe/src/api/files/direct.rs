@@ -20,7 +20,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::api::client::Client;
 use crate::api::error::{ApiError, ApiResult, Problem};
-use crate::api::files::multipart::upload_error;
+use crate::api::files::form::upload_error;
 use crate::api::files::views::FileView;
 use crate::api::json::Json;
 use crate::api::query::{Path, Query};

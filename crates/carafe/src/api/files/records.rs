@@ -82,8 +82,7 @@ pub async fn upload(
     }
     let origin = origin(&principal, request_id.as_deref(), client);
     let file =
-        crate::api::files::multipart::receive_upload(&state, request, &params, owner, origin)
-            .await?;
+        crate::api::files::form::receive_upload(&state, request, &params, owner, origin).await?;
     accepted(&state, file, params.wait, &base).await
 }
 

@@ -16,7 +16,7 @@ use utoipa::IntoParams;
 use super::tus_protocol::*;
 use crate::api::client::Client;
 use crate::api::error::{ApiError, ApiResult, Problem};
-use crate::api::files::multipart::upload_error;
+use crate::api::files::form::upload_error;
 use crate::api::files::records::origin;
 use crate::api::query::{Path, Query};
 use crate::api::request_id::RequestId;

@@ -1,7 +1,8 @@
-//! Reading an upload request: `multipart/form-data` (one `file` part and an optional
-//! `metadata` JSON part) or a raw body. Declared sizes over the bucket's limit are refused
-//! before anything is read; counted ones as soon as they pass it. Every failure answers with
-//! a problem and leaves no temporary file.
+//! Reading an upload request: a form (`multipart/form-data`, with one `file` part and an
+//! optional `metadata` JSON part) or a raw body. (S3 multipart uploads are another thing:
+//! storage's.) Declared sizes over the bucket's limit are refused before anything is read;
+//! counted ones as soon as they pass it. Every failure answers with a problem and leaves no
+//! temporary file.
 
 use axum::extract::{FromRequest, Multipart, Request};
 use carafe_core::files::{BucketName, FileRecord};
@@ -16,12 +17,12 @@ use crate::files::receive::accept::{UploadError, UploadMeta};
 use crate::files::receive::body::{ReceiveError, Received, receive};
 use crate::files::serve::disposition::parse_filename;
 
-/// Parts a multipart upload may have (the file, its metadata, and a few the client's form
+/// Parts a form may have (the file, its metadata, and a few the client's form
 /// library may add).
 const MAX_PARTS: usize = 8;
 /// Largest `metadata` part or `Carafe-Metadata` header.
 const MAX_METADATA_BYTES: usize = 16 * 1024;
-/// Allowance for multipart framing when judging a declared `Content-Length`.
+/// Allowance for the form's framing when judging a declared `Content-Length`.
 const MULTIPART_SLACK: u64 = 64 * 1024;
 
 fn too_large(limit: u64) -> ApiError {
