@@ -14,8 +14,9 @@ use crate::api::files::records::UploadParams;
 use crate::api::state::AppState;
 use crate::context::Origin;
 use crate::files::receive::accept::{UploadError, UploadMeta};
-use crate::files::receive::body::{ReceiveError, Received, receive};
+use crate::files::receive::body::{ReceiveError, receive};
 use crate::files::serve::disposition::parse_filename;
+use crate::files::store::storage::temp::Received;
 
 /// Parts a form may have (the file, its metadata, and a few the client's form
 /// library may add).

@@ -4,8 +4,6 @@
 //! the holder of the `files-retention` lease), which deletes files older than their bucket's
 //! `retention_days` unless they are under legal hold.
 
-pub mod drain;
-
 use std::sync::Arc;
 use std::time::Duration;
 

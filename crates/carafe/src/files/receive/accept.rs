@@ -9,11 +9,11 @@ use carafe_core::files::{Bucket, BucketName, FileEncryption, FileId, FileRecord,
 use carafe_core::time::now;
 use serde_json::{Value, json};
 
-use super::body::Received;
 use super::filename;
 use crate::context::Origin;
 use crate::files::check::sniff::{self, Kind};
 use crate::files::store::sealed;
+use crate::files::store::storage::temp::Received;
 use crate::files::{Files, incoming_key};
 
 /// What the client said about the upload besides its bytes.

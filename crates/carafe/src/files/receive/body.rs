@@ -6,12 +6,14 @@
 //! or the receiver is dropped (a client that disconnects leaves nothing behind).
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
+
+use crate::files::store::storage::temp::{Received, TempPath};
 
 /// Bytes kept from the start of a file for type detection.
 pub const HEAD_BYTES: usize = 8 * 1024;
@@ -28,61 +30,6 @@ const IN_FLIGHT: usize = 8;
 
 /// A batch of the body, shared (not copied again) by the writing and hashing threads.
 type Batch = Bytes;
-
-/// A stored temporary file, removed on drop unless it was moved into storage.
-#[derive(Debug)]
-pub struct TempPath(Option<PathBuf>);
-
-impl TempPath {
-    /// Guards a file the caller has just created.
-    pub fn new(path: PathBuf) -> Self {
-        TempPath(Some(path))
-    }
-
-    pub fn path(&self) -> &Path {
-        self.0.as_deref().expect("present until taken")
-    }
-
-    fn keep(mut self) -> PathBuf {
-        self.0.take().expect("present until taken")
-    }
-}
-
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
-/// A fully received, synced upload.
-#[derive(Debug)]
-pub struct Received {
-    file: TempPath,
-    pub size: u64,
-    /// Hex SHA-256 of the bytes.
-    pub sha256: String,
-    /// The first `HEAD_BYTES` bytes (fewer for smaller files).
-    pub head: Bytes,
-}
-
-impl Received {
-    pub fn path(&self) -> &Path {
-        self.file.path()
-    }
-
-    /// The same upload held in another file (its encrypted form); the old file is removed.
-    pub fn with_file(mut self, file: TempPath) -> Received {
-        self.file = file;
-        self
-    }
-
-    /// Takes the file out of the guard: the caller now owns (and must remove or move) it.
-    pub fn into_path(self) -> PathBuf {
-        self.file.keep()
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiveError {
@@ -104,7 +51,7 @@ where
 {
     let path = dir.join(format!("{}.part", uuid::Uuid::now_v7().simple()));
     let file = std::fs::File::create_new(&path)?;
-    let guard = TempPath(Some(path));
+    let guard = TempPath::new(path);
     let sink = Sink::open(file, guard.path());
     // Hashing and writing run on two threads side by side (each batch is shared by both),
     // so a large upload costs the slower of the two, not their sum.
@@ -166,12 +113,12 @@ where
         return Err(failure);
     }
     written?;
-    Ok(Received {
-        file: guard,
+    Ok(Received::new(
+        guard,
         size,
-        sha256: hex::encode(digest),
-        head: head.freeze(),
-    })
+        hex::encode(digest),
+        head.freeze(),
+    ))
 }
 
 /// Bytes written through the page cache between two early flushes of a large upload.

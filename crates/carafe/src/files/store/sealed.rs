@@ -11,7 +11,7 @@ use futures::StreamExt;
 
 use super::crypto::{self, DataKey};
 use super::storage::{ByteStream, Storage};
-use crate::files::receive::body::{Received, TempPath};
+use crate::files::store::storage::temp::{Received, TempPath};
 
 /// Streams `range` (the whole object when `None`) of the plaintext of `key`, whose plaintext
 /// is `plain_size` bytes long.

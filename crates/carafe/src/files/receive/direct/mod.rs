@@ -33,7 +33,7 @@ use super::body::HEAD_BYTES;
 use super::filename;
 use crate::context::Origin;
 use crate::files::check::sniff::{self, Kind};
-use crate::files::lifecycle::drain::{self, Removal};
+use crate::files::store::drain::{self, Removal};
 use crate::files::{Files, incoming_key};
 
 /// S3 allows at most this many parts.

@@ -24,8 +24,9 @@ use super::{TusError, file_metadata, uploads_prefix};
 use crate::context::Origin;
 use crate::files::Files;
 use crate::files::receive::accept::{UploadError, UploadMeta};
-use crate::files::receive::body::{ReceiveError, Received, receive};
+use crate::files::receive::body::{ReceiveError, receive};
 use crate::files::store::crypto::DataKey;
+use crate::files::store::storage::temp::Received;
 
 /// The problem code of a refusal that is the file's fault (so the upload fails for good);
 /// `None` for transient failures worth retrying.

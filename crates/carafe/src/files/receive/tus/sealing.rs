@@ -22,10 +22,10 @@ use sha2::{Digest, Sha256};
 
 use super::TusError;
 use crate::files::Files;
-use crate::files::receive::body::Received;
 use crate::files::store::crypto::DataKey;
 use crate::files::store::sealed;
 use crate::files::store::storage::ByteStream;
+use crate::files::store::storage::temp::Received;
 
 impl Files {
     /// The wrapped data key for a new upload to `bucket`: `None` when the bucket stores in

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 
+use super::temp::Received;
 use super::{ByteStream, buffers};
-use crate::files::receive::body::Received;
 
 /// Chunk size for streaming reads: large enough to keep per-chunk overhead out of the way,
 /// small enough that many concurrent downloads stay light (each holds about two: the chunk

@@ -9,6 +9,7 @@
 mod buffers;
 mod local;
 mod s3;
+pub mod temp;
 
 use std::io;
 use std::ops::Range;
@@ -22,7 +23,7 @@ use carafe_core::store::MultipartRecordStore;
 pub use local::LocalStorage;
 pub use s3::S3Storage;
 
-use crate::files::receive::body::Received;
+use temp::Received;
 
 pub type ByteStream = futures::stream::BoxStream<'static, io::Result<Bytes>>;
 

@@ -21,8 +21,8 @@ use object_store::signer::{Method, SignedUrlOptions, Signer};
 use object_store::{BackoffConfig, ClientOptions, RetryConfig};
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
 
+use super::temp::Received;
 use super::{ByteStream, ResponseHeaders};
-use crate::files::receive::body::Received;
 
 /// Objects up to this size are sent in one PUT.
 const SINGLE_PUT: u64 = 16 * 1024 * 1024;

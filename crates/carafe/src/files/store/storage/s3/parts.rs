@@ -22,8 +22,8 @@ use tokio::io::AsyncReadExt;
 use tokio::task::JoinSet;
 
 use super::{S3Storage, io_error};
-use crate::files::lifecycle::drain::{self, Removal};
-use crate::files::receive::body::Received;
+use crate::files::store::drain::{self, Removal};
+use crate::files::store::storage::temp::Received;
 
 /// Part size (S3 needs at least 5 MiB for every part but the last).
 const PART: u64 = 8 * 1024 * 1024;

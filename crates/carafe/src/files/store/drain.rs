@@ -1,7 +1,8 @@
-//! Removing leftovers listed by a store query that has no cursor and keeps listing whatever
-//! could not be removed yet (expired direct-upload sessions, stale multipart records). Each
-//! page asks for as many more rows as have failed so far and skips those, so a leftover that
-//! cannot be removed now neither stops the sweep before the others nor makes it loop.
+//! Removing leftover bytes (and their records) that a database query lists without a
+//! cursor, listing whatever could not be removed yet again: expired direct-upload sessions,
+//! stale S3 multipart uploads. Each page asks for as many more rows as have failed so far and
+//! skips those, so a leftover that cannot be removed now neither stops the sweep before the
+//! others nor makes it loop.
 
 use std::collections::HashSet;
 use std::hash::Hash;
