@@ -33,12 +33,10 @@ use super::body::HEAD_BYTES;
 use super::filename;
 use crate::context::Origin;
 use crate::files::check::sniff::{self, Kind};
-use crate::files::store::drain::{self, Removal};
 use crate::files::{Files, incoming_key};
 
 /// S3 allows at most this many parts.
 const MAX_PARTS: u64 = 10_000;
-const SWEEP_BATCH: u32 = 200;
 
 /// Where a single presigned S3 PUT lands, until `complete` moves it to `incoming/<id>`.
 pub fn direct_key(id: FileId) -> String {
@@ -399,42 +397,5 @@ impl Files {
             hasher.update(&chunk);
         }
         Ok((size, hex::encode(hasher.finalize())))
-    }
-
-    /// Aborts and forgets expired sessions, oldest expiry first. Returns how many were
-    /// removed. A session whose clean-up fails is logged and kept for the next sweep, and the
-    /// sweep goes on with the others: one stuck session must not keep the rest forever.
-    pub async fn sweep_direct(&self) -> anyhow::Result<u64> {
-        let list = |limit| self.store().expired_directs(now(), limit);
-        let remove = |session: DirectUpload| async move {
-            let id = session.id;
-            match self.remove_expired_direct(session).await {
-                Ok(true) => Removal::Removed,
-                Ok(false) => Removal::AlreadyGone,
-                Err(e) => {
-                    tracing::warn!(session = %id, error = %e,
-                        "cannot remove an expired direct upload now; the next sweep retries it");
-                    Removal::Failed
-                }
-            }
-        };
-        Ok(drain::drain(SWEEP_BATCH, list, |s| s.id, remove).await?)
-    }
-
-    /// Removes one expired session: the multipart upload is aborted and any `incoming/` object
-    /// no file claims is deleted, then the session is forgotten (last, so a failure before
-    /// leaves it to retry). True when this call forgot it.
-    async fn remove_expired_direct(&self, session: DirectUpload) -> anyhow::Result<bool> {
-        let key = incoming_key(session.id);
-        if session.state != DirectState::Completed
-            && self.store().get_file(session.id).await?.is_none()
-        {
-            if let (Some(s3), Some(upload_id)) = (self.storage.s3(), &session.multipart) {
-                s3.abort_multipart(&key, upload_id).await?;
-            }
-            self.storage.delete(&key).await?;
-        }
-        self.storage.delete(&direct_key(session.id)).await?;
-        Ok(self.store().delete_direct(session.id).await?)
     }
 }

@@ -10,7 +10,7 @@
 //! arrives the chunks are read back in order into one received file that goes through
 //! `Files::accept` — the same checks and processing as any other upload. Uploads to
 //! encrypting buckets seal every chunk before it is stored (see `sealing`). Expired uploads
-//! are deleted by `sweep_uploads`, called from `Files::sweep`.
+//! are deleted by the sweep (`lifecycle::expired`).
 
 pub mod complete;
 pub mod lock;
@@ -319,13 +319,13 @@ impl Files {
             }
         }
         // The row is expired now: if this clean-up fails, the sweep finishes it.
-        self.purge(id).await;
+        self.purge_upload(id).await;
         lock.release().await;
         Ok(())
     }
 
     /// Deletes an upload's chunks, then its row; failures are left to the next sweep.
-    async fn purge(&self, id: UploadId) -> bool {
+    pub(in crate::files) async fn purge_upload(&self, id: UploadId) -> bool {
         if let Err(e) = self.storage.delete_prefix(&uploads_prefix(id)).await {
             tracing::warn!(upload = %id, error = %e, "cannot delete an upload's chunks");
             return false;
@@ -337,32 +337,6 @@ impl Files {
                 false
             }
         }
-    }
-
-    /// Deletes expired uploads (unfinished ones with their chunks, finished and terminated
-    /// ones whose time is up). Uploads locked by a request in progress wait for the next
-    /// sweep. Returns how many went.
-    pub async fn sweep_uploads(&self) -> StoreResult<u64> {
-        const BATCH: u32 = 100;
-        let mut removed = 0;
-        for _ in 0..10 {
-            let expired = self.store().expired_uploads(now(), BATCH).await?;
-            let mut progress = 0;
-            for upload in &expired {
-                let Some(lock) = UploadLock::acquire(self.store(), upload.id).await? else {
-                    continue;
-                };
-                if self.purge(upload.id).await {
-                    progress += 1;
-                }
-                lock.release().await;
-            }
-            removed += progress;
-            if expired.len() < BATCH as usize || progress == 0 {
-                break;
-            }
-        }
-        Ok(removed)
     }
 }
 
@@ -381,12 +355,6 @@ where
             Err(_) => Some((Err(format!("no data for {}s", idle.as_secs())), None)),
         }
     })
-}
-
-/// How often `Files::sweep` looks for expired uploads: often enough that an upload is gone
-/// soon after its expiry, whatever the time to live.
-pub fn sweep_interval(ttl: Duration) -> Duration {
-    (ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60))
 }
 
 /// The name and the file metadata an upload's `Upload-Metadata` pairs give.
@@ -419,23 +387,11 @@ mod tests {
     }
 
     #[test]
-    fn keys_and_intervals() {
+    fn chunk_keys() {
         let id: UploadId = "01900000-0000-7000-8000-000000000000".parse().unwrap();
         assert_eq!(
             chunk_key(id, 1024, "h1"),
             "uploads/01900000-0000-7000-8000-000000000000/00000000000000001024.h1"
-        );
-        assert_eq!(
-            sweep_interval(Duration::from_secs(1)),
-            Duration::from_secs(1)
-        );
-        assert_eq!(
-            sweep_interval(Duration::from_secs(20)),
-            Duration::from_secs(5)
-        );
-        assert_eq!(
-            sweep_interval(Duration::from_secs(86_400)),
-            Duration::from_secs(60)
         );
     }
 }
