@@ -3,7 +3,8 @@
 //! links. This module holds the rules (the web layer, `api::files`, only translates HTTP),
 //! grouped by what happens to the bytes: they are received (`receive`), checked (`check`),
 //! kept (`store`), served (`serve`), and at last removed (`lifecycle`). This file is the
-//! `Files` service they all belong to; `buckets` holds the policies they follow.
+//! `Files` service they all belong to; `buckets` holds the policies they follow, and
+//! `records` the files' rows as callers may see them.
 //!
 //! An upload's bytes go to `incoming/<id>` and its row (status `processing`) is written with
 //! its processing job in one transaction. Only processing moves the bytes to `objects/<id>`
@@ -15,6 +16,7 @@ pub mod buckets;
 pub mod check;
 pub mod lifecycle;
 pub mod receive;
+pub mod records;
 pub mod serve;
 mod settings;
 pub mod store;
@@ -226,50 +228,6 @@ impl Files {
     /// through the database).
     pub fn wake(&self) {
         self.jobs.bus().publish(&crate::jobs::queue_topic(QUEUE));
-    }
-
-    /// Creates the `default` bucket and the buckets of the configuration file.
-    pub async fn ensure_buckets(&self) -> StoreResult<()> {
-        let at = now();
-        let default = BucketName::default_bucket();
-        let mut configured = self.settings.buckets.clone();
-        let default_policy = configured.remove(default.as_str());
-        let mut put = vec![(
-            default.clone(),
-            default_policy.clone(),
-            default_policy.is_some(),
-        )];
-        for (name, policy) in configured {
-            if let Ok(name) = BucketName::parse(&name) {
-                put.push((name, Some(policy), true));
-            }
-        }
-        for (name, policy, replace) in put {
-            let bucket = Bucket {
-                name,
-                policy: policy.unwrap_or_default(),
-                created_at: at,
-                updated_at: at,
-            };
-            self.store.put_bucket(bucket, replace).await?;
-        }
-        Ok(())
-    }
-
-    pub async fn bucket(&self, name: &BucketName) -> StoreResult<Option<Arc<Bucket>>> {
-        if let Some(b) = self.buckets.get(name).await {
-            return Ok(Some(b));
-        }
-        let Some(bucket) = self.store.get_bucket(name).await? else {
-            return Ok(None);
-        };
-        let bucket = Arc::new(bucket);
-        self.buckets.insert(name.clone(), bucket.clone()).await;
-        Ok(Some(bucket))
-    }
-
-    pub async fn forget_bucket(&self, name: &BucketName) {
-        self.buckets.invalidate(name).await;
     }
 
     /// A file that is not deleted; ready files come from a short-lived cache.

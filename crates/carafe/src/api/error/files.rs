@@ -1,8 +1,10 @@
-//! The files capability's errors as problems: downloads refused or not answered with bytes.
+//! The files capability's errors as problems: buckets, records, downloads.
 
 use http::{HeaderValue, StatusCode, header};
 
 use super::ApiError;
+use crate::files::buckets::BucketError;
+use crate::files::records::RecordError;
 use crate::files::serve::access::DownloadError;
 use crate::files::serve::download::ServeError;
 
@@ -10,6 +12,39 @@ use crate::files::serve::download::ServeError;
 /// problem, said as unavailable and never worked around.
 fn key_missing(what: &'static str) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "encryption_key_missing").detail(what)
+}
+
+impl From<BucketError> for ApiError {
+    fn from(e: BucketError) -> Self {
+        match e {
+            BucketError::Denied(e) => e.into(),
+            BucketError::NotFound => ApiError::not_found(),
+            BucketError::ManagedByConfig => ApiError::conflict(
+                "bucket_managed_by_config",
+                "this bucket is defined in the configuration file; change it there",
+            ),
+            BucketError::Invalid(errors) => ApiError::validation(errors),
+            BucketError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<RecordError> for ApiError {
+    fn from(e: RecordError) -> Self {
+        match e {
+            RecordError::Denied(e) => e.into(),
+            RecordError::NotFound => ApiError::not_found(),
+            RecordError::NotReady => {
+                ApiError::conflict("file_not_ready", "only ready files can be linked")
+            }
+            RecordError::LegalHold => ApiError::conflict(
+                "legal_hold",
+                "the file is under legal hold; release the hold to delete it",
+            ),
+            RecordError::Invalid(f) => ApiError::invalid(f.field, f.message),
+            RecordError::Store(e) => e.into(),
+        }
+    }
 }
 
 /// Credentials that were not accepted are already answers (the web layer checked them).

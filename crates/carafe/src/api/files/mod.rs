@@ -3,6 +3,7 @@
 //! capability and map its answers.
 
 pub mod buckets;
+pub mod caller;
 pub mod content;
 pub mod direct;
 pub mod form;

@@ -1,6 +1,7 @@
 //! HTTP handlers for uploading, listing, reading, deleting and linking files. Applications'
 //! backends (API keys with the `files` scope) do everything; end users (tokens with `files`)
-//! upload files they then own, and read and delete only those.
+//! upload files they then own, and read, delete and link only those. The files capability
+//! decides who may.
 
 use std::time::Duration;
 
@@ -8,12 +9,11 @@ use axum::extract::{OriginalUri, Request, State};
 use axum::response::{IntoResponse, Response};
 use carafe_core::files::{BucketName, FileFilter, FileId, FileRecord, FileStatus};
 use carafe_core::keys::Scope;
-use carafe_core::time::now;
 use http::{HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
+use super::caller::Caller;
 use crate::api::client::Client;
 use crate::api::error::{ApiError, ApiResult, Problem};
 use crate::api::files::views::FileView;
@@ -22,10 +22,8 @@ use crate::api::pagination::{self, ListParams};
 use crate::api::query::{Path, Query};
 use crate::api::request_id::RequestId;
 use crate::api::state::AppState;
-use crate::context::BaseUrl;
-use crate::context::Origin;
-use crate::context::Principal;
-use crate::files::serve::disposition::DispositionKind;
+use crate::context::{BaseUrl, Origin, Principal};
+use crate::files::serve::links::LinkRequest;
 
 pub(crate) fn origin(
     principal: &Principal,
@@ -114,20 +112,6 @@ pub(super) async fn accepted(
         .into_response())
 }
 
-/// The file, if the caller may see it; otherwise not found (never "forbidden": that would
-/// say it exists).
-pub(super) async fn visible(
-    state: &AppState,
-    principal: &Principal,
-    id: FileId,
-) -> ApiResult<std::sync::Arc<carafe_core::files::FileRecord>> {
-    principal.require(Scope::Files)?;
-    match state.files.file(id).await? {
-        Some(f) if principal.may_see(Scope::Files, f.owner.as_deref()) => Ok(f),
-        _ => Err(ApiError::not_found()),
-    }
-}
-
 /// A file's record: status, type, hash, scan result, thumbnails.
 #[utoipa::path(get, path = "/api/v1/files/{id}", tag = "files",
     params(("id" = String, Path)),
@@ -139,15 +123,8 @@ pub async fn get(
     base: BaseUrl,
     Path(id): Path<FileId>,
 ) -> ApiResult<axum::Json<FileView>> {
-    // Read through the store: the cache only holds ready files, and this shows any status.
-    principal.require(Scope::Files)?;
-    let file = state.files.store().get_file(id).await?;
-    match file {
-        Some(f) if principal.may_see(Scope::Files, f.owner.as_deref()) => {
-            Ok(axum::Json(FileView::new(&f, &base)))
-        }
-        _ => Err(ApiError::not_found()),
-    }
+    let file = state.files.get_visible(&principal, id).await?;
+    Ok(axum::Json(FileView::new(&file, &base)))
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -174,13 +151,12 @@ pub async fn list(
     OriginalUri(uri): OriginalUri,
     Query(params): Query<FileListParams>,
 ) -> ApiResult<Response> {
-    principal.require(Scope::Files)?;
     let page = ListParams {
         limit: params.limit,
         cursor: params.cursor.clone(),
     }
     .page_request()?;
-    let mut filter = FileFilter {
+    let filter = FileFilter {
         bucket: match &params.bucket {
             Some(b) => Some(BucketName::parse(b).map_err(|e| ApiError::invalid("bucket", e))?),
             None => None,
@@ -196,10 +172,7 @@ pub async fn list(
             None => None,
         },
     };
-    if let Principal::User(u) = &principal {
-        filter.owner = Some(u.id.clone());
-    }
-    let found = state.files.store().list_files(&filter, &page).await?;
+    let found = state.files.list(&principal, filter, &page).await?;
     Ok(pagination::respond(
         found,
         |f| FileView::new(&f, &base),
@@ -216,44 +189,12 @@ pub async fn list(
     security(("bearer" = ["files"])))]
 pub async fn delete(
     State(state): State<AppState>,
-    principal: Principal,
-    client: Client,
-    request_id: Option<axum::Extension<RequestId>>,
+    caller: Caller,
     Path(id): Path<FileId>,
 ) -> ApiResult<StatusCode> {
-    principal.require(Scope::Files)?;
-    let Some(file) = state.files.store().get_file(id).await? else {
-        return Err(ApiError::not_found());
-    };
-    if !principal.may_see(Scope::Files, file.owner.as_deref()) {
-        return Err(ApiError::not_found());
-    }
-    let audit = origin(&principal, request_id.as_deref(), client).event(
-        "file.delete",
-        id,
-        json!({"bucket": file.bucket, "name": file.name}),
-    );
-    let files = &state.files;
-    match files
-        .store()
-        .delete_file(id, now(), files.purge_job(id), audit)
-        .await?
-    {
-        Some(_) => {
-            files.forget_file(id).await;
-            files.wake();
-            Ok(StatusCode::NO_CONTENT)
-        }
-        // Held (or deleted) between the read and the write.
-        None => Err(legal_hold()),
-    }
-}
-
-fn legal_hold() -> ApiError {
-    ApiError::conflict(
-        "legal_hold",
-        "the file is under legal hold; release the hold to delete it",
-    )
+    let Caller { principal, origin } = caller;
+    state.files.delete(&principal, id, origin).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -270,31 +211,17 @@ pub struct UpdateFile {
     security(("bearer" = ["files"])))]
 pub async fn update(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Caller,
     base: BaseUrl,
-    client: Client,
-    request_id: Option<axum::Extension<RequestId>>,
     Path(id): Path<FileId>,
     Json(body): Json<UpdateFile>,
 ) -> ApiResult<axum::Json<FileView>> {
-    principal.require_key(Scope::Files)?;
-    let audit = origin(&principal, request_id.as_deref(), client).event(
-        "file.legal_hold",
-        id,
-        json!({"legal_hold": body.legal_hold}),
-    );
-    let files = &state.files;
-    match files
-        .store()
-        .set_legal_hold(id, body.legal_hold, now(), audit)
-        .await?
-    {
-        Some(file) => {
-            files.forget_file(id).await;
-            Ok(axum::Json(FileView::new(&file, &base)))
-        }
-        None => Err(ApiError::not_found()),
-    }
+    let Caller { principal, origin } = caller;
+    let file = state
+        .files
+        .set_legal_hold(&principal, id, body.legal_hold, origin)
+        .await?;
+    Ok(axum::Json(FileView::new(&file, &base)))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -323,57 +250,24 @@ pub struct LinkView {
     security(("bearer" = ["files"])))]
 pub async fn create_link(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Caller,
     base: BaseUrl,
-    client: Client,
-    request_id: Option<axum::Extension<RequestId>>,
     Path(id): Path<FileId>,
     Json(body): Json<CreateLink>,
 ) -> ApiResult<(StatusCode, axum::Json<LinkView>)> {
-    let file = visible(&state, &principal, id).await?;
-    if file.status != FileStatus::Ready {
-        return Err(ApiError::conflict(
-            "file_not_ready",
-            "only ready files can be linked",
-        ));
-    }
-    let settings = &state.files.settings;
-    let ttl = match body.expires_in {
-        None => settings.link_default_ttl.0,
-        Some(0) => return Err(ApiError::invalid("/expires_in", "must be positive")),
-        Some(s) if Duration::from_secs(s) > settings.link_max_ttl.0 => {
-            return Err(ApiError::invalid(
-                "/expires_in",
-                format!("at most {} seconds", settings.link_max_ttl.0.as_secs()),
-            ));
-        }
-        Some(s) => Duration::from_secs(s),
+    let request = LinkRequest {
+        expires_in: body.expires_in,
+        disposition: body.disposition,
+        filename: body.filename,
     };
-    let disposition = match body.disposition.as_deref() {
-        None | Some("inline") => DispositionKind::Inline,
-        Some("attachment") => DispositionKind::Attachment,
-        Some(_) => return Err(ApiError::invalid("/disposition", "inline or attachment")),
-    };
-    let filename = body
-        .filename
-        .as_deref()
-        .map(crate::files::receive::filename::sanitize);
-    let expires = (now() + ttl).unix_timestamp();
-    let expires_at =
-        time::OffsetDateTime::from_unix_timestamp(expires).map_err(|e| ApiError::internal(&e))?;
-    let query = state
+    let Caller { principal, origin } = caller;
+    let link = state
         .files
-        .links
-        .sign(id, expires, disposition, filename.as_deref());
-    let url = base.join(&format!("/api/v1/files/{id}/content?{query}"));
-    let audit = origin(&principal, request_id.as_deref(), client).event(
-        "file.link",
-        id,
-        json!({"expires_at": expires, "disposition": body.disposition}),
-    );
-    state.store.append_audit(audit).await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(LinkView { url, expires_at }),
-    ))
+        .create_link(&principal, id, request, origin, &base)
+        .await?;
+    let view = LinkView {
+        url: link.url,
+        expires_at: link.expires_at,
+    };
+    Ok((StatusCode::CREATED, axum::Json(view)))
 }

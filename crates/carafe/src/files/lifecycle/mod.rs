@@ -1,9 +1,10 @@
-//! How files and what uploads leave behind come to an end: bucket retention (`retention`),
-//! upload sessions whose time is up (`expired`), and here the sweep of what a crash left
-//! behind — temporary files, unrecorded uploads and unfinished S3 multipart uploads (every
-//! instance sweeps its own temporary directory, and the shared `incoming/` area and multipart
-//! records).
+//! How files and what uploads leave behind come to an end: deletion on request and legal
+//! holds (`delete`), bucket retention (`retention`), upload sessions whose time is up
+//! (`expired`), and here the sweep of what a crash left behind — temporary files, unrecorded
+//! uploads and unfinished S3 multipart uploads (every instance sweeps its own temporary
+//! directory, and the shared `incoming/` area and multipart records).
 
+pub mod delete;
 pub mod expired;
 pub mod retention;
 

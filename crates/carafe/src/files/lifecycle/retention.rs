@@ -68,13 +68,7 @@ impl Files {
                         Some(format!("file:{id}")),
                         json!({"bucket": bucket.name, "retention_days": days}),
                     );
-                    if self
-                        .store()
-                        .delete_file(*id, now(), self.purge_job(*id), event)
-                        .await?
-                        .is_some()
-                    {
-                        self.forget_file(*id).await;
+                    if self.remove(*id, event).await? {
                         total += 1;
                     }
                 }

@@ -2,16 +2,26 @@
 //! without an API key or token. The signature (HMAC-SHA256 under a key derived from the server
 //! secret) covers the file id, the expiry, the disposition and the optional download name, so
 //! none of them can be changed and a signature cannot be moved to another file. Nothing about
-//! the caller is in the URL: only those four values and the signature.
+//! the caller is in the URL: only those four values and the signature. Whoever may see a
+//! ready file may make links to it, for at most `files.link_max_ttl`; each one is audited.
+
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use carafe_core::files::FileId;
+use carafe_core::files::{FileId, FileStatus};
+use carafe_core::time::now;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
+use serde_json::json;
 use sha2::Sha256;
+use time::OffsetDateTime;
 
 use super::disposition::DispositionKind;
+use crate::context::{BaseUrl, FieldError, Origin, Principal};
+use crate::files::Files;
+use crate::files::receive::filename;
+use crate::files::records::RecordError;
 
 /// The query of a signed link.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -137,6 +147,70 @@ impl LinkSigner {
             disposition,
             filename: q.filename.clone(),
         })
+    }
+}
+
+/// What a caller asks of a new link.
+#[derive(Debug, Default)]
+pub struct LinkRequest {
+    /// Seconds until the link stops working (default `files.link_default_ttl`).
+    pub expires_in: Option<u64>,
+    /// `inline` (the default, for types browsers may show) or `attachment`.
+    pub disposition: Option<String>,
+    /// A name to download under instead of the file's own.
+    pub filename: Option<String>,
+}
+
+/// A link made: where it points and when it stops working.
+#[derive(Debug)]
+pub struct SignedLink {
+    pub url: String,
+    pub expires_at: OffsetDateTime,
+}
+
+impl Files {
+    /// Makes a link to a ready file the caller may see; `base` is the public URL it starts with.
+    pub async fn create_link(
+        &self,
+        principal: &Principal,
+        id: FileId,
+        request: LinkRequest,
+        origin: Origin,
+        base: &BaseUrl,
+    ) -> Result<SignedLink, RecordError> {
+        let file = self.visible(principal, id).await?;
+        if file.status != FileStatus::Ready {
+            return Err(RecordError::NotReady);
+        }
+        let invalid =
+            |field: &str, message: String| RecordError::Invalid(FieldError::new(field, message));
+        let max = self.settings.link_max_ttl.0;
+        let ttl = match request.expires_in {
+            None => self.settings.link_default_ttl.0,
+            Some(0) => return Err(invalid("/expires_in", "must be positive".into())),
+            Some(s) if Duration::from_secs(s) > max => {
+                let limit = format!("at most {} seconds", max.as_secs());
+                return Err(invalid("/expires_in", limit));
+            }
+            Some(s) => Duration::from_secs(s),
+        };
+        let disposition = match request.disposition.as_deref() {
+            None | Some("inline") => DispositionKind::Inline,
+            Some("attachment") => DispositionKind::Attachment,
+            Some(_) => return Err(invalid("/disposition", "inline or attachment".into())),
+        };
+        let name = request.filename.as_deref().map(filename::sanitize);
+        let expires_at = (now() + ttl).truncate_to_second();
+        let expires = expires_at.unix_timestamp();
+        let query = self.links.sign(id, expires, disposition, name.as_deref());
+        let url = base.join(&format!("/api/v1/files/{id}/content?{query}"));
+        let audit = origin.event(
+            "file.link",
+            id,
+            json!({"expires_at": expires, "disposition": request.disposition}),
+        );
+        self.store.append_audit(audit).await?;
+        Ok(SignedLink { url, expires_at })
     }
 }
 
