@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use carafe_core::files::{Bucket, BucketName, FileId, FileRecord};
-use carafe_core::jobs::{Backoff, JobId, NewJob, QueueName};
+use carafe_core::jobs::{Backoff, NewJob, QueueName};
 use carafe_core::time::now;
 use carafe_core::{Store, StoreResult};
 use moka::future::Cache;
@@ -71,6 +71,9 @@ impl Servable {
         }
     }
 }
+
+/// Longest a request may wait for its upload's processing to end.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// The queue of Carafe's own file work (processing and purging).
 pub const QUEUE: &str = "carafe.files";
@@ -291,13 +294,17 @@ impl Files {
         self.content.invalidate(key).await;
     }
 
-    /// Waits up to `wait` for a processing file's job to end; returns the file as it is then.
+    /// Waits up to `wait` (at most a minute) for a new file's processing job to end; returns
+    /// the file as it is then.
     pub async fn wait_processed(
         &self,
         file: FileRecord,
-        job: JobId,
         wait: Duration,
     ) -> StoreResult<FileRecord> {
+        let wait = wait.min(MAX_WAIT);
+        let Some(job) = file.job.filter(|_| !wait.is_zero()) else {
+            return Ok(file);
+        };
         let deadline = tokio::time::Instant::now() + wait;
         let topic = crate::jobs::job_topic(job);
         let mut file = file;

@@ -10,6 +10,7 @@ pub mod form;
 pub mod records;
 pub mod tus;
 pub mod tus_protocol;
+pub mod uploads;
 pub mod views;
 
 use axum::extract::DefaultBodyLimit;
@@ -27,7 +28,7 @@ pub fn routes(layers: &Layers) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(buckets::list))
         .routes(routes!(buckets::put, buckets::get))
-        .routes(layers.idempotent_upload(routes!(records::upload).layer(streamed())))
+        .routes(layers.idempotent_upload(routes!(uploads::upload).layer(streamed())))
         .routes(routes!(records::list))
         .routes(routes!(records::get, records::update, records::delete))
         .routes(routes!(records::create_link))

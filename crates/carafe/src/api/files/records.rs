@@ -1,116 +1,23 @@
-//! HTTP handlers for uploading, listing, reading, deleting and linking files. Applications'
+//! HTTP handlers for reading, listing, changing, deleting and linking files. Applications'
 //! backends (API keys with the `files` scope) do everything; end users (tokens with `files`)
-//! upload files they then own, and read, delete and link only those. The files capability
-//! decides who may.
+//! read, delete and link only the files they own. The files capability decides who may.
 
-use std::time::Duration;
-
-use axum::extract::{OriginalUri, Request, State};
-use axum::response::{IntoResponse, Response};
-use carafe_core::files::{BucketName, FileFilter, FileId, FileRecord, FileStatus};
-use carafe_core::keys::Scope;
-use http::{HeaderValue, StatusCode, header};
+use axum::extract::{OriginalUri, State};
+use axum::response::Response;
+use carafe_core::files::{BucketName, FileFilter, FileId, FileStatus};
+use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::caller::Caller;
-use crate::api::client::Client;
 use crate::api::error::{ApiError, ApiResult, Problem};
 use crate::api::files::views::FileView;
 use crate::api::json::Json;
 use crate::api::pagination::{self, ListParams};
 use crate::api::query::{Path, Query};
-use crate::api::request_id::RequestId;
 use crate::api::state::AppState;
-use crate::context::{BaseUrl, Origin, Principal};
+use crate::context::{BaseUrl, Principal};
 use crate::files::serve::links::LinkRequest;
-
-pub(crate) fn origin(
-    principal: &Principal,
-    request_id: Option<&RequestId>,
-    client: Client,
-) -> Origin {
-    Origin {
-        actor: principal.actor(request_id.map(RequestId::as_str)),
-        ip: client.ip.map(|ip| ip.to_string()),
-        user_agent: client.user_agent,
-    }
-}
-
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct UploadParams {
-    /// The bucket (default `default`).
-    pub bucket: Option<String>,
-    /// Wait up to this many seconds (at most 60) for processing to finish.
-    pub wait: Option<u64>,
-    /// The end user the file belongs to (API keys only; a token's user owns what it uploads).
-    pub owner: Option<String>,
-    /// The file's name, for raw uploads without `Content-Disposition`.
-    pub name: Option<String>,
-}
-
-/// Upload a file: `multipart/form-data` (a `file` part, optional `metadata` JSON part) or the
-/// raw bytes as the body (name from `Content-Disposition` or `?name=`).
-#[utoipa::path(post, path = "/api/v1/files", tag = "files", params(UploadParams),
-    request_body(content_type = "multipart/form-data", description = "The file: a multipart form, or the raw bytes with any other content type"),
-    responses((status = 202, description = "Stored; processing", body = FileView, headers(("Location" = String))),
-              (status = 201, description = "Stored and processed within `wait`", body = FileView),
-              (status = 413, body = Problem), (status = 415, body = Problem), (status = 400, body = Problem)),
-    security(("bearer" = ["files"])))]
-pub async fn upload(
-    State(state): State<AppState>,
-    principal: Principal,
-    base: BaseUrl,
-    client: Client,
-    request_id: Option<axum::Extension<RequestId>>,
-    Query(params): Query<UploadParams>,
-    request: Request,
-) -> ApiResult<Response> {
-    principal.require(Scope::Files)?;
-    let owner = match &principal {
-        Principal::User(u) => Some(u.id.clone()),
-        Principal::Key(_) => params.owner.clone(),
-    };
-    if owner
-        .as_ref()
-        .is_some_and(|o| o.is_empty() || o.len() > 200)
-    {
-        return Err(ApiError::invalid("owner", "1-200 characters"));
-    }
-    let origin = origin(&principal, request_id.as_deref(), client);
-    let file =
-        crate::api::files::form::receive_upload(&state, request, &params, owner, origin).await?;
-    accepted(&state, file, params.wait, &base).await
-}
-
-/// The answer to a stored upload (of any kind): once it has waited up to `wait` seconds (at
-/// most 60) for processing, 201 when the file is ready, else 202; `Location` names the file.
-pub(super) async fn accepted(
-    state: &AppState,
-    file: FileRecord,
-    wait: Option<u64>,
-    base: &BaseUrl,
-) -> ApiResult<Response> {
-    let wait = Duration::from_secs(wait.unwrap_or(0).min(60));
-    let file = match file.job {
-        Some(job) if !wait.is_zero() => state.files.wait_processed(file, job, wait).await?,
-        _ => file,
-    };
-    let status = if file.status == FileStatus::Ready {
-        StatusCode::CREATED
-    } else {
-        StatusCode::ACCEPTED
-    };
-    let location = HeaderValue::from_str(&base.join(&format!("/api/v1/files/{}", file.id)))
-        .map_err(|e| ApiError::internal(&e))?;
-    Ok((
-        status,
-        [(header::LOCATION, location)],
-        axum::Json(FileView::new(&file, base)),
-    )
-        .into_response())
-}
 
 /// A file's record: status, type, hash, scan result, thumbnails.
 #[utoipa::path(get, path = "/api/v1/files/{id}", tag = "files",

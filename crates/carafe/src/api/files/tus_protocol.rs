@@ -60,6 +60,11 @@ pub const RESPONSE_HEADERS: [HeaderName; 12] = [
     CARAFE_UPLOAD_ERROR,
 ];
 
+/// A number or an id as a header value.
+pub fn value(v: impl ToString) -> HeaderValue {
+    HeaderValue::from_str(&v.to_string()).expect("numbers and ids are valid header values")
+}
+
 /// Largest `Upload-Metadata` header, and most pairs in it.
 const MAX_METADATA_BYTES: usize = 16 * 1024;
 const MAX_METADATA_PAIRS: usize = 64;

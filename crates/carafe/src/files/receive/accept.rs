@@ -1,16 +1,21 @@
-//! Accepting a received upload: its name is sanitised, its type decided from its bytes and
+//! Accepting an upload: who may upload into which bucket and whose the file will be, then,
+//! once its bytes are received, its name is sanitised, its type decided from its bytes and
 //! checked against its extension and its bucket, and only then is it stored and recorded with
 //! its processing job. Nothing the client says about the type is believed.
 
+use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use carafe_core::StoreError;
 use carafe_core::files::{Bucket, BucketName, FileEncryption, FileId, FileRecord, NewFile};
+use carafe_core::keys::Scope;
 use carafe_core::time::now;
 use serde_json::{Value, json};
 
 use super::filename;
-use crate::context::Origin;
+use crate::context::{Denied, FieldError, Origin, Principal};
 use crate::files::check::sniff::{self, Kind};
 use crate::files::store::sealed;
 use crate::files::store::storage::temp::Received;
@@ -28,6 +33,13 @@ pub struct UploadMeta {
 
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    /// The owner or the bucket's name is not acceptable.
+    #[error("{}: {}", .0.field, .0.message)]
+    Invalid(FieldError),
+    #[error("there is no bucket `{0}`")]
+    NoBucket(BucketName),
     #[error("the file is empty")]
     Empty,
     /// The bytes and the name disagree, or the content is unsafe; `code` says how.
@@ -47,7 +59,116 @@ pub enum UploadError {
     Store(#[from] StoreError),
 }
 
+/// An upload request's bytes as the web layer reads them (a form, or the raw body), once
+/// the bucket is known: received into a temporary file in `dir`, refused past `limit` bytes.
+pub trait UploadBody {
+    /// Why the body could not be read (the web layer's own answer).
+    type Error;
+
+    fn receive(
+        self,
+        dir: &Path,
+        limit: u64,
+    ) -> impl Future<Output = Result<BodyRead, Self::Error>> + Send;
+}
+
+/// A received request body, and what it said about the file.
+#[derive(Debug)]
+pub struct BodyRead {
+    pub received: Received,
+    pub name: Option<String>,
+    pub metadata: Value,
+}
+
+/// An upload request besides its body.
+#[derive(Debug)]
+pub struct UploadRequest {
+    /// The bucket's name (default `default`).
+    pub bucket: Option<String>,
+    /// The end user the file is to belong to (API keys only: a token's user owns its uploads).
+    pub owner: Option<String>,
+    pub origin: Origin,
+    /// How long to wait for processing before answering (at most a minute).
+    pub wait: Duration,
+}
+
+/// Why `Files::upload` failed: the upload was refused, or its body could not be read.
+#[derive(Debug)]
+pub enum UploadFailed<E> {
+    Refused(UploadError),
+    Body(E),
+}
+
+impl<E> From<UploadError> for UploadFailed<E> {
+    fn from(e: UploadError) -> Self {
+        UploadFailed::Refused(e)
+    }
+}
+
+/// Whose an upload's file will be: a token's user owns what it uploads; an API key may name
+/// an end user.
+pub(super) fn owner_for(
+    principal: &Principal,
+    requested: Option<String>,
+) -> Result<Option<String>, UploadError> {
+    let owner = match principal {
+        Principal::User(u) => Some(u.id.clone()),
+        Principal::Key(_) => requested,
+    };
+    if owner
+        .as_ref()
+        .is_some_and(|o| o.is_empty() || o.len() > 200)
+    {
+        return Err(UploadError::Invalid(FieldError::new(
+            "owner",
+            "1-200 characters",
+        )));
+    }
+    Ok(owner)
+}
+
 impl Files {
+    /// Receives, checks, stores and records an upload, then waits up to `request.wait` for
+    /// its processing. The bucket is checked before any of the body is read.
+    pub async fn upload<B: UploadBody>(
+        &self,
+        principal: &Principal,
+        request: UploadRequest,
+        body: B,
+    ) -> Result<FileRecord, UploadFailed<B::Error>> {
+        principal.require(Scope::Files).map_err(UploadError::from)?;
+        let owner = owner_for(principal, request.owner)?;
+        let bucket = self.named_upload_bucket(request.bucket.as_deref()).await?;
+        let limit = bucket.policy.max_size.min(self.settings.max_upload_bytes);
+        let read = body
+            .receive(&self.storage.temp_dir(), limit)
+            .await
+            .map_err(UploadFailed::Body)?;
+        let meta = UploadMeta {
+            bucket,
+            name: read.name,
+            owner,
+            metadata: read.metadata,
+            origin: request.origin,
+        };
+        let file = self.accept(read.received, meta).await?;
+        let file = self.wait_processed(file, request.wait).await;
+        Ok(file.map_err(UploadError::from)?)
+    }
+
+    /// The bucket an upload names (`None`: the `default` bucket), if it can take uploads now.
+    pub(super) async fn named_upload_bucket(
+        &self,
+        name: Option<&str>,
+    ) -> Result<Arc<Bucket>, UploadError> {
+        let name = BucketName::parse(name.unwrap_or(BucketName::DEFAULT))
+            .map_err(|e| UploadError::Invalid(FieldError::new("bucket", e)))?;
+        match self.upload_bucket(&name).await? {
+            Some(bucket) => Ok(bucket),
+            None => Err(UploadError::NoBucket(name)),
+        }
+    }
+
     /// The bucket named for an upload (`None` if there is none), checked that it can take
     /// uploads now. Every upload path resolves its bucket here before it reads any of the
     /// body: a bucket that requires scanning refuses uploads while no scanner is configured,

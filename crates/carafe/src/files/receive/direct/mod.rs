@@ -16,24 +16,23 @@
 //! own: one it cannot clean now (S3 refusing the abort) waits for a later sweep without
 //! holding up the others.
 
+pub mod complete;
 pub mod signing;
 
 use std::io;
-use std::sync::Arc;
 
 use carafe_core::StoreError;
-use carafe_core::files::{Bucket, DirectState, DirectUpload, FileId, FileRecord, NewFile};
+use carafe_core::files::{DirectState, DirectUpload, FileId};
+use carafe_core::keys::Scope;
 use carafe_core::time::now;
-use futures::TryStreamExt;
-use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use serde_json::Value;
 
-use super::accept::UploadError;
-use super::body::HEAD_BYTES;
+use super::accept::{UploadError, owner_for};
 use super::filename;
-use crate::context::Origin;
-use crate::files::check::sniff::{self, Kind};
+use crate::context::{BaseUrl, Denied, FieldError, Principal};
+use crate::files::check::sniff::Kind;
 use crate::files::{Files, incoming_key};
+use signing::SignatureError;
 
 /// S3 allows at most this many parts.
 const MAX_PARTS: u64 = 10_000;
@@ -46,11 +45,19 @@ pub fn direct_key(id: FileId) -> String {
 /// What the client declares when it starts a direct upload.
 #[derive(Debug, Clone)]
 pub struct DirectRequest {
-    pub bucket: Arc<Bucket>,
+    /// The bucket's name (default `default`).
+    pub bucket: Option<String>,
+    /// The file's name; its extension must be a type the bucket accepts.
     pub name: String,
+    /// The exact size in bytes; what arrives must match it.
     pub size: u64,
+    /// The type the client expects (e.g. `pdf`): one the bucket takes and the name's
+    /// extension stands for.
+    pub kind: Option<String>,
+    /// The end user the file is to belong to (API keys only).
     pub owner: Option<String>,
-    pub metadata: Value,
+    /// A JSON object kept with the file.
+    pub metadata: Option<Value>,
 }
 
 /// Where to send the bytes.
@@ -76,6 +83,14 @@ pub struct PlannedPart {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DirectError {
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    /// The name or the metadata is not acceptable.
+    #[error("{}: {}", .0.field, .0.message)]
+    Invalid(FieldError),
+    /// The declared type is not one the bucket takes under this name.
+    #[error("`{0}` is not a type this bucket accepts under this name")]
+    KindNotAllowed(String),
     /// The bucket encrypts at rest; direct uploads would bypass it.
     #[error("the bucket encrypts files at rest")]
     Encrypted,
@@ -99,6 +114,15 @@ pub enum DirectError {
     Missing,
     #[error("{actual} bytes arrived, {declared} were declared")]
     SizeMismatch { declared: u64, actual: u64 },
+    /// The body sent to Carafe's own upload URL went past the declared size.
+    #[error("more than the declared {declared} bytes arrived")]
+    SizeExceeded { declared: u64 },
+    /// The body sent to Carafe's own upload URL ended early or could not be read.
+    #[error("the upload ended early or could not be read")]
+    BodyIncomplete,
+    /// Carafe's own upload URL has expired or is not genuine.
+    #[error("the upload URL is expired or not valid")]
+    Url(SignatureError),
     #[error(transparent)]
     Refused(UploadError),
     #[error("storage failed")]
@@ -128,22 +152,46 @@ impl Files {
     /// public URL Carafe's own upload URL is built on (local disk).
     pub async fn start_direct(
         &self,
+        principal: &Principal,
         req: DirectRequest,
-        base: &str,
+        base: &BaseUrl,
     ) -> Result<(DirectUpload, Plan), DirectError> {
+        principal.require(Scope::Files)?;
+        let owner = owner_for(principal, req.owner).map_err(DirectError::Refused)?;
+        let invalid =
+            |field: &str, message: &str| DirectError::Invalid(FieldError::new(field, message));
+        if req.name.is_empty() || req.name.len() > 1000 {
+            return Err(invalid("name", "1-1000 characters"));
+        }
+        let metadata = match req.metadata {
+            None => Value::Object(Default::default()),
+            Some(v @ Value::Object(_)) if v.to_string().len() <= 16 * 1024 => v,
+            Some(_) => return Err(invalid("metadata", "a JSON object of at most 16 KiB")),
+        };
+        let bucket = match self.named_upload_bucket(req.bucket.as_deref()).await {
+            Ok(bucket) => bucket,
+            Err(UploadError::NoBucket(_)) => return Err(invalid("bucket", "no such bucket")),
+            Err(e) => return Err(DirectError::Refused(e)),
+        };
+        // A declared type must be one the bucket takes and the name's extension stands for.
+        let ext = filename::extension(&filename::sanitize(&req.name));
+        if let Some(kind) = req.kind
+            && (!bucket.policy.allows(&kind)
+                || !ext
+                    .as_deref()
+                    .is_some_and(|e| kinds_for(e).iter().any(|k| k.name() == kind)))
+        {
+            return Err(DirectError::KindNotAllowed(kind));
+        }
         if req.size == 0 {
             return Err(DirectError::Empty);
         }
         // Bytes sent straight to storage would sit there unencrypted: encrypting buckets take
         // uploads through Carafe (POST /api/v1/files or tus) only.
-        if req.bucket.policy.encrypt {
+        if bucket.policy.encrypt {
             return Err(DirectError::Encrypted);
         }
-        let limit = req
-            .bucket
-            .policy
-            .max_size
-            .min(self.settings.max_upload_bytes);
+        let limit = bucket.policy.max_size.min(self.settings.max_upload_bytes);
         if req.size > limit {
             return Err(DirectError::TooLarge { limit });
         }
@@ -152,18 +200,18 @@ impl Files {
             .map(|e| kinds_for(&e))
             .unwrap_or_default()
             .into_iter()
-            .any(|k| req.bucket.policy.allows(k.name()));
+            .any(|k| bucket.policy.allows(k.name()));
         if !allowed {
             return Err(DirectError::NameNotAllowed);
         }
         let at = now();
         let mut session = DirectUpload {
             id: FileId::new(),
-            bucket: req.bucket.name.clone(),
-            owner: req.owner,
+            bucket: bucket.name.clone(),
+            owner,
             name,
             size: req.size,
-            metadata: req.metadata,
+            metadata,
             state: DirectState::Open,
             multipart: None,
             created_at: at,
@@ -179,7 +227,7 @@ impl Files {
                     session.expires_at.unix_timestamp(),
                 );
                 Plan::Single {
-                    url: format!("{base}/api/v1/files/direct/{}?{query}", session.id),
+                    url: base.join(&format!("/api/v1/files/direct/{}?{query}", session.id)),
                 }
             }
             Some(s3) if req.size <= self.settings.direct_single_max => Plan::Single {
@@ -219,183 +267,5 @@ impl Files {
             return Err(e.into());
         }
         Ok((session, plan))
-    }
-
-    /// The session, if it is open and not expired.
-    pub async fn open_direct(&self, id: FileId) -> Result<DirectUpload, DirectError> {
-        let session = self
-            .store()
-            .get_direct(id)
-            .await?
-            .ok_or(DirectError::NotFound)?;
-        match session.state {
-            DirectState::Completed => return Err(DirectError::Completed(id)),
-            DirectState::Completing => return Err(DirectError::InProgress),
-            DirectState::Open => {}
-        }
-        if now() >= session.expires_at {
-            return Err(DirectError::Expired);
-        }
-        Ok(session)
-    }
-
-    /// Completes a session: assembles the parts (multipart), checks what arrived and records
-    /// the file. `parts` are `(part_number, etag)`. Refused bytes are deleted and the session
-    /// forgotten; a retryable failure (missing bytes, bad part list, storage down) reopens it.
-    pub async fn complete_direct(
-        &self,
-        session: DirectUpload,
-        parts: Vec<(u32, String)>,
-        origin: Origin,
-    ) -> Result<FileRecord, DirectError> {
-        let id = session.id;
-        // Checked before anything is read: a refusal here leaves the session open, to be
-        // completed once the bucket can take the file.
-        let bucket = self
-            .upload_bucket(&session.bucket)
-            .await
-            .map_err(|e| match e {
-                UploadError::Store(e) => DirectError::Store(e),
-                e => DirectError::Refused(e),
-            })?
-            .ok_or(DirectError::NotFound)?;
-        let store = self.store();
-        if !store
-            .transition_direct(id, DirectState::Open, DirectState::Completing)
-            .await?
-        {
-            return Err(DirectError::InProgress);
-        }
-        match self.finish_direct(&session, &bucket, parts, origin).await {
-            Ok(file) => {
-                store
-                    .transition_direct(id, DirectState::Completing, DirectState::Completed)
-                    .await?;
-                self.wake();
-                Ok(file)
-            }
-            Err(e @ (DirectError::SizeMismatch { .. } | DirectError::Refused(_))) => {
-                let _ = self.storage.delete(&incoming_key(id)).await;
-                let _ = self.storage.delete(&direct_key(id)).await;
-                store.delete_direct(id).await?;
-                Err(e)
-            }
-            Err(e) => {
-                store
-                    .transition_direct(id, DirectState::Completing, DirectState::Open)
-                    .await?;
-                Err(e)
-            }
-        }
-    }
-
-    async fn finish_direct(
-        &self,
-        session: &DirectUpload,
-        bucket: &Bucket,
-        mut parts: Vec<(u32, String)>,
-        origin: Origin,
-    ) -> Result<FileRecord, DirectError> {
-        let key = incoming_key(session.id);
-        if let (Some(s3), Some(upload_id)) = (self.storage.s3(), &session.multipart) {
-            parts.sort_by_key(|p| p.0);
-            let contiguous = parts.iter().enumerate().all(|(i, p)| p.0 as usize == i + 1);
-            if parts.is_empty() || !contiguous {
-                return Err(DirectError::Parts(
-                    "`parts` must list every part, numbered from 1 without gaps".into(),
-                ));
-            }
-            // An already completed upload (a retry after a lost answer) is no longer listed.
-            if self.storage.size(&key).await?.is_none() {
-                let etags = parts.into_iter().map(|p| p.1).collect();
-                s3.complete_multipart(&key, upload_id, etags)
-                    .await
-                    .map_err(|e| {
-                        tracing::info!(error = %e, "direct upload: S3 refused the parts");
-                        DirectError::Parts("the storage refused the parts and their ETags".into())
-                    })?;
-            }
-        }
-        if self.storage.s3().is_some() && session.multipart.is_none() {
-            let staged = direct_key(session.id);
-            // Absent when a retry (after a lost answer) finds it moved already.
-            if self.storage.size(&staged).await?.is_some() {
-                self.storage.rename(&staged, &key).await?;
-            }
-        }
-        let actual = self.storage.size(&key).await?.ok_or(DirectError::Missing)?;
-        if actual != session.size {
-            return Err(DirectError::SizeMismatch {
-                declared: session.size,
-                actual,
-            });
-        }
-        let head_len = (HEAD_BYTES as u64).min(actual);
-        let head: Vec<u8> = self
-            .storage
-            .read(&key, Some(0..head_len))
-            .await?
-            .try_fold(Vec::new(), |mut acc, chunk| async move {
-                acc.extend_from_slice(&chunk);
-                Ok(acc)
-            })
-            .await?;
-        let ext = filename::extension(&session.name);
-        let kind = sniff::detect_with_hint(&head, ext.as_deref());
-        sniff::check(kind, &head, ext.as_deref()).map_err(|m| {
-            DirectError::Refused(UploadError::Type {
-                code: m.code(),
-                detail: m.to_string(),
-            })
-        })?;
-        if !bucket.policy.allows(kind.name()) {
-            return Err(DirectError::Refused(UploadError::NotAllowed(
-                kind.name().to_owned(),
-            )));
-        }
-        let (size, sha256) = self.hash_object(&key).await?;
-        if size != session.size {
-            return Err(DirectError::SizeMismatch {
-                declared: session.size,
-                actual: size,
-            });
-        }
-        let new = NewFile {
-            id: session.id,
-            bucket: session.bucket.clone(),
-            name: session.name.clone(),
-            size,
-            kind: kind.name().to_owned(),
-            mime: kind.mime().to_owned(),
-            sha256,
-            owner: session.owner.clone(),
-            metadata: session.metadata.clone(),
-            created_at: now(),
-            encryption: None,
-        };
-        let audit = origin.event(
-            "file.upload",
-            session.id,
-            json!({
-                "bucket": new.bucket, "name": new.name, "size": new.size,
-                "type": new.kind, "sha256": new.sha256, "direct": true,
-            }),
-        );
-        Ok(self
-            .store()
-            .insert_file(new, self.process_job(session.id), audit)
-            .await?)
-    }
-
-    /// The object's size and hex SHA-256, read as a stream.
-    async fn hash_object(&self, key: &str) -> io::Result<(u64, String)> {
-        let mut stream = self.storage.read(key, None).await?;
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        while let Some(chunk) = stream.try_next().await? {
-            size += chunk.len() as u64;
-            hasher.update(&chunk);
-        }
-        Ok((size, hex::encode(hasher.finalize())))
     }
 }

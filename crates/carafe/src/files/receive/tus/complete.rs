@@ -38,7 +38,10 @@ pub fn refusal_code(e: &UploadError) -> Option<String> {
         UploadError::Storage(_)
         | UploadError::Store(_)
         | UploadError::NoMasterKey
-        | UploadError::ScannerMissing => None,
+        | UploadError::ScannerMissing
+        | UploadError::Denied(_)
+        | UploadError::Invalid(_)
+        | UploadError::NoBucket(_) => None,
     }
 }
 

@@ -12,34 +12,27 @@
 //! encrypting buckets seal every chunk before it is stored (see `sealing`). Expired uploads
 //! are deleted by the sweep (`lifecycle::expired`).
 
+pub mod append;
 pub mod complete;
 pub mod lock;
 pub mod sealing;
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use bytes::Bytes;
-use carafe_core::files::{Advance, Bucket, NewUpload, Upload, UploadChunk, UploadId, UploadStatus};
+use carafe_core::files::{NewUpload, Upload, UploadId, UploadStatus};
+use carafe_core::keys::Scope;
 use carafe_core::time::now;
 use carafe_core::{StoreError, StoreResult};
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use serde_json::{Map, Value, json};
 
-use super::accept::UploadError;
-use super::body::{ReceiveError, receive};
-use crate::context::Origin;
+use super::accept::{UploadError, owner_for};
+use crate::context::{Denied, Origin, Principal};
 use crate::files::Files;
 use lock::UploadLock;
 
 /// Chunks one upload may have: a client sending tiny chunks must not make the final
 /// assembly read a million objects.
 pub const MAX_CHUNKS: u32 = 10_000;
-
-/// A chunk whose body stops arriving for this long is abandoned: a client whose network died
-/// without closing the connection must not keep the upload locked (the lock is renewed for
-/// as long as the request lives).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Metadata keys Carafe reads itself; the others become the file's metadata.
 const RESERVED_KEYS: [&str; 2] = ["filename", "bucket"];
@@ -60,6 +53,8 @@ pub struct Checksum(pub [u8; 32]);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TusError {
+    #[error(transparent)]
+    Denied(#[from] Denied),
     #[error("no such upload")]
     NotFound,
     #[error("the upload is at offset {current}")]
@@ -81,9 +76,17 @@ pub enum TusError {
     /// The body ended early (the client went away): the partial chunk is discarded.
     #[error("the chunk could not be read: {0}")]
     Body(String),
-    /// The completed file was refused by its bucket's checks.
+    /// Refused as any upload would be: by its bucket's checks once complete, or at creation
+    /// (an owner or a bucket that cannot be).
     #[error(transparent)]
     Refused(UploadError),
+    /// The upload was created, but its first chunk (sent with the creation) failed: the
+    /// upload is there to resume.
+    #[error("the upload's first chunk failed: {error}")]
+    FirstChunk {
+        upload: UploadId,
+        error: Box<TusError>,
+    },
     /// The upload is encrypted (or its bucket encrypts) but its master key is not configured.
     #[error("the upload's master key is not available")]
     KeyMissing(#[source] crate::files::store::master_keys::KeyError),
@@ -99,10 +102,10 @@ pub enum TusError {
 /// What creating an upload needs.
 #[derive(Debug)]
 pub struct Creation {
-    pub bucket: Arc<Bucket>,
     pub length: u64,
-    /// Every `Upload-Metadata` pair.
+    /// Every `Upload-Metadata` pair (`bucket` names the bucket; default `default`).
     pub metadata: Map<String, Value>,
+    /// The end user the file is to belong to (API keys only: a token's user owns its uploads).
     pub owner: Option<String>,
     pub origin: Origin,
 }
@@ -122,9 +125,25 @@ impl Files {
         time::Duration::try_from(self.settings.upload_ttl.0).unwrap_or(time::Duration::DAY)
     }
 
-    /// Records a new upload.
-    pub async fn create_upload(&self, c: Creation) -> Result<Upload, TusError> {
-        let limit = c.bucket.policy.max_size.min(self.settings.max_upload_bytes);
+    /// Records a new upload; with `first`, appends its first chunk too.
+    pub async fn create_upload<S, E>(
+        &self,
+        principal: &Principal,
+        c: Creation,
+        first: Option<Chunk<S>>,
+    ) -> Result<Upload, TusError>
+    where
+        S: Stream<Item = Result<Bytes, E>>,
+        E: std::fmt::Display,
+    {
+        principal.require(Scope::Files)?;
+        let owner = owner_for(principal, c.owner).map_err(TusError::Refused)?;
+        let bucket = c.metadata.get("bucket").and_then(Value::as_str);
+        let bucket = self
+            .named_upload_bucket(bucket)
+            .await
+            .map_err(TusError::Refused)?;
+        let limit = bucket.policy.max_size.min(self.settings.max_upload_bytes);
         if c.length > limit {
             return Err(TusError::TooLarge { limit });
         }
@@ -134,21 +153,31 @@ impl Files {
         let at = now();
         let new = NewUpload {
             id: UploadId::new(),
-            bucket: c.bucket.name.clone(),
-            owner: c.owner,
+            bucket: bucket.name.clone(),
+            owner,
             length: c.length,
             metadata: Value::Object(c.metadata),
             actor: c.origin.actor.id.clone(),
             created_at: at,
             expires_at: at + self.upload_ttl(),
-            encryption: self.new_upload_key(&c.bucket)?,
+            encryption: self.new_upload_key(&bucket)?,
         };
         let audit = c.origin.event_on(
             "upload.create",
             format!("upload:{}", new.id),
             json!({"bucket": new.bucket, "length": new.length, "owner": new.owner}),
         );
-        Ok(self.store().insert_upload(new, audit).await?)
+        let upload = self.store().insert_upload(new, audit).await?;
+        let Some(chunk) = first else {
+            return Ok(upload);
+        };
+        let id = upload.id;
+        self.append_chunk(id, chunk, c.origin)
+            .await
+            .map_err(|e| TusError::FirstChunk {
+                upload: id,
+                error: Box::new(e),
+            })
     }
 
     /// An upload clients can still see: not terminated and not expired.
@@ -157,148 +186,27 @@ impl Files {
         Ok(upload.filter(|u| u.status != UploadStatus::Terminated && u.expires_at > now()))
     }
 
-    /// Appends one chunk at `chunk.offset`; completes the upload when it was the last one.
-    /// Returns the upload as it is afterwards.
-    pub async fn append<S, E>(
+    /// A live upload the caller may see (otherwise not found).
+    pub async fn visible_upload(
         &self,
+        principal: &Principal,
         id: UploadId,
-        chunk: Chunk<S>,
-        origin: Origin,
-    ) -> Result<Upload, TusError>
-    where
-        S: Stream<Item = Result<Bytes, E>>,
-        E: std::fmt::Display,
-    {
-        // Cheap checks first, so a doomed request does not take the lock…
-        let (offset, declared) = (chunk.offset, chunk.declared);
-        self.writable(id, offset, declared).await?;
-        let lock = UploadLock::acquire(self.store(), id)
-            .await?
-            .ok_or(TusError::Locked)?;
-        // …and again under the lock: another request may have appended in between.
-        let result = match self.writable(id, offset, declared).await {
-            Ok(upload) => self.append_locked(upload, chunk, &lock, origin).await,
-            Err(e) => Err(e),
-        };
-        lock.release().await;
-        result
-    }
-
-    async fn writable(
-        &self,
-        id: UploadId,
-        offset: u64,
-        declared: Option<u64>,
     ) -> Result<Upload, TusError> {
-        let upload = self.live_upload(id).await?.ok_or(TusError::NotFound)?;
-        if upload.status != UploadStatus::Active {
-            return Err(TusError::Ended(Box::new(upload)));
+        principal.require(Scope::Files)?;
+        match self.live_upload(id).await? {
+            Some(u) if principal.may_see(Scope::Files, u.owner.as_deref()) => Ok(u),
+            _ => Err(TusError::NotFound),
         }
-        if offset != upload.offset {
-            return Err(TusError::OffsetMismatch {
-                current: upload.offset,
-            });
-        }
-        if upload.chunks >= MAX_CHUNKS {
-            return Err(TusError::TooManyChunks);
-        }
-        let remaining = upload.length - upload.offset;
-        if declared.is_some_and(|n| n > remaining) {
-            return Err(TusError::PastLength { remaining });
-        }
-        Ok(upload)
     }
 
-    async fn append_locked<S, E>(
+    /// Terminates an upload the caller may see: hidden at once, its chunks deleted.
+    pub async fn terminate_upload(
         &self,
-        mut upload: Upload,
-        chunk: Chunk<S>,
-        lock: &UploadLock,
+        principal: &Principal,
+        id: UploadId,
         origin: Origin,
-    ) -> Result<Upload, TusError>
-    where
-        S: Stream<Item = Result<Bytes, E>>,
-        E: std::fmt::Display,
-    {
-        let remaining = upload.length - upload.offset;
-        // Before any byte is read: without its key, no chunk of this upload can be stored.
-        let dek = self.upload_key(&upload)?;
-        // A client that disconnects mid-chunk ends the body early: tus would let us keep the
-        // bytes that arrived, but we discard the partial chunk (its temporary file is
-        // removed) and leave the offset where it was. The client resends the whole chunk.
-        let body = idle_limited(chunk.body, IDLE_TIMEOUT);
-        let received = receive(body, &self.storage.temp_dir(), remaining)
-            .await
-            .map_err(|e| match e {
-                ReceiveError::TooLarge { .. } => TusError::PastLength { remaining },
-                ReceiveError::Body(detail) => TusError::Body(detail),
-                ReceiveError::Io(e) => TusError::Storage(e),
-            })?;
-        if let Some(expected) = chunk.checksum
-            && hex::encode(expected.0) != received.sha256
-        {
-            return Err(TusError::ChecksumMismatch);
-        }
-        if received.size == 0 {
-            return Ok(upload);
-        }
-        let received = self.seal_chunk(dek.as_ref(), received).await?;
-        let stored = UploadChunk {
-            offset: upload.offset,
-            size: received.size,
-            key: chunk_key(upload.id, upload.offset, lock.holder()),
-            sha256: received.sha256.clone(),
-        };
-        self.storage
-            .put_received(&stored.key, received)
-            .await
-            .map_err(TusError::Storage)?;
-        let result = if stored.offset + stored.size == upload.length {
-            let dek = dek.as_ref();
-            self.complete(&upload, stored.clone(), dek, lock, origin)
-                .await
-        } else {
-            self.advance(&mut upload, &stored, lock)
-                .await
-                .map(|()| upload)
-        };
-        if result.is_err() {
-            // Not recorded: the chunk must not linger (the sweep would get it eventually).
-            let _ = self.storage.delete(&stored.key).await;
-        }
-        result
-    }
-
-    async fn advance(
-        &self,
-        upload: &mut Upload,
-        chunk: &UploadChunk,
-        lock: &UploadLock,
     ) -> Result<(), TusError> {
-        let at = now();
-        let expires_at = at + self.upload_ttl();
-        let advanced = self
-            .store()
-            .advance_upload(Advance {
-                id: upload.id,
-                holder: lock.holder(),
-                chunk,
-                now: at,
-                expires_at,
-            })
-            .await?;
-        if !advanced {
-            // The lock lapsed and another request took it (or the upload was terminated).
-            return Err(TusError::Locked);
-        }
-        upload.offset += chunk.size;
-        upload.chunks += 1;
-        upload.expires_at = expires_at;
-        Ok(())
-    }
-
-    /// Terminates an upload: hidden at once, its chunks deleted.
-    pub async fn terminate_upload(&self, id: UploadId, origin: Origin) -> Result<(), TusError> {
+        self.visible_upload(principal, id).await?;
         let lock = UploadLock::acquire(self.store(), id)
             .await?
             .ok_or(TusError::Locked)?;
@@ -340,23 +248,6 @@ impl Files {
     }
 }
 
-/// `body`, ending with an error when no data arrives for `idle`.
-fn idle_limited<S, E>(body: S, idle: Duration) -> impl Stream<Item = Result<Bytes, String>>
-where
-    S: Stream<Item = Result<Bytes, E>>,
-    E: std::fmt::Display,
-{
-    futures::stream::unfold(Some(Box::pin(body)), move |body| async move {
-        let mut body = body?;
-        match tokio::time::timeout(idle, body.next()).await {
-            Ok(Some(Ok(bytes))) => Some((Ok(bytes), Some(body))),
-            Ok(Some(Err(e))) => Some((Err(e.to_string()), None)),
-            Ok(None) => None,
-            Err(_) => Some((Err(format!("no data for {}s", idle.as_secs())), None)),
-        }
-    })
-}
-
 /// The name and the file metadata an upload's `Upload-Metadata` pairs give.
 pub fn file_metadata(upload: &Upload) -> (Option<String>, Value) {
     let mut pairs = upload.metadata.as_object().cloned().unwrap_or_default();
@@ -373,18 +264,6 @@ pub fn file_metadata(upload: &Upload) -> (Option<String>, Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn a_body_that_stalls_ends_with_an_error() {
-        let stalled = futures::stream::iter([Ok::<_, String>(Bytes::from_static(b"abc"))])
-            .chain(futures::stream::pending());
-        let got: Vec<_> = idle_limited(stalled, Duration::from_millis(20))
-            .collect()
-            .await;
-        assert_eq!(got.len(), 2, "{got:?}");
-        assert_eq!(got[0].as_deref(), Ok(&b"abc"[..]));
-        assert!(got[1].as_ref().is_err_and(|e| e.starts_with("no data")));
-    }
 
     #[test]
     fn chunk_keys() {
