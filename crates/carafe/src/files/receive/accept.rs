@@ -173,7 +173,7 @@ impl Files {
     /// uploads now. Every upload path resolves its bucket here before it reads any of the
     /// body: a bucket that requires scanning refuses uploads while no scanner is configured,
     /// rather than keeping files it could never serve.
-    pub async fn upload_bucket(
+    pub(super) async fn upload_bucket(
         &self,
         name: &BucketName,
     ) -> Result<Option<Arc<Bucket>>, UploadError> {
@@ -188,7 +188,7 @@ impl Files {
 
     /// Validates a received upload against its bucket, stores it and records it with its
     /// processing job. On any refusal the received file is removed.
-    pub async fn accept(
+    pub(super) async fn accept(
         &self,
         received: Received,
         meta: UploadMeta,

@@ -1,3 +1,7 @@
+//! Tests for `crypto.rs`: round trips (in memory, from files, as streams), ranges that
+//! decrypt only their segments, and tampering, truncation, swapped segments and wrong keys
+//! that must fail.
+
 use super::*;
 
 fn pattern(n: usize) -> Vec<u8> {

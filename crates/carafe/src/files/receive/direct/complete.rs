@@ -25,7 +25,7 @@ use crate::files::{Files, incoming_key};
 
 impl Files {
     /// The session, if it is open and not expired.
-    pub async fn open_direct(&self, id: FileId) -> Result<DirectUpload, DirectError> {
+    async fn open_direct(&self, id: FileId) -> Result<DirectUpload, DirectError> {
         let session = self
             .store()
             .get_direct(id)

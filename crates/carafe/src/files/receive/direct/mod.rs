@@ -10,11 +10,10 @@
 //! checks can never replace what was checked. (A completed multipart upload cannot be
 //! written again: its part URLs then answer `NoSuchUpload`.)
 //!
-//! The session's id is the file's id and the checked bytes sit at `incoming/<id>`, so a crash at any
-//! point leaves either a session the expiry sweep aborts or a file row whose job finishes the
-//! work. A refused upload's object is deleted at once. The sweep cleans each session on its
-//! own: one it cannot clean now (S3 refusing the abort) waits for a later sweep without
-//! holding up the others.
+//! The session's id is the file's id and the checked bytes sit at `incoming/<id>`, so a crash
+//! at any point leaves either a session the expiry sweep aborts (`lifecycle::expired`) or a
+//! file row whose job finishes the work. A refused upload's object is deleted at once. This
+//! module starts sessions; `complete` ends them.
 
 pub mod complete;
 pub mod signing;

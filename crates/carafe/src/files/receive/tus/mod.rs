@@ -2,15 +2,17 @@
 //! proxies that cap request bodies: a client creates an upload, sends it in chunks (each one
 //! a `PATCH`), and after an interruption asks how far it got and goes on from there.
 //!
-//! Each chunk is received to a synced temporary file, checked against the client's
-//! checksum, and stored as its own object under `uploads/<id>/`; only then does the upload's
-//! offset advance, so an acknowledged byte is never lost. Appending needs the upload's lock
-//! (in the database, so it holds across instances) and every advance is fenced by the lock
-//! holder and the expected offset: two requests can never both write. When the last byte
-//! arrives the chunks are read back in order into one received file that goes through
-//! `Files::accept` — the same checks and processing as any other upload. Uploads to
-//! encrypting buckets seal every chunk before it is stored (see `sealing`). Expired uploads
-//! are deleted by the sweep (`lifecycle::expired`).
+//! This module creates, shows and terminates uploads, for the callers who may see them (API
+//! keys with `files`; end users only their own). Each chunk is received to a synced
+//! temporary file, checked against the client's checksum, and stored as its own object under
+//! `uploads/<id>/`; only then does the upload's offset advance, so an acknowledged byte is
+//! never lost (`append`). Appending needs the upload's lock (in the database, so it holds
+//! across instances: `lock`) and every advance is fenced by the lock holder and the expected
+//! offset: two requests can never both write. When the last byte arrives the chunks are read
+//! back in order into one received file that goes through `Files::accept` — the same checks
+//! and processing as any other upload (`complete`). Uploads to encrypting buckets seal every
+//! chunk before it is stored (`sealing`). Expired uploads are deleted by the sweep
+//! (`lifecycle::expired`).
 
 pub mod append;
 pub mod complete;
@@ -181,7 +183,7 @@ impl Files {
     }
 
     /// An upload clients can still see: not terminated and not expired.
-    pub async fn live_upload(&self, id: UploadId) -> StoreResult<Option<Upload>> {
+    async fn live_upload(&self, id: UploadId) -> StoreResult<Option<Upload>> {
         let upload = self.store().get_upload(id).await?;
         Ok(upload.filter(|u| u.status != UploadStatus::Terminated && u.expires_at > now()))
     }
