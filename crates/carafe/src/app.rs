@@ -24,7 +24,7 @@ use crate::api::state::{AppState, Inner};
 use crate::api::{self, observe::Observer};
 use crate::config::Config;
 use crate::files::Files;
-use crate::files::process::FileJobs;
+use crate::files::check::process::FileJobs;
 use crate::jobs::push::Dispatcher;
 use crate::jobs::runner::Handlers;
 use crate::jobs::{Jobs, maintenance};

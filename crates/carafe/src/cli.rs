@@ -258,7 +258,7 @@ async fn keys(action: KeysCommand, config: &Config) -> anyhow::Result<()> {
         },
         KeysCommand::RotateMaster => {
             let masters = config.master_keys()?;
-            let n = crate::files::rotate::rotate_master(store.as_ref(), &masters).await?;
+            let n = crate::files::store::rotate::rotate_master(store.as_ref(), &masters).await?;
             println!("rewrapped {n} data keys (files and uploads)");
         }
     }

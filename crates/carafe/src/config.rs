@@ -200,7 +200,7 @@ impl Config {
             return bad("secret_key must be at least 32 characters".into());
         }
         for key in self.master_key.iter().chain(&self.master_keys_previous) {
-            if let Err(e) = crate::files::keyring::MasterKey::parse(key.expose()) {
+            if let Err(e) = crate::files::store::master_keys::MasterKey::parse(key.expose()) {
                 return bad(format!("master_key: {e}"));
             }
         }
@@ -234,7 +234,7 @@ impl Config {
             }
         }
         if let Some(url) = &self.clamd_url
-            && crate::files::scan::parse_url(url).is_err()
+            && crate::files::check::scan::parse_url(url).is_err()
         {
             return bad("clamd_url must be tcp://host:port or unix:///path".into());
         }
@@ -248,8 +248,11 @@ impl Config {
     }
 
     /// The master keys of encrypted files, as configured.
-    pub fn master_keys(&self) -> anyhow::Result<crate::files::keyring::MasterKeys> {
-        crate::files::keyring::MasterKeys::new(self.master_key.as_ref(), &self.master_keys_previous)
+    pub fn master_keys(&self) -> anyhow::Result<crate::files::store::master_keys::MasterKeys> {
+        crate::files::store::master_keys::MasterKeys::new(
+            self.master_key.as_ref(),
+            &self.master_keys_previous,
+        )
     }
 
     /// The effective configuration as TOML, secrets masked (for `carafe config`).

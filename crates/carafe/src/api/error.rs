@@ -2,6 +2,7 @@
 //! machine `code`, the request id, and `errors[]` for field problems. Every handler, extractor
 //! and fallback answers failures through `ApiError`, so clients parse one shape everywhere.
 //! A 500 or 503 says nothing internal; the cause goes to the log under the request id.
+//! Capabilities' errors become problems here (the files capability's, being many, in `files`).
 
 use std::borrow::Cow;
 
@@ -13,6 +14,8 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::request_id;
+
+mod files;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -214,28 +217,6 @@ impl From<crate::jobs::request::EnqueueError> for ApiError {
         fields.iter().fold(error, |error, f| {
             error.field(f.field.clone(), f.message.clone())
         })
-    }
-}
-
-impl From<crate::files::download::ServeError> for ApiError {
-    fn from(e: crate::files::download::ServeError) -> Self {
-        use crate::files::download::ServeError;
-        match e {
-            ServeError::PreconditionFailed => {
-                ApiError::new(StatusCode::PRECONDITION_FAILED, "precondition_failed")
-                    .detail(e.to_string())
-            }
-            ServeError::RangeNotSatisfiable { size } => {
-                ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
-                    .detail(e.to_string())
-                    .header(
-                        header::CONTENT_RANGE,
-                        HeaderValue::from_str(&crate::files::range::unsatisfied_range(size))
-                            .expect("ascii"),
-                    )
-            }
-            ServeError::Unavailable(cause) => ApiError::unavailable(&cause),
-        }
     }
 }
 

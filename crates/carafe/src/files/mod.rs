@@ -1,6 +1,10 @@
 //! Files: uploads checked against their bucket's policy, stored durably, processed by a job
 //! (virus scan, metadata stripping, thumbnails) and served with ranges, validators and signed
-//! links. This module holds the rules; `http.rs` and friends only translate HTTP.
+//! links. This module holds the rules (the web layer, `api::files`, only translates HTTP),
+//! grouped by what happens to the bytes: they are received (`receive`), checked (`check`),
+//! kept (`store`), served (`serve`), and at last removed (`lifecycle`). This file is the
+//! `Files` service they all belong to; `buckets` holds the policies they follow, and
+//! `records` the files' rows as callers may see them.
 //!
 //! An upload's bytes go to `incoming/<id>` and its row (status `processing`) is written with
 //! its processing job in one transaction. Only processing moves the bytes to `objects/<id>`
@@ -9,28 +13,13 @@
 //! removes.
 
 pub mod buckets;
-pub mod conditional;
-pub mod crypto;
-pub mod direct;
-pub mod disposition;
-pub mod download;
-pub mod filename;
-pub mod images;
-pub mod keyring;
+pub mod check;
 pub mod lifecycle;
-pub mod links;
-pub mod process;
-pub mod range;
 pub mod receive;
-pub mod rotate;
-pub mod scan;
-pub mod sealed;
+pub mod records;
+pub mod serve;
 mod settings;
-pub mod sniff;
-pub mod storage;
-pub mod sweep;
-pub mod tus;
-pub mod upload;
+pub mod store;
 
 pub use settings::Settings;
 
@@ -39,7 +28,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use carafe_core::files::{Bucket, BucketName, FileId, FileRecord};
-use carafe_core::jobs::{Backoff, JobId, NewJob, QueueName};
+use carafe_core::jobs::{Backoff, NewJob, QueueName};
 use carafe_core::time::now;
 use carafe_core::{Store, StoreResult};
 use moka::future::Cache;
@@ -48,9 +37,12 @@ use serde_json::json;
 use crate::audit::writer::AuditWriter;
 use crate::jobs::Jobs;
 use crate::secrets::Secrets;
-use links::LinkSigner;
-use scan::Clamd;
-use storage::Storage;
+use check::scan::{self, Clamd};
+use serve::download;
+use serve::links::LinkSigner;
+use store::master_keys;
+use store::storage::Storage;
+use store::{crypto, sealed};
 
 /// A file and its content as downloads serve it.
 #[derive(Debug)]
@@ -79,6 +71,9 @@ impl Servable {
         }
     }
 }
+
+/// Longest a request may wait for its upload's processing to end.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// The queue of Carafe's own file work (processing and purging).
 pub const QUEUE: &str = "carafe.files";
@@ -110,7 +105,7 @@ pub struct Files {
     pub scanner: Option<Clamd>,
     pub links: LinkSigner,
     /// Master keys that wrap the data keys of encrypted files.
-    pub keys: keyring::MasterKeys,
+    pub keys: master_keys::MasterKeys,
     pub settings: crate::files::Settings,
     /// Download events are many: they are written in batches.
     pub audit: AuditWriter,
@@ -131,7 +126,7 @@ pub struct Setup<'a> {
     pub data_dir: &'a std::path::Path,
     /// `tcp://host:port` or `unix:///path`; `None` scans nothing.
     pub clamd_url: Option<&'a str>,
-    pub keys: keyring::MasterKeys,
+    pub keys: master_keys::MasterKeys,
     pub secrets: &'a Secrets,
 }
 
@@ -238,50 +233,6 @@ impl Files {
         self.jobs.bus().publish(&crate::jobs::queue_topic(QUEUE));
     }
 
-    /// Creates the `default` bucket and the buckets of the configuration file.
-    pub async fn ensure_buckets(&self) -> StoreResult<()> {
-        let at = now();
-        let default = BucketName::default_bucket();
-        let mut configured = self.settings.buckets.clone();
-        let default_policy = configured.remove(default.as_str());
-        let mut put = vec![(
-            default.clone(),
-            default_policy.clone(),
-            default_policy.is_some(),
-        )];
-        for (name, policy) in configured {
-            if let Ok(name) = BucketName::parse(&name) {
-                put.push((name, Some(policy), true));
-            }
-        }
-        for (name, policy, replace) in put {
-            let bucket = Bucket {
-                name,
-                policy: policy.unwrap_or_default(),
-                created_at: at,
-                updated_at: at,
-            };
-            self.store.put_bucket(bucket, replace).await?;
-        }
-        Ok(())
-    }
-
-    pub async fn bucket(&self, name: &BucketName) -> StoreResult<Option<Arc<Bucket>>> {
-        if let Some(b) = self.buckets.get(name).await {
-            return Ok(Some(b));
-        }
-        let Some(bucket) = self.store.get_bucket(name).await? else {
-            return Ok(None);
-        };
-        let bucket = Arc::new(bucket);
-        self.buckets.insert(name.clone(), bucket.clone()).await;
-        Ok(Some(bucket))
-    }
-
-    pub async fn forget_bucket(&self, name: &BucketName) {
-        self.buckets.invalidate(name).await;
-    }
-
     /// A file that is not deleted; ready files come from a short-lived cache.
     pub async fn file(&self, id: FileId) -> StoreResult<Option<Arc<FileRecord>>> {
         Ok(self.servable(id).await?.map(|s| s.file.clone()))
@@ -307,7 +258,7 @@ impl Files {
     pub fn data_key(
         &self,
         file: &FileRecord,
-    ) -> Result<Option<crypto::DataKey>, keyring::KeyError> {
+    ) -> Result<Option<crypto::DataKey>, master_keys::KeyError> {
         file.encryption
             .as_ref()
             .map(|e| self.keys.unwrap(e))
@@ -343,13 +294,17 @@ impl Files {
         self.content.invalidate(key).await;
     }
 
-    /// Waits up to `wait` for a processing file's job to end; returns the file as it is then.
+    /// Waits up to `wait` (at most a minute) for a new file's processing job to end; returns
+    /// the file as it is then.
     pub async fn wait_processed(
         &self,
         file: FileRecord,
-        job: JobId,
         wait: Duration,
     ) -> StoreResult<FileRecord> {
+        let wait = wait.min(MAX_WAIT);
+        let Some(job) = file.job.filter(|_| !wait.is_zero()) else {
+            return Ok(file);
+        };
         let deadline = tokio::time::Instant::now() + wait;
         let topic = crate::jobs::job_topic(job);
         let mut file = file;

@@ -95,8 +95,8 @@ async fn access_follows_keys_owners_and_public_buckets(backend: Backend) {
 }
 
 async fn signed_links_work_until_changed_or_expired(backend: Backend) {
-    use carafe::files::disposition::DispositionKind;
-    use carafe::files::links::LinkSigner;
+    use carafe::files::serve::disposition::DispositionKind;
+    use carafe::files::serve::links::LinkSigner;
     let app = TestApp::spawn(backend).await;
     let file = upload_ready(&app, "contract.pdf", pdf("contract")).await;
     let id = file["id"].as_str().unwrap();

@@ -240,11 +240,11 @@ async fn file_enc_master_keys_rotate(backend: Backend) {
         plain
     );
     let files = &rotating.state.files;
-    let n = carafe::files::rotate::rotate_master(files.store().as_ref(), &files.keys)
+    let n = carafe::files::store::rotate::rotate_master(files.store().as_ref(), &files.keys)
         .await
         .unwrap();
     assert_eq!(n, 1);
-    let again = carafe::files::rotate::rotate_master(files.store().as_ref(), &files.keys)
+    let again = carafe::files::store::rotate::rotate_master(files.store().as_ref(), &files.keys)
         .await
         .unwrap();
     assert_eq!(again, 0, "rotation is idempotent");

@@ -346,7 +346,10 @@ async fn photos_lose_their_metadata_but_keep_their_orientation(backend: Backend)
     );
     let stripped = img_parts::jpeg::Jpeg::from_bytes(stored.clone()).unwrap();
     let kept = stripped.exif().expect("orientation is kept");
-    assert_eq!(carafe::files::images::exif_orientation(&kept), Some(6));
+    assert_eq!(
+        carafe::files::check::images::exif_orientation(&kept),
+        Some(6)
+    );
     // The pixels were not re-encoded: the scan data is byte for byte the same.
     let scan = |j: &img_parts::jpeg::Jpeg| {
         j.segments()

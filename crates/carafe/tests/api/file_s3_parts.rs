@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use carafe::files::lifecycle::ABANDONED_MULTIPART_AGE;
-use carafe::files::receive::{Received, receive};
+use carafe::files::receive::body::receive;
+use carafe::files::store::storage::temp::Received;
 use carafe_core::files::MultipartRecord;
 use carafe_core::time::now;
 

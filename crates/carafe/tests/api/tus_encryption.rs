@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use carafe::config::Secret;
-use carafe::files::keyring::MasterKey;
+use carafe::files::store::master_keys::MasterKey;
 use carafe_core::files::UploadId;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -284,7 +284,8 @@ async fn tus_enc_rotation_carries_uploads_in_progress(backend: Backend) {
     let url3 = url_on(&rotating, &url);
     let sealed_before = stored_chunks(&rotating, &url3).await;
     let files = &rotating.state.files;
-    let rotate = || carafe::files::rotate::rotate_master(files.store().as_ref(), &files.keys);
+    let rotate =
+        || carafe::files::store::rotate::rotate_master(files.store().as_ref(), &files.keys);
     assert_eq!(rotate().await.unwrap(), 1, "the upload's key");
     assert_eq!(rotate().await.unwrap(), 0, "rotation is idempotent");
     let row = upload_row(&rotating, &url3).await;

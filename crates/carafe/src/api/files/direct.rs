@@ -1,79 +1,32 @@
 //! HTTP for direct uploads: start a session (`POST /api/v1/files/direct`), send the bytes
 //! (to S3's presigned URLs, or on local disk to `PUT /api/v1/files/direct/{id}` with a signed
-//! query), then `POST /api/v1/files/{id}/complete`. Handlers only translate; the rules are in
-//! `direct/mod.rs`.
+//! query), then `POST /api/v1/files/{id}/complete`. Handlers only translate; the rules are
+//! the files capability's (`files::receive::direct`).
 //!
 //! Completing twice answers `409 upload_completed` with the file's id (the first answer may
 //! have been lost; the file itself is at `GET /api/v1/files/{id}`).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use carafe_core::files::{BucketName, DirectState};
-use carafe_core::keys::Scope;
-use carafe_core::time::now;
+use carafe_core::files::FileId;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::client::Client;
+use super::caller::Caller;
+use super::uploads::accepted;
 use crate::api::error::{ApiError, ApiResult, Problem};
-use crate::api::files::multipart::upload_error;
 use crate::api::files::views::FileView;
 use crate::api::json::Json;
 use crate::api::query::{Path, Query};
-use crate::api::request_id::RequestId;
 use crate::api::state::AppState;
-use crate::context::BaseUrl;
-use crate::context::Principal;
-use crate::files::direct::signing::{self, PutQuery, SignatureError};
-use crate::files::direct::{DirectError, DirectRequest, Plan};
-use crate::files::incoming_key;
-use crate::files::receive::{ReceiveError, receive};
-
-fn direct_error(e: DirectError) -> ApiError {
-    match e {
-        DirectError::Empty => ApiError::bad_request("file_empty", "the file is empty"),
-        DirectError::Encrypted => ApiError::new(StatusCode::CONFLICT, "bucket_encrypted")
-            .detail("this bucket encrypts files at rest; upload through POST /api/v1/files or tus"),
-        DirectError::TooLarge { limit } => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "file_too_large")
-                .detail(format!("files in this bucket may be at most {limit} bytes"))
-                .with("max_size", limit)
-        }
-        DirectError::NameNotAllowed => {
-            ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "type_not_allowed")
-                .detail("the name's extension is not a type this bucket accepts")
-        }
-        DirectError::NotFound => ApiError::not_found(),
-        DirectError::Expired => ApiError::new(StatusCode::GONE, "upload_expired")
-            .detail("the upload has expired; start a new one"),
-        DirectError::Completed(id) => ApiError::conflict(
-            "upload_completed",
-            "the upload was already completed; the file is at its URL",
-        )
-        .with("file", id.to_string()),
-        DirectError::InProgress => ApiError::conflict(
-            "upload_in_progress",
-            "another request is completing this upload",
-        ),
-        DirectError::Parts(detail) => ApiError::bad_request("invalid_parts", detail),
-        DirectError::Missing => {
-            ApiError::bad_request("upload_missing", "nothing has been uploaded yet")
-        }
-        DirectError::SizeMismatch { declared, actual } => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "size_mismatch")
-                .detail(format!("{actual} bytes arrived, {declared} were declared"))
-                .with("declared", declared)
-                .with("actual", actual)
-        }
-        DirectError::Refused(e) => upload_error(e),
-        DirectError::Storage(e) => ApiError::unavailable(&e),
-        DirectError::Store(e) => e.into(),
-    }
-}
+use crate::context::{BaseUrl, Principal};
+use crate::files::receive::direct::signing::PutQuery;
+use crate::files::receive::direct::{DirectRequest, Plan};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -137,68 +90,15 @@ pub async fn create(
     base: BaseUrl,
     Json(body): Json<DirectBody>,
 ) -> ApiResult<Response> {
-    principal.require(Scope::Files)?;
-    let owner = match &principal {
-        Principal::User(u) => Some(u.id.clone()),
-        Principal::Key(_) => body.owner.clone(),
-    };
-    if owner
-        .as_ref()
-        .is_some_and(|o| o.is_empty() || o.len() > 200)
-    {
-        return Err(ApiError::invalid("owner", "1-200 characters"));
-    }
-    if body.name.is_empty() || body.name.len() > 1000 {
-        return Err(ApiError::invalid("name", "1-1000 characters"));
-    }
-    let metadata = match body.metadata {
-        None => Value::Object(Default::default()),
-        Some(v @ Value::Object(_)) if v.to_string().len() <= 16 * 1024 => v,
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "metadata",
-                "a JSON object of at most 16 KiB",
-            ));
-        }
-    };
-    let name = body.bucket.as_deref().unwrap_or(BucketName::DEFAULT);
-    let name = BucketName::parse(name).map_err(|e| ApiError::invalid("bucket", e))?;
-    let Some(bucket) = state
-        .files
-        .upload_bucket(&name)
-        .await
-        .map_err(upload_error)?
-    else {
-        return Err(ApiError::invalid("bucket", "no such bucket"));
-    };
-    // A declared type must be one the bucket takes and the name's extension stands for.
-    let ext = crate::files::filename::extension(&crate::files::filename::sanitize(&body.name));
-    if let Some(kind) = &body.kind
-        && (!bucket.policy.allows(kind)
-            || !ext.as_deref().is_some_and(|e| {
-                crate::files::direct::kinds_for(e)
-                    .iter()
-                    .any(|k| k.name() == kind)
-            }))
-    {
-        return Err(
-            ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "type_not_allowed").detail(format!(
-                "`{kind}` is not a type this bucket accepts under this name"
-            )),
-        );
-    }
     let request = DirectRequest {
-        bucket,
+        bucket: body.bucket,
         name: body.name,
         size: body.size,
-        owner,
-        metadata,
+        kind: body.kind,
+        owner: body.owner,
+        metadata: body.metadata,
     };
-    let (session, plan) = state
-        .files
-        .start_direct(request, &base.join(""))
-        .await
-        .map_err(direct_error)?;
+    let (session, plan) = state.files.start_direct(&principal, request, &base).await?;
     let mut view = DirectView {
         id: session.id.to_string(),
         method: None,
@@ -246,66 +146,12 @@ pub async fn create(
               (status = 422, body = Problem)))]
 pub async fn put(
     State(state): State<AppState>,
-    Path(id): Path<carafe_core::files::FileId>,
+    Path(id): Path<FileId>,
     Query(q): Query<PutQuery>,
     request: Request,
 ) -> ApiResult<Response> {
-    let files = &state.files;
-    match signing::verify(files.links.key(), id, &q, now().unix_timestamp()) {
-        Ok(()) => {}
-        Err(SignatureError::Expired) => {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "link_expired")
-                .detail("the upload URL has expired"));
-        }
-        Err(SignatureError::Invalid) => {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "link_invalid")
-                .detail("the upload URL's signature is not valid"));
-        }
-    }
-    if files.storage.s3().is_some() {
-        return Err(ApiError::not_found());
-    }
-    let session = files.open_direct(id).await.map_err(direct_error)?;
     let body = request.into_body().into_data_stream();
-    let received = receive(body, &files.storage.temp_dir(), session.size)
-        .await
-        .map_err(|e| match e {
-            ReceiveError::TooLarge { .. } => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "size_mismatch")
-                    .detail(format!(
-                        "more than the declared {} bytes arrived",
-                        session.size
-                    ))
-                    .with("declared", session.size)
-            }
-            ReceiveError::Body(_) => ApiError::bad_request(
-                "body_incomplete",
-                "the upload ended early or could not be read",
-            ),
-            ReceiveError::Io(e) => ApiError::unavailable(&e),
-        })?;
-    if received.size != session.size {
-        return Err(direct_error(DirectError::SizeMismatch {
-            declared: session.size,
-            actual: received.size,
-        }));
-    }
-    // Held while storing, so a `complete` can never check bytes this PUT then replaces.
-    let store = files.store();
-    if !store
-        .transition_direct(id, DirectState::Open, DirectState::Completing)
-        .await?
-    {
-        return Err(direct_error(DirectError::InProgress));
-    }
-    let stored = files
-        .storage
-        .put_received(&incoming_key(id), received)
-        .await;
-    store
-        .transition_direct(id, DirectState::Completing, DirectState::Open)
-        .await?;
-    stored.map_err(|e| ApiError::unavailable(&e))?;
+    state.files.put_direct(id, &q, body).await?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -339,14 +185,11 @@ pub struct CompleteParams {
               (status = 409, body = Problem), (status = 410, body = Problem),
               (status = 415, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = ["files"])))]
-#[allow(clippy::too_many_arguments)] // axum extractors, one per concern
 pub async fn complete(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Caller,
     base: BaseUrl,
-    client: Client,
-    request_id: Option<axum::Extension<RequestId>>,
-    Path(id): Path<carafe_core::files::FileId>,
+    Path(id): Path<FileId>,
     Query(params): Query<CompleteParams>,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
@@ -356,24 +199,17 @@ pub async fn complete(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?
     };
-    principal.require(Scope::Files)?;
-    let files = &state.files;
-    // Only the owner (or a key) may learn the session exists.
-    match files.store().get_direct(id).await? {
-        Some(s) if principal.may_see(Scope::Files, s.owner.as_deref()) => {}
-        _ => return Err(ApiError::not_found()),
-    }
-    let session = files.open_direct(id).await.map_err(direct_error)?;
     let parts = body
         .parts
         .unwrap_or_default()
         .into_iter()
         .map(|p| (p.part_number, p.etag))
         .collect();
-    let origin = crate::api::files::records::origin(&principal, request_id.as_deref(), client);
-    let file = files
-        .complete_direct(session, parts, origin)
-        .await
-        .map_err(direct_error)?;
-    crate::api::files::records::accepted(&state, file, params.wait, &base).await
+    let Caller { principal, origin } = caller;
+    let wait = Duration::from_secs(params.wait.unwrap_or(0));
+    let file = state
+        .files
+        .complete_direct(&principal, id, parts, origin, wait)
+        .await?;
+    accepted(file, &base)
 }

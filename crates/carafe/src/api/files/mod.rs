@@ -1,14 +1,16 @@
-//! Files over HTTP: buckets, uploads (multipart and raw, resumable tus, direct to storage),
+//! Files over HTTP: buckets, uploads (forms and raw bodies, resumable tus, direct to storage),
 //! records, and the bytes with their ranges and validators. Handlers parse, call the `files`
 //! capability and map its answers.
 
 pub mod buckets;
+pub mod caller;
 pub mod content;
 pub mod direct;
-pub mod multipart;
+pub mod form;
 pub mod records;
 pub mod tus;
 pub mod tus_protocol;
+pub mod uploads;
 pub mod views;
 
 use axum::extract::DefaultBodyLimit;
@@ -26,7 +28,7 @@ pub fn routes(layers: &Layers) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(buckets::list))
         .routes(routes!(buckets::put, buckets::get))
-        .routes(layers.idempotent_upload(routes!(records::upload).layer(streamed())))
+        .routes(layers.idempotent_upload(routes!(uploads::upload).layer(streamed())))
         .routes(routes!(records::list))
         .routes(routes!(records::get, records::update, records::delete))
         .routes(routes!(records::create_link))

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use crate::api::error::{ApiError, ApiResult};
-use crate::files::tus::Checksum;
+use crate::files::receive::tus::Checksum;
 
 pub const VERSION: &str = "1.0.0";
 pub const EXTENSIONS: &str = "creation,creation-with-upload,termination,expiration,checksum";
@@ -59,6 +59,11 @@ pub const RESPONSE_HEADERS: [HeaderName; 12] = [
     CARAFE_FILE_URL,
     CARAFE_UPLOAD_ERROR,
 ];
+
+/// A number or an id as a header value.
+pub fn value(v: impl ToString) -> HeaderValue {
+    HeaderValue::from_str(&v.to_string()).expect("numbers and ids are valid header values")
+}
 
 /// Largest `Upload-Metadata` header, and most pairs in it.
 const MAX_METADATA_BYTES: usize = 16 * 1024;
