@@ -3,10 +3,14 @@
 //!
 //!   bench_jobs commit-rate  --db URL                  raw single-row commits/s
 //!   bench_jobs inproc       --db URL --jobs N          enqueue (batches) → in-process no-op → done
-//!   bench_jobs pull         --db URL --jobs N --workers W   … with W worker processes over HTTP
+//!   bench_jobs pull         --db URL --jobs N --workers W [--loops L] [--per-job]
+//!                           … with W worker processes over HTTP, each running L claim loops;
+//!                           each loop claims up to 100 (wait_ms 1000) and completes them in
+//!                           one batch request, or with --per-job one request per job
+//!   bench_jobs post         --db URL --conns C --seconds S   single POST /api/v1/jobs (wrk)
 //!   bench_jobs latency      --db URL --samples N       enqueue → waiting claim returns
 //!   bench_jobs depth        --db URL --queued N        claim+complete rate with N jobs queued
-//!   bench_jobs pull-worker  --url URL --key KEY        (internal: one pull worker process)
+//!   bench_jobs pull-worker  --url URL --key KEY [--loops L] [--per-job]   (internal)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +23,7 @@ use carafe::{App, jobs};
 use carafe_core::jobs::{Claim, Completion, JobState, NewJob, QueueName};
 use carafe_core::time::now;
 use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
 
 fn arg(name: &str) -> Option<String> {
@@ -133,7 +138,7 @@ async fn wait_done(done: &AtomicUsize, n: usize, jobs: &jobs::Jobs, queue: &str)
     wait_completed(jobs, queue, n).await;
 }
 
-/// Waits until `n` jobs of `queue` are completed in the database.
+/// Waits until `n` jobs of `queue` are completed in the database (seen within 50 ms).
 async fn wait_completed(jobs: &jobs::Jobs, queue: &str, n: usize) {
     loop {
         let stats = jobs.store().queue_stats(now()).await.unwrap();
@@ -145,7 +150,8 @@ async fn wait_completed(jobs: &jobs::Jobs, queue: &str, n: usize) {
         if completed as usize >= n {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        // Counting scans the table: looking too often would take CPU from the server.
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -166,40 +172,83 @@ async fn inproc(db: &str, n: usize) -> Value {
            "enqueue_per_s": n as f64 / enqueued.as_secs_f64()})
 }
 
-async fn pull(db: &str, n: usize, workers: usize) -> Value {
+/// How pull workers complete what they claimed.
+#[derive(Clone, Copy)]
+enum Completing {
+    /// One `POST /jobs/complete` for the whole claim.
+    Batch,
+    /// One `POST /jobs/{id}/complete` per job, as Celery, RQ and Sidekiq workers do.
+    PerJob,
+}
+
+async fn pull(db: &str, n: usize, workers: usize, loops: usize, how: Completing) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let (state, base, key, stop) = start(db, dir.path(), Handlers::new()).await;
     let queue = QueueName::parse("pull").unwrap();
     let exe = std::env::current_exe().unwrap();
     let t = Instant::now();
     let mut children = Vec::new();
+    let loops_arg = loops.to_string();
+    // Each worker prints how many jobs it has completed (acknowledged) after every claim.
+    let (tally, mut counts) = tokio::sync::mpsc::unbounded_channel::<usize>();
     for _ in 0..workers {
-        children.push(
-            tokio::process::Command::new(&exe)
-                .args(["pull-worker", "--url", &base, "--key", &key])
-                .spawn()
-                .expect("worker process"),
-        );
+        let mut cmd = tokio::process::Command::new(&exe);
+        cmd.args([
+            "pull-worker",
+            "--url",
+            &base,
+            "--key",
+            &key,
+            "--loops",
+            &loops_arg,
+        ])
+        .stdout(std::process::Stdio::piped());
+        if matches!(how, Completing::PerJob) {
+            cmd.arg("--per-job");
+        }
+        let mut child = cmd.spawn().expect("worker process");
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let tally = tally.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let _ = tally.send(line.parse().expect("a count"));
+            }
+        });
+        children.push(child);
     }
     enqueue_all(&state.jobs, &queue, n).await;
-    wait_completed(&state.jobs, "pull", n).await;
+    let mut done = 0;
+    while done < n {
+        done += counts.recv().await.expect("workers run");
+    }
     let total = t.elapsed();
     for mut c in children {
         let _ = c.kill().await;
     }
     stop.cancel();
-    json!({"mode": "pull", "workers": workers, "jobs": n, "seconds": total.as_secs_f64(),
-           "jobs_per_s": n as f64 / total.as_secs_f64()})
+    json!({"mode": "pull", "workers": workers, "loops": loops, "jobs": n,
+           "seconds": total.as_secs_f64(), "jobs_per_s": n as f64 / total.as_secs_f64()})
 }
 
-/// One pull worker: claim up to 100 (long-poll), complete them in one batch request.
-async fn pull_worker(url: &str, key: &str) {
+/// One pull worker process: `loops` loops, each claiming up to 100 (long-poll, 1 s) and
+/// completing them as `how` says.
+async fn pull_worker(url: &str, key: &str, loops: usize, how: Completing) {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for l in 0..loops {
+        let (client, url, key) = (client.clone(), url.to_owned(), key.to_owned());
+        tasks.spawn(async move { claim_loop(&client, &url, &key, l, how).await });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn claim_loop(client: &reqwest::Client, url: &str, key: &str, l: usize, how: Completing) {
+    let worker = format!("bench-{}-{l}", std::process::id());
     loop {
         let res: Value = client
             .post(format!("{url}/api/v1/queues/pull/claim"))
             .bearer_auth(key)
-            .json(&json!({"worker": format!("bench-{}", std::process::id()), "max": 100, "wait_ms": 5000}))
+            .json(&json!({"worker": worker, "max": 100, "wait_ms": 1000}))
             .send()
             .await
             .expect("claim")
@@ -210,18 +259,83 @@ async fn pull_worker(url: &str, key: &str) {
         if jobs.is_empty() {
             continue;
         }
-        let items: Vec<_> = jobs
-            .iter()
-            .map(|j| json!({"id": j["id"], "lease_token": j["lease_token"]}))
-            .collect();
-        client
-            .post(format!("{url}/api/v1/jobs/complete"))
-            .bearer_auth(key)
-            .json(&json!({"items": items}))
-            .send()
-            .await
-            .expect("complete");
+        match how {
+            Completing::Batch => {
+                let items: Vec<_> = jobs
+                    .iter()
+                    .map(|j| json!({"id": j["id"], "lease_token": j["lease_token"]}))
+                    .collect();
+                let res = client
+                    .post(format!("{url}/api/v1/jobs/complete"))
+                    .bearer_auth(key)
+                    .json(&json!({"items": items}))
+                    .send()
+                    .await
+                    .expect("complete");
+                assert!(res.status().is_success(), "{}", res.status());
+            }
+            Completing::PerJob => {
+                for j in &jobs {
+                    let res = client
+                        .post(format!("{url}/api/v1/jobs/{}/complete", j["id"]))
+                        .bearer_auth(key)
+                        .json(&json!({"lease_token": j["lease_token"]}))
+                        .send()
+                        .await
+                        .expect("complete");
+                    assert!(res.status().is_success(), "{}", res.status());
+                    res.bytes().await.expect("complete body");
+                }
+            }
+        }
+        println!("{}", jobs.len());
     }
+}
+
+/// wrk's script for `post`: one small job per request, and a JSON summary at the end.
+const POST_LUA: &str = r#"
+wrk.method = "POST"
+wrk.body = '{"queue":"posted","args":{"n":1}}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer KEY"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('JSON {"requests":%d,"non2xx":%d,"errors":%d,"p50_ms":%.3f,"p99_ms":%.3f}\n',
+    summary.requests, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+"#;
+
+/// Single `POST /api/v1/jobs` requests from wrk (`conns` connections, 2 threads) for `secs`.
+async fn post(db: &str, conns: usize, secs: usize) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let (state, base, key, stop) = start(db, dir.path(), Handlers::new()).await;
+    let script = dir.path().join("post.lua");
+    std::fs::write(&script, POST_LUA.replace("KEY", &key)).unwrap();
+    let out = tokio::process::Command::new("wrk")
+        .args(["-t2", &format!("-c{conns}"), &format!("-d{secs}s"), "-s"])
+        .arg(&script)
+        .arg(format!("{base}/api/v1/jobs"))
+        .output()
+        .await
+        .expect("wrk runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("JSON "))
+        .unwrap_or_else(|| panic!("wrk printed no summary: {text}"));
+    let figures: Value = serde_json::from_str(line).expect("wrk summary");
+    let stats = state.jobs.queue_stats(now()).await.unwrap();
+    let stored: u64 = stats
+        .iter()
+        .filter(|s| s.queue == "posted")
+        .flat_map(|s| s.counts.iter().map(|(_, n)| *n))
+        .sum();
+    stop.cancel();
+    let requests = figures["requests"].as_f64().unwrap();
+    json!({"mode": "post", "conns": conns, "seconds": secs, "requests": requests,
+           "stored": stored, "non2xx": figures["non2xx"], "errors": figures["errors"],
+           "per_s": requests / secs as f64, "p50_ms": figures["p50_ms"], "p99_ms": figures["p99_ms"]})
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -363,6 +477,14 @@ async fn commit_rate(db: &str) -> Value {
     json!({"mode": "commit-rate", "commits_per_s": n as f64 / secs})
 }
 
+fn completing() -> Completing {
+    if std::env::args().any(|a| a == "--per-job") {
+        Completing::PerJob
+    } else {
+        Completing::Batch
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let mode = std::env::args().nth(1).unwrap_or_default();
@@ -370,11 +492,21 @@ async fn main() {
     let out = match mode.as_str() {
         "commit-rate" => commit_rate(&db).await,
         "inproc" => inproc(&db, num("--jobs", 100_000)).await,
-        "pull" => pull(&db, num("--jobs", 100_000), num("--workers", 4)).await,
+        "pull" => {
+            let how = completing();
+            let (jobs, workers, loops) = (
+                num("--jobs", 20_000),
+                num("--workers", 4),
+                num("--loops", 1),
+            );
+            pull(&db, jobs, workers, loops, how).await
+        }
+        "post" => post(&db, num("--conns", 64), num("--seconds", 5)).await,
         "latency" => latency(&db, num("--samples", 500)).await,
         "depth" => depth(&db, num("--queued", 1000), num("--sample", 5000)).await,
         "pull-worker" => {
-            pull_worker(&arg("--url").unwrap(), &arg("--key").unwrap()).await;
+            let (url, key) = (arg("--url").unwrap(), arg("--key").unwrap());
+            pull_worker(&url, &key, num("--loops", 1), completing()).await;
             return;
         }
         other => panic!("unknown mode `{other}`"),

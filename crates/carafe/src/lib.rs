@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod files;
+pub mod group_commit;
 pub mod jobs;
 pub mod realtime;
 pub mod secrets;

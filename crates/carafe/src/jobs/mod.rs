@@ -4,6 +4,7 @@
 //! maintenance (`maintenance.rs`) all go through this one service.
 
 pub mod access;
+mod commit;
 mod error;
 pub mod events;
 pub mod maintenance;
@@ -18,7 +19,6 @@ pub mod workflows;
 pub use error::Error;
 pub use settings::{PushSettings, Settings};
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +51,8 @@ pub struct Jobs {
     settings: crate::jobs::Settings,
     push_enabled: bool,
     targets: Arc<TargetPolicy>,
+    inserts: commit::Inserts,
+    completions: commit::Completions,
 }
 
 impl Jobs {
@@ -61,6 +63,8 @@ impl Jobs {
         push: &crate::jobs::PushSettings,
     ) -> Self {
         Jobs {
+            inserts: commit::inserts(store.clone(), bus.clone()),
+            completions: commit::completions(store.clone(), bus.clone()),
             store,
             bus,
             settings,
@@ -146,20 +150,10 @@ impl Jobs {
         Ok(())
     }
 
+    /// Inserts `jobs`, sharing the transaction with enqueues made at the same time, and wakes
+    /// their queues once it has committed.
     pub async fn enqueue(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<Inserted>> {
-        let inserted = self.store.insert_jobs(jobs).await?;
-        let mut queues = BTreeSet::new();
-        for item in &inserted {
-            if let Inserted::Created(job) = item {
-                queues.insert(job.queue.as_str().to_owned());
-                metrics::counter!("carafe_jobs_enqueued_total", "queue" => job.queue.as_str().to_owned())
-                    .increment(1);
-            }
-        }
-        for q in queues {
-            self.bus.publish(&queue_topic(&q));
-        }
-        Ok(inserted)
+        self.inserts.write(jobs).await
     }
 
     /// Claims as `claim` says (its `now` is taken afresh at every try), waiting up to `wait`
@@ -212,18 +206,10 @@ impl Jobs {
         Ok(ack)
     }
 
-    pub async fn complete(&self, items: &[Completion]) -> StoreResult<Vec<Fenced<()>>> {
-        let done = self.store.complete_jobs(items, now()).await?;
-        let mut n = 0;
-        for (item, outcome) in items.iter().zip(&done.outcome) {
-            if matches!(outcome, Fenced::Done(())) {
-                self.bus.publish(&job_topic(item.id));
-                n += 1;
-            }
-        }
-        metrics::counter!("carafe_jobs_completed_total").increment(n);
-        self.wake_started(&done.started);
-        Ok(done.outcome)
+    /// Completes `items` (each fenced by its lease), sharing the transaction with completions
+    /// made at the same time; answers once it has committed.
+    pub async fn complete(&self, items: Vec<Completion>) -> StoreResult<Vec<Fenced<()>>> {
+        self.completions.write(items).await
     }
 
     /// Wakes the watchers and queues of workflow steps a store write started.

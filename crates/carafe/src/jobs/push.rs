@@ -236,7 +236,7 @@ impl Dispatcher {
                     lease_token: job.lease_token.clone(),
                     result,
                 };
-                if let Err(e) = self.jobs.complete(std::slice::from_ref(&done)).await {
+                if let Err(e) = self.jobs.complete(vec![done]).await {
                     tracing::warn!(error = %e, job = job.id.0, "could not complete a delivered job; it will be retried");
                 }
             }

@@ -3,7 +3,7 @@
 //! and sees cancellation, and answers with a result or an error that says *retry* or
 //! *abort*. The runner claims jobs on the same lease protocol as external workers, keeps the
 //! lease alive while a handler runs, stops a handler that overruns its timeout (first softly,
-//! through its cancellation token, then for good), and completes jobs in batches.
+//! through its cancellation token, then for good), and completes jobs through the engine's group commit.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +15,7 @@ use carafe_core::jobs::{
 };
 use carafe_core::time::now;
 use serde_json::Value;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -23,7 +23,7 @@ use super::Jobs;
 
 /// After the soft stop (cancellation), how long a handler has before it is aborted.
 const GRACE: Duration = Duration::from_secs(5);
-/// Most jobs claimed or completed in one statement.
+/// Most jobs claimed in one statement.
 const BATCH: usize = 500;
 
 /// What a failed handler asks for.
@@ -168,8 +168,6 @@ impl Handlers {
         stop: CancellationToken,
         drain: Duration,
     ) {
-        let (done_tx, done_rx) = mpsc::channel::<Completion>(BATCH * 10);
-        let completer = tokio::spawn(complete_in_batches(jobs.clone(), done_rx));
         let mut queues = JoinSet::new();
         for (queue, concurrency, handler) in self.specs {
             let ctx = QueueLoop {
@@ -178,13 +176,10 @@ impl Handlers {
                 concurrency,
                 handler,
                 worker: worker.clone(),
-                done: done_tx.clone(),
             };
             queues.spawn(ctx.run(stop.clone(), drain));
         }
-        drop(done_tx);
         while queues.join_next().await.is_some() {}
-        let _ = completer.await;
     }
 }
 
@@ -194,7 +189,6 @@ struct QueueLoop {
     concurrency: usize,
     handler: Arc<dyn JobHandler>,
     worker: String,
-    done: mpsc::Sender<Completion>,
 }
 
 impl QueueLoop {
@@ -251,7 +245,6 @@ impl QueueLoop {
                 let run = RunOne {
                     jobs: self.jobs.clone(),
                     handler: self.handler.clone(),
-                    done: self.done.clone(),
                     soft_stop: soft_stop.child_token(),
                 };
                 running.spawn(async move {
@@ -283,7 +276,6 @@ impl QueueLoop {
 struct RunOne {
     jobs: Arc<Jobs>,
     handler: Arc<dyn JobHandler>,
-    done: mpsc::Sender<Completion>,
     soft_stop: CancellationToken,
 }
 
@@ -329,14 +321,12 @@ impl RunOne {
             .record(started.elapsed().as_secs_f64());
         let (message, retry) = match outcome {
             Ok(Ok(result)) => {
-                let _ = self
-                    .done
-                    .send(Completion {
-                        id,
-                        lease_token: token,
-                        result,
-                    })
-                    .await;
+                let done = Completion {
+                    id,
+                    lease_token: token,
+                    result,
+                };
+                complete(&self.jobs, done).await;
                 return;
             }
             Ok(Err(JobError::Retry { message, after })) => (
@@ -395,33 +385,23 @@ async fn keep_lease(
     }
 }
 
-/// Completes finished jobs in batches: whatever has queued up while the last batch was
-/// written goes in the next, so a busy runner writes few transactions and an idle one adds
-/// no delay.
-async fn complete_in_batches(jobs: Arc<Jobs>, mut rx: mpsc::Receiver<Completion>) {
-    let mut batch = Vec::with_capacity(BATCH);
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(c) => batch.push(c),
-                Err(_) => break,
+/// Completes a finished job. Jobs finishing at the same time share one commit (the engine's
+/// group commit), so a busy runner writes few transactions and an idle one adds no delay.
+/// Retried while the database is unavailable; if it stays so, the job's lease runs out and it
+/// is rescued and run again.
+async fn complete(jobs: &Jobs, done: Completion) {
+    let mut delay = Duration::from_millis(50);
+    for attempt in 1..=5 {
+        match jobs.complete(vec![done.clone()]).await {
+            Ok(_) => return,
+            Err(e) if attempt < 5 => {
+                tracing::warn!(error = %e, "completing a job failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, job = done.id.0, "could not complete a job; it will be rescued and run again")
             }
         }
-        let mut delay = Duration::from_millis(50);
-        for attempt in 1..=5 {
-            match jobs.complete(&batch).await {
-                Ok(_) => break,
-                Err(e) if attempt < 5 => {
-                    tracing::warn!(error = %e, "completing jobs failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, jobs = batch.len(), "could not complete jobs; they will be rescued and run again")
-                }
-            }
-        }
-        batch.clear();
     }
 }

@@ -1,19 +1,70 @@
 //! Crashes: a worker process killed with SIGKILL in the middle of a job, and the server itself
-//! killed with SIGKILL while jobs run. Nothing acknowledged is lost; nothing completes twice.
+//! killed with SIGKILL while jobs run, or while many workers complete jobs one request each
+//! (their completions sharing commits). Nothing acknowledged is lost; nothing completes twice.
 
 use std::collections::HashSet;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::helpers::{Backend, TestApp, post_json_to, problem};
-use crate::process::serve;
+use crate::process::{Served, serve};
 
 both_backends!(
     a_worker_killed_mid_job_loses_nothing,
-    a_server_killed_mid_job_loses_nothing
+    a_server_killed_mid_job_loses_nothing,
+    a_server_killed_in_a_burst_of_completions_keeps_every_acknowledged_one,
 );
+
+/// What it takes to run `carafe serve` on a fresh database (SQLite in its own directory, or a
+/// new PostgreSQL database) and start it again; `new` starts the first process.
+struct Fresh {
+    cwd: tempfile::TempDir,
+    db: Option<String>,
+    key: String,
+    client: reqwest::Client,
+}
+
+impl Fresh {
+    async fn new(backend: Backend) -> (Fresh, Served) {
+        let cwd = tempfile::tempdir().unwrap();
+        let db = if backend.postgres() {
+            Some(carafe_store_postgres::testing::fresh_database_url().await)
+        } else {
+            None
+        };
+        let server = serve(cwd.path(), &Self::env(&db)).await;
+        let key = std::fs::read_to_string(cwd.path().join("carafe-data/admin-key"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        (
+            Fresh {
+                cwd,
+                db,
+                key,
+                client,
+            },
+            server,
+        )
+    }
+
+    fn env(db: &Option<String>) -> Vec<(&'static str, &str)> {
+        let mut env = vec![("CARAFE_SECRET_KEY", crate::helpers::SECRET)];
+        if let Some(url) = db {
+            env.push(("CARAFE_DATABASE_URL", url.as_str()));
+        }
+        env
+    }
+
+    /// The same server started again (after the first was killed).
+    async fn restart(&self) -> Served {
+        serve(self.cwd.path(), &Self::env(&self.db)).await
+    }
+}
 
 /// A pull worker in Python that claims one job with a 1 s lease, says which, and hangs.
 const HANGING_WORKER: &str = r#"
@@ -86,22 +137,8 @@ async fn a_worker_killed_mid_job_loses_nothing(backend: Backend) {
 }
 
 async fn a_server_killed_mid_job_loses_nothing(backend: Backend) {
-    let cwd = tempfile::tempdir().unwrap();
-    let db = if backend.postgres() {
-        Some(carafe_store_postgres::testing::fresh_database_url().await)
-    } else {
-        None
-    };
-    let mut env = vec![("CARAFE_SECRET_KEY", crate::helpers::SECRET)];
-    if let Some(url) = &db {
-        env.push(("CARAFE_DATABASE_URL", url.as_str()));
-    }
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let mut server = serve(cwd.path(), &env).await;
-    let key = std::fs::read_to_string(cwd.path().join("carafe-data/admin-key"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let (fresh, mut server) = Fresh::new(backend).await;
+    let (client, key) = (fresh.client.clone(), fresh.key.clone());
 
     // 50 acknowledged jobs; 10 claimed (short leases), 5 of those completed.
     let mut ids = HashSet::new();
@@ -147,7 +184,7 @@ async fn a_server_killed_mid_job_loses_nothing(backend: Backend) {
 
     server.child.kill().await.unwrap(); // SIGKILL
 
-    let server = serve(cwd.path(), &env).await;
+    let server = fresh.restart().await;
     let list = |state: &'static str| {
         let (client, key, url) = (
             client.clone(),
@@ -223,4 +260,109 @@ async fn a_server_killed_mid_job_loses_nothing(backend: Backend) {
     let unique: HashSet<_> = done.iter().copied().collect();
     assert_eq!(done.len(), 50, "no job ran twice");
     assert_eq!(unique, ids, "no acknowledged job was lost");
+}
+
+/// Workers completing jobs at once, one request per job.
+const BURST_WORKERS: usize = 16;
+
+async fn a_server_killed_in_a_burst_of_completions_keeps_every_acknowledged_one(backend: Backend) {
+    let (fresh, mut server) = Fresh::new(backend).await;
+    let (client, key) = (fresh.client.clone(), fresh.key.clone());
+    let jobs: Vec<Value> = (0..1600)
+        .map(|i| json!({"queue": "burst", "args": {"i": i}}))
+        .collect();
+    for chunk in jobs.chunks(800) {
+        let res = client
+            .post(server.url("/api/v1/jobs/batch"))
+            .bearer_auth(&key)
+            .json(&json!({"jobs": chunk}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+    }
+    // Everything claimed, with leases far longer than the test.
+    let mut claimed = Vec::new();
+    while claimed.len() < 1600 {
+        let claim = json!({"worker": "burst", "max": 1000, "lease_ms": 3_600_000});
+        let url = server.url("/api/v1/queues/burst/claim");
+        let res: Value = post_json_to(&client, &url, &key, &claim).await;
+        claimed.extend(res["jobs"].as_array().unwrap().iter().cloned());
+    }
+
+    // 16 workers complete one job per request; the server dies under them.
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let (progress, mut seen) = tokio::sync::watch::channel(0_usize);
+    let mut workers = tokio::task::JoinSet::new();
+    for share in claimed.chunks(claimed.len() / BURST_WORKERS) {
+        let (client, key, base) = (client.clone(), key.clone(), server.url(""));
+        let (share, acked, progress) = (share.to_vec(), acked.clone(), progress.clone());
+        workers.spawn(async move {
+            for job in share {
+                let url = format!("{base}/api/v1/jobs/{}/complete", job["id"]);
+                let body = json!({"lease_token": job["lease_token"]});
+                let Ok(res) = client.post(url).bearer_auth(&key).json(&body).send().await else {
+                    return; // the server is gone
+                };
+                if res.status() != 200 {
+                    return;
+                }
+                let mut acked = acked.lock().unwrap();
+                acked.push(job["id"].as_i64().unwrap());
+                progress.send_replace(acked.len());
+            }
+        });
+    }
+    seen.wait_for(|n| *n >= 400).await.unwrap();
+    let metrics = client
+        .get(server.url("/metrics"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    server.child.kill().await.unwrap(); // SIGKILL, completions in flight
+    while workers.join_next().await.is_some() {}
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() < 1600, "the server died before the burst ended");
+
+    // The burst shared commits: fewer transactions than completions.
+    let figure = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains("queue=\"jobs.complete\""))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    let (items, batches) = (
+        figure("carafe_group_commit_items_sum"),
+        figure("carafe_group_commit_items_count"),
+    );
+    assert!(
+        items >= 400.0 && batches < items,
+        "{batches} commits for {items} completions"
+    );
+
+    // Every acknowledged completion survived; the rest are still running, none lost.
+    let server = fresh.restart().await;
+    let mut completed = 0;
+    for id in &claimed {
+        let id = id["id"].as_i64().unwrap();
+        let res = client
+            .get(server.url(&format!("/api/v1/jobs/{id}")))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        let job: Value = res.json().await.unwrap();
+        match job["state"].as_str().unwrap() {
+            "completed" => completed += 1,
+            "running" => assert!(!acked.contains(&id), "acknowledged job {id} was lost"),
+            other => panic!("job {id} is {other}"),
+        }
+    }
+    assert!(completed >= acked.len(), "{completed} < {}", acked.len());
 }

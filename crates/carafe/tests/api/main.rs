@@ -25,6 +25,7 @@ mod file_s3;
 mod file_s3_parts;
 mod file_scan_policy;
 mod files;
+mod group_writes;
 mod handlers;
 mod idempotency;
 mod job_events;

@@ -164,13 +164,13 @@ async fn a_failing_workflow_sweep_does_not_stop_pruning(backend: Backend) {
     let healthy = stuck_chain(&app, "healthy").await;
     let done = finished_job(&app).await;
 
+    // The server's own upkeep may sweep at the same time and advance the healthy one first;
+    // either way, every sweep fails on the damaged workflow (it is swept first, being older)
+    // and only a sweep that passes over it can have advanced the healthy one.
     let round = maintenance::upkeep(&app.state.jobs).await;
     let swept = round.swept.unwrap();
-    assert_eq!(
-        (swept.failed, swept.started),
-        (1, 1),
-        "the damaged workflow is passed over, the next one advanced"
-    );
+    assert_eq!(swept.failed, 1, "the damaged workflow cannot be advanced");
+    assert!(swept.started <= 1, "{swept:?}");
     let next = healthy["steps"][1]["id"].as_i64().unwrap();
     assert_eq!(app.job(next).await["state"], "available");
     assert!(round.pruned.is_ok(), "{:?}", round.pruned);

@@ -295,13 +295,7 @@ pub async fn complete(
         lease_token: body.lease_token,
         result: body.result.unwrap_or(Value::Null),
     };
-    fenced(
-        state
-            .jobs
-            .complete(std::slice::from_ref(&item))
-            .await?
-            .remove(0),
-    )?;
+    fenced(state.jobs.complete(vec![item]).await?.remove(0))?;
     let job = state.jobs.get(id).await?.ok_or_else(ApiError::not_found)?;
     Ok(axum::Json(JobView::new(job, now())))
 }
@@ -364,12 +358,12 @@ pub async fn complete_batch(
         .collect();
     let ids: Vec<JobId> = items.iter().map(|i| i.id).collect();
     may_report(&state, &principal, &ids).await?;
-    let done = state.jobs.complete(&items).await?;
-    let results = items
+    let done = state.jobs.complete(items).await?;
+    let results = ids
         .iter()
         .zip(done)
-        .map(|(item, outcome)| CompleteOutcome {
-            id: item.id.0,
+        .map(|(id, outcome)| CompleteOutcome {
+            id: id.0,
             status: match outcome {
                 Fenced::Done(()) => "completed",
                 Fenced::LeaseLost => "lease_lost",
