@@ -123,8 +123,10 @@ async fn raw_sql(app: &TestApp, sql: String) {
 }
 
 /// Starts a chain whose first step is then marked completed behind Carafe's back, as a version
-/// that advanced workflows in a second transaction could leave it; returns the chain.
-async fn stuck_chain(app: &TestApp, queue: &str) -> Value {
+/// that advanced workflows in a second transaction could leave it; returns the chain. With
+/// `damaged`, the waiting step's row is made unreadable first, so the chain is never seen
+/// stalled and advanceable (the server's own sweep runs too).
+async fn stuck_chain(app: &TestApp, queue: &str, damaged: bool) -> Value {
     let res = app
         .post_json(
             "/api/v1/workflows",
@@ -135,6 +137,11 @@ async fn stuck_chain(app: &TestApp, queue: &str) -> Value {
     assert_eq!(res.status(), 201);
     let wf: Value = res.json().await.unwrap();
     let first = &wf["steps"][0]["id"];
+    if damaged {
+        let next = &wf["steps"][1]["id"];
+        let sql = format!("UPDATE jobs SET backoff = '\"sideways\"' WHERE id = {next}");
+        raw_sql(app, sql).await;
+    }
     let sql = format!(
         "UPDATE jobs SET state = 'completed', finalized_at = created_at WHERE id = {first}"
     );
@@ -157,11 +164,8 @@ async fn finished_job(app: &TestApp) -> String {
 async fn a_failing_workflow_sweep_does_not_stop_pruning(backend: Backend) {
     let app = short_retention(backend).await;
     // Two stuck workflows; the older one's waiting step cannot be read (a damaged row).
-    let damaged = stuck_chain(&app, "damaged").await;
-    let step = &damaged["steps"][1]["id"];
-    let sql = format!("UPDATE jobs SET backoff = '\"sideways\"' WHERE id = {step}");
-    raw_sql(&app, sql).await;
-    let healthy = stuck_chain(&app, "healthy").await;
+    let damaged = stuck_chain(&app, "damaged", true).await;
+    let healthy = stuck_chain(&app, "healthy", false).await;
     let done = finished_job(&app).await;
 
     // The server's own upkeep may sweep at the same time and advance the healthy one first;
