@@ -1,9 +1,9 @@
 //! Group commit: small durable writes that arrive together share one transaction and one sync.
 //!
 //! Every synced commit costs the disk a flush, so a server that commits each small write on its
-//! own (a worker completing one job per request, one audit row per download) runs at the
-//! disk's commit rate whatever its CPU could do. A `GroupCommit` puts each write into a queue
-//! and one task writes what has queued up: the first write goes out at once (an idle server
+//! own (a worker completing one job per request, say) runs at the disk's commit rate whatever
+//! its CPU could do. A `GroupCommit` puts each write into a queue and one task writes what has
+//! queued up: the first write goes out at once (an idle server
 //! adds no delay, and there is no timer), and every write that arrives while a batch is being
 //! committed joins the next one. Each caller is answered only when the batch holding its write
 //! has committed.
@@ -40,7 +40,7 @@ struct Submission<I, O> {
 
 /// A queue of writes and the task that commits them in batches (see the module docs). Cloning
 /// shares the queue; the task ends when the last clone is dropped, after writing what was
-/// queued.
+/// queued. Submissions are never empty (`write` answers an empty one itself).
 pub struct GroupCommit<I, O> {
     tx: mpsc::Sender<Submission<I, O>>,
 }
@@ -75,31 +75,6 @@ impl<I: Send + 'static, O: Send + 'static> GroupCommit<I, O> {
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
-
-    /// Waits until everything queued before this call has been written (or has failed).
-    pub async fn flush(&self) {
-        let (reply, answer) = oneshot::channel();
-        let barrier = Submission {
-            items: Vec::new(),
-            reply,
-        };
-        if self.tx.send(barrier).await.is_ok() {
-            let _ = answer.await;
-        }
-    }
-
-    /// Queues `items` for the next batch without waiting for the commit. The queue is bounded:
-    /// when it is full this waits for room, so writes slow down rather than being dropped.
-    /// Failures are the writer's to report.
-    pub async fn send(&self, items: Vec<I>) {
-        if items.is_empty() {
-            return;
-        }
-        let (reply, _) = oneshot::channel();
-        if self.tx.send(Submission { items, reply }).await.is_err() {
-            tracing::error!("a group-commit queue has stopped; writes were not queued");
-        }
-    }
 }
 
 fn stopped() -> StoreError {
@@ -130,11 +105,7 @@ async fn run<I: Send + 'static, O: Send + 'static>(
         metrics::histogram!("carafe_group_commit_items", "queue" => name).record(held as f64);
         if batch.len() == 1 {
             let only = batch.pop().expect("one submission");
-            let out = if only.items.is_empty() {
-                Ok(Vec::new()) // a flush
-            } else {
-                writer.write(&only.items).await
-            };
+            let out = writer.write(&only.items).await;
             let _ = only.reply.send(out);
             continue;
         }
@@ -142,12 +113,7 @@ async fn run<I: Send + 'static, O: Send + 'static>(
             lengths.push(s.items.len());
             items.append(&mut s.items);
         }
-        let written = if items.is_empty() {
-            Ok(Vec::new()) // only flushes
-        } else {
-            writer.write(&items).await
-        };
-        match written {
+        match writer.write(&items).await {
             Ok(mut out) if out.len() == items.len() => {
                 // Hand each submission its own outputs, from the back.
                 for (s, len) in batch.drain(..).zip(lengths.drain(..)).rev() {
@@ -165,11 +131,7 @@ async fn run<I: Send + 'static, O: Send + 'static>(
                     s.items = items.split_off(items.len() - len);
                 }
                 for s in batch.drain(..) {
-                    let out = if s.items.is_empty() {
-                        Ok(Vec::new())
-                    } else {
-                        writer.write(&s.items).await
-                    };
+                    let out = writer.write(&s.items).await;
                     let _ = s.reply.send(out);
                 }
             }

@@ -1,25 +1,34 @@
-//! The audit writer, for events that must not cost their request a commit of its own (every
-//! file download is audited). Events go into the group commit (`group_commit`): each batch is
-//! one transaction, the first event after a quiet spell is written at once, and events that
-//! arrive while a batch commits share the next. The queue is bounded — a full queue slows the
-//! requests that feed it rather than dropping events. `flush` waits until everything queued
-//! before it is written (used at shutdown).
+//! A batching audit writer, for events that must not cost their request a commit of its own
+//! (every file download is audited). Events queue in a bounded channel — a full queue slows
+//! the requests that feed it rather than dropping events — and are written in one transaction
+//! per batch. `flush` waits until everything queued before it is written (used at shutdown).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
+use carafe_core::Store;
 use carafe_core::audit::NewAuditEvent;
-use carafe_core::{Store, StoreError, StoreResult};
+use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::group_commit::{BatchWrite, GroupCommit};
-
+/// Events waiting to be written before senders wait.
+const QUEUE: usize = 10_000;
 /// Most events per transaction.
 const BATCH: usize = 1_000;
+/// How long a batch stays open for more events after its first one arrives: under load this
+/// turns hundreds of small commits a second (each one synced) into a few large ones; when
+/// idle an event waits this long at most. A flush closes the batch at once.
+const LINGER: Duration = Duration::from_millis(20);
+
+enum Msg {
+    Event(NewAuditEvent),
+    Flush(oneshot::Sender<()>),
+}
 
 #[derive(Clone)]
 pub struct AuditWriter {
-    queue: GroupCommit<NewAuditEvent, ()>,
+    tx: mpsc::Sender<Msg>,
+    /// Wakes the writer before its window closes (a flush is waiting).
+    hurry: Arc<Notify>,
 }
 
 impl std::fmt::Debug for AuditWriter {
@@ -31,45 +40,84 @@ impl std::fmt::Debug for AuditWriter {
 impl AuditWriter {
     /// Starts the writer task on the current runtime.
     pub fn spawn(store: Arc<dyn Store>) -> Self {
-        AuditWriter {
-            queue: GroupCommit::spawn("audit", BATCH, Append { store }),
-        }
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let hurry = Arc::new(Notify::new());
+        tokio::spawn(run(store, rx, hurry.clone()));
+        AuditWriter { tx, hurry }
     }
 
-    /// Queues `event`; it is written with the next batch.
     pub async fn record(&self, event: NewAuditEvent) {
-        self.queue.send(vec![event]).await;
+        if self.tx.send(Msg::Event(event)).await.is_err() {
+            tracing::error!("the audit writer has stopped; an event was not recorded");
+        }
     }
 
     /// Waits until every event recorded before this call is written.
     pub async fn flush(&self) {
-        self.queue.flush().await;
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Msg::Flush(done)).await.is_ok() {
+            self.hurry.notify_one();
+            let _ = wait.await;
+        }
     }
 }
 
-struct Append {
-    store: Arc<dyn Store>,
+/// A window opens with the first event the writer receives; the writer then sleeps until the
+/// window closes (or a flush arrives) and takes everything queued meanwhile. Waiting on the
+/// channel instead would wake the writer, on another thread, for every event.
+async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Msg>, hurry: Arc<Notify>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut waiting = Vec::new();
+    // A full batch was written last time: more are queued, so no window is waited for.
+    let mut behind = false;
+    while let Some(first) = rx.recv().await {
+        let flush = matches!(first, Msg::Flush(_));
+        take(first, &mut batch, &mut waiting);
+        if !behind && !flush {
+            tokio::select! {
+                () = tokio::time::sleep(LINGER) => {}
+                () = hurry.notified() => {}
+            }
+        }
+        // Up to a batch, stopping at a flush so that it is answered once what precedes it is
+        // written.
+        while batch.len() < BATCH && waiting.is_empty() {
+            match rx.try_recv() {
+                Ok(msg) => take(msg, &mut batch, &mut waiting),
+                Err(_) => break,
+            }
+        }
+        behind = batch.len() >= BATCH;
+        if !batch.is_empty() {
+            write(&store, &batch).await;
+            batch.clear();
+        }
+        for done in waiting.drain(..) {
+            let _ = done.send(());
+        }
+    }
 }
 
-#[async_trait]
-impl BatchWrite<NewAuditEvent, ()> for Append {
-    /// Writes a batch, retrying while the database is unavailable (up to about a minute).
-    async fn write(&self, batch: &[NewAuditEvent]) -> StoreResult<Vec<()>> {
-        let mut delay = Duration::from_millis(100);
-        let mut attempt = 1;
-        loop {
-            match self.store.append_audits(batch).await {
-                Ok(()) => return Ok(vec![(); batch.len()]),
-                Err(e @ StoreError::Unavailable(_)) if attempt < 10 => {
-                    tracing::warn!(error = %e, attempt, "audit batch not written; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
-                    attempt += 1;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, events = batch.len(), "audit events not written");
-                    return Err(e);
-                }
+fn take(msg: Msg, batch: &mut Vec<NewAuditEvent>, waiting: &mut Vec<oneshot::Sender<()>>) {
+    match msg {
+        Msg::Event(e) => batch.push(e),
+        Msg::Flush(done) => waiting.push(done),
+    }
+}
+
+/// Writes a batch, retrying while the database is unavailable (up to about a minute).
+async fn write(store: &Arc<dyn Store>, batch: &[NewAuditEvent]) {
+    let mut delay = Duration::from_millis(100);
+    for attempt in 1..=10 {
+        match store.append_audits(batch).await {
+            Ok(()) => return,
+            Err(e) if attempt < 10 => {
+                tracing::warn!(error = %e, attempt, "audit batch not written; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, events = batch.len(), "audit batch lost");
             }
         }
     }
@@ -114,7 +162,7 @@ mod tests {
         store.migrate().await.unwrap();
         let writer = AuditWriter::spawn(store.clone());
 
-        // One event is written at once, with nobody asking.
+        // One event is written once its window closes, with nobody asking.
         writer.record(event(0)).await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while stored(&store).await.is_empty() {
