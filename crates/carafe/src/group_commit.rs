@@ -10,9 +10,10 @@
 //!
 //! A caller submits its items as one unit (a request completing 100 jobs is one submission):
 //! a batch is one or more whole submissions, in the order they arrived, so two writes to the
-//! same row land in the order they were sent. If writing a batch fails as a whole, each of its
-//! submissions is written again on its own, so one bad write fails alone and never its
-//! neighbours.
+//! same row land in the order they were sent. If a statement of a batch fails (the transaction
+//! rolls back), each of its submissions is written again on its own, so one bad write fails
+//! alone and never its neighbours. If the database cannot be reached, every caller of the
+//! batch is told so and nothing is retried: a commit cut off midway may have been applied.
 //!
 //! Written here rather than taken from a crate: the batching is a dozen lines around a tokio
 //! channel, and the retry-alone rule is what makes it safe.
@@ -77,6 +78,12 @@ impl<I: Send + 'static, O: Send + 'static> GroupCommit<I, O> {
     }
 }
 
+fn answer_all<I, O>(batch: &mut Vec<Submission<I, O>>, error: impl Fn() -> StoreError) {
+    for s in batch.drain(..) {
+        let _ = s.reply.send(Err(error()));
+    }
+}
+
 fn stopped() -> StoreError {
     StoreError::Unavailable("the write queue has stopped".into())
 }
@@ -121,12 +128,27 @@ async fn run<I: Send + 'static, O: Send + 'static>(
                     let _ = s.reply.send(Ok(mine));
                 }
             }
-            failed => {
-                if let Err(e) = &failed {
-                    tracing::warn!(queue = name, error = %e, submissions = batch.len(),
-                        "a batch failed; writing its submissions one by one");
-                }
-                // Give each submission its items back and write it alone.
+            Ok(_) => {
+                // A writer bug; what was written cannot be told apart, so nothing is retried.
+                tracing::error!(
+                    queue = name,
+                    "a batch writer answered the wrong number of items"
+                );
+                answer_all(&mut batch, || StoreError::corrupt("batch answer"));
+            }
+            Err(e @ StoreError::Unavailable(_)) => {
+                // The database is out of reach (and a commit cut off midway may have been
+                // applied): retrying alone could apply a write twice. Everyone is told.
+                tracing::warn!(queue = name, error = %e, "a batch could not reach the database");
+                answer_all(&mut batch, || {
+                    StoreError::Unavailable("database unavailable".into())
+                });
+            }
+            Err(e) => {
+                // A statement failed and the transaction rolled back: write each submission
+                // alone, so that only the bad one fails.
+                tracing::warn!(queue = name, error = %e, submissions = batch.len(),
+                    "a batch failed; writing its submissions one by one");
                 for (s, len) in batch.iter_mut().zip(lengths.drain(..)).rev() {
                     s.items = items.split_off(items.len() - len);
                 }
@@ -136,6 +158,7 @@ async fn run<I: Send + 'static, O: Send + 'static>(
                 }
             }
         }
+        lengths.clear();
         items.clear();
     }
 }
@@ -234,6 +257,31 @@ mod tests {
             batches,
             vec![vec![1, -2, 3], vec![1], vec![-2], vec![3]],
             "the failed batch is written again one submission at a time, in order"
+        );
+    }
+
+    /// Fails every batch as the database being out of reach.
+    struct Unreachable(Arc<AtomicUsize>);
+
+    #[async_trait]
+    impl BatchWrite<i64, i64> for Unreachable {
+        async fn write(&self, _: &[i64]) -> StoreResult<Vec<i64>> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Err(StoreError::Unavailable("down".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_fails_the_batch_without_retrying_it() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let group = GroupCommit::spawn("test", 100, Unreachable(calls.clone()));
+        let (a, b) = tokio::join!(group.write(vec![1]), group.write(vec![2]));
+        assert!(matches!(a, Err(StoreError::Unavailable(_))), "{a:?}");
+        assert!(matches!(b, Err(StoreError::Unavailable(_))), "{b:?}");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "one attempt: a cut-off commit may have landed"
         );
     }
 
