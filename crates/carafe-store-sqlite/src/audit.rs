@@ -78,11 +78,7 @@ impl AuditStore for SqliteStore {
     }
 
     async fn append_audits(&self, events: &[NewAuditEvent]) -> StoreResult<()> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
+        let mut tx = self.begin_write().await?;
         // Multi-row statements: a batch costs a few statements, not one per event. The rows
         // per statement come from a few fixed sizes, each one statement text made once, so
         // the statements stay prepared in the connection's cache. Six parameters per row keep

@@ -100,11 +100,7 @@ fn json(v: &impl serde::Serialize) -> String {
 #[async_trait]
 impl FileStore for SqliteStore {
     async fn put_bucket(&self, b: Bucket, replace: bool) -> StoreResult<(Bucket, bool)> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
+        let mut tx = self.begin_write().await?;
         let existing = sqlx::query("SELECT * FROM buckets WHERE name = ?")
             .bind(b.name.as_str())
             .fetch_optional(&mut *tx)
@@ -171,11 +167,7 @@ impl FileStore for SqliteStore {
         job: NewJob,
         audit: NewAuditEvent,
     ) -> StoreResult<FileRecord> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
+        let mut tx = self.begin_write().await?;
         let job = insert_plain(&mut tx, vec![job], None)
             .await?
             .pop()
@@ -256,11 +248,7 @@ impl FileStore for SqliteStore {
         o: ProcessingOutcome,
         audit: Vec<NewAuditEvent>,
     ) -> StoreResult<Option<FileRecord>> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE files SET status = ?, error_code = ?, error = ?, scan = ?, \
              size = COALESCE(?, size), sha256 = COALESCE(?, sha256), thumbnails = ?, \
@@ -297,11 +285,7 @@ impl FileStore for SqliteStore {
         purge: NewJob,
         audit: NewAuditEvent,
     ) -> StoreResult<Option<FileRecord>> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
+        let mut tx = self.begin_write().await?;
         let Some(mut file) = live_file(&mut tx, id).await? else {
             return Ok(None);
         };
@@ -340,11 +324,7 @@ impl FileStore for SqliteStore {
         at: OffsetDateTime,
         audit: NewAuditEvent,
     ) -> StoreResult<Option<FileRecord>> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
+        let mut tx = self.begin_write().await?;
         let changed = sqlx::query(
             "UPDATE files SET legal_hold = ?, updated_at = ? WHERE id = ? AND deleted_at IS NULL",
         )

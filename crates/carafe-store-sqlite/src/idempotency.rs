@@ -14,11 +14,7 @@ use crate::{SqliteStore, map_err, ms};
 #[async_trait]
 impl IdempotencyStore for SqliteStore {
     async fn reserve_idempotency(&self, r: Reserve<'_>) -> StoreResult<Reservation> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
+        let mut tx = self.begin_write().await?;
         let token = new_token();
         // Take the key when it is new, expired, or abandoned by a crashed request that sent the
         // same body; otherwise leave the row alone and report it.

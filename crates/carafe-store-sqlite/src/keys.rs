@@ -35,11 +35,7 @@ fn key_from_row(row: &SqliteRow) -> StoreResult<ApiKey> {
 #[async_trait]
 impl KeyStore for SqliteStore {
     async fn insert_key(&self, key: NewApiKey, audit: NewAuditEvent) -> StoreResult<ApiKey> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO api_keys (id, name, prefix, hash, scopes, created_at) VALUES (?, ?, ?, ?, ?, ?)",
         )
@@ -105,11 +101,7 @@ impl KeyStore for SqliteStore {
         when: OffsetDateTime,
         audit: NewAuditEvent,
     ) -> StoreResult<Option<ApiKey>> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
+        let mut tx = self.begin_write().await?;
         let sql = format!(
             "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? RETURNING {COLUMNS}"
         );

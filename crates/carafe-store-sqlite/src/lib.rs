@@ -83,6 +83,19 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// A write transaction holding SQLite's write lock from its first statement
+    /// (`BEGIN IMMEDIATE`), so that reading before writing never fails on a lock upgrade.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)
+    }
+}
+
 #[async_trait]
 impl Backend for SqliteStore {
     fn backend(&self) -> &'static str {

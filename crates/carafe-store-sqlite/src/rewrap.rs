@@ -81,11 +81,7 @@ pub(crate) async fn set_encryption<Id: Display>(
     keyed: Keyed,
     rows: &[(Id, FileEncryption)],
 ) -> StoreResult<()> {
-    let mut tx = store
-        .writer
-        .begin_with("BEGIN IMMEDIATE")
-        .await
-        .map_err(map_err)?;
+    let mut tx = store.begin_write().await?;
     for (id, enc) in rows {
         sqlx::query(keyed.update())
             .bind(serde_json::to_string(enc).expect("serializes"))

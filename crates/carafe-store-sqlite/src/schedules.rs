@@ -39,11 +39,7 @@ fn schedule_from_row(row: &SqliteRow) -> StoreResult<Schedule> {
 #[async_trait]
 impl ScheduleStore for SqliteStore {
     async fn put_schedule(&self, s: Schedule) -> StoreResult<bool> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
+        let mut tx = self.begin_write().await?;
         let existed: Option<i64> = sqlx::query_scalar("SELECT 1 FROM schedules WHERE name = ?")
             .bind(&s.name)
             .fetch_optional(&mut *tx)

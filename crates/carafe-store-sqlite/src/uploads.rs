@@ -66,11 +66,7 @@ fn upload_from_row(row: &SqliteRow) -> StoreResult<Upload> {
 impl UploadStore for SqliteStore {
     async fn insert_upload(&self, new: NewUpload, audit: NewAuditEvent) -> StoreResult<Upload> {
         let upload = new.into_upload();
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO uploads (id, bucket, owner, length, metadata, actor, status, \
              created_at, updated_at, expires_at, encryption) \
@@ -143,11 +139,7 @@ impl UploadStore for SqliteStore {
     }
 
     async fn advance_upload(&self, a: Advance<'_>) -> StoreResult<bool> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE uploads SET received = received + ?, chunks = chunks + 1, updated_at = ?, \
              expires_at = ? WHERE id = ? AND status = 'active' AND lock_holder = ? \
@@ -239,11 +231,7 @@ impl UploadStore for SqliteStore {
         now: OffsetDateTime,
         audit: NewAuditEvent,
     ) -> StoreResult<bool> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE uploads SET status = 'terminated', updated_at = ?, expires_at = ? \
              WHERE id = ? AND status <> 'terminated' AND lock_holder = ?",

@@ -240,6 +240,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_batch_closes_once_it_holds_max_items_and_never_splits_a_submission() {
+        let rec = recorder(1000);
+        let group = GroupCommit::spawn("test", 3, rec.clone());
+        // Queued before the task runs: [1, 2] and [3, 4] reach the limit of 3; [5] waits.
+        let (a, b, c) = tokio::join!(
+            group.write(vec![1, 2]),
+            group.write(vec![3, 4]),
+            group.write(vec![5])
+        );
+        assert_eq!(
+            (a.unwrap(), b.unwrap(), c.unwrap()),
+            (vec![10, 20], vec![30, 40], vec![50])
+        );
+        let batches = rec.batches.lock().unwrap().clone();
+        assert_eq!(batches, vec![vec![1, 2, 3, 4], vec![5]]);
+    }
+
+    #[tokio::test]
     async fn a_bad_write_fails_alone() {
         let rec = recorder(1000);
         let group = GroupCommit::spawn("test", 100, rec.clone());

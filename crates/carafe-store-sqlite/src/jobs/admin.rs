@@ -28,11 +28,7 @@ impl QueueAdminStore for SqliteStore {
         id: JobId,
         now: OffsetDateTime,
     ) -> StoreResult<Advanced<Option<Job>>> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
+        let mut tx = self.begin_write().await?;
         let job = cancel_in(&mut tx, id, now).await?;
         // A cancelled step moves its workflow on (advancing a finished one changes nothing).
         let workflow = job
@@ -49,11 +45,7 @@ impl QueueAdminStore for SqliteStore {
     }
 
     async fn retry_job(&self, id: JobId, now: OffsetDateTime) -> StoreResult<Option<Job>> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
+        let mut tx = self.begin_write().await?;
         let Some(job) = get_in(&mut tx, id.0).await? else {
             return Ok(None);
         };
@@ -95,11 +87,7 @@ impl QueueAdminStore for SqliteStore {
         discarded_before: OffsetDateTime,
         batch: u32,
     ) -> StoreResult<u64> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
+        let mut tx = self.begin_write().await?;
         // Workflow steps go with their workflow (`prune_workflows`); only a step whose
         // workflow is gone already is pruned here, like any other job.
         let ids: Vec<i64> = sqlx::query_scalar(

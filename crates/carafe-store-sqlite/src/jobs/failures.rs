@@ -98,11 +98,7 @@ pub(crate) async fn record_failure(
 #[async_trait]
 impl FailureStore for SqliteStore {
     async fn fail_job(&self, f: Failure<'_>) -> StoreResult<Advanced<Fenced<FailureOutcome>>> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
+        let mut tx = self.begin_write().await?;
         let mut started = Vec::new();
         let (id, token, now) = (f.id, f.lease_token, f.now);
         let outcome = record_failure(
@@ -131,11 +127,7 @@ impl FailureStore for SqliteStore {
         now: OffsetDateTime,
         batch: u32,
     ) -> StoreResult<Advanced<Vec<JobId>>> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
+        let mut tx = self.begin_write().await?;
         let rows = sqlx::query(
             "SELECT id, lease_token FROM jobs
              WHERE state = 'running' AND lease_expires_at <= ? ORDER BY lease_expires_at LIMIT ?",

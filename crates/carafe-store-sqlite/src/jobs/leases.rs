@@ -111,11 +111,7 @@ impl LeaseStore for SqliteStore {
         if any.is_none() {
             return Ok(Vec::new());
         }
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
+        let mut tx = self.begin_write().await?;
         let Some((max, bucket)) = allowance_in(&mut tx, c.queue, c.max, c.now).await? else {
             return Ok(Vec::new());
         };
@@ -178,11 +174,7 @@ impl LeaseStore for SqliteStore {
     }
 
     async fn heartbeat_job(&self, hb: Heartbeat<'_>) -> StoreResult<Fenced<HeartbeatAck>> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
+        let mut tx = self.begin_write().await?;
         let progress = hb
             .progress
             .as_ref()
@@ -234,11 +226,7 @@ impl LeaseStore for SqliteStore {
         items: &[Completion],
         now: OffsetDateTime,
     ) -> StoreResult<Advanced<Vec<Fenced<()>>>> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
+        let mut tx = self.begin_write().await?;
         // Three statements per batch, whatever its size: read the current leases, complete
         // the items that hold theirs, append their events. The single writer keeps the
         // leases from changing in between. Then the workflows of completed steps (if any)

@@ -83,11 +83,7 @@ fn push_state(q: &mut QueryBuilder<Sqlite>, state: JobState, now: OffsetDateTime
 #[async_trait]
 impl JobStore for SqliteStore {
     async fn insert_jobs(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<Inserted>> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
+        let mut tx = self.begin_write().await?;
         let mut out = Vec::with_capacity(jobs.len());
         let mut plain: Vec<NewJob> = Vec::new();
         for new in jobs {

@@ -145,11 +145,7 @@ impl WorkflowStore for SqliteStore {
         steps: Vec<NewJob>,
         now: OffsetDateTime,
     ) -> StoreResult<Workflow> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
+        let mut tx = self.begin_write().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO workflows (kind, state, created_at) VALUES (?, 'running', ?) RETURNING id",
         )
@@ -211,11 +207,7 @@ impl WorkflowStore for SqliteStore {
         id: WorkflowId,
         now: OffsetDateTime,
     ) -> StoreResult<Vec<(JobId, QueueName)>> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
+        let mut tx = self.begin_write().await?;
         let started = advance_in(&mut tx, id, now).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(started)
@@ -227,11 +219,7 @@ impl WorkflowStore for SqliteStore {
         discarded_before: OffsetDateTime,
         batch: u32,
     ) -> StoreResult<u64> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
+        let mut tx = self.begin_write().await?;
         // A workflow past its retention goes with every step, once none of them is unfinished
         // (a retried step) or finalized after the workflow's cut-off.
         let ids: Vec<i64> = sqlx::query_scalar(

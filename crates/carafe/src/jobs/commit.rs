@@ -72,10 +72,7 @@ impl BatchWrite<Completion, Fenced<()>> for Complete {
             }
         }
         metrics::counter!("carafe_jobs_completed_total").increment(n);
-        for (job, queue) in &done.started {
-            self.bus.publish(&job_topic(*job));
-            self.bus.publish(&queue_topic(queue.as_str()));
-        }
+        super::wake_started(&self.bus, &done.started);
         Ok(done.outcome)
     }
 }

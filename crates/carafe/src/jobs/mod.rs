@@ -45,6 +45,14 @@ pub fn job_topic(id: JobId) -> String {
     format!("job:{id}")
 }
 
+/// Wakes the watchers and queues of workflow steps a store write started.
+fn wake_started(bus: &Bus, started: &[(JobId, QueueName)]) {
+    for (job, queue) in started {
+        bus.publish(&job_topic(*job));
+        bus.publish(&queue_topic(queue.as_str()));
+    }
+}
+
 pub struct Jobs {
     store: Arc<dyn Store>,
     bus: Bus,
@@ -214,10 +222,7 @@ impl Jobs {
 
     /// Wakes the watchers and queues of workflow steps a store write started.
     pub fn wake_started(&self, started: &[(JobId, QueueName)]) {
-        for (job, queue) in started {
-            self.bus.publish(&job_topic(*job));
-            self.bus.publish(&queue_topic(queue.as_str()));
-        }
+        wake_started(&self.bus, started);
     }
 
     pub async fn fail(
