@@ -140,6 +140,7 @@ async fn repeated_completions_in_one_batch_are_answered_in_order() {
         id: c[i].id,
         lease_token: token.into(),
         result: json!(i),
+        outside: false,
     };
     let items = vec![
         done(0, c[0].lease_token.as_str()),
@@ -147,7 +148,10 @@ async fn repeated_completions_in_one_batch_are_answered_in_order() {
         done(1, "stale"),
         done(1, c[1].lease_token.as_str()),
     ];
-    let got = store.complete_jobs(&items, t).await.unwrap().outcome;
+    let got: Vec<_> = (store.complete_jobs(&items, t).await.unwrap().outcome)
+        .into_iter()
+        .map(|f| f.map(|_| ()))
+        .collect();
     let want = [
         Fenced::Done(()),
         Fenced::LeaseLost,

@@ -418,6 +418,7 @@ async fn depth(db: &str, queued: usize, sample: usize) -> Value {
                 id: c.id,
                 lease_token: c.lease_token,
                 result: Value::Null,
+                outside: false,
             })
             .collect();
         done += items.len();

@@ -383,6 +383,25 @@ pub enum Fenced<T> {
     /// The job exists but is not running under this token (rescued, cancelled, finished).
     LeaseLost,
     NotFound,
+    /// The job belongs to this reserved (`carafe.*`) queue and the report came from outside
+    /// Carafe: refused, and nothing was written.
+    Reserved(QueueName),
+}
+
+impl<T> Fenced<T> {
+    pub fn is_done(&self) -> bool {
+        matches!(self, Fenced::Done(_))
+    }
+
+    /// The same answer with the value of `Done` mapped by `f`.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Fenced<U> {
+        match self {
+            Fenced::Done(v) => Fenced::Done(f(v)),
+            Fenced::LeaseLost => Fenced::LeaseLost,
+            Fenced::NotFound => Fenced::NotFound,
+            Fenced::Reserved(q) => Fenced::Reserved(q),
+        }
+    }
 }
 
 /// Limits on how fast a queue's jobs are claimed, across every instance and worker, and how

@@ -60,6 +60,10 @@ pub struct Completion {
     pub id: JobId,
     pub lease_token: LeaseToken,
     pub result: Value,
+    /// The report came from outside Carafe (over the API): a job of a reserved (`carafe.*`)
+    /// queue refuses it with `Fenced::Reserved`, checked in the same write. Only Carafe's own
+    /// handlers complete those jobs.
+    pub outside: bool,
 }
 
 /// What a failing worker asks for.

@@ -53,12 +53,12 @@ pub trait LeaseStore: Send + Sync {
     /// Extends the lease and/or records progress and a checkpoint, for the lease holder only.
     async fn heartbeat_job(&self, hb: Heartbeat<'_>) -> StoreResult<Fenced<HeartbeatAck>>;
     /// Completes jobs (one transaction, which also advances their workflows); each answer is
-    /// in the order of `items`.
+    /// in the order of `items`, a completed one with the job as it now is.
     async fn complete_jobs(
         &self,
         items: &[Completion],
         now: OffsetDateTime,
-    ) -> StoreResult<Advanced<Vec<Fenced<()>>>>;
+    ) -> StoreResult<Advanced<Vec<Fenced<Job>>>>;
 }
 
 /// Failed attempts, whether the lease holder reports one or its lease runs out: the job is

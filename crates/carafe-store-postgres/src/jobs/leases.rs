@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use carafe_core::jobs::{
-    Advanced, Allowance, Claim, ClaimedJob, Completion, Fenced, Heartbeat, HeartbeatAck, JobId,
-    LeaseToken, QueueLimits, QueueName, allowance,
+    Advanced, Allowance, Claim, ClaimedJob, Completion, Fenced, Heartbeat, HeartbeatAck, Job,
+    JobId, LeaseToken, QueueLimits, QueueName, allowance,
 };
 use carafe_core::store::LeaseStore;
 use carafe_core::{StoreError, StoreResult};
@@ -24,7 +24,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;
 
-use super::rows::lost;
+use super::rows::{J_COLUMNS, job_from_row, lost};
 use super::wakeup::Wakeups;
 use super::workflows::{advance_all, lock_workflows_of};
 use crate::{PgStore, map_err};
@@ -276,14 +276,14 @@ impl LeaseStore for PgStore {
         &self,
         items: &[Completion],
         now: OffsetDateTime,
-    ) -> StoreResult<Advanced<Vec<Fenced<()>>>> {
-        // A repeated (id, token) pair is sent once; its repeats are answered below as the
-        // one-by-one order would (SQLite's): after a completion, the job no longer runs.
-        let mut first: HashMap<(i64, &str), usize> = HashMap::new();
+    ) -> StoreResult<Advanced<Vec<Fenced<Job>>>> {
+        // A repeated item is sent once; its repeats are answered below as the one-by-one
+        // order would (SQLite's): after a completion, the job no longer runs.
+        let mut first: HashMap<(i64, &str, bool), usize> = HashMap::new();
         let mut sent = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             first
-                .entry((item.id.0, item.lease_token.as_str()))
+                .entry((item.id.0, item.lease_token.as_str(), item.outside))
                 .or_insert_with(|| {
                     sent.push(i);
                     i
@@ -296,30 +296,33 @@ impl LeaseStore for PgStore {
         let ids: Vec<i64> = sent.iter().map(|&i| items[i].id.0).collect();
         let locked = lock_workflows_of(&mut tx, &ids).await?;
         // One statement completes every item whose lease holds (a job matches at most one
-        // item: the one with its token), writes their events, and classifies the others. The
-        // final SELECT sees `jobs` as it was before the UPDATE, which is enough to tell a lost
-        // lease (the job exists) from a missing job.
-        let rows = sqlx::query(
+        // item: the one with its token) and that may reach its queue, returns the jobs as they
+        // now are, writes their events, and classifies the others by the job as it was before
+        // the UPDATE (its queue never changes): missing, reserved, or a lost lease.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "WITH items AS (
-                 SELECT * FROM unnest($1::int[], $2::bigint[], $3::text[], $4::jsonb[])
-                     AS i(n, id, token, result)),
+                 SELECT * FROM unnest($1::int[], $2::bigint[], $3::text[], $4::jsonb[], $6::bool[])
+                     AS i(n, id, token, result, outside)),
              done AS (
                  UPDATE jobs j SET state = 'completed', result = items.result, finalized_at = $5,
                      lease_token = NULL, lease_expires_at = NULL, event_seq = j.event_seq + 1
                  FROM items
                  WHERE j.id = items.id AND j.state = 'running' AND j.lease_token = items.token
-                 RETURNING items.n, j.id, j.attempt, j.event_seq, items.result, j.workflow_id),
+                     AND NOT (items.outside AND starts_with(j.queue, $7))
+                 RETURNING items.n, {J_COLUMNS}, j.event_seq, items.result AS r),
              ev AS (
                  INSERT INTO job_events (job_id, seq, at, kind, data)
                  SELECT id, event_seq, $5, 'state',
-                     jsonb_build_object('state', 'completed', 'attempt', attempt, 'result', result)
+                     jsonb_build_object('state', 'completed', 'attempt', attempt, 'result', r)
                  FROM done)
-             SELECT items.n, done.workflow_id, CASE
+             SELECT items.n AS item, o.queue AS found_queue, CASE
                  WHEN done.n IS NOT NULL THEN 'done'
-                 WHEN EXISTS (SELECT 1 FROM jobs WHERE jobs.id = items.id) THEN 'lost'
-                 ELSE 'missing' END AS outcome
-             FROM items LEFT JOIN done ON done.n = items.n",
-        )
+                 WHEN o.queue IS NULL THEN 'missing'
+                 WHEN items.outside AND starts_with(o.queue, $7) THEN 'reserved'
+                 ELSE 'lost' END AS outcome, done.*
+             FROM items LEFT JOIN done ON done.n = items.n
+                 LEFT JOIN jobs o ON o.id = items.id AND done.n IS NULL"
+        )))
         .bind(sent.iter().map(|&i| i as i32).collect::<Vec<_>>())
         .bind(&ids)
         .bind(
@@ -333,22 +336,33 @@ impl LeaseStore for PgStore {
                 .collect::<Vec<_>>(),
         )
         .bind(now)
+        .bind(sent.iter().map(|&i| items[i].outside).collect::<Vec<_>>())
+        .bind(QueueName::RESERVED_PREFIX)
         .fetch_all(&mut *tx)
         .await
         .map_err(map_err)?;
-        let mut answers: Vec<Option<Fenced<()>>> = vec![None; items.len()];
+        let mut answers: Vec<Option<Fenced<Job>>> = vec![None; items.len()];
         let mut wake = Wakeups::default();
         let mut ended = BTreeSet::new();
         for row in &rows {
-            let n: i32 = row.try_get("n").map_err(map_err)?;
+            let n = row.try_get::<i32, _>("item").map_err(map_err)? as usize;
             let outcome: String = row.try_get("outcome").map_err(map_err)?;
-            let workflow: Option<i64> = row.try_get("workflow_id").map_err(map_err)?;
-            ended.extend(workflow.filter(|w| locked.contains(w)));
-            let n = n as usize;
             answers[n] = Some(match outcome.as_str() {
                 "done" => {
-                    wake.job(items[n].id);
-                    Fenced::Done(())
+                    let job = job_from_row(row)?;
+                    ended.extend(
+                        job.workflow
+                            .map(|(w, _)| w.0)
+                            .filter(|w| locked.contains(w)),
+                    );
+                    wake.job(job.id);
+                    Fenced::Done(job)
+                }
+                "reserved" => {
+                    let queue: String = row.try_get("found_queue").map_err(map_err)?;
+                    Fenced::Reserved(
+                        QueueName::parse(&queue).map_err(|_| StoreError::corrupt("jobs.queue"))?,
+                    )
                 }
                 "lost" => Fenced::LeaseLost,
                 _ => Fenced::NotFound,
@@ -361,9 +375,9 @@ impl LeaseStore for PgStore {
             .iter()
             .enumerate()
             .map(|(i, item)| {
-                let k = first[&(item.id.0, item.lease_token.as_str())];
+                let k = first[&(item.id.0, item.lease_token.as_str(), item.outside)];
                 match answers[k].clone() {
-                    Some(Fenced::Done(())) if k != i => Ok(Fenced::LeaseLost),
+                    Some(Fenced::Done(_)) if k != i => Ok(Fenced::LeaseLost),
                     Some(answer) => Ok(answer),
                     None => Err(StoreError::corrupt("a completion got no answer")),
                 }

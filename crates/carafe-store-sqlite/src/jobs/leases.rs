@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use carafe_core::jobs::{
-    Advanced, Allowance, Claim, ClaimedJob, Completion, Fenced, Heartbeat, HeartbeatAck, JobId,
-    JobState, LeaseToken, QueueLimits, QueueName, allowance,
+    Advanced, Allowance, Claim, ClaimedJob, Completion, Fenced, Heartbeat, HeartbeatAck, Job,
+    JobId, JobState, LeaseToken, QueueLimits, QueueName, allowance,
 };
 use carafe_core::store::LeaseStore;
 use carafe_core::{StoreError, StoreResult};
@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use sqlx::{Row, SqliteConnection};
 use time::OffsetDateTime;
 
-use super::rows::{NewEvent, add_events, lost};
+use super::rows::{JOB_COLUMNS, NewEvent, add_events, job_from_row, lost};
 use super::workflows::advance_all;
 use crate::{SqliteStore, at, map_err, ms};
 
@@ -225,15 +225,16 @@ impl LeaseStore for SqliteStore {
         &self,
         items: &[Completion],
         now: OffsetDateTime,
-    ) -> StoreResult<Advanced<Vec<Fenced<()>>>> {
+    ) -> StoreResult<Advanced<Vec<Fenced<Job>>>> {
         let mut tx = self.begin_write().await?;
         // Three statements per batch, whatever its size: read the current leases, complete
-        // the items that hold theirs, append their events. The single writer keeps the
-        // leases from changing in between. Then the workflows of completed steps (if any)
-        // advance.
+        // the items that hold theirs (returning the jobs as they now are), append their
+        // events. The single writer keeps the leases from changing in between. Then the
+        // workflows of completed steps (if any) advance.
         let ids: Vec<i64> = items.iter().map(|i| i.id.0).collect();
-        let current: HashMap<i64, (String, Option<String>)> = sqlx::query(
-            "SELECT id, state, lease_token FROM jobs WHERE id IN (SELECT value FROM json_each(?))",
+        let current: HashMap<i64, Lease> = sqlx::query(
+            "SELECT id, state, lease_token, queue FROM jobs
+             WHERE id IN (SELECT value FROM json_each(?))",
         )
         .bind(serde_json::to_string(&ids).expect("serializes"))
         .fetch_all(&mut *tx)
@@ -243,63 +244,96 @@ impl LeaseStore for SqliteStore {
         .map(|r| {
             Ok((
                 r.try_get("id")?,
-                (r.try_get("state")?, r.try_get("lease_token")?),
+                Lease {
+                    running: r.try_get::<String, _>("state")? == "running",
+                    token: r.try_get("lease_token")?,
+                    queue: r.try_get("queue")?,
+                },
             ))
         })
         .collect::<Result<_, sqlx::Error>>()
         .map_err(map_err)?;
         let mut taken = HashSet::new();
         let mut winners = Vec::new();
-        let out: Vec<Fenced<()>> = items
+        // `None` stands for "completed": filled in from the rows the UPDATE returns.
+        let mut out: Vec<Option<Fenced<Job>>> = items
             .iter()
             .map(|item| match current.get(&item.id.0) {
-                None => Fenced::NotFound,
-                Some((state, token))
-                    if state == "running"
-                        && token.as_deref() == Some(item.lease_token.as_str())
+                None => Ok(Some(Fenced::NotFound)),
+                Some(lease) if item.outside && lease.reserved() => {
+                    let queue = QueueName::parse(&lease.queue)
+                        .map_err(|_| StoreError::corrupt("jobs.queue"))?;
+                    Ok(Some(Fenced::Reserved(queue)))
+                }
+                Some(lease)
+                    if lease.running
+                        && lease.token.as_deref() == Some(item.lease_token.as_str())
                         && taken.insert(item.id.0) =>
                 {
                     winners.push(json!({"id": item.id.0, "r": item.result}));
-                    Fenced::Done(())
+                    Ok(None)
                 }
-                Some(_) => Fenced::LeaseLost,
+                Some(_) => Ok(Some(Fenced::LeaseLost)),
             })
-            .collect();
-        let rows = sqlx::query(
-            "UPDATE jobs SET state = 'completed', result = c.value -> '$.r', finalized_at = ?,
-                 lease_token = NULL, lease_expires_at = NULL, event_seq = event_seq + 1
-             FROM json_each(?) AS c WHERE jobs.id = c.value ->> '$.id'
-             RETURNING id, attempt, event_seq, workflow_id",
-        )
-        .bind(ms(now))
-        .bind(Value::Array(winners).to_string())
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map_err)?;
+            .collect::<StoreResult<_>>()?;
+        let rows = if winners.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE jobs SET state = 'completed', result = c.value -> '$.r', finalized_at = ?,
+                     lease_token = NULL, lease_expires_at = NULL, event_seq = event_seq + 1
+                 FROM json_each(?) AS c WHERE jobs.id = c.value ->> '$.id'
+                 RETURNING {JOB_COLUMNS}, event_seq"
+            )))
+            .bind(ms(now))
+            .bind(Value::Array(winners).to_string())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_err)?
+        };
         let results: HashMap<i64, &Value> = items.iter().map(|i| (i.id.0, &i.result)).collect();
         let mut events = Vec::with_capacity(rows.len());
         let mut workflows = Vec::new();
+        let mut completed = HashMap::with_capacity(rows.len());
         for row in &rows {
-            let id: i64 = row.try_get("id").map_err(map_err)?;
-            workflows.extend(
-                row.try_get::<Option<i64>, _>("workflow_id")
-                    .map_err(map_err)?,
-            );
-            let attempt: i64 = row.try_get("attempt").map_err(map_err)?;
+            let job = job_from_row(row)?;
+            workflows.extend(job.workflow.map(|(w, _)| w.0));
             events.push(NewEvent {
-                job: id,
+                job: job.id.0,
                 seq: row.try_get("event_seq").map_err(map_err)?,
                 kind: "state",
-                data: json!({"state": JobState::Completed, "attempt": attempt, "result": results.get(&id)}),
+                data: json!({"state": JobState::Completed, "attempt": job.attempt, "result": results.get(&job.id.0)}),
             });
+            completed.insert(job.id.0, job);
         }
         add_events(&mut tx, now, &events).await?;
         let started = advance_all(&mut tx, workflows, now).await?;
         tx.commit().await.map_err(map_err)?;
+        for (slot, item) in out.iter_mut().zip(items) {
+            if slot.is_none() {
+                let job = completed
+                    .remove(&item.id.0)
+                    .ok_or_else(|| StoreError::corrupt("jobs: a completed job was not returned"))?;
+                *slot = Some(Fenced::Done(job));
+            }
+        }
         Ok(Advanced {
-            outcome: out,
+            outcome: out.into_iter().flatten().collect(),
             started,
         })
+    }
+}
+
+/// A job's lease as completing reads it.
+struct Lease {
+    running: bool,
+    token: Option<String>,
+    queue: String,
+}
+
+impl Lease {
+    fn reserved(&self) -> bool {
+        self.queue.starts_with(QueueName::RESERVED_PREFIX)
     }
 }
 

@@ -115,8 +115,21 @@ pub fn check(caller: Caller, queue: &QueueName, action: QueueAction) -> Result<(
         | QueueAction::Configure => false,
     };
     if allowed {
-        return Ok(());
+        Ok(())
+    } else {
+        Err(refusal(caller, queue, action))
     }
+}
+
+/// Whether a report (heartbeat, progress, complete, fail) from `caller` may reach jobs of
+/// reserved queues. Never over the API; stores check it in the same write as the report (see
+/// `Completion::outside`), and answer `Fenced::Reserved` to those it refuses.
+pub fn reports_reach_reserved(_caller: Caller) -> bool {
+    false
+}
+
+/// The refusal `check` gives `caller` for `action` on the reserved `queue`.
+pub fn refusal(caller: Caller, queue: &QueueName, action: QueueAction) -> ReservedQueue {
     let reason = match (caller, action) {
         (Caller::Admin, _) => format!(
             "only Carafe's own handlers {} it; admins may read, pause, resume and retry",
@@ -124,10 +137,10 @@ pub fn check(caller: Caller, queue: &QueueName, action: QueueAction) -> Result<(
         ),
         _ => format!("only admins may {} it", action.verb()),
     };
-    Err(ReservedQueue {
+    ReservedQueue {
         queue: queue.as_str().to_owned(),
         reason,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -178,6 +191,13 @@ mod tests {
                 check(files_key, &files, action).is_ok(),
                 action == QueueAction::Read,
                 "{action:?}"
+            );
+        }
+        // What stores check in the write agrees with the rule.
+        for caller in [Caller::Admin, jobs_key, files_key, Caller::User] {
+            assert_eq!(
+                reports_reach_reserved(caller),
+                check(caller, &files, QueueAction::Report).is_ok()
             );
         }
         // A capability's scope reads only its own queue; unknown reserved queues are admins'.

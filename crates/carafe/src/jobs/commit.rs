@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use carafe_core::jobs::{Completion, Fenced, Inserted, NewJob};
+use carafe_core::jobs::{Completion, Fenced, Inserted, Job, NewJob};
 use carafe_core::time::now;
 use carafe_core::{Store, StoreResult};
 
@@ -19,7 +19,7 @@ use crate::realtime::bus::Bus;
 const MAX_ITEMS: usize = 1000;
 
 pub(super) type Inserts = GroupCommit<NewJob, Inserted>;
-pub(super) type Completions = GroupCommit<Completion, Fenced<()>>;
+pub(super) type Completions = GroupCommit<Completion, Fenced<Job>>;
 
 pub(super) fn inserts(store: Arc<dyn Store>, bus: Bus) -> Inserts {
     GroupCommit::spawn("jobs.insert", MAX_ITEMS, Insert { store, bus })
@@ -61,12 +61,12 @@ struct Complete {
 }
 
 #[async_trait]
-impl BatchWrite<Completion, Fenced<()>> for Complete {
-    async fn write(&self, items: &[Completion]) -> StoreResult<Vec<Fenced<()>>> {
+impl BatchWrite<Completion, Fenced<Job>> for Complete {
+    async fn write(&self, items: &[Completion]) -> StoreResult<Vec<Fenced<Job>>> {
         let done = self.store.complete_jobs(items, now()).await?;
         let mut n = 0;
         for (item, outcome) in items.iter().zip(&done.outcome) {
-            if matches!(outcome, Fenced::Done(())) {
+            if outcome.is_done() {
                 self.bus.publish(&job_topic(item.id));
                 n += 1;
             }

@@ -215,8 +215,8 @@ impl Jobs {
     }
 
     /// Completes `items` (each fenced by its lease), sharing the transaction with completions
-    /// made at the same time; answers once it has committed.
-    pub async fn complete(&self, items: Vec<Completion>) -> StoreResult<Vec<Fenced<()>>> {
+    /// made at the same time; answers once it has committed, a completed item with its job.
+    pub async fn complete(&self, items: Vec<Completion>) -> StoreResult<Vec<Fenced<Job>>> {
         self.completions.write(items).await
     }
 

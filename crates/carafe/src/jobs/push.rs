@@ -235,6 +235,7 @@ impl Dispatcher {
                     id: job.id,
                     lease_token: job.lease_token.clone(),
                     result,
+                    outside: false,
                 };
                 if let Err(e) = self.jobs.complete(vec![done]).await {
                     tracing::warn!(error = %e, job = job.id.0, "could not complete a delivered job; it will be retried");

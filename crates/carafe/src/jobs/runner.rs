@@ -325,6 +325,7 @@ impl RunOne {
                     id,
                     lease_token: token,
                     result,
+                    outside: false,
                 };
                 complete(&self.jobs, done).await;
                 return;

@@ -164,6 +164,7 @@ pub async fn jobs_expired_leases_are_rescued(store: Arc<dyn Store>) {
         id: j.id,
         lease_token: c.lease_token.clone(),
         result: json!(1),
+        outside: false,
     };
     assert_eq!(
         store.complete_jobs(&[zombie], later).await.unwrap().outcome,

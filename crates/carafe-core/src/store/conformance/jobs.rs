@@ -81,6 +81,7 @@ pub async fn jobs_unique_keys(store: Arc<dyn Store>) {
             id: c.id,
             lease_token: c.lease_token.clone(),
             result: json!(null),
+            outside: false,
         })
         .collect();
     store.complete_jobs(&done, t).await.unwrap();

@@ -155,16 +155,19 @@ pub async fn jobs_completion_is_fenced(store: Arc<dyn Store>) {
             id: a.id,
             lease_token: token(a.id),
             result: json!({"ok": true}),
+            outside: false,
         },
         Completion {
             id: b.id,
             lease_token: "stale".into(),
             result: json!(1),
+            outside: false,
         },
         Completion {
             id: JobId(b.id.0 + 999),
             lease_token: "x".into(),
             result: json!(1),
+            outside: false,
         },
     ];
     let done = store
@@ -172,11 +175,16 @@ pub async fn jobs_completion_is_fenced(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .outcome;
+    let a2 = store.get_job(a.id).await.unwrap().unwrap();
+    // A completed item answers with the job as it now is.
     assert_eq!(
         done,
-        vec![Fenced::Done(()), Fenced::LeaseLost, Fenced::NotFound]
+        vec![
+            Fenced::Done(a2.clone()),
+            Fenced::LeaseLost,
+            Fenced::NotFound
+        ]
     );
-    let a2 = store.get_job(a.id).await.unwrap().unwrap();
     assert_eq!(a2.state, JobState::Completed);
     assert_eq!(a2.result, Some(json!({"ok": true})));
     assert_eq!(a2.finalized_at, Some(t + Duration::from_secs(1)));
@@ -192,6 +200,50 @@ pub async fn jobs_completion_is_fenced(store: Arc<dyn Store>) {
     // A second completion of the same job is refused: it is no longer running.
     let again = store.complete_jobs(&items[..1], t).await.unwrap().outcome;
     assert_eq!(again, vec![Fenced::LeaseLost]);
+}
+
+pub async fn jobs_completion_from_outside_spares_reserved_queues(store: Arc<dyn Store>) {
+    let t = now();
+    let own = insert(&store, job("carafe.files", t)).await;
+    let app = insert(&store, job("app", t)).await;
+    let own_claim = claim(&store, "carafe.files", 1, t).await.remove(0);
+    let app_claim = claim(&store, "app", 1, t).await.remove(0);
+    let item = |c: &ClaimedJob, outside: bool| Completion {
+        id: c.id,
+        lease_token: c.lease_token.clone(),
+        result: json!("r"),
+        outside,
+    };
+    // From outside, the reserved job is refused even with its lease token, and its
+    // neighbour in the same batch completes; nothing is written for the refused one.
+    let answer = store
+        .complete_jobs(&[item(&own_claim, true), item(&app_claim, true)], t)
+        .await
+        .unwrap()
+        .outcome;
+    assert_eq!(answer[0], Fenced::Reserved(q("carafe.files")));
+    assert!(
+        matches!(&answer[1], Fenced::Done(j) if j.id == app.id && j.state == JobState::Completed)
+    );
+    let still = store.get_job(own.id).await.unwrap().unwrap();
+    assert_eq!(still.state, JobState::Running);
+    assert_eq!(still.result, None);
+    // A refusal does not depend on the token: a stale one from outside is refused too.
+    let mut stale = item(&own_claim, true);
+    stale.lease_token = "stale".into();
+    assert_eq!(
+        store.complete_jobs(&[stale], t).await.unwrap().outcome,
+        vec![Fenced::Reserved(q("carafe.files"))]
+    );
+    // Carafe's own handler completes it.
+    let answer = store
+        .complete_jobs(&[item(&own_claim, false)], t)
+        .await
+        .unwrap()
+        .outcome;
+    assert!(
+        matches!(&answer[0], Fenced::Done(j) if j.id == own.id && j.result == Some(json!("r")))
+    );
 }
 
 pub async fn jobs_concurrent_claims_never_overlap(store: Arc<dyn Store>) {

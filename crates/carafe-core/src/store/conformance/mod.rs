@@ -55,6 +55,7 @@ macro_rules! conformance_tests {
             jobs_insert_get_and_first_event, jobs_unique_keys, jobs_listing_filters_and_pages,
             jobs_reserved_queues_are_listed_apart,
             jobs_claim_order_and_leases, jobs_heartbeats_are_fenced, jobs_completion_is_fenced,
+            jobs_completion_from_outside_spares_reserved_queues,
             jobs_concurrent_claims_never_overlap, jobs_push_jobs_are_claimed_apart,
             jobs_failures_retry_then_discard, jobs_expired_leases_are_rescued,
             jobs_cancellation, jobs_retry_revives_finished_jobs, jobs_pruning, jobs_queue_stats,

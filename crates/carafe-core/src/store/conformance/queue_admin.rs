@@ -77,6 +77,7 @@ pub async fn jobs_cancellation(store: Arc<dyn Store>) {
                 id: done.id,
                 lease_token: cz.lease_token,
                 result: json!(1),
+                outside: false,
             }],
             t,
         )
@@ -140,6 +141,7 @@ pub async fn jobs_pruning(store: Arc<dyn Store>) {
             id: c.id,
             lease_token: c.lease_token.clone(),
             result: json!(1),
+            outside: false,
         })
         .collect();
     store.complete_jobs(&items, t).await.unwrap();
@@ -187,6 +189,7 @@ pub async fn jobs_queue_stats(store: Arc<dyn Store>) {
                 id: c.id,
                 lease_token: c.lease_token,
                 result: json!(1),
+                outside: false,
             }],
             t,
         )
@@ -239,6 +242,7 @@ pub async fn jobs_queue_limits(store: Arc<dyn Store>) {
         id: first[0].id,
         lease_token: first[0].lease_token.clone(),
         result: json!(1),
+        outside: false,
     };
     store.complete_jobs(&[done], t).await.unwrap();
     assert_eq!(

@@ -39,11 +39,14 @@ fn lease_lost() -> ApiError {
     )
 }
 
-fn fenced<T>(outcome: Fenced<T>) -> ApiResult<T> {
+fn fenced<T>(outcome: Fenced<T>, principal: &Principal) -> ApiResult<T> {
     match outcome {
         Fenced::Done(v) => Ok(v),
         Fenced::LeaseLost => Err(lease_lost()),
         Fenced::NotFound => Err(ApiError::not_found()),
+        Fenced::Reserved(queue) => {
+            Err(access::refusal(Caller::of(principal), &queue, QueueAction::Report).into())
+        }
     }
 }
 
@@ -193,6 +196,7 @@ pub async fn heartbeat(
     may_report(&state, &principal, &[id]).await?;
     report(
         &state,
+        &principal,
         Heartbeat {
             id,
             lease_token: &body.lease_token,
@@ -206,8 +210,12 @@ pub async fn heartbeat(
 }
 
 /// Sends a heartbeat (or progress report) and answers with what the worker must know.
-async fn report(state: &AppState, hb: Heartbeat<'_>) -> ApiResult<axum::Json<HeartbeatAnswer>> {
-    let ack = fenced(state.jobs.heartbeat(hb).await?)?;
+async fn report(
+    state: &AppState,
+    principal: &Principal,
+    hb: Heartbeat<'_>,
+) -> ApiResult<axum::Json<HeartbeatAnswer>> {
+    let ack = fenced(state.jobs.heartbeat(hb).await?, principal)?;
     Ok(axum::Json(HeartbeatAnswer {
         cancel_requested: ack.cancel_requested,
         lease_expires_at: ack.lease_expires_at,
@@ -239,6 +247,7 @@ pub async fn progress(
     may_report(&state, &principal, &[id]).await?;
     report(
         &state,
+        &principal,
         Heartbeat {
             id,
             lease_token: &body.lease_token,
@@ -289,14 +298,15 @@ pub async fn complete(
         state.jobs.settings().max_args_bytes,
         "/result",
     )?;
-    may_report(&state, &principal, &[id]).await?;
+    // The reserved-queue rule is checked in the write itself: one transaction, no read first.
     let item = Completion {
         id,
         lease_token: body.lease_token,
         result: body.result.unwrap_or(Value::Null),
+        outside: !access::reports_reach_reserved(Caller::of(&principal)),
     };
-    fenced(state.jobs.complete(vec![item]).await?.remove(0))?;
-    let job = state.jobs.get(id).await?.ok_or_else(ApiError::not_found)?;
+    let done = state.jobs.complete(vec![item]).await?.into_iter().next();
+    let job = fenced(done.unwrap_or(Fenced::NotFound), &principal)?;
     Ok(axum::Json(JobView::new(job, now())))
 }
 
@@ -354,6 +364,7 @@ pub async fn complete_batch(
             id: JobId(i.id),
             lease_token: i.lease_token,
             result: i.result.unwrap_or(Value::Null),
+            outside: !access::reports_reach_reserved(Caller::of(&principal)),
         })
         .collect();
     let ids: Vec<JobId> = items.iter().map(|i| i.id).collect();
@@ -362,15 +373,22 @@ pub async fn complete_batch(
     let results = ids
         .iter()
         .zip(done)
-        .map(|(id, outcome)| CompleteOutcome {
-            id: id.0,
-            status: match outcome {
-                Fenced::Done(()) => "completed",
-                Fenced::LeaseLost => "lease_lost",
-                Fenced::NotFound => "not_found",
-            },
+        .map(|(id, outcome)| {
+            Ok(CompleteOutcome {
+                id: id.0,
+                status: match outcome {
+                    Fenced::Done(_) => "completed",
+                    Fenced::LeaseLost => "lease_lost",
+                    Fenced::NotFound => "not_found",
+                    // Checked above for the whole batch; a job's queue never changes.
+                    Fenced::Reserved(queue) => {
+                        let caller = Caller::of(&principal);
+                        return Err(access::refusal(caller, &queue, QueueAction::Report).into());
+                    }
+                },
+            })
         })
-        .collect();
+        .collect::<ApiResult<_>>()?;
     Ok(axum::Json(CompleteBatchAnswer { results }))
 }
 
@@ -434,7 +452,7 @@ pub async fn fail(
         retry,
         now: now(),
     };
-    let outcome = fenced(state.jobs.fail(failure, None).await?)?;
+    let outcome = fenced(state.jobs.fail(failure, None).await?, &principal)?;
     Ok(axum::Json(FailAnswer {
         state: outcome.state,
         retry_at: outcome.retry_at,
