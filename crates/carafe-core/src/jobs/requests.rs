@@ -38,9 +38,9 @@ pub struct Claim<'a> {
 }
 
 #[derive(Debug, Clone)]
-pub struct Heartbeat<'a> {
+pub struct Heartbeat {
     pub id: JobId,
-    pub lease_token: &'a LeaseToken,
+    pub lease_token: LeaseToken,
     pub now: OffsetDateTime,
     /// Renew the lease to `now` + this length; `None` keeps the current expiry (a progress
     /// report).
@@ -78,9 +78,9 @@ pub enum RetryRequest {
 }
 
 #[derive(Debug, Clone)]
-pub struct Failure<'a> {
+pub struct Failure {
     pub id: JobId,
-    pub lease_token: &'a LeaseToken,
+    pub lease_token: LeaseToken,
     pub message: String,
     pub retry: RetryRequest,
     pub now: OffsetDateTime,

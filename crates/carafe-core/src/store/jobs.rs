@@ -50,8 +50,16 @@ pub trait LeaseStore: Send + Sync {
     async fn claim_jobs(&self, claim: Claim<'_>) -> StoreResult<Vec<ClaimedJob>>;
     /// Queues holding push jobs that are due now.
     async fn push_queues(&self, now: OffsetDateTime) -> StoreResult<Vec<QueueName>>;
+    /// Heartbeats (see `heartbeat_job`) in one transaction, applied in order; each answer is
+    /// in the order of `hbs`.
+    async fn heartbeat_jobs(&self, hbs: &[Heartbeat]) -> StoreResult<Vec<Fenced<HeartbeatAck>>>;
     /// Extends the lease and/or records progress and a checkpoint, for the lease holder only.
-    async fn heartbeat_job(&self, hb: Heartbeat<'_>) -> StoreResult<Fenced<HeartbeatAck>>;
+    async fn heartbeat_job(&self, hb: Heartbeat) -> StoreResult<Fenced<HeartbeatAck>> {
+        let mut answers = self.heartbeat_jobs(std::slice::from_ref(&hb)).await?;
+        answers
+            .pop()
+            .ok_or_else(|| crate::StoreError::corrupt("a heartbeat got no answer"))
+    }
     /// Completes jobs (one transaction, which also advances their workflows); each answer is
     /// in the order of `items`, a completed one with the job as it now is.
     async fn complete_jobs(
@@ -65,10 +73,23 @@ pub trait LeaseStore: Send + Sync {
 /// retried with backoff, discarded, or cancelled.
 #[async_trait]
 pub trait FailureStore: Send + Sync {
+    /// Failed attempts (see `fail_job`) in one transaction, applied in order; each answer is
+    /// in the order of `failures`.
+    async fn fail_jobs(
+        &self,
+        failures: &[Failure],
+    ) -> StoreResult<Advanced<Vec<Fenced<FailureOutcome>>>>;
     /// Records a failed attempt: retryable with backoff, discarded, or cancelled (the last two
     /// advance the job's workflow).
-    async fn fail_job(&self, failure: Failure<'_>)
-    -> StoreResult<Advanced<Fenced<FailureOutcome>>>;
+    async fn fail_job(&self, failure: Failure) -> StoreResult<Advanced<Fenced<FailureOutcome>>> {
+        let mut done = self.fail_jobs(std::slice::from_ref(&failure)).await?;
+        let outcome = (done.outcome.pop())
+            .ok_or_else(|| crate::StoreError::corrupt("a failure got no answer"))?;
+        Ok(Advanced {
+            outcome,
+            started: done.started,
+        })
+    }
     /// Treats up to `batch` running jobs whose lease expired as failed attempts (advancing the
     /// workflows of those this discards); returns the rescued jobs.
     async fn rescue_expired_jobs(

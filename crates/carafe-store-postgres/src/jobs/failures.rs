@@ -140,32 +140,44 @@ async fn record_failures(
 
 #[async_trait]
 impl FailureStore for PgStore {
-    async fn fail_job(&self, f: Failure<'_>) -> StoreResult<Advanced<Fenced<FailureOutcome>>> {
+    async fn fail_jobs(
+        &self,
+        failures: &[Failure],
+    ) -> StoreResult<Advanced<Vec<Fenced<FailureOutcome>>>> {
+        let Some(at) = failures.last().map(|f| f.now) else {
+            return Ok(Advanced::alone(Vec::new()));
+        };
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let locked = lock_workflows_of(&mut tx, &[f.id.0]).await?;
+        let mut wake = Wakeups::default();
+        let mut ended = BTreeSet::new();
+        let mut answers = Vec::with_capacity(failures.len());
         let sql = format!(
             "SELECT {FAILING} FROM jobs WHERE id = $1 AND state = 'running' AND lease_token = $2
              FOR UPDATE"
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(f.id.0)
-            .bind(f.lease_token.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        let Some(row) = row else {
-            return lost(&mut tx, f.id).await.map(Advanced::alone);
-        };
-        let failing = [failing_from_row(&row)?];
-        let mut wake = Wakeups::default();
-        let outcome =
-            record_failures(&mut tx, &failing, &f.message, f.retry, f.now, &mut wake).await?;
-        let ended = ended_workflows(&failing, &outcome, &locked);
-        let started = advance_all(&mut tx, &ended, f.now, &mut wake).await?;
+        for f in failures {
+            let locked = lock_workflows_of(&mut tx, &[f.id.0]).await?;
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(f.id.0)
+                .bind(f.lease_token.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            let Some(row) = row else {
+                answers.push(lost(&mut tx, f.id).await?);
+                continue;
+            };
+            let failing = [failing_from_row(&row)?];
+            let outcome =
+                record_failures(&mut tx, &failing, &f.message, f.retry, f.now, &mut wake).await?;
+            ended.extend(ended_workflows(&failing, &outcome, &locked));
+            answers.push(Fenced::Done(outcome[0]));
+        }
+        let started = advance_all(&mut tx, &ended, at, &mut wake).await?;
         wake.send(&mut tx).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(Advanced {
-            outcome: Fenced::Done(outcome[0]),
+            outcome: answers,
             started,
         })
     }

@@ -106,7 +106,7 @@ async fn spend_tokens(
 /// Extends the lease and records progress (with its event) for the lease holder.
 async fn heartbeat_in(
     conn: &mut PgConnection,
-    hb: &Heartbeat<'_>,
+    hb: &Heartbeat,
 ) -> StoreResult<Fenced<HeartbeatAck>> {
     let row = sqlx::query(
         "WITH hb AS (
@@ -254,22 +254,28 @@ impl LeaseStore for PgStore {
             .collect()
     }
 
-    async fn heartbeat_job(&self, hb: Heartbeat<'_>) -> StoreResult<Fenced<HeartbeatAck>> {
-        // A plain heartbeat is one statement; one with progress also appends an event and
-        // notifies the job's watchers, which needs a transaction around the two.
-        if hb.progress.is_none() {
+    async fn heartbeat_jobs(&self, hbs: &[Heartbeat]) -> StoreResult<Vec<Fenced<HeartbeatAck>>> {
+        // A plain heartbeat alone is one statement; with progress it also appends an event and
+        // notifies the job's watchers, and several share a transaction.
+        if let [hb] = hbs
+            && hb.progress.is_none()
+        {
             let mut conn = self.pool.acquire().await.map_err(map_err)?;
-            return heartbeat_in(&mut conn, &hb).await;
+            return Ok(vec![heartbeat_in(&mut conn, hb).await?]);
         }
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let answer = heartbeat_in(&mut tx, &hb).await?;
-        if let Fenced::Done(_) = answer {
-            let mut wake = Wakeups::default();
-            wake.job(hb.id);
-            wake.send(&mut tx).await?;
+        let mut wake = Wakeups::default();
+        let mut answers = Vec::with_capacity(hbs.len());
+        for hb in hbs {
+            let answer = heartbeat_in(&mut tx, hb).await?;
+            if answer.is_done() && hb.progress.is_some() {
+                wake.job(hb.id);
+            }
+            answers.push(answer);
         }
+        wake.send(&mut tx).await?;
         tx.commit().await.map_err(map_err)?;
-        Ok(answer)
+        Ok(answers)
     }
 
     async fn complete_jobs(

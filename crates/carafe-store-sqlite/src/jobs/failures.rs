@@ -97,27 +97,32 @@ pub(crate) async fn record_failure(
 
 #[async_trait]
 impl FailureStore for SqliteStore {
-    async fn fail_job(&self, f: Failure<'_>) -> StoreResult<Advanced<Fenced<FailureOutcome>>> {
+    async fn fail_jobs(
+        &self,
+        failures: &[Failure],
+    ) -> StoreResult<Advanced<Vec<Fenced<FailureOutcome>>>> {
         let mut tx = self.begin_write().await?;
         let mut started = Vec::new();
-        let (id, token, now) = (f.id, f.lease_token, f.now);
-        let outcome = record_failure(
-            &mut tx,
-            id,
-            token.as_str(),
-            &f.message,
-            f.retry,
-            now,
-            &mut started,
-        )
-        .await?;
-        let answer = match outcome {
-            Some(o) => Fenced::Done(o),
-            None => lost(&mut tx, f.id).await?,
-        };
+        let mut answers = Vec::with_capacity(failures.len());
+        for f in failures {
+            let outcome = record_failure(
+                &mut tx,
+                f.id,
+                f.lease_token.as_str(),
+                &f.message,
+                f.retry,
+                f.now,
+                &mut started,
+            )
+            .await?;
+            answers.push(match outcome {
+                Some(o) => Fenced::Done(o),
+                None => lost(&mut tx, f.id).await?,
+            });
+        }
         tx.commit().await.map_err(map_err)?;
         Ok(Advanced {
-            outcome: answer,
+            outcome: answers,
             started,
         })
     }

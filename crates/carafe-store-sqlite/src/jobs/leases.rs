@@ -173,52 +173,14 @@ impl LeaseStore for SqliteStore {
             .collect()
     }
 
-    async fn heartbeat_job(&self, hb: Heartbeat<'_>) -> StoreResult<Fenced<HeartbeatAck>> {
+    async fn heartbeat_jobs(&self, hbs: &[Heartbeat]) -> StoreResult<Vec<Fenced<HeartbeatAck>>> {
         let mut tx = self.begin_write().await?;
-        let progress = hb
-            .progress
-            .as_ref()
-            .map(|p| serde_json::to_string(p).expect("serializes"));
-        let row = sqlx::query(
-            "UPDATE jobs SET lease_expires_at = CASE WHEN ?1 THEN ?2 + COALESCE(?3,
-                     (SELECT lease_ms FROM queues WHERE name = jobs.queue), ?4)
-                     ELSE lease_expires_at END,
-                 progress = COALESCE(?5, progress), checkpoint = COALESCE(?6, checkpoint),
-                 event_seq = event_seq + ?7
-             WHERE id = ?8 AND state = 'running' AND lease_token = ?9
-             RETURNING cancel_requested, lease_expires_at, event_seq",
-        )
-        .bind(hb.renew.is_some())
-        .bind(ms(hb.now))
-        .bind(hb.renew.and_then(|r| r.asked_ms()))
-        .bind(hb.renew.map(|r| r.default_ms()))
-        .bind(progress)
-        .bind(hb.checkpoint.as_ref().map(|c| c.to_string()))
-        .bind(i64::from(hb.progress.is_some()))
-        .bind(hb.id.0)
-        .bind(hb.lease_token.as_str())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        let Some(row) = row else {
-            return lost(&mut tx, hb.id).await;
-        };
-        if let Some(p) = &hb.progress {
-            let seq = row.try_get("event_seq").map_err(map_err)?;
-            let event = NewEvent {
-                job: hb.id.0,
-                seq,
-                kind: "progress",
-                data: json!({"progress": p}),
-            };
-            add_events(&mut tx, hb.now, &[event]).await?;
+        let mut answers = Vec::with_capacity(hbs.len());
+        for hb in hbs {
+            answers.push(heartbeat_in(&mut tx, hb).await?);
         }
-        let ack = HeartbeatAck {
-            cancel_requested: row.try_get::<i64, _>("cancel_requested").map_err(map_err)? != 0,
-            lease_expires_at: at(row.try_get("lease_expires_at").map_err(map_err)?),
-        };
         tx.commit().await.map_err(map_err)?;
-        Ok(Fenced::Done(ack))
+        Ok(answers)
     }
 
     async fn complete_jobs(
@@ -322,6 +284,56 @@ impl LeaseStore for SqliteStore {
             started,
         })
     }
+}
+
+/// One heartbeat inside a write transaction.
+async fn heartbeat_in(
+    tx: &mut SqliteConnection,
+    hb: &Heartbeat,
+) -> StoreResult<Fenced<HeartbeatAck>> {
+    let progress = hb
+        .progress
+        .as_ref()
+        .map(|p| serde_json::to_string(p).expect("serializes"));
+    let row = sqlx::query(
+        "UPDATE jobs SET lease_expires_at = CASE WHEN ?1 THEN ?2 + COALESCE(?3,
+                 (SELECT lease_ms FROM queues WHERE name = jobs.queue), ?4)
+                 ELSE lease_expires_at END,
+             progress = COALESCE(?5, progress), checkpoint = COALESCE(?6, checkpoint),
+             event_seq = event_seq + ?7
+         WHERE id = ?8 AND state = 'running' AND lease_token = ?9
+         RETURNING cancel_requested, lease_expires_at, event_seq",
+    )
+    .bind(hb.renew.is_some())
+    .bind(ms(hb.now))
+    .bind(hb.renew.and_then(|r| r.asked_ms()))
+    .bind(hb.renew.map(|r| r.default_ms()))
+    .bind(progress)
+    .bind(hb.checkpoint.as_ref().map(|c| c.to_string()))
+    .bind(i64::from(hb.progress.is_some()))
+    .bind(hb.id.0)
+    .bind(hb.lease_token.as_str())
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    let Some(row) = row else {
+        return lost(&mut *tx, hb.id).await;
+    };
+    if let Some(p) = &hb.progress {
+        let seq = row.try_get("event_seq").map_err(map_err)?;
+        let event = NewEvent {
+            job: hb.id.0,
+            seq,
+            kind: "progress",
+            data: json!({"progress": p}),
+        };
+        add_events(&mut *tx, hb.now, &[event]).await?;
+    }
+    let ack = HeartbeatAck {
+        cancel_requested: row.try_get::<i64, _>("cancel_requested").map_err(map_err)? != 0,
+        lease_expires_at: at(row.try_get("lease_expires_at").map_err(map_err)?),
+    };
+    Ok(Fenced::Done(ack))
 }
 
 /// A job's lease as completing reads it.

@@ -24,8 +24,7 @@ use std::time::Duration;
 
 use carafe_core::jobs::{
     Claim, ClaimedJob, Completion, Failure, FailureOutcome, Fenced, Heartbeat, HeartbeatAck,
-    Inserted, Job, JobFilter, JobId, JobState, LeaseLength, NewJob, QueueLimits, QueueName,
-    QueueStats,
+    Inserted, Job, JobFilter, JobId, LeaseLength, NewJob, QueueLimits, QueueName, QueueStats,
 };
 use carafe_core::page::{Page, PageRequest};
 use carafe_core::time::now;
@@ -46,6 +45,13 @@ pub fn job_topic(id: JobId) -> String {
 }
 
 /// Wakes the watchers and queues of workflow steps a store write started.
+/// The one answer to a one-item write.
+fn one<T>(mut answers: Vec<T>) -> StoreResult<T> {
+    answers
+        .pop()
+        .ok_or_else(|| carafe_core::StoreError::corrupt("a write got no answer"))
+}
+
 fn wake_started(bus: &Bus, started: &[(JobId, QueueName)]) {
     for (job, queue) in started {
         bus.publish(&job_topic(*job));
@@ -61,6 +67,8 @@ pub struct Jobs {
     targets: Arc<TargetPolicy>,
     inserts: commit::Inserts,
     completions: commit::Completions,
+    heartbeats: commit::Heartbeats,
+    failures: commit::Failures,
 }
 
 impl Jobs {
@@ -73,6 +81,8 @@ impl Jobs {
         Jobs {
             inserts: commit::inserts(store.clone(), bus.clone()),
             completions: commit::completions(store.clone(), bus.clone()),
+            heartbeats: commit::heartbeats(store.clone(), bus.clone()),
+            failures: commit::failures(store.clone(), bus.clone()),
             store,
             bus,
             settings,
@@ -205,13 +215,10 @@ impl Jobs {
         }
     }
 
-    pub async fn heartbeat(&self, hb: Heartbeat<'_>) -> StoreResult<Fenced<HeartbeatAck>> {
-        let (id, progressed) = (hb.id, hb.progress.is_some());
-        let ack = self.store.heartbeat_job(hb).await?;
-        if progressed && matches!(ack, Fenced::Done(_)) {
-            self.bus.publish(&job_topic(id));
-        }
-        Ok(ack)
+    /// Extends a lease and/or reports progress, sharing the transaction with heartbeats made
+    /// at the same time; answers once it has committed.
+    pub async fn heartbeat(&self, hb: Heartbeat) -> StoreResult<Fenced<HeartbeatAck>> {
+        one(self.heartbeats.write(vec![hb]).await?)
     }
 
     /// Completes `items` (each fenced by its lease), sharing the transaction with completions
@@ -225,23 +232,14 @@ impl Jobs {
         wake_started(&self.bus, started);
     }
 
+    /// Records a failed attempt (`queue`, when known, is woken for a retry), sharing the
+    /// transaction with failures reported at the same time; answers once it has committed.
     pub async fn fail(
         &self,
-        failure: Failure<'_>,
+        failure: Failure,
         queue: Option<&QueueName>,
     ) -> StoreResult<Fenced<FailureOutcome>> {
-        let id = failure.id;
-        let outcome = self.store.fail_job(failure).await?;
-        if let Fenced::Done(o) = &outcome.outcome {
-            self.bus.publish(&job_topic(id));
-            if let Some(q) = queue.filter(|_| o.state == JobState::Retryable) {
-                self.bus.publish(&queue_topic(q.as_str()));
-            }
-            metrics::counter!("carafe_jobs_failed_total", "outcome" => o.state.as_str())
-                .increment(1);
-        }
-        self.wake_started(&outcome.started);
-        Ok(outcome.outcome)
+        one(self.failures.write(vec![(failure, queue.cloned())]).await?)
     }
 
     pub async fn cancel(&self, id: JobId) -> StoreResult<Option<Job>> {

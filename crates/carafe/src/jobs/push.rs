@@ -245,7 +245,7 @@ impl Dispatcher {
                 // The app reports itself: it has one whole lease from now (and heartbeats).
                 let hb = Heartbeat {
                     id: job.id,
-                    lease_token: &job.lease_token,
+                    lease_token: job.lease_token.clone(),
                     now: now(),
                     renew: Some(self.jobs.lease(None)),
                     progress: None,
@@ -258,7 +258,7 @@ impl Dispatcher {
             Outcome::Fail(message, retry) => {
                 let failure = Failure {
                     id: job.id,
-                    lease_token: &job.lease_token,
+                    lease_token: job.lease_token.clone(),
                     message,
                     retry,
                     now: now(),
@@ -407,7 +407,7 @@ async fn watch_cancel(jobs: Arc<Jobs>, job: ClaimedJob, cancelled: CancellationT
         tick.tick().await;
         let hb = Heartbeat {
             id: job.id,
-            lease_token: &job.lease_token,
+            lease_token: job.lease_token.clone(),
             now: now(),
             renew: Some(jobs.lease(None)),
             progress: None,

@@ -115,7 +115,7 @@ impl JobContext {
     ) -> Result<(), JobError> {
         let hb = Heartbeat {
             id: self.job.id,
-            lease_token: &self.job.lease_token,
+            lease_token: self.job.lease_token.clone(),
             now: now(),
             renew: None,
             progress,
@@ -342,7 +342,7 @@ impl RunOne {
         };
         let failure = Failure {
             id,
-            lease_token: &token,
+            lease_token: token.clone(),
             message,
             retry,
             now: now(),
@@ -368,7 +368,7 @@ async fn keep_lease(
         tick.tick().await;
         let hb = Heartbeat {
             id,
-            lease_token: &token,
+            lease_token: token.clone(),
             now: now(),
             renew: Some(jobs.lease(None)),
             progress: None,

@@ -1,6 +1,7 @@
 //! Small writes sent at the same time share a commit (group commit), and each is still judged
-//! on its own: a completion with a wrong lease fails alone, a job completed twice at once
-//! completes once, and concurrent enqueues with one unique key create one job.
+//! on its own: a completion, heartbeat or failure with a wrong lease fails alone, a job
+//! completed twice at once completes once, and concurrent enqueues with one unique key create
+//! one job.
 
 use futures::future::join_all;
 use serde_json::{Value, json};
@@ -9,6 +10,7 @@ use crate::helpers::{Backend, TestApp, problem};
 
 both_backends!(
     concurrent_completions_are_each_fenced_on_their_own,
+    concurrent_heartbeats_and_failures_are_each_fenced_on_their_own,
     concurrent_enqueues_with_one_unique_key_create_one_job,
 );
 
@@ -86,4 +88,71 @@ async fn concurrent_enqueues_with_one_unique_key_create_one_job(backend: Backend
         (1, 1),
         "one job, returned to every caller"
     );
+}
+
+async fn concurrent_heartbeats_and_failures_are_each_fenced_on_their_own(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let body = json!({"jobs": (0..30).map(|i| json!({"queue": "beats", "args": {"i": i}})).collect::<Vec<_>>()});
+    assert_eq!(app.enqueue_batch(&app.admin_key, &body).await.status(), 201);
+    let jobs = app
+        .claim_jobs("beats", json!({"worker": "w", "max": 30}))
+        .await;
+    assert_eq!(jobs.len(), 30);
+    let wrong = json!("0123456789abcdef0123456789abcdef");
+    // Every third job gets a lease that is not its own.
+    let token = |n: usize| {
+        if n % 3 == 2 {
+            wrong.clone()
+        } else {
+            jobs[n]["lease_token"].clone()
+        }
+    };
+    let id = |n: usize| jobs[n]["id"].as_i64().unwrap();
+    let beats: Vec<Value> = (0..30)
+        .map(|n| json!({"lease_token": token(n), "progress": {"current": n, "total": 30}}))
+        .collect();
+    let answers =
+        join_all((0..30).map(|n| app.worker_call(&app.admin_key, id(n), "heartbeat", &beats[n])))
+            .await;
+    for (n, res) in answers.into_iter().enumerate() {
+        if n % 3 == 2 {
+            problem(res, 409, "lease_lost").await;
+            assert_eq!(
+                app.job(id(n)).await["progress"],
+                Value::Null,
+                "job {}",
+                id(n)
+            );
+        } else {
+            assert_eq!(res.status(), 200, "job {}", id(n));
+            assert_eq!(
+                app.job(id(n)).await["progress"]["current"],
+                n,
+                "job {}",
+                id(n)
+            );
+        }
+    }
+    // Then each fails without a retry, at once.
+    let fails: Vec<Value> = (0..30)
+        .map(|n| json!({"lease_token": token(n), "error": format!("broke {n}"), "retry": false}))
+        .collect();
+    let answers =
+        join_all((0..30).map(|n| app.worker_call(&app.admin_key, id(n), "fail", &fails[n]))).await;
+    for (n, res) in answers.into_iter().enumerate() {
+        let job = id(n);
+        if n % 3 == 2 {
+            problem(res, 409, "lease_lost").await;
+            assert_eq!(app.job(job).await["state"], "running", "job {job}");
+        } else {
+            assert_eq!(res.status(), 200, "job {job}");
+            let got = app.job(job).await;
+            assert_eq!(got["state"], "discarded", "job {job}");
+            assert_eq!(
+                got["errors"][0]["message"],
+                format!("broke {n}"),
+                "job {job}"
+            );
+        }
+    }
 }

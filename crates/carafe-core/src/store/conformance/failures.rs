@@ -18,10 +18,10 @@ pub async fn jobs_failures_retry_then_discard(store: Arc<dyn Store>) {
     new.max_attempts = 2;
     let j = insert(&store, new).await;
     let c = claim(&store, "f", 1, t).await.remove(0);
-    fn failure(id: JobId, token: &LeaseToken, at: OffsetDateTime) -> Failure<'_> {
+    fn failure(id: JobId, token: &LeaseToken, at: OffsetDateTime) -> Failure {
         Failure {
             id,
-            lease_token: token,
+            lease_token: token.clone(),
             message: "smtp said 451".into(),
             retry: RetryRequest::Default,
             now: at,
@@ -86,7 +86,7 @@ pub async fn jobs_failures_retry_then_discard(store: Arc<dyn Store>) {
     let ck = claim(&store, "f2", 1, t).await.remove(0);
     let never = Failure {
         id: k.id,
-        lease_token: &ck.lease_token,
+        lease_token: ck.lease_token.clone(),
         message: "bad input".into(),
         retry: RetryRequest::Never,
         now: t,
@@ -103,7 +103,7 @@ pub async fn jobs_failures_retry_then_discard(store: Arc<dyn Store>) {
     let cm = claim(&store, "f3", 1, t).await.remove(0);
     let after = Failure {
         id: m.id,
-        lease_token: &cm.lease_token,
+        lease_token: cm.lease_token.clone(),
         message: "429".into(),
         retry: RetryRequest::After(Duration::from_secs(42)),
         now: t,
@@ -115,6 +115,52 @@ pub async fn jobs_failures_retry_then_discard(store: Arc<dyn Store>) {
             state: JobState::Retryable,
             retry_at: Some(t + Duration::from_secs(42))
         })
+    );
+
+    // In one batch each failure answers for itself, in order: the second report of the same
+    // attempt finds the lease gone.
+    let a = insert(&store, job("f4", t)).await;
+    let b = insert(&store, job("f4", t)).await;
+    let cs = claim(&store, "f4", 2, t).await;
+    let token = |id: JobId| cs.iter().find(|c| c.id == id).unwrap().lease_token.clone();
+    let fa = Failure {
+        id: a.id,
+        lease_token: token(a.id),
+        message: "a".into(),
+        retry: RetryRequest::Never,
+        now: t,
+    };
+    let stale = Failure {
+        lease_token: LeaseToken::from("stale"),
+        ..fa.clone()
+    };
+    let fb = Failure {
+        id: b.id,
+        lease_token: token(b.id),
+        message: "b".into(),
+        retry: RetryRequest::Default,
+        now: t,
+    };
+    let missing = Failure {
+        id: JobId(b.id.0 + 999),
+        ..fb.clone()
+    };
+    let answer = store
+        .fail_jobs(&[fa.clone(), stale, fb, missing, fa])
+        .await
+        .unwrap()
+        .outcome;
+    assert!(matches!(answer[0], Fenced::Done(o) if o.state == JobState::Discarded));
+    assert!(matches!(answer[2], Fenced::Done(o) if o.state == JobState::Retryable));
+    assert_eq!(
+        [&answer[1], &answer[3], &answer[4]],
+        [&Fenced::LeaseLost, &Fenced::NotFound, &Fenced::LeaseLost]
+    );
+    let saved = store.get_job(a.id).await.unwrap().unwrap();
+    assert_eq!(saved.errors.len(), 1, "one attempt, recorded once");
+    assert_eq!(
+        store.get_job(b.id).await.unwrap().unwrap().errors[0].message,
+        "b"
     );
 }
 

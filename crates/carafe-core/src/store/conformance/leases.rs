@@ -87,7 +87,7 @@ pub async fn jobs_heartbeats_are_fenced(store: Arc<dyn Store>) {
     let ack = store
         .heartbeat_job(Heartbeat {
             id: j.id,
-            lease_token: &c.lease_token,
+            lease_token: c.lease_token.clone(),
             now: t,
             renew,
             progress: Some(progress.clone()),
@@ -113,7 +113,7 @@ pub async fn jobs_heartbeats_are_fenced(store: Arc<dyn Store>) {
     // Without progress, a heartbeat writes no event.
     let plain = Heartbeat {
         id: j.id,
-        lease_token: &c.lease_token,
+        lease_token: c.lease_token.clone(),
         now: t,
         renew,
         progress: None,
@@ -123,17 +123,52 @@ pub async fn jobs_heartbeats_are_fenced(store: Arc<dyn Store>) {
     assert_eq!(events(&store, j.id).await.len(), evs.len());
 
     let wrong = Heartbeat {
-        lease_token: &LeaseToken::from("not-the-token"),
+        lease_token: LeaseToken::from("not-the-token"),
         ..plain.clone()
     };
-    assert_eq!(store.heartbeat_job(wrong).await.unwrap(), Fenced::LeaseLost);
+    assert_eq!(
+        store.heartbeat_job(wrong.clone()).await.unwrap(),
+        Fenced::LeaseLost
+    );
     let missing = Heartbeat {
         id: JobId(j.id.0 + 999),
-        ..plain
+        ..plain.clone()
     };
     assert_eq!(
-        store.heartbeat_job(missing).await.unwrap(),
+        store.heartbeat_job(missing.clone()).await.unwrap(),
         Fenced::NotFound
+    );
+
+    // In one batch each heartbeat answers for itself, in order: a second report of the same
+    // job sees the first's progress kept and adds its own event.
+    let step = |n: u64| Heartbeat {
+        progress: Some(Progress {
+            current: n,
+            ..progress.clone()
+        }),
+        ..plain.clone()
+    };
+    let before = events(&store, j.id).await.len();
+    let answers = store
+        .heartbeat_jobs(&[step(4), wrong, missing, step(5)])
+        .await
+        .unwrap();
+    assert!(answers[0].is_done() && answers[3].is_done());
+    assert_eq!(answers[1..3], [Fenced::LeaseLost, Fenced::NotFound]);
+    let evs = events(&store, j.id).await;
+    assert_eq!(evs.len(), before + 2);
+    assert_eq!(evs[evs.len() - 2].1["progress"]["current"], 4);
+    assert_eq!(evs[evs.len() - 1].1["progress"]["current"], 5);
+    assert_eq!(
+        store
+            .get_job(j.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .progress
+            .unwrap()
+            .current,
+        5
     );
 }
 

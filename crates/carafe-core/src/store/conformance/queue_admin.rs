@@ -39,7 +39,7 @@ pub async fn jobs_cancellation(store: Arc<dyn Store>) {
     );
     let hb = Heartbeat {
         id: run.id,
-        lease_token: &c.lease_token,
+        lease_token: c.lease_token.clone(),
         now: t,
         renew: None,
         progress: None,
@@ -51,7 +51,7 @@ pub async fn jobs_cancellation(store: Arc<dyn Store>) {
     }
     let f = Failure {
         id: run.id,
-        lease_token: &c.lease_token,
+        lease_token: c.lease_token.clone(),
         message: "stopped".into(),
         retry: RetryRequest::Default,
         now: t,
@@ -103,7 +103,7 @@ pub async fn jobs_retry_revives_finished_jobs(store: Arc<dyn Store>) {
     let c = claim(&store, "r", 1, t).await.remove(0);
     let f = Failure {
         id: j.id,
-        lease_token: &c.lease_token,
+        lease_token: c.lease_token.clone(),
         message: "boom".into(),
         retry: RetryRequest::Default,
         now: t,
@@ -332,7 +332,7 @@ pub async fn jobs_queue_leases(store: Arc<dyn Store>) {
     let later = t + Duration::from_secs(5);
     let hb = |renew| Heartbeat {
         id: plain.id,
-        lease_token: &plain.lease_token,
+        lease_token: plain.lease_token.clone(),
         now: later,
         renew,
         progress: None,

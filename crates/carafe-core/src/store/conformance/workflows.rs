@@ -180,7 +180,7 @@ pub async fn workflows_stop_at_a_failed_step(store: Arc<dyn Store>) {
     let c = claim(&store, "fails", 1, t).await.remove(0);
     let f = Failure {
         id: c.id,
-        lease_token: &c.lease_token,
+        lease_token: c.lease_token.clone(),
         message: "bad".into(),
         retry: RetryRequest::Default,
         now: t,
@@ -259,7 +259,7 @@ pub async fn workflows_advance_with_the_step_that_ends(store: Arc<dyn Store>) {
     let failed = store
         .fail_job(Failure {
             id: cb.id,
-            lease_token: &cb.lease_token,
+            lease_token: cb.lease_token.clone(),
             message: "bad input".into(),
             retry: RetryRequest::Never,
             now: t,
@@ -436,7 +436,7 @@ pub async fn workflows_keep_their_steps_until_they_finish(store: Arc<dyn Store>)
     let c = claim(&store, "doomed", 1, t).await.remove(0);
     let f = Failure {
         id: c.id,
-        lease_token: &c.lease_token,
+        lease_token: c.lease_token.clone(),
         message: "no".into(),
         retry: RetryRequest::Never,
         now: t,

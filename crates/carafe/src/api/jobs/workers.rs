@@ -199,7 +199,7 @@ pub async fn heartbeat(
         &principal,
         Heartbeat {
             id,
-            lease_token: &body.lease_token,
+            lease_token: body.lease_token.clone(),
             now: now(),
             renew: Some(renew),
             progress: body.progress,
@@ -213,7 +213,7 @@ pub async fn heartbeat(
 async fn report(
     state: &AppState,
     principal: &Principal,
-    hb: Heartbeat<'_>,
+    hb: Heartbeat,
 ) -> ApiResult<axum::Json<HeartbeatAnswer>> {
     let ack = fenced(state.jobs.heartbeat(hb).await?, principal)?;
     Ok(axum::Json(HeartbeatAnswer {
@@ -250,7 +250,7 @@ pub async fn progress(
         &principal,
         Heartbeat {
             id,
-            lease_token: &body.lease_token,
+            lease_token: body.lease_token.clone(),
             now: now(),
             renew: None,
             progress: Some(body.progress),
@@ -447,7 +447,7 @@ pub async fn fail(
     may_report(&state, &principal, &[id]).await?;
     let failure = Failure {
         id,
-        lease_token: &body.lease_token,
+        lease_token: body.lease_token.clone(),
         message,
         retry,
         now: now(),
