@@ -65,9 +65,13 @@ impl SqliteStore {
     }
 
     async fn connect(options: SqliteConnectOptions, readers: u32) -> StoreResult<Self> {
+        // A connection is not pinged before each use (sqlx's default): a ping is one more
+        // round trip to the connection's thread per transaction, and a local file does not
+        // drop connections the way a server can; an error still surfaces on the statement.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.clone())
             .await
@@ -75,6 +79,7 @@ impl SqliteStore {
         let reader = SqlitePoolOptions::new()
             .max_connections(readers.max(1))
             .min_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.read_only(true))
             .await
