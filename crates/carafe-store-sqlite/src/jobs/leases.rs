@@ -189,66 +189,52 @@ impl LeaseStore for SqliteStore {
         now: OffsetDateTime,
     ) -> StoreResult<Advanced<Vec<Fenced<Job>>>> {
         let mut tx = self.begin_write().await?;
-        // Three statements per batch, whatever its size: read the current leases, complete
-        // the items that hold theirs (returning the jobs as they now are), append their
-        // events. The single writer keeps the leases from changing in between. Then the
+        // One UPDATE completes every item that holds its job's lease (returning the jobs as
+        // they now are), one INSERT appends their events; the single writer keeps leases from
+        // changing in between. Items it did not complete are told why from one read of their
+        // leases. Only when a job is named twice in the batch are the leases read first, to
+        // decide which item (the first that holds the lease) completes it. Then the
         // workflows of completed steps (if any) advance.
-        let ids: Vec<i64> = items.iter().map(|i| i.id.0).collect();
-        let current: HashMap<i64, Lease> = sqlx::query(
-            "SELECT id, state, lease_token, queue FROM jobs
-             WHERE id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(serde_json::to_string(&ids).expect("serializes"))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map_err)?
-        .iter()
-        .map(|r| {
-            Ok((
-                r.try_get("id")?,
-                Lease {
-                    running: r.try_get::<String, _>("state")? == "running",
-                    token: r.try_get("lease_token")?,
-                    queue: r.try_get("queue")?,
-                },
-            ))
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(map_err)?;
-        let mut taken = HashSet::new();
-        let mut winners = Vec::new();
-        // `None` stands for "completed": filled in from the rows the UPDATE returns.
-        let mut out: Vec<Option<Fenced<Job>>> = items
+        let mut out: Vec<Option<Fenced<Job>>> = vec![None; items.len()];
+        let mut seen = HashSet::new();
+        let candidates: Vec<usize> = if items.iter().all(|i| seen.insert(i.id.0)) {
+            (0..items.len()).collect()
+        } else {
+            let current = leases(&mut tx, items.iter().map(|i| i.id.0)).await?;
+            let mut taken = HashSet::new();
+            let mut winners = Vec::new();
+            for (n, item) in items.iter().enumerate() {
+                match judge(current.get(&item.id.0), item)? {
+                    None if taken.insert(item.id.0) => winners.push(n),
+                    None => out[n] = Some(Fenced::LeaseLost),
+                    answer => out[n] = answer,
+                }
+            }
+            winners
+        };
+        let sent: Vec<Value> = candidates
             .iter()
-            .map(|item| match current.get(&item.id.0) {
-                None => Ok(Some(Fenced::NotFound)),
-                Some(lease) if item.outside && lease.reserved() => {
-                    let queue = QueueName::parse(&lease.queue)
-                        .map_err(|_| StoreError::corrupt("jobs.queue"))?;
-                    Ok(Some(Fenced::Reserved(queue)))
-                }
-                Some(lease)
-                    if lease.running
-                        && lease.token.as_deref() == Some(item.lease_token.as_str())
-                        && taken.insert(item.id.0) =>
-                {
-                    winners.push(json!({"id": item.id.0, "r": item.result}));
-                    Ok(None)
-                }
-                Some(_) => Ok(Some(Fenced::LeaseLost)),
+            .map(|&n| {
+                let item = &items[n];
+                json!({"id": item.id.0, "t": item.lease_token.as_str(), "o": item.outside, "r": item.result})
             })
-            .collect::<StoreResult<_>>()?;
-        let rows = if winners.is_empty() {
+            .collect();
+        let rows = if sent.is_empty() {
             Vec::new()
         } else {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "UPDATE jobs SET state = 'completed', result = c.value -> '$.r', finalized_at = ?,
                      lease_token = NULL, lease_expires_at = NULL, event_seq = event_seq + 1
-                 FROM json_each(?) AS c WHERE jobs.id = c.value ->> '$.id'
+                 FROM json_each(?) AS c
+                 WHERE jobs.id = c.value ->> '$.id' AND jobs.state = 'running'
+                     AND jobs.lease_token = c.value ->> '$.t'
+                     AND NOT (c.value ->> '$.o' AND substr(jobs.queue, 1, ?) = ?)
                  RETURNING {JOB_COLUMNS}, event_seq"
             )))
             .bind(ms(now))
-            .bind(Value::Array(winners).to_string())
+            .bind(Value::Array(sent).to_string())
+            .bind(QueueName::RESERVED_PREFIX.len() as i64)
+            .bind(QueueName::RESERVED_PREFIX)
             .fetch_all(&mut *tx)
             .await
             .map_err(map_err)?
@@ -270,19 +256,29 @@ impl LeaseStore for SqliteStore {
         }
         add_events(&mut tx, now, &events).await?;
         let started = advance_all(&mut tx, workflows, now).await?;
-        tx.commit().await.map_err(map_err)?;
-        for (slot, item) in out.iter_mut().zip(items) {
-            if slot.is_none() {
-                let job = completed
-                    .remove(&item.id.0)
-                    .ok_or_else(|| StoreError::corrupt("jobs: a completed job was not returned"))?;
-                *slot = Some(Fenced::Done(job));
+        let unanswered: Vec<usize> = (0..items.len())
+            .filter(|&n| out[n].is_none() && !completed.contains_key(&items[n].id.0))
+            .collect();
+        if !unanswered.is_empty() {
+            let current = leases(&mut tx, unanswered.iter().map(|&n| items[n].id.0)).await?;
+            for n in unanswered {
+                // Not completed by the UPDATE, so it does not hold the lease.
+                out[n] = Some(
+                    judge(current.get(&items[n].id.0), &items[n])?.unwrap_or(Fenced::LeaseLost),
+                );
             }
         }
-        Ok(Advanced {
-            outcome: out.into_iter().flatten().collect(),
-            started,
-        })
+        tx.commit().await.map_err(map_err)?;
+        for &n in &candidates {
+            if let Some(job) = completed.remove(&items[n].id.0) {
+                out[n] = Some(Fenced::Done(job));
+            }
+        }
+        let outcome = out
+            .into_iter()
+            .map(|o| o.ok_or_else(|| StoreError::corrupt("a completion got no answer")))
+            .collect::<StoreResult<_>>()?;
+        Ok(Advanced { outcome, started })
     }
 }
 
@@ -334,6 +330,52 @@ async fn heartbeat_in(
         lease_expires_at: at(row.try_get("lease_expires_at").map_err(map_err)?),
     };
     Ok(Fenced::Done(ack))
+}
+
+/// The leases of these jobs, by id.
+async fn leases(
+    conn: &mut SqliteConnection,
+    ids: impl Iterator<Item = i64>,
+) -> StoreResult<HashMap<i64, Lease>> {
+    let ids: Vec<i64> = ids.collect();
+    sqlx::query(
+        "SELECT id, state, lease_token, queue FROM jobs
+         WHERE id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(serde_json::to_string(&ids).expect("serializes"))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(map_err)?
+    .iter()
+    .map(|r| {
+        Ok((
+            r.try_get("id")?,
+            Lease {
+                running: r.try_get::<String, _>("state")? == "running",
+                token: r.try_get("lease_token")?,
+                queue: r.try_get("queue")?,
+            },
+        ))
+    })
+    .collect::<Result<_, sqlx::Error>>()
+    .map_err(map_err)
+}
+
+/// What a completion gets from the job's lease: `None` when it holds it (and may complete
+/// the job), else the answer.
+fn judge(lease: Option<&Lease>, item: &Completion) -> StoreResult<Option<Fenced<Job>>> {
+    Ok(match lease {
+        None => Some(Fenced::NotFound),
+        Some(lease) if item.outside && lease.reserved() => Some(Fenced::Reserved(
+            QueueName::parse(&lease.queue).map_err(|_| StoreError::corrupt("jobs.queue"))?,
+        )),
+        Some(lease)
+            if lease.running && lease.token.as_deref() == Some(item.lease_token.as_str()) =>
+        {
+            None
+        }
+        Some(_) => Some(Fenced::LeaseLost),
+    })
 }
 
 /// A job's lease as completing reads it.

@@ -172,19 +172,18 @@ pub async fn jobs_heartbeats_are_fenced(store: Arc<dyn Store>) {
     );
 }
 
+/// The lease token of job `id` among `claimed`.
+fn token_of(claimed: &[ClaimedJob], id: JobId) -> LeaseToken {
+    let job = claimed.iter().find(|c| c.id == id).expect("claimed");
+    job.lease_token.clone()
+}
+
 pub async fn jobs_completion_is_fenced(store: Arc<dyn Store>) {
     let t = now();
     let a = insert(&store, job("c", t)).await;
     let b = insert(&store, job("c", t)).await;
     let claimed = claim(&store, "c", 2, t).await;
-    let token = |id: JobId| {
-        claimed
-            .iter()
-            .find(|c| c.id == id)
-            .unwrap()
-            .lease_token
-            .clone()
-    };
+    let token = |id: JobId| token_of(&claimed, id);
     let items = vec![
         Completion {
             id: a.id,
@@ -235,6 +234,38 @@ pub async fn jobs_completion_is_fenced(store: Arc<dyn Store>) {
     // A second completion of the same job is refused: it is no longer running.
     let again = store.complete_jobs(&items[..1], t).await.unwrap().outcome;
     assert_eq!(again, vec![Fenced::LeaseLost]);
+
+    // A job named twice in one batch is completed by the first item holding its lease; a
+    // stale item before the right one does not stop it.
+    let x = insert(&store, job("c2", t)).await;
+    let y = insert(&store, job("c2", t)).await;
+    let claimed = claim(&store, "c2", 2, t).await;
+    let done = |id: JobId, token: LeaseToken| Completion {
+        id,
+        lease_token: token,
+        result: json!(id.0),
+        outside: false,
+    };
+    let tok = |id: JobId| token_of(&claimed, id);
+    let batch = [
+        done(x.id, tok(x.id)),
+        done(x.id, tok(x.id)),
+        done(y.id, "stale".into()),
+        done(y.id, tok(y.id)),
+    ];
+    let answer: Vec<_> = (store.complete_jobs(&batch, t).await.unwrap().outcome)
+        .into_iter()
+        .map(|f| f.map(|j| j.result))
+        .collect();
+    assert_eq!(
+        answer,
+        [
+            Fenced::Done(Some(json!(x.id.0))),
+            Fenced::LeaseLost,
+            Fenced::LeaseLost,
+            Fenced::Done(Some(json!(y.id.0)))
+        ]
+    );
 }
 
 pub async fn jobs_completion_from_outside_spares_reserved_queues(store: Arc<dyn Store>) {
