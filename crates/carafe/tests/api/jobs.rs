@@ -572,7 +572,10 @@ async fn retention_prunes_finished_jobs_and_metrics_show_queues() {
     let pruned = carafe::jobs::maintenance::prune(&app.state.jobs)
         .await
         .unwrap();
-    assert_eq!(pruned.jobs, 1);
+    // The maintenance leader's first upkeep (at start-up, the same `prune`) may have come
+    // after the completion on a slow machine and removed the job already: either way it is
+    // gone, nothing else is, and the waiting job is kept.
+    assert!(pruned.jobs <= 1, "{pruned:?}");
     problem(app.get_job(&app.admin_key, done).await, 404, "not_found").await;
     assert_eq!(app.get_job(&app.admin_key, waiting).await.status(), 200);
 }
