@@ -4,10 +4,12 @@
 
 mod backoff;
 mod model;
+mod queues;
 mod requests;
 mod workflow;
 
 pub use backoff::{Backoff, BackoffError};
 pub use model::*;
+pub use queues::*;
 pub use requests::*;
 pub use workflow::*;
