@@ -239,7 +239,6 @@ impl LeaseStore for SqliteStore {
             .await
             .map_err(map_err)?
         };
-        let results: HashMap<i64, &Value> = items.iter().map(|i| (i.id.0, &i.result)).collect();
         let mut events = Vec::with_capacity(rows.len());
         let mut workflows = Vec::new();
         let mut completed = HashMap::with_capacity(rows.len());
@@ -250,7 +249,7 @@ impl LeaseStore for SqliteStore {
                 job: job.id.0,
                 seq: row.try_get("event_seq").map_err(map_err)?,
                 kind: "state",
-                data: json!({"state": JobState::Completed, "attempt": job.attempt, "result": results.get(&job.id.0)}),
+                data: json!({"state": JobState::Completed, "attempt": job.attempt, "result": job.result}),
             });
             completed.insert(job.id.0, job);
         }

@@ -44,10 +44,13 @@ fn fenced<T>(outcome: Fenced<T>, principal: &Principal) -> ApiResult<T> {
         Fenced::Done(v) => Ok(v),
         Fenced::LeaseLost => Err(lease_lost()),
         Fenced::NotFound => Err(ApiError::not_found()),
-        Fenced::Reserved(queue) => {
-            Err(access::refusal(Caller::of(principal), &queue, QueueAction::Report).into())
-        }
+        Fenced::Reserved(queue) => Err(reserved(principal, &queue)),
     }
+}
+
+/// 403 `reserved_queue` for a report a store refused: the job is Carafe's own.
+fn reserved(principal: &Principal, queue: &QueueName) -> ApiError {
+    access::refusal(Caller::of(principal), queue, QueueAction::Report).into()
 }
 
 /// A lease length a client asked for, checked against the limits.
@@ -381,10 +384,7 @@ pub async fn complete_batch(
                     Fenced::LeaseLost => "lease_lost",
                     Fenced::NotFound => "not_found",
                     // Checked above for the whole batch; a job's queue never changes.
-                    Fenced::Reserved(queue) => {
-                        let caller = Caller::of(&principal);
-                        return Err(access::refusal(caller, &queue, QueueAction::Report).into());
-                    }
+                    Fenced::Reserved(queue) => return Err(reserved(&principal, &queue)),
                 },
             })
         })
