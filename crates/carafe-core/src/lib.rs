@@ -10,6 +10,7 @@ pub mod files;
 pub mod idempotency;
 pub mod jobs;
 pub mod keys;
+pub mod mail;
 pub mod page;
 pub mod store;
 pub mod time;

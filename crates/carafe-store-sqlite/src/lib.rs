@@ -11,6 +11,7 @@ mod idempotency;
 mod jobs;
 mod keys;
 mod leader;
+mod mail;
 mod multipart;
 mod rewrap;
 mod schedules;

@@ -18,6 +18,7 @@ mod idempotency;
 mod jobs;
 mod keys;
 mod leader;
+mod mail;
 mod multipart;
 mod schedules;
 mod uploads;
@@ -31,6 +32,7 @@ pub use idempotency::IdempotencyStore;
 pub use jobs::{FailureStore, JobStore, LeaseStore, QueueAdminStore};
 pub use keys::KeyStore;
 pub use leader::LeaderStore;
+pub use mail::MailStore;
 pub use multipart::MultipartRecordStore;
 pub use schedules::ScheduleStore;
 pub use uploads::UploadStore;
@@ -52,6 +54,7 @@ pub trait Store:
     + DirectStore
     + MultipartRecordStore
     + LeaderStore
+    + MailStore
     + Backend
     + Send
     + Sync
@@ -74,6 +77,7 @@ impl<T> Store for T where
         + DirectStore
         + MultipartRecordStore
         + LeaderStore
+        + MailStore
         + Backend
         + Send
         + Sync
@@ -88,7 +92,7 @@ pub mod prelude {
     pub use super::{
         AuditStore as _, Backend as _, DirectStore as _, FailureStore as _, FileStore as _,
         IdempotencyStore as _, JobStore as _, KeyStore as _, LeaderStore as _, LeaseStore as _,
-        MultipartRecordStore as _, QueueAdminStore as _, ScheduleStore as _, UploadStore as _,
-        WorkflowStore as _,
+        MailStore as _, MultipartRecordStore as _, QueueAdminStore as _, ScheduleStore as _,
+        UploadStore as _, WorkflowStore as _,
     };
 }

@@ -13,6 +13,7 @@ mod jobs;
 mod keys;
 mod leader;
 mod leases;
+mod mail;
 mod multipart;
 mod queue_admin;
 mod schedules;
@@ -29,6 +30,7 @@ pub use jobs::*;
 pub use keys::*;
 pub use leader::*;
 pub use leases::*;
+pub use mail::*;
 pub use multipart::*;
 pub use queue_admin::*;
 pub use schedules::*;
@@ -74,6 +76,11 @@ macro_rules! conformance_tests {
             direct_uploads_transition_once_and_expire,
             multipart_records_are_listed_stale_oldest_first,
             multipart_records_are_forgotten_one_upload_at_a_time,
+            mail_is_kept_with_a_message_and_job_per_recipient,
+            mail_sending_moves_through_its_states_once,
+            mail_cancellation_spares_what_is_sent_or_sending,
+            mail_messages_are_listed_with_filters_and_pages,
+            mail_outbox_captures_lists_and_clears,
             leader_election);
     };
     (@each $make:path, $attrs:tt, $($name:ident),*) => {

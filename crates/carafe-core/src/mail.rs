@@ -1,0 +1,264 @@
+//! Mail as the stores keep it: a submission (`Mail`: what was asked to be sent, once) and one
+//! `Message` per recipient, each with its own state, attempts and append-only event timeline,
+//! and the outbox where messages land when no relay is configured. The mail capability checks
+//! addresses and content before anything reaches these types; the stores only keep them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::jobs::JobId;
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub uuid::Uuid);
+
+        impl $name {
+            pub fn new() -> Self {
+                $name(uuid::Uuid::now_v7())
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                uuid::Uuid::parse_str(s).map($name)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// A submission's id (a UUIDv7: ids sort by creation and cannot be guessed).
+    MailId
+);
+uuid_id!(
+    /// One recipient's message.
+    MessageId
+);
+uuid_id!(
+    /// A message captured in the outbox.
+    OutboxId
+);
+
+/// Where a recipient's address came from in the submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecipientKind {
+    To,
+    Cc,
+    Bcc,
+}
+
+impl RecipientKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecipientKind::To => "to",
+            RecipientKind::Cc => "cc",
+            RecipientKind::Bcc => "bcc",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "to" => RecipientKind::To,
+            "cc" => RecipientKind::Cc,
+            "bcc" => RecipientKind::Bcc,
+            _ => return None,
+        })
+    }
+}
+
+/// A recipient message's state. `queued → sending → sent`; `sending → deferred → sending …`
+/// on temporary failures; `failed` on permanent ones; `cancelled` before sending; the rest are
+/// set by later events (`bounced`, `complained`) or at send time (`suppressed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageStatus {
+    Queued,
+    Sending,
+    Sent,
+    Deferred,
+    Failed,
+    Suppressed,
+    Bounced,
+    Complained,
+    Cancelled,
+}
+
+impl MessageStatus {
+    pub const ALL: [MessageStatus; 9] = [
+        MessageStatus::Queued,
+        MessageStatus::Sending,
+        MessageStatus::Sent,
+        MessageStatus::Deferred,
+        MessageStatus::Failed,
+        MessageStatus::Suppressed,
+        MessageStatus::Bounced,
+        MessageStatus::Complained,
+        MessageStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Queued => "queued",
+            MessageStatus::Sending => "sending",
+            MessageStatus::Sent => "sent",
+            MessageStatus::Deferred => "deferred",
+            MessageStatus::Failed => "failed",
+            MessageStatus::Suppressed => "suppressed",
+            MessageStatus::Bounced => "bounced",
+            MessageStatus::Complained => "complained",
+            MessageStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
+    /// Whether a send attempt may start from this state.
+    pub fn may_send(self) -> bool {
+        matches!(self, MessageStatus::Queued | MessageStatus::Deferred)
+    }
+
+    /// Whether the message may still be cancelled (nothing is being sent for it).
+    pub fn may_cancel(self) -> bool {
+        self.may_send()
+    }
+}
+
+/// What was asked to be sent, once for all its recipients. Addresses are kept formatted
+/// (`"Name <a@b>"`), already checked by the mail capability.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mail {
+    pub id: MailId,
+    /// The `Message-ID` every recipient's copy carries (`uuid@domain`, without brackets).
+    pub message_id: String,
+    pub from: String,
+    pub reply_to: Option<String>,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub bcc: Vec<String>,
+    pub subject: String,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    /// Extra headers, allow-listed: `[[name, value], …]`.
+    pub headers: Vec<(String, String)>,
+    pub tags: Vec<String>,
+    /// Who submitted it (`key:…`), for the audit trail and listing.
+    pub actor: String,
+    pub send_at: Option<OffsetDateTime>,
+    pub created_at: OffsetDateTime,
+}
+
+/// A recipient's message as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub id: MessageId,
+    pub mail: MailId,
+    pub recipient: String,
+    pub kind: RecipientKind,
+    pub status: MessageStatus,
+    pub attempts: u32,
+    /// The last reply of the relay (or the reason of the last failure).
+    pub reply: Option<String>,
+    /// The relay's queue id from its `250` reply, when it gave one.
+    pub relay_id: Option<String>,
+    pub tags: Vec<String>,
+    pub job: Option<JobId>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+    pub sent_at: Option<OffsetDateTime>,
+}
+
+/// A recipient's message to insert with its mail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMessage {
+    pub id: MessageId,
+    pub recipient: String,
+    pub kind: RecipientKind,
+}
+
+/// One entry of a message's timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageEvent {
+    pub seq: u32,
+    pub at: OffsetDateTime,
+    /// `queued`, `sending`, `sent`, `deferred`, `failed`, `cancelled`, …
+    pub kind: String,
+    pub data: Value,
+}
+
+/// How a send attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendOutcome {
+    /// `Sent`, `Deferred` or `Failed`.
+    pub status: MessageStatus,
+    pub reply: Option<String>,
+    pub relay_id: Option<String>,
+    pub at: OffsetDateTime,
+    /// Extra details for the event (e.g. when a deferred message is tried next).
+    pub data: Value,
+}
+
+/// Which messages a listing returns.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MessageFilter {
+    pub status: Option<MessageStatus>,
+    /// Exact recipient address (compared case-insensitively).
+    pub to: Option<String>,
+    pub tag: Option<String>,
+    pub mail: Option<MailId>,
+}
+
+/// A message captured instead of sent (no relay configured): the exact bytes a relay would
+/// have received, and what is searched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxItem {
+    pub id: OutboxId,
+    pub message: MessageId,
+    pub mail: MailId,
+    pub envelope_from: String,
+    pub recipient: String,
+    pub subject: String,
+    pub message_id: String,
+    pub tags: Vec<String>,
+    pub size: u64,
+    pub created_at: OffsetDateTime,
+}
+
+/// An outbox item with its raw bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEntry {
+    pub item: OutboxItem,
+    pub raw: Vec<u8>,
+}
+
+/// Which outbox items a listing returns. Text fields match case-insensitively: `to` and
+/// `message_id` exactly, `subject` as a substring.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OutboxFilter {
+    pub to: Option<String>,
+    pub subject: Option<String>,
+    pub tag: Option<String>,
+    pub message_id: Option<String>,
+}

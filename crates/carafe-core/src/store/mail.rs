@@ -1,0 +1,70 @@
+//! Mail rows: a submission with one message per recipient, each written with the job that
+//! sends it (one transaction, so no accepted message is ever left without its job), the
+//! messages' state machine with its append-only timeline, and the outbox.
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::StoreResult;
+use crate::jobs::NewJob;
+use crate::mail::{
+    Mail, MailId, Message, MessageEvent, MessageFilter, MessageId, NewMessage, OutboxEntry,
+    OutboxFilter, OutboxId, OutboxItem, SendOutcome,
+};
+use crate::page::{Page, PageRequest};
+
+#[async_trait]
+pub trait MailStore: Send + Sync {
+    /// Records `mail` and its recipients' messages, `queued`, each with its `queued` event and
+    /// its job (`jobs[i]` sends `messages[i]`; the message keeps the job's id). Returns the
+    /// messages as stored, in order.
+    async fn insert_mail(
+        &self,
+        mail: Mail,
+        messages: Vec<NewMessage>,
+        jobs: Vec<NewJob>,
+    ) -> StoreResult<Vec<Message>>;
+    async fn get_mail(&self, id: MailId) -> StoreResult<Option<Mail>>;
+    /// A mail's messages, in the order they were given.
+    async fn mail_messages(&self, id: MailId) -> StoreResult<Vec<Message>>;
+    async fn get_message(&self, id: MessageId) -> StoreResult<Option<Message>>;
+    /// Messages, newest first; `after` is a message id.
+    async fn list_messages(
+        &self,
+        filter: &MessageFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Message>>;
+    /// A message's timeline, oldest first.
+    async fn message_events(&self, id: MessageId) -> StoreResult<Vec<MessageEvent>>;
+
+    /// Starts a send attempt: a `queued` or `deferred` message becomes `sending` (attempts + 1,
+    /// a `sending` event). `None` (nothing changes) when the message is in any other state, or
+    /// missing — a cancelled message is never sent.
+    async fn start_sending(
+        &self,
+        id: MessageId,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<(Mail, Message)>>;
+    /// Ends a send attempt of a `sending` message with `outcome` (its status, reply and event),
+    /// and captures `outbox` (if given) in the same transaction. `None` (nothing changes) when
+    /// the message is not `sending`.
+    async fn finish_sending(
+        &self,
+        id: MessageId,
+        outcome: SendOutcome,
+        outbox: Option<OutboxEntry>,
+    ) -> StoreResult<Option<Message>>;
+    /// Cancels a mail's messages that are still `queued` or `deferred` (a `cancelled` event
+    /// each); returns the messages cancelled now.
+    async fn cancel_mail(&self, id: MailId, now: OffsetDateTime) -> StoreResult<Vec<Message>>;
+
+    /// Outbox items, newest first; `after` is an outbox id.
+    async fn list_outbox(
+        &self,
+        filter: &OutboxFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<OutboxItem>>;
+    async fn get_outbox(&self, id: OutboxId) -> StoreResult<Option<OutboxEntry>>;
+    /// Removes one item (`Some(id)`) or every item (`None`); returns how many went.
+    async fn delete_outbox(&self, id: Option<OutboxId>) -> StoreResult<u64>;
+}

@@ -1,0 +1,416 @@
+//! `MailStore` on PostgreSQL.
+//!
+//! A message and its timeline change together: every state change is one statement of the
+//! jobs' shape, `WITH changed AS (UPDATE mail_messages … WHERE status IN (…) RETURNING …),
+//! ev AS (INSERT INTO mail_events … FROM changed) SELECT … FROM changed`. The guard in the
+//! `WHERE` is what makes a transition happen once: of two concurrent updates of one row, the
+//! second waits for the first, re-reads the row and no longer matches.
+//!
+//! The outbox (captures, their listing and clearing) is in `outbox.rs`.
+
+mod outbox;
+
+use async_trait::async_trait;
+use carafe_core::jobs::{JobId, NewJob};
+use carafe_core::mail::{
+    Mail, MailId, Message, MessageEvent, MessageFilter, MessageId, MessageStatus, NewMessage,
+    OutboxEntry, OutboxFilter, OutboxId, OutboxItem, RecipientKind, SendOutcome,
+};
+use carafe_core::page::{Page, PageRequest};
+use carafe_core::store::MailStore;
+use carafe_core::{StoreError, StoreResult};
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+use sqlx::types::Json;
+use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::jobs::insert::insert_rows;
+use crate::jobs::wakeup::Wakeups;
+use crate::{PgStore, map_err};
+
+const MAIL_COLUMNS: &str = "id, message_id, from_addr, reply_to, to_addrs, cc_addrs, bcc_addrs, \
+    subject, text_body, html_body, headers, tags, actor, send_at, created_at";
+
+const MESSAGE_COLUMNS: &str = "id, mail_id, position, recipient, kind, status, attempts, reply, \
+    relay_id, tags, job_id, created_at, updated_at, sent_at, event_seq";
+
+fn mail_from_row(row: &PgRow) -> StoreResult<Mail> {
+    let list = |col: &str| -> StoreResult<Vec<String>> {
+        Ok(row.try_get::<Json<Vec<String>>, _>(col).map_err(map_err)?.0)
+    };
+    let headers: Json<Vec<(String, String)>> = row.try_get("headers").map_err(map_err)?;
+    Ok(Mail {
+        id: MailId(row.try_get("id").map_err(map_err)?),
+        message_id: row.try_get("message_id").map_err(map_err)?,
+        from: row.try_get("from_addr").map_err(map_err)?,
+        reply_to: row.try_get("reply_to").map_err(map_err)?,
+        to: list("to_addrs")?,
+        cc: list("cc_addrs")?,
+        bcc: list("bcc_addrs")?,
+        subject: row.try_get("subject").map_err(map_err)?,
+        text: row.try_get("text_body").map_err(map_err)?,
+        html: row.try_get("html_body").map_err(map_err)?,
+        headers: headers.0,
+        tags: list("tags")?,
+        actor: row.try_get("actor").map_err(map_err)?,
+        send_at: row.try_get("send_at").map_err(map_err)?,
+        created_at: row.try_get("created_at").map_err(map_err)?,
+    })
+}
+
+fn message_from_row(row: &PgRow) -> StoreResult<Message> {
+    let kind: String = row.try_get("kind").map_err(map_err)?;
+    let status: String = row.try_get("status").map_err(map_err)?;
+    let attempts: i32 = row.try_get("attempts").map_err(map_err)?;
+    let tags: Json<Vec<String>> = row.try_get("tags").map_err(map_err)?;
+    Ok(Message {
+        id: MessageId(row.try_get("id").map_err(map_err)?),
+        mail: MailId(row.try_get("mail_id").map_err(map_err)?),
+        recipient: row.try_get("recipient").map_err(map_err)?,
+        kind: RecipientKind::parse(&kind)
+            .ok_or_else(|| StoreError::corrupt("mail_messages.kind"))?,
+        status: MessageStatus::parse(&status)
+            .ok_or_else(|| StoreError::corrupt("mail_messages.status"))?,
+        attempts: u32::try_from(attempts)
+            .map_err(|_| StoreError::corrupt("mail_messages.attempts"))?,
+        reply: row.try_get("reply").map_err(map_err)?,
+        relay_id: row.try_get("relay_id").map_err(map_err)?,
+        tags: tags.0,
+        job: row
+            .try_get::<Option<i64>, _>("job_id")
+            .map_err(map_err)?
+            .map(JobId),
+        created_at: row.try_get("created_at").map_err(map_err)?,
+        updated_at: row.try_get("updated_at").map_err(map_err)?,
+        sent_at: row.try_get("sent_at").map_err(map_err)?,
+    })
+}
+
+fn event_from_row(row: &PgRow) -> StoreResult<MessageEvent> {
+    let seq: i64 = row.try_get("seq").map_err(map_err)?;
+    let data: Json<Value> = row.try_get("data").map_err(map_err)?;
+    Ok(MessageEvent {
+        seq: u32::try_from(seq).map_err(|_| StoreError::corrupt("mail_events.seq"))?,
+        at: row.try_get("at").map_err(map_err)?,
+        kind: row.try_get("kind").map_err(map_err)?,
+        data: data.0,
+    })
+}
+
+/// Moves the messages `guard` selects (a `WHERE` clause on `mail_messages`, binding `$1`) to
+/// what `set` says (binding from `$2`), and appends to each the event `kind` with `data`, at
+/// `at`: one statement. Returns the changed messages in their mail's order.
+fn transition(guard: &str, set: &str, at: &str, kind: &str, data: &str) -> String {
+    format!(
+        "WITH changed AS (
+             UPDATE mail_messages SET {set}, event_seq = event_seq + 1
+             WHERE {guard}
+             RETURNING {MESSAGE_COLUMNS}),
+         ev AS (
+             INSERT INTO mail_events (message_id, seq, at, kind, data)
+             SELECT id, event_seq, {at}, {kind}, {data} FROM changed)
+         SELECT {MESSAGE_COLUMNS} FROM changed ORDER BY position"
+    )
+}
+
+/// Ends the attempt of `id` if it is `sending`; captures `capture` only if it was.
+async fn finish(
+    conn: &mut PgConnection,
+    id: MessageId,
+    o: &SendOutcome,
+    capture: Option<&OutboxEntry>,
+) -> StoreResult<Option<Message>> {
+    let sql = transition(
+        "id = $1 AND status = 'sending'",
+        "status = $2, reply = $3, relay_id = $4, updated_at = $5, sent_at = COALESCE($6, sent_at)",
+        "$5",
+        "$2",
+        "$7",
+    );
+    let sent_at = (o.status == MessageStatus::Sent).then_some(o.at);
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.0)
+        .bind(o.status.as_str())
+        .bind(&o.reply)
+        .bind(&o.relay_id)
+        .bind(o.at)
+        .bind(sent_at)
+        .bind(Json(&o.data))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(map_err)?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    if let Some(entry) = capture {
+        outbox::insert(conn, entry).await?;
+    }
+    message_from_row(&row).map(Some)
+}
+
+#[async_trait]
+impl MailStore for PgStore {
+    async fn insert_mail(
+        &self,
+        mail: Mail,
+        messages: Vec<NewMessage>,
+        jobs: Vec<NewJob>,
+    ) -> StoreResult<Vec<Message>> {
+        if messages.len() != jobs.len() {
+            return Err(StoreError::corrupt("insert_mail: one job per message"));
+        }
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let jobs = insert_rows(&mut tx, &jobs.iter().collect::<Vec<_>>(), None).await?;
+        if jobs.len() != messages.len() {
+            return Err(StoreError::corrupt("job insert returned too few rows"));
+        }
+        let sql = format!(
+            "INSERT INTO mail ({MAIL_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(mail.id.0)
+            .bind(&mail.message_id)
+            .bind(&mail.from)
+            .bind(&mail.reply_to)
+            .bind(Json(&mail.to))
+            .bind(Json(&mail.cc))
+            .bind(Json(&mail.bcc))
+            .bind(&mail.subject)
+            .bind(&mail.text)
+            .bind(&mail.html)
+            .bind(Json(&mail.headers))
+            .bind(Json(&mail.tags))
+            .bind(&mail.actor)
+            .bind(mail.send_at)
+            .bind(mail.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        // Positions follow the given order; each message starts `queued` with event 1.
+        let sql = format!(
+            "WITH ins AS (
+                 INSERT INTO mail_messages (id, mail_id, position, recipient, kind, status,
+                                            attempts, tags, job_id, created_at, updated_at,
+                                            event_seq)
+                 SELECT id, $5, ord - 1, recipient, kind, 'queued', 0, $6, job_id, $7, $7, 1
+                 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[])
+                      WITH ORDINALITY AS n(id, recipient, kind, job_id, ord)
+                 RETURNING {MESSAGE_COLUMNS}),
+             ev AS (
+                 INSERT INTO mail_events (message_id, seq, at, kind, data)
+                 SELECT id, 1, created_at, 'queued', jsonb_build_object() FROM ins)
+             SELECT {MESSAGE_COLUMNS} FROM ins ORDER BY position"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(messages.iter().map(|m| m.id.0).collect::<Vec<_>>())
+            .bind(
+                messages
+                    .iter()
+                    .map(|m| m.recipient.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(messages.iter().map(|m| m.kind.as_str()).collect::<Vec<_>>())
+            .bind(jobs.iter().map(|j| j.id.0).collect::<Vec<_>>())
+            .bind(mail.id.0)
+            .bind(Json(&mail.tags))
+            .bind(mail.created_at)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let stored = rows
+            .iter()
+            .map(message_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mut wake = Wakeups::default();
+        for job in &jobs {
+            wake.queue(&job.queue);
+        }
+        wake.send(&mut tx).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(stored)
+    }
+
+    async fn get_mail(&self, id: MailId) -> StoreResult<Option<Mail>> {
+        let sql = format!("SELECT {MAIL_COLUMNS} FROM mail WHERE id = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(mail_from_row)
+            .transpose()
+    }
+
+    async fn mail_messages(&self, id: MailId) -> StoreResult<Vec<Message>> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM mail_messages WHERE mail_id = $1 ORDER BY position"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.0)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(message_from_row)
+            .collect()
+    }
+
+    async fn get_message(&self, id: MessageId) -> StoreResult<Option<Message>> {
+        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM mail_messages WHERE id = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(message_from_row)
+            .transpose()
+    }
+
+    async fn list_messages(
+        &self,
+        filter: &MessageFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Message>> {
+        let Some(before) = page.after_or(MessageId(Uuid::max())) else {
+            return Ok(Page::empty());
+        };
+        let mut q = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {MESSAGE_COLUMNS} FROM mail_messages WHERE id < "
+        ));
+        q.push_bind(before.0);
+        if let Some(status) = filter.status {
+            q.push(" AND status = ").push_bind(status.as_str());
+        }
+        // `lower(recipient)`, as indexed.
+        if let Some(to) = &filter.to {
+            q.push(" AND lower(recipient) = lower(")
+                .push_bind(to.clone())
+                .push(")");
+        }
+        if let Some(tag) = &filter.tag {
+            q.push(" AND tags ? ").push_bind(tag.clone());
+        }
+        if let Some(mail) = filter.mail {
+            q.push(" AND mail_id = ").push_bind(mail.0);
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(page.limit) + 1);
+        let rows = q
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(message_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_overfetch(rows, page.limit, |m| m.id.to_string()))
+    }
+
+    async fn message_events(&self, id: MessageId) -> StoreResult<Vec<MessageEvent>> {
+        sqlx::query(
+            "SELECT seq, at, kind, data FROM mail_events WHERE message_id = $1 ORDER BY seq",
+        )
+        .bind(id.0)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(event_from_row)
+        .collect()
+    }
+
+    async fn start_sending(
+        &self,
+        id: MessageId,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<(Mail, Message)>> {
+        let sql = transition(
+            "id = $1 AND status IN ('queued', 'deferred')",
+            "status = 'sending', attempts = attempts + 1, updated_at = $2",
+            "$2",
+            "'sending'",
+            "jsonb_build_object('attempt', attempts)",
+        );
+        // The mail is read in the same transaction, so a failed read undoes the start.
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.0)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let message = message_from_row(&row)?;
+        let sql = format!("SELECT {MAIL_COLUMNS} FROM mail WHERE id = $1");
+        let mail = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(message.mail.0)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?
+            .ok_or_else(|| StoreError::corrupt("mail_messages.mail_id"))?;
+        let mail = mail_from_row(&mail)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(Some((mail, message)))
+    }
+
+    async fn finish_sending(
+        &self,
+        id: MessageId,
+        outcome: SendOutcome,
+        outbox: Option<OutboxEntry>,
+    ) -> StoreResult<Option<Message>> {
+        // Only a capture needs a transaction: without one, the update is a single statement.
+        if outbox.is_none() {
+            let mut conn = self.pool.acquire().await.map_err(map_err)?;
+            return finish(&mut conn, id, &outcome, None).await;
+        }
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let done = finish(&mut tx, id, &outcome, outbox.as_ref()).await?;
+        if done.is_some() {
+            tx.commit().await.map_err(map_err)?;
+        }
+        Ok(done)
+    }
+
+    async fn cancel_mail(&self, id: MailId, now: OffsetDateTime) -> StoreResult<Vec<Message>> {
+        let sql = transition(
+            "mail_id = $1 AND status IN ('queued', 'deferred')",
+            "status = 'cancelled', updated_at = $2",
+            "$2",
+            "'cancelled'",
+            "jsonb_build_object()",
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.0)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(message_from_row)
+            .collect()
+    }
+
+    async fn list_outbox(
+        &self,
+        filter: &OutboxFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<OutboxItem>> {
+        outbox::list(&self.pool, filter, page).await
+    }
+
+    async fn get_outbox(&self, id: OutboxId) -> StoreResult<Option<OutboxEntry>> {
+        outbox::get(&self.pool, id).await
+    }
+
+    async fn delete_outbox(&self, id: Option<OutboxId>) -> StoreResult<u64> {
+        outbox::delete(&self.pool, id).await
+    }
+}

@@ -1,0 +1,486 @@
+//! `MailStore` on SQLite.
+//!
+//! A submission is one `mail` row and one `mail_messages` row per recipient, each written with
+//! the job that sends it in one transaction. Every change of a message is one guarded `UPDATE`
+//! (the state it may change from is in its `WHERE`), so two concurrent attempts cannot both
+//! win, and it appends to the message's timeline in the same transaction. The outbox is in
+//! `outbox.rs`.
+//!
+//! Case-insensitive matches: recipients are lowercased here, in Rust (full Unicode), both when
+//! stored (`recipient_lower`) and when filtered on; SQL `lower()` and `COLLATE NOCASE`, used
+//! where the stored text is compared as is, fold ASCII only.
+
+mod outbox;
+
+use async_trait::async_trait;
+use carafe_core::jobs::{JobId, NewJob};
+use carafe_core::mail::{
+    Mail, MailId, Message, MessageEvent, MessageFilter, MessageId, MessageStatus, NewMessage,
+    OutboxEntry, OutboxFilter, OutboxId, OutboxItem, RecipientKind, SendOutcome,
+};
+use carafe_core::page::{Page, PageRequest};
+use carafe_core::store::MailStore;
+use carafe_core::{StoreError, StoreResult};
+use serde_json::{Value, json};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::jobs::insert::insert_plain;
+use crate::{SqliteStore, at, map_err, ms};
+
+const MAIL_COLUMNS: &str = "id, message_id, from_addr, reply_to, to_addrs, cc_addrs, \
+    bcc_addrs, subject, text_body, html_body, headers, tags, actor, send_at, created_at";
+
+const MESSAGE_COLUMNS: &str = "id, mail_id, recipient, kind, status, attempts, reply, \
+    relay_id, tags, job_id, created_at, updated_at, sent_at";
+
+/// The states a send attempt may start from, and a message may be cancelled in
+/// (`MessageStatus::may_send`, `may_cancel`).
+const WAITING: &str = "status IN ('queued', 'deferred')";
+
+fn json(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).expect("serializes")
+}
+
+fn parsed<T: serde::de::DeserializeOwned>(text: &str, what: &'static str) -> StoreResult<T> {
+    serde_json::from_str(text).map_err(|_| StoreError::corrupt(what))
+}
+
+fn uuid_col<T: std::str::FromStr>(
+    row: &SqliteRow,
+    col: &str,
+    what: &'static str,
+) -> StoreResult<T> {
+    row.try_get::<String, _>(col)
+        .map_err(map_err)?
+        .parse()
+        .map_err(|_| StoreError::corrupt(what))
+}
+
+/// The lowercased form recipients are stored and matched in.
+fn fold(address: &str) -> String {
+    address.to_lowercase()
+}
+
+fn mail_from_row(row: &SqliteRow) -> StoreResult<Mail> {
+    let text = |c: &str| row.try_get::<String, _>(c).map_err(map_err);
+    let opt = |c: &str| row.try_get::<Option<String>, _>(c).map_err(map_err);
+    Ok(Mail {
+        id: uuid_col(row, "id", "mail.id")?,
+        message_id: text("message_id")?,
+        from: text("from_addr")?,
+        reply_to: opt("reply_to")?,
+        to: parsed(&text("to_addrs")?, "mail.to_addrs")?,
+        cc: parsed(&text("cc_addrs")?, "mail.cc_addrs")?,
+        bcc: parsed(&text("bcc_addrs")?, "mail.bcc_addrs")?,
+        subject: text("subject")?,
+        text: opt("text_body")?,
+        html: opt("html_body")?,
+        headers: parsed(&text("headers")?, "mail.headers")?,
+        tags: parsed(&text("tags")?, "mail.tags")?,
+        actor: text("actor")?,
+        send_at: row
+            .try_get::<Option<i64>, _>("send_at")
+            .map_err(map_err)?
+            .map(at),
+        created_at: at(row.try_get("created_at").map_err(map_err)?),
+    })
+}
+
+fn message_from_row(row: &SqliteRow) -> StoreResult<Message> {
+    let text = |c: &str| row.try_get::<String, _>(c).map_err(map_err);
+    let opt = |c: &str| row.try_get::<Option<String>, _>(c).map_err(map_err);
+    let kind = text("kind")?;
+    let status = text("status")?;
+    Ok(Message {
+        id: uuid_col(row, "id", "mail_messages.id")?,
+        mail: uuid_col(row, "mail_id", "mail_messages.mail_id")?,
+        recipient: text("recipient")?,
+        kind: RecipientKind::parse(&kind)
+            .ok_or_else(|| StoreError::corrupt("mail_messages.kind"))?,
+        status: MessageStatus::parse(&status)
+            .ok_or_else(|| StoreError::corrupt("mail_messages.status"))?,
+        attempts: row.try_get::<i64, _>("attempts").map_err(map_err)? as u32,
+        reply: opt("reply")?,
+        relay_id: opt("relay_id")?,
+        tags: parsed(&text("tags")?, "mail_messages.tags")?,
+        job: row
+            .try_get::<Option<i64>, _>("job_id")
+            .map_err(map_err)?
+            .map(JobId),
+        created_at: at(row.try_get("created_at").map_err(map_err)?),
+        updated_at: at(row.try_get("updated_at").map_err(map_err)?),
+        sent_at: row
+            .try_get::<Option<i64>, _>("sent_at")
+            .map_err(map_err)?
+            .map(at),
+    })
+}
+
+async fn mail_in(conn: &mut SqliteConnection, id: MailId) -> StoreResult<Option<Mail>> {
+    let sql = format!("SELECT {MAIL_COLUMNS} FROM mail WHERE id = ?");
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.to_string())
+        .fetch_optional(conn)
+        .await
+        .map_err(map_err)?
+        .as_ref()
+        .map(mail_from_row)
+        .transpose()
+}
+
+/// One timeline entry to append: `seq` is the message row's `event_seq` after its change.
+struct NewEvent {
+    message: MessageId,
+    seq: i64,
+    at: OffsetDateTime,
+    kind: &'static str,
+    data: Value,
+}
+
+async fn add_events(conn: &mut SqliteConnection, events: &[NewEvent]) -> StoreResult<()> {
+    // Five parameters per row keeps each statement far below SQLite's 32,766 limit.
+    for chunk in events.chunks(1000) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO mail_events (message_id, seq, at, kind, data) ",
+        );
+        q.push_values(chunk, |mut b, e| {
+            b.push_bind(e.message.to_string())
+                .push_bind(e.seq)
+                .push_bind(ms(e.at))
+                .push_bind(e.kind)
+                .push_bind(e.data.to_string());
+        });
+        q.build().execute(&mut *conn).await.map_err(map_err)?;
+    }
+    Ok(())
+}
+
+/// A message row as an `UPDATE … RETURNING` gives it back, with its new `event_seq` (and its
+/// `position`, to put several back in order).
+fn changed_from_row(row: &SqliteRow) -> StoreResult<(i64, i64, Message)> {
+    Ok((
+        row.try_get("position").map_err(map_err)?,
+        row.try_get("event_seq").map_err(map_err)?,
+        message_from_row(row)?,
+    ))
+}
+
+#[async_trait]
+impl MailStore for SqliteStore {
+    async fn insert_mail(
+        &self,
+        mail: Mail,
+        messages: Vec<NewMessage>,
+        jobs: Vec<NewJob>,
+    ) -> StoreResult<Vec<Message>> {
+        if jobs.len() != messages.len() {
+            return Err(StoreError::corrupt("insert_mail needs one job per message"));
+        }
+        let created = at(ms(mail.created_at));
+        let mut tx = self.begin_write().await?;
+        let sql = format!(
+            "INSERT INTO mail ({MAIL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(mail.id.to_string())
+            .bind(&mail.message_id)
+            .bind(&mail.from)
+            .bind(&mail.reply_to)
+            .bind(json(&mail.to))
+            .bind(json(&mail.cc))
+            .bind(json(&mail.bcc))
+            .bind(&mail.subject)
+            .bind(&mail.text)
+            .bind(&mail.html)
+            .bind(json(&mail.headers))
+            .bind(json(&mail.tags))
+            .bind(&mail.actor)
+            .bind(mail.send_at.map(ms))
+            .bind(ms(created))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let jobs = insert_plain(&mut tx, jobs, None).await?;
+        let stored: Vec<Message> = messages
+            .into_iter()
+            .zip(&jobs)
+            .map(|(m, job)| Message {
+                id: m.id,
+                mail: mail.id,
+                recipient: m.recipient,
+                kind: m.kind,
+                status: MessageStatus::Queued,
+                attempts: 0,
+                reply: None,
+                relay_id: None,
+                tags: mail.tags.clone(),
+                job: Some(job.id),
+                created_at: created,
+                updated_at: created,
+                sent_at: None,
+            })
+            .collect();
+        let tags = json(&mail.tags);
+        // Twelve parameters per row keep each statement far below SQLite's 32,766 limit.
+        let rows: Vec<(usize, &Message)> = stored.iter().enumerate().collect();
+        for chunk in rows.chunks(1000) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO mail_messages (id, mail_id, position, recipient, recipient_lower, \
+                 kind, status, tags, job_id, created_at, updated_at, event_seq) ",
+            );
+            q.push_values(chunk, |mut b, (i, m)| {
+                b.push_bind(m.id.to_string())
+                    .push_bind(mail.id.to_string())
+                    .push_bind(*i as i64)
+                    .push_bind(m.recipient.clone())
+                    .push_bind(fold(&m.recipient))
+                    .push_bind(m.kind.as_str())
+                    .push_bind(m.status.as_str())
+                    .push_bind(tags.clone())
+                    .push_bind(m.job.map(|j| j.0))
+                    .push_bind(ms(created))
+                    .push_bind(ms(created))
+                    .push_bind(1i64);
+            });
+            q.build().execute(&mut *tx).await.map_err(map_err)?;
+        }
+        let events: Vec<NewEvent> = stored
+            .iter()
+            .map(|m| NewEvent {
+                message: m.id,
+                seq: 1,
+                at: created,
+                kind: "queued",
+                data: json!({}),
+            })
+            .collect();
+        add_events(&mut tx, &events).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(stored)
+    }
+
+    async fn get_mail(&self, id: MailId) -> StoreResult<Option<Mail>> {
+        let mut conn = self.reader.acquire().await.map_err(map_err)?;
+        mail_in(&mut conn, id).await
+    }
+
+    async fn mail_messages(&self, id: MailId) -> StoreResult<Vec<Message>> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM mail_messages WHERE mail_id = ? ORDER BY position"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(message_from_row)
+            .collect()
+    }
+
+    async fn get_message(&self, id: MessageId) -> StoreResult<Option<Message>> {
+        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM mail_messages WHERE id = ?");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(message_from_row)
+            .transpose()
+    }
+
+    async fn list_messages(
+        &self,
+        filter: &MessageFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Message>> {
+        // UUIDv7 text sorts by creation: newest first is `id DESC`, and the max uuid
+        // (`ffffffff-…`) sorts above every id.
+        let Some(before) = page.after_or(MessageId(Uuid::max())) else {
+            return Ok(Page::empty());
+        };
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {MESSAGE_COLUMNS} FROM mail_messages WHERE id < "
+        ));
+        q.push_bind(before.to_string());
+        if let Some(status) = filter.status {
+            q.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(to) = &filter.to {
+            q.push(" AND recipient_lower = ").push_bind(fold(to));
+        }
+        if let Some(tag) = &filter.tag {
+            q.push(" AND EXISTS (SELECT 1 FROM json_each(tags) WHERE value = ")
+                .push_bind(tag.clone())
+                .push(")");
+        }
+        if let Some(mail) = filter.mail {
+            q.push(" AND mail_id = ").push_bind(mail.to_string());
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(page.limit) + 1);
+        let rows = q
+            .build()
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(message_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_overfetch(rows, page.limit, |m| m.id.to_string()))
+    }
+
+    async fn message_events(&self, id: MessageId) -> StoreResult<Vec<MessageEvent>> {
+        let rows = sqlx::query(
+            "SELECT seq, at, kind, data FROM mail_events WHERE message_id = ? ORDER BY seq",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        rows.iter()
+            .map(|row| {
+                let data: String = row.try_get("data").map_err(map_err)?;
+                Ok(MessageEvent {
+                    seq: row.try_get::<i64, _>("seq").map_err(map_err)? as u32,
+                    at: at(row.try_get("at").map_err(map_err)?),
+                    kind: row.try_get("kind").map_err(map_err)?,
+                    data: parsed(&data, "mail_events.data")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn start_sending(
+        &self,
+        id: MessageId,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<(Mail, Message)>> {
+        let mut tx = self.begin_write().await?;
+        let sql = format!(
+            "UPDATE mail_messages SET status = 'sending', attempts = attempts + 1, \
+             updated_at = ?, event_seq = event_seq + 1 WHERE id = ? AND {WAITING} \
+             RETURNING {MESSAGE_COLUMNS}, position, event_seq"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ms(now))
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let Some((_, seq, message)) = row.as_ref().map(changed_from_row).transpose()? else {
+            return Ok(None);
+        };
+        let event = NewEvent {
+            message: id,
+            seq,
+            at: now,
+            kind: "sending",
+            data: json!({"attempt": message.attempts}),
+        };
+        add_events(&mut tx, &[event]).await?;
+        let mail = mail_in(&mut tx, message.mail)
+            .await?
+            .ok_or_else(|| StoreError::corrupt("mail_messages.mail_id"))?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(Some((mail, message)))
+    }
+
+    async fn finish_sending(
+        &self,
+        id: MessageId,
+        outcome: SendOutcome,
+        outbox: Option<OutboxEntry>,
+    ) -> StoreResult<Option<Message>> {
+        let mut tx = self.begin_write().await?;
+        let sent_at = (outcome.status == MessageStatus::Sent).then(|| ms(outcome.at));
+        let sql = format!(
+            "UPDATE mail_messages SET status = ?, reply = ?, relay_id = ?, updated_at = ?, \
+             sent_at = COALESCE(?, sent_at), event_seq = event_seq + 1 \
+             WHERE id = ? AND status = 'sending' \
+             RETURNING {MESSAGE_COLUMNS}, position, event_seq"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(outcome.status.as_str())
+            .bind(&outcome.reply)
+            .bind(&outcome.relay_id)
+            .bind(ms(outcome.at))
+            .bind(sent_at)
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let Some((_, seq, message)) = row.as_ref().map(changed_from_row).transpose()? else {
+            return Ok(None);
+        };
+        let event = NewEvent {
+            message: id,
+            seq,
+            at: outcome.at,
+            kind: outcome.status.as_str(),
+            data: outcome.data,
+        };
+        add_events(&mut tx, &[event]).await?;
+        if let Some(entry) = &outbox {
+            outbox::insert(&mut tx, entry).await?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(Some(message))
+    }
+
+    async fn cancel_mail(&self, id: MailId, now: OffsetDateTime) -> StoreResult<Vec<Message>> {
+        let mut tx = self.begin_write().await?;
+        let sql = format!(
+            "UPDATE mail_messages SET status = 'cancelled', updated_at = ?, \
+             event_seq = event_seq + 1 WHERE mail_id = ? AND {WAITING} \
+             RETURNING {MESSAGE_COLUMNS}, position, event_seq"
+        );
+        let mut changed = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ms(now))
+            .bind(id.to_string())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(changed_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        if changed.is_empty() {
+            return Ok(Vec::new());
+        }
+        // RETURNING gives rows in no promised order; the mail's order is `position`.
+        changed.sort_by_key(|(position, _, _)| *position);
+        let events: Vec<NewEvent> = changed
+            .iter()
+            .map(|(_, seq, m)| NewEvent {
+                message: m.id,
+                seq: *seq,
+                at: now,
+                kind: "cancelled",
+                data: json!({}),
+            })
+            .collect();
+        add_events(&mut tx, &events).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(changed.into_iter().map(|(_, _, m)| m).collect())
+    }
+
+    async fn list_outbox(
+        &self,
+        filter: &OutboxFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<OutboxItem>> {
+        outbox::list(&self.reader, filter, page).await
+    }
+
+    async fn get_outbox(&self, id: OutboxId) -> StoreResult<Option<OutboxEntry>> {
+        outbox::get(&self.reader, id).await
+    }
+
+    async fn delete_outbox(&self, id: Option<OutboxId>) -> StoreResult<u64> {
+        outbox::delete(&self.writer, id).await
+    }
+}
