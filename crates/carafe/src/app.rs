@@ -28,6 +28,7 @@ use crate::files::check::process::FileJobs;
 use crate::jobs::push::Dispatcher;
 use crate::jobs::runner::Handlers;
 use crate::jobs::{Jobs, maintenance};
+use crate::mail::{MailJobs, Mailer};
 use crate::realtime::bus::Bus;
 use crate::secrets::{self, Secrets};
 
@@ -128,6 +129,29 @@ async fn open_files(
     Ok((files, handlers))
 }
 
+/// The mail service, with its job handler added to `handlers`.
+fn open_mail(
+    config: &Config,
+    store: &Arc<dyn Store>,
+    jobs: &Arc<Jobs>,
+    handlers: Handlers,
+) -> (Arc<Mailer>, Handlers) {
+    let mailer = Arc::new(Mailer::new(
+        store.clone(),
+        jobs.clone(),
+        config.mail.clone(),
+    ));
+    let handlers = handlers.add(
+        crate::mail::QUEUE,
+        MAIL_JOBS_CONCURRENCY,
+        MailJobs::new(mailer.clone()),
+    );
+    (mailer, handlers)
+}
+
+/// Messages one process sends at once.
+const MAIL_JOBS_CONCURRENCY: usize = 8;
+
 /// File jobs one process runs at once (scans and image work are CPU- and I/O-heavy).
 const FILE_JOBS_CONCURRENCY: usize = 4;
 
@@ -190,6 +214,7 @@ impl App {
         }
         let (store, jobs) = open_engine(&config).await?;
         let (files, handlers) = open_files(&config, &secrets, &store, &jobs, handlers).await?;
+        let (mail, handlers) = open_mail(&config, &store, &jobs, handlers);
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -203,6 +228,7 @@ impl App {
             fallback_base: fallback_base(local_addr),
             jobs,
             files,
+            mail,
             shutdown: CancellationToken::new(),
             keys,
             audit: crate::audit::AuditLog::new(store.clone()),
@@ -303,6 +329,7 @@ pub async fn run_worker(
     let secrets = config.secrets()?;
     let (store, jobs) = open_engine(&config).await?;
     let (files, handlers) = open_files(&config, &secrets, &store, &jobs, handlers).await?;
+    let (_mail, handlers) = open_mail(&config, &store, &jobs, handlers);
     let stop = CancellationToken::new();
     let mut engine = spawn_engine(&jobs, &files, handlers, &config, &stop);
     tracing::info!(backend = store.backend(), "worker running");

@@ -82,6 +82,7 @@ pub struct Config {
     pub jobs: crate::jobs::Settings,
     pub push: crate::jobs::PushSettings,
     pub files: crate::files::Settings,
+    pub mail: crate::mail::Settings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +120,7 @@ impl Default for Config {
             jobs: Default::default(),
             push: Default::default(),
             files: Default::default(),
+            mail: Default::default(),
             storage_url: None,
             master_key: None,
             master_keys_previous: Vec::new(),
@@ -227,6 +229,7 @@ impl Config {
         self.jobs.validate().map_err(ConfigError::Invalid)?;
         self.push.validate().map_err(ConfigError::Invalid)?;
         self.files.validate().map_err(ConfigError::Invalid)?;
+        self.mail.validate().map_err(ConfigError::Invalid)?;
         if let Some(url) = &self.storage_url {
             let url = url.expose();
             if !["file://", "s3://"].iter().any(|p| url.starts_with(p)) {

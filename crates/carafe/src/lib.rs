@@ -13,6 +13,7 @@ pub mod context;
 pub mod files;
 pub mod group_commit;
 pub mod jobs;
+pub mod mail;
 pub mod realtime;
 pub mod secrets;
 pub mod telemetry;

@@ -206,6 +206,17 @@ impl From<crate::jobs::Error> for ApiError {
     }
 }
 
+impl From<crate::mail::Error> for ApiError {
+    fn from(e: crate::mail::Error) -> Self {
+        use crate::mail::Error;
+        match e {
+            Error::Invalid(fields) => ApiError::validation(fields),
+            Error::NotFound => ApiError::not_found(),
+            Error::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<crate::jobs::request::EnqueueError> for ApiError {
     fn from(e: crate::jobs::request::EnqueueError) -> Self {
         use crate::jobs::request::EnqueueError;

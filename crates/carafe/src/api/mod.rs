@@ -15,6 +15,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod json;
 pub mod keys;
+pub mod mail;
 pub mod me;
 pub mod observe;
 pub mod openapi;
@@ -83,7 +84,8 @@ pub fn routes(state: &AppState) -> Routes {
         .merge(tokens::routes(&layers))
         .merge(audit::routes())
         .merge(jobs::routes(&layers))
-        .merge(files::routes(&layers));
+        .merge(files::routes(&layers))
+        .merge(mail::routes(&layers));
     Routes {
         json,
         bytes: files::byte_routes(),

@@ -14,6 +14,7 @@ use crate::api::observe::Observer;
 use crate::config::Config;
 use crate::files::Files;
 use crate::jobs::Jobs;
+use crate::mail::Mailer;
 use crate::secrets::Sealer;
 
 #[derive(Clone)]
@@ -29,6 +30,7 @@ pub struct Inner {
     pub observer: Observer,
     pub jobs: Arc<Jobs>,
     pub files: Arc<Files>,
+    pub mail: Arc<Mailer>,
     /// Cancelled when the server begins to shut down: long polls and event streams end.
     pub shutdown: CancellationToken,
     /// Base for absolute URLs when no `public_url` is configured and no trusted proxy said

@@ -32,6 +32,7 @@ mod job_events;
 mod jobs;
 mod keys;
 mod leases;
+mod mail;
 mod objects;
 mod ops;
 mod process;

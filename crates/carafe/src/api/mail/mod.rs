@@ -1,0 +1,225 @@
+//! HTTP handlers for mail (`mail` scope): send (one message per recipient, queued for
+//! sending), read a mail and its messages, list messages with filters, read one message's
+//! timeline, cancel what is not sent yet; and the outbox (`outbox.rs`).
+
+mod outbox;
+mod views;
+
+use std::collections::BTreeMap;
+
+use axum::extract::{OriginalUri, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use carafe_core::keys::Scope;
+use carafe_core::mail::{MailId, MessageFilter, MessageId, MessageStatus};
+use serde::Deserialize;
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::api::Layers;
+use crate::api::error::{ApiError, ApiResult, Problem};
+use crate::api::json::Json;
+use crate::api::pagination::{self, ListParams};
+use crate::api::query::{Path, Query};
+use crate::api::request_id::RequestId;
+use crate::api::state::AppState;
+use crate::context::{BaseUrl, Principal};
+use crate::mail::SendRequest;
+
+pub use views::{MailView, MessageDetail, MessageView};
+
+/// One address or a list of them.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum Addresses {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Addresses {
+    fn list(a: Option<Addresses>) -> Vec<String> {
+        match a {
+            None => Vec::new(),
+            Some(Addresses::One(s)) => vec![s],
+            Some(Addresses::Many(v)) => v,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendBody {
+    /// `Name <address>` or an address; unset: the configured `mail.from`.
+    pub from: Option<String>,
+    pub reply_to: Option<String>,
+    /// One address or a list; to, cc and bcc together hold 1–50 recipients. Each recipient
+    /// gets its own message (and send log); bcc recipients never appear in headers.
+    pub to: Option<Addresses>,
+    pub cc: Option<Addresses>,
+    pub bcc: Option<Addresses>,
+    pub subject: Option<String>,
+    /// The plain-text body; derived from `html` when absent.
+    pub text: Option<String>,
+    pub html: Option<String>,
+    /// Extra headers: `X-…` and `List-Unsubscribe`, `List-Unsubscribe-Post`, `List-Id`,
+    /// `In-Reply-To`, `References`, `Auto-Submitted`, `Precedence`.
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Up to 10 labels to find the messages by (`a-z A-Z 0-9 . _ : -`).
+    pub tags: Option<Vec<String>>,
+    /// Send later (RFC 3339), up to `mail.max_schedule` ahead.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub send_at: Option<OffsetDateTime>,
+}
+
+/// Send a mail: accepted at once (202), each recipient's message queued for sending.
+#[utoipa::path(post, path = "/api/v1/mail", tag = "mail", request_body = SendBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the answer for 24 h")),
+    responses((status = 202, body = MailView, headers(("Location" = String))),
+              (status = 401, body = Problem), (status = 403, body = Problem),
+              (status = 422, body = Problem)),
+    security(("bearer" = ["mail"])))]
+pub async fn send(
+    State(state): State<AppState>,
+    principal: Principal,
+    request_id: Option<axum::Extension<RequestId>>,
+    base: BaseUrl,
+    Json(body): Json<SendBody>,
+) -> ApiResult<Response> {
+    principal.require_key(Scope::Mail)?;
+    let actor = principal.actor(request_id.as_deref().map(RequestId::as_str));
+    let req = SendRequest {
+        from: body.from,
+        reply_to: body.reply_to,
+        to: Addresses::list(body.to),
+        cc: Addresses::list(body.cc),
+        bcc: Addresses::list(body.bcc),
+        subject: body.subject,
+        text: body.text,
+        html: body.html,
+        headers: body.headers.unwrap_or_default().into_iter().collect(),
+        tags: body.tags.unwrap_or_default(),
+        send_at: body.send_at,
+    };
+    let sent = state.mail.send(req, &actor).await?;
+    let location = base.join(&format!("/api/v1/mail/{}", sent.mail.id));
+    Ok((
+        StatusCode::ACCEPTED,
+        [(
+            header::LOCATION,
+            HeaderValue::from_str(&location).map_err(|e| ApiError::internal(&e))?,
+        )],
+        axum::Json(MailView::from(sent)),
+    )
+        .into_response())
+}
+
+/// A mail with its recipients' messages.
+#[utoipa::path(get, path = "/api/v1/mail/{id}", tag = "mail", params(("id" = String, Path)),
+    responses((status = 200, body = MailView), (status = 404, body = Problem)),
+    security(("bearer" = ["mail"])))]
+pub async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<MailId>,
+) -> ApiResult<axum::Json<MailView>> {
+    principal.require_key(Scope::Mail)?;
+    Ok(axum::Json(state.mail.get(id).await?.into()))
+}
+
+/// Cancel what is not sent yet (queued and deferred messages); a message being sent finishes.
+#[utoipa::path(post, path = "/api/v1/mail/{id}/cancel", tag = "mail", params(("id" = String, Path)),
+    responses((status = 200, body = MailView), (status = 404, body = Problem)),
+    security(("bearer" = ["mail"])))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<MailId>,
+) -> ApiResult<axum::Json<MailView>> {
+    principal.require_key(Scope::Mail)?;
+    Ok(axum::Json(state.mail.cancel(id).await?.into()))
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MessageListParams {
+    /// queued, sending, sent, deferred, failed, suppressed, bounced, complained or cancelled.
+    pub status: Option<String>,
+    /// A recipient's address (case-insensitive).
+    pub to: Option<String>,
+    pub tag: Option<String>,
+    /// Only this mail's messages.
+    pub mail: Option<String>,
+    /// Items per page, 1–500 (default 50).
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Messages (one per recipient), newest first.
+#[utoipa::path(get, path = "/api/v1/mail", tag = "mail", params(MessageListParams),
+    responses((status = 200, body = inline(crate::api::pagination::PageBody<MessageView>)),
+              (status = 422, body = Problem)),
+    security(("bearer" = ["mail"])))]
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    base: BaseUrl,
+    OriginalUri(uri): OriginalUri,
+    Query(params): Query<MessageListParams>,
+) -> ApiResult<Response> {
+    principal.require_key(Scope::Mail)?;
+    let page = ListParams {
+        limit: params.limit,
+        cursor: params.cursor.clone(),
+    }
+    .page_request()?;
+    let filter = MessageFilter {
+        status: match &params.status {
+            Some(s) => Some(MessageStatus::parse(s).ok_or_else(|| {
+                ApiError::invalid("status", "not a message status (see the documentation)")
+            })?),
+            None => None,
+        },
+        to: params.to.clone(),
+        tag: params.tag.clone(),
+        mail: match &params.mail {
+            Some(m) => Some(
+                m.parse()
+                    .map_err(|_| ApiError::invalid("mail", "not a mail id"))?,
+            ),
+            None => None,
+        },
+    };
+    let found = state.mail.list(&filter, &page).await?;
+    Ok(pagination::respond(found, MessageView::from, &base, &uri))
+}
+
+/// One recipient's message with its timeline.
+#[utoipa::path(get, path = "/api/v1/mail/messages/{id}", tag = "mail", params(("id" = String, Path)),
+    responses((status = 200, body = MessageDetail), (status = 404, body = Problem)),
+    security(("bearer" = ["mail"])))]
+pub async fn message(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<MessageId>,
+) -> ApiResult<axum::Json<MessageDetail>> {
+    principal.require_key(Scope::Mail)?;
+    let (message, events) = state.mail.message(id).await?;
+    Ok(axum::Json(MessageDetail {
+        message: message.into(),
+        events: events.into_iter().map(Into::into).collect(),
+    }))
+}
+
+pub fn routes(layers: &Layers) -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(layers.idempotent(routes!(send)))
+        .routes(routes!(list))
+        .routes(routes!(get))
+        .routes(routes!(cancel))
+        .routes(routes!(message))
+        .merge(outbox::routes())
+}

@@ -1,0 +1,150 @@
+//! The jobs on Carafe's `carafe.mail` queue: each sends one recipient's message. The message's
+//! state guards the work — a cancelled or finished message is never sent — and an attempt
+//! that died mid-send (its job rescued after the lease lapsed) is recorded as interrupted and
+//! tried again, so a message is sent at least once. With no relay configured, "sending" means
+//! capturing the exact bytes in the outbox.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use carafe_core::mail::{
+    Mail, Message, MessageId, MessageStatus, OutboxEntry, OutboxId, OutboxItem, SendOutcome,
+};
+use carafe_core::time::now;
+use serde_json::{Value, json};
+
+use super::Mailer;
+use super::address::parse_mailbox;
+use super::build::{self, Draft};
+use crate::jobs::runner::{JobContext, JobError, JobHandler};
+
+/// Runs the jobs of the mail queue.
+pub struct MailJobs {
+    mailer: Arc<Mailer>,
+}
+
+impl MailJobs {
+    pub fn new(mailer: Arc<Mailer>) -> Self {
+        MailJobs { mailer }
+    }
+}
+
+fn retry(what: &str, e: impl std::fmt::Display) -> JobError {
+    JobError::retry(format!("{what}: {e}"))
+}
+
+#[async_trait]
+impl JobHandler for MailJobs {
+    async fn run(&self, ctx: JobContext) -> Result<Value, JobError> {
+        let id = ctx
+            .args()
+            .get("message")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<MessageId>().ok())
+            .ok_or_else(|| JobError::abort("not a mail job"))?;
+        let store = self.mailer.store();
+        let mut started = store
+            .start_sending(id, now())
+            .await
+            .map_err(|e| retry("start", e))?;
+        if started.is_none() {
+            let Some(message) = store.get_message(id).await.map_err(|e| retry("read", e))? else {
+                return Ok(json!({"skipped": "no such message"}));
+            };
+            if message.status != MessageStatus::Sending {
+                return Ok(json!({"skipped": message.status.as_str()}));
+            }
+            // Only this message's job sends it, and this job holds its lease: a message still
+            // `sending` was left by an attempt that died. Record that, then try again.
+            let interrupted = SendOutcome {
+                status: MessageStatus::Deferred,
+                reply: Some("the previous attempt was interrupted".into()),
+                relay_id: None,
+                at: now(),
+                data: json!({"interrupted": true}),
+            };
+            store
+                .finish_sending(id, interrupted, None)
+                .await
+                .map_err(|e| retry("record", e))?;
+            started = store
+                .start_sending(id, now())
+                .await
+                .map_err(|e| retry("start", e))?;
+        }
+        let Some((mail, message)) = started else {
+            return Ok(json!({"skipped": "not sendable"}));
+        };
+        let (outcome, outbox) = match render(&mail) {
+            Ok(raw) => capture(&mail, &message, raw),
+            // Checked when the mail was accepted, so only a changed rule gets here: failing
+            // the message says so; retrying could not help.
+            Err(reason) => (
+                SendOutcome {
+                    status: MessageStatus::Failed,
+                    reply: Some(reason.clone()),
+                    relay_id: None,
+                    at: now(),
+                    data: json!({"reason": reason}),
+                },
+                None,
+            ),
+        };
+        let status = outcome.status;
+        let captured = outbox.is_some();
+        let finished = store
+            .finish_sending(id, outcome, outbox)
+            .await
+            .map_err(|e| retry("record", e))?;
+        if captured && finished.is_some() {
+            self.mailer.captured();
+        }
+        Ok(json!({"status": status.as_str()}))
+    }
+}
+
+/// The message's bytes, as any of its recipients receives them.
+fn render(mail: &Mail) -> Result<Vec<u8>, String> {
+    let one = |s: &str| parse_mailbox(s).map_err(|e| format!("stored address {s:?}: {e}"));
+    let many = |v: &[String]| v.iter().map(|s| one(s)).collect::<Result<Vec<_>, _>>();
+    let draft = Draft {
+        from: one(&mail.from)?,
+        reply_to: mail.reply_to.as_deref().map(one).transpose()?,
+        to: many(&mail.to)?,
+        cc: many(&mail.cc)?,
+        subject: mail.subject.clone(),
+        text: mail.text.clone(),
+        html: mail.html.clone(),
+        headers: mail.headers.clone(),
+    };
+    build::build(&draft, &mail.message_id, now()).map_err(|e| e.to_string())
+}
+
+/// "Sends" into the outbox: the bytes a relay would have been given, kept with what is
+/// searched.
+fn capture(mail: &Mail, message: &Message, raw: Vec<u8>) -> (SendOutcome, Option<OutboxEntry>) {
+    let at = now();
+    let envelope_from = parse_mailbox(&mail.from)
+        .map(|m| m.email.to_string())
+        .unwrap_or_else(|_| mail.from.clone());
+    let item = OutboxItem {
+        id: OutboxId::new(),
+        message: message.id,
+        mail: mail.id,
+        envelope_from,
+        recipient: message.recipient.clone(),
+        subject: mail.subject.clone(),
+        message_id: mail.message_id.clone(),
+        tags: mail.tags.clone(),
+        size: raw.len() as u64,
+        created_at: at,
+    };
+    let outcome = SendOutcome {
+        status: MessageStatus::Sent,
+        reply: Some("250 captured in the outbox".into()),
+        relay_id: Some(item.id.to_string()),
+        at,
+        data: json!({"transport": "outbox", "outbox_id": item.id}),
+    };
+    (outcome, Some(OutboxEntry { item, raw }))
+}

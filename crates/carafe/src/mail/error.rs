@@ -1,0 +1,17 @@
+//! What the mail capability refuses, each kind with its stable code; `api/error.rs` maps them
+//! to HTTP. Store failures pass through as they are.
+
+use carafe_core::StoreError;
+
+use crate::context::FieldError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Fields of the request are invalid: each JSON pointer and why.
+    #[error("the message has invalid fields")]
+    Invalid(Vec<FieldError>),
+    #[error("no such mail, message or outbox item")]
+    NotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

@@ -1,0 +1,26 @@
+//! The mail capability: transactional sends kept as one message per recipient, sent by jobs on
+//! Carafe's `carafe.mail` queue, and — with no relay configured — captured in the outbox.
+//! `address` and `build` are the pure part (strict address parsing, MIME on `lettre`);
+//! `submit` checks a request, `service` is what the API calls, `deliver` runs the send jobs,
+//! `read` shows a stored message as a mail client would.
+
+pub mod address;
+pub mod build;
+mod deliver;
+mod error;
+pub mod read;
+mod service;
+mod settings;
+mod submit;
+
+pub use deliver::MailJobs;
+pub use error::Error;
+pub use service::{Mailer, Submission};
+pub use settings::Settings;
+pub use submit::SendRequest;
+
+/// Carafe's own queue for sending mail.
+pub const QUEUE: &str = "carafe.mail";
+
+/// The bus topic announced when a message lands in the outbox (for long-polling readers).
+pub(crate) const OUTBOX_TOPIC: &str = "mail.outbox";

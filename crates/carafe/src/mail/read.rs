@@ -1,0 +1,84 @@
+//! Reading a stored message back as a mail client shows it (for the outbox): its headers in
+//! order, its text and its HTML body. A well-kept MIME parser (mail-parser) does the work.
+
+use mail_parser::{HeaderValue, MessageParser};
+
+/// A message's headers and bodies.
+#[derive(Debug, Default, PartialEq)]
+pub struct Parsed {
+    /// `[name, value]` in order: free-text headers (Subject, …) decoded, the rest as written,
+    /// unfolded.
+    pub headers: Vec<(String, String)>,
+    /// The text/plain body, when the message has one.
+    pub text: Option<String>,
+    /// The text/html body, when the message has one.
+    pub html: Option<String>,
+}
+
+pub fn parse(raw: &[u8]) -> Parsed {
+    let Some(message) = MessageParser::default().parse(raw) else {
+        return Parsed::default();
+    };
+    let unfold = |v: &str| {
+        v.split(['\r', '\n'])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let raw_values: Vec<(&str, &str)> = message.headers_raw().collect();
+    let headers = message
+        .headers()
+        .iter()
+        .zip(raw_values)
+        .map(|(h, (_, raw))| {
+            let value = match h.value() {
+                HeaderValue::Text(t) => unfold(t),
+                HeaderValue::TextList(l) => unfold(&l.join(", ")),
+                _ => unfold(raw),
+            };
+            (h.name().to_string(), value)
+        })
+        .collect();
+    // Only parts that really are text/plain and text/html: the parser would otherwise convert
+    // one into the other.
+    let text = message
+        .text_bodies()
+        .find(|p| p.is_text() && !p.is_text_html())
+        .and_then(|p| p.text_contents().map(str::to_owned));
+    let html = message
+        .html_bodies()
+        .find(|p| p.is_text_html())
+        .and_then(|p| p.text_contents().map(str::to_owned));
+    Parsed {
+        headers,
+        text,
+        html,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_and_both_bodies_come_back() {
+        let raw = b"From: a@x.example\r\nSubject: =?utf-8?b?7JWI64WV?=\r\nX-Long: one\r\n two\r\n\
+            MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"b\"\r\n\r\n\
+            --b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nhello\r\n\
+            --b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>hello</p>\r\n--b--\r\n";
+        let p = parse(raw);
+        assert_eq!(p.headers[0], ("From".into(), "a@x.example".into()));
+        assert_eq!(p.headers[1], ("Subject".into(), "안녕".into()));
+        assert_eq!(p.headers[2], ("X-Long".into(), "one two".into()));
+        assert_eq!(p.text.as_deref().map(str::trim), Some("hello"));
+        assert_eq!(p.html.as_deref().map(str::trim), Some("<p>hello</p>"));
+    }
+
+    #[test]
+    fn a_text_only_message_has_no_html() {
+        let p = parse(b"Subject: hi\r\nContent-Type: text/plain\r\n\r\njust text\r\n");
+        assert_eq!(p.text.as_deref().map(str::trim), Some("just text"));
+        assert_eq!(p.html, None);
+    }
+}

@@ -1,0 +1,144 @@
+//! The `Mailer` service: what the API's mail and outbox routes call. A submission is checked,
+//! then stored with one message and one send job per recipient in one transaction, so an
+//! accepted mail is never lost; reading, cancelling and the outbox go through here too.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use carafe_core::Store;
+use carafe_core::mail::{
+    Mail, MailId, Message, MessageEvent, MessageFilter, MessageId, OutboxEntry, OutboxFilter,
+    OutboxId, OutboxItem,
+};
+use carafe_core::page::{Page, PageRequest};
+use carafe_core::time::now;
+
+use super::submit::{SendRequest, check, send_job};
+use super::{Error, OUTBOX_TOPIC, QUEUE, Settings};
+use crate::context::Actor;
+use crate::jobs::{Jobs, queue_topic};
+
+pub struct Mailer {
+    store: Arc<dyn Store>,
+    jobs: Arc<Jobs>,
+    settings: Settings,
+}
+
+/// A mail with its recipients' messages.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub mail: Mail,
+    pub messages: Vec<Message>,
+}
+
+impl Mailer {
+    pub fn new(store: Arc<dyn Store>, jobs: Arc<Jobs>, settings: Settings) -> Self {
+        Mailer {
+            store,
+            jobs,
+            settings,
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub(super) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Tells waiting outbox readers on this instance that something arrived.
+    pub(super) fn captured(&self) {
+        self.jobs.bus().publish(OUTBOX_TOPIC);
+    }
+
+    /// Accepts a mail: checked, then stored with its messages and their send jobs.
+    pub async fn send(&self, req: SendRequest, actor: &Actor) -> Result<Submission, Error> {
+        let checked = check(req, &self.settings, actor)?;
+        let jobs = checked
+            .messages
+            .iter()
+            .map(|m| send_job(m.id, &checked.mail))
+            .collect();
+        let mail = checked.mail;
+        let messages = self
+            .store
+            .insert_mail(mail.clone(), checked.messages, jobs)
+            .await?;
+        self.jobs.bus().publish(&queue_topic(QUEUE));
+        Ok(Submission { mail, messages })
+    }
+
+    pub async fn get(&self, id: MailId) -> Result<Submission, Error> {
+        let mail = self.store.get_mail(id).await?.ok_or(Error::NotFound)?;
+        let messages = self.store.mail_messages(id).await?;
+        Ok(Submission { mail, messages })
+    }
+
+    /// Cancels what has not been sent yet; answers the mail as it now is.
+    pub async fn cancel(&self, id: MailId) -> Result<Submission, Error> {
+        self.store.get_mail(id).await?.ok_or(Error::NotFound)?;
+        self.store.cancel_mail(id, now()).await?;
+        self.get(id).await
+    }
+
+    pub async fn list(
+        &self,
+        filter: &MessageFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Message>, Error> {
+        Ok(self.store.list_messages(filter, page).await?)
+    }
+
+    /// A message with its timeline.
+    pub async fn message(&self, id: MessageId) -> Result<(Message, Vec<MessageEvent>), Error> {
+        let message = self.store.get_message(id).await?.ok_or(Error::NotFound)?;
+        let events = self.store.message_events(id).await?;
+        Ok((message, events))
+    }
+
+    pub async fn outbox(
+        &self,
+        filter: &OutboxFilter,
+        page: &PageRequest,
+    ) -> Result<Page<OutboxItem>, Error> {
+        Ok(self.store.list_outbox(filter, page).await?)
+    }
+
+    /// Like `outbox`, but when the page would be empty, waits up to `wait` for an item to
+    /// arrive (long-poll, for tests that wait for an email). Captures on this instance wake the
+    /// wait at once; others are seen within a second.
+    pub async fn outbox_wait(
+        &self,
+        filter: &OutboxFilter,
+        page: &PageRequest,
+        wait: Duration,
+    ) -> Result<Page<OutboxItem>, Error> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let mut woken = self.jobs.bus().subscribe();
+            let found = self.outbox(filter, page).await?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !found.items.is_empty() || left.is_zero() {
+                return Ok(found);
+            }
+            woken
+                .wait_for(OUTBOX_TOPIC, left.min(Duration::from_secs(1)))
+                .await;
+        }
+    }
+
+    pub async fn outbox_entry(&self, id: OutboxId) -> Result<OutboxEntry, Error> {
+        self.store.get_outbox(id).await?.ok_or(Error::NotFound)
+    }
+
+    /// Deletes one outbox item, or all of them; how many went.
+    pub async fn clear_outbox(&self, id: Option<OutboxId>) -> Result<u64, Error> {
+        let gone = self.store.delete_outbox(id).await?;
+        if id.is_some() && gone == 0 {
+            return Err(Error::NotFound);
+        }
+        Ok(gone)
+    }
+}

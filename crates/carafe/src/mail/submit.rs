@@ -1,0 +1,230 @@
+//! Turning a send request into what is stored: every address parsed strictly, the content
+//! checked by building the message once, recipients de-duplicated into one message per
+//! recipient, and one job per message on Carafe's mail queue. Every refusal names its field.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use carafe_core::jobs::{Backoff, NewJob, QueueName};
+use carafe_core::mail::{Mail, MailId, MessageId, NewMessage, RecipientKind};
+use carafe_core::time::now;
+use lettre::message::Mailbox;
+use serde_json::json;
+use time::OffsetDateTime;
+
+use super::address::parse_mailbox;
+use super::build::{self, BuildError, Draft, MAX_RECIPIENTS};
+use super::{Error, QUEUE, Settings};
+use crate::context::{Actor, FieldError};
+
+/// Most tags on one submission, and their longest length.
+pub const MAX_TAGS: usize = 10;
+pub const MAX_TAG_LEN: usize = 64;
+/// Send attempts of one message before it fails for good.
+pub const SEND_ATTEMPTS: u32 = 20;
+
+/// What a client asks to send (raw content; templates come in through the same fields).
+#[derive(Debug, Clone, Default)]
+pub struct SendRequest {
+    pub from: Option<String>,
+    pub reply_to: Option<String>,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub bcc: Vec<String>,
+    pub subject: Option<String>,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub tags: Vec<String>,
+    pub send_at: Option<OffsetDateTime>,
+}
+
+/// A checked submission, ready for the store.
+pub struct Checked {
+    pub mail: Mail,
+    pub messages: Vec<NewMessage>,
+}
+
+/// Whether `s` is a plausible DNS name (ASCII labels of letters, digits and hyphens).
+pub fn is_domain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// The request field a build refusal is about (a JSON pointer).
+fn field_of(e: &BuildError) -> String {
+    match e {
+        BuildError::NoBody => "/text".into(),
+        BuildError::TooManyRecipients(_) => "/to".into(),
+        BuildError::HeaderNotAllowed { name, .. } | BuildError::HeaderInvalid { name, .. } => {
+            format!("/headers/{}", name.replace('~', "~0").replace('/', "~1"))
+        }
+        BuildError::TooManyHeaders => "/headers".into(),
+        BuildError::TooLarge { what, .. } if what.contains("header") => "/headers".into(),
+        BuildError::TooLarge { what, .. } if what.starts_with("HTML") => "/html".into(),
+        BuildError::TooLarge { what, .. } if what.starts_with("text") => "/text".into(),
+        BuildError::TooLarge { .. } | BuildError::InvalidSubject(_) => "/subject".into(),
+        BuildError::InvalidAddress { field, .. } => format!("/{field}"),
+        BuildError::InvalidMessageId(_) | BuildError::InvalidDate | BuildError::Build(_) => {
+            "/".into()
+        }
+    }
+}
+
+/// Checks `req` and shapes it into a mail and its recipients' messages.
+pub fn check(req: SendRequest, settings: &Settings, actor: &Actor) -> Result<Checked, Error> {
+    let mut errors = Vec::new();
+    let mut one = |field: &str, value: &str| -> Option<Mailbox> {
+        parse_mailbox(value)
+            .map_err(|e| errors.push(FieldError::new(field, e.to_string())))
+            .ok()
+    };
+    let from = match &req.from {
+        Some(f) => one("/from", f),
+        None => parse_mailbox(&settings.from).ok(),
+    };
+    let reply_to = req.reply_to.as_deref().and_then(|r| one("/reply_to", r));
+    let mut lists: Vec<(RecipientKind, Vec<Mailbox>)> = Vec::new();
+    for (kind, given) in [
+        (RecipientKind::To, &req.to),
+        (RecipientKind::Cc, &req.cc),
+        (RecipientKind::Bcc, &req.bcc),
+    ] {
+        let parsed = given
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| one(&format!("/{}/{i}", kind.as_str()), a))
+            .collect();
+        lists.push((kind, parsed));
+    }
+    let total: usize = req.to.len() + req.cc.len() + req.bcc.len();
+    if total == 0 {
+        errors.push(FieldError::new("/to", "give at least one recipient"));
+    } else if total > MAX_RECIPIENTS {
+        errors.push(FieldError::new(
+            "/to",
+            format!("at most {MAX_RECIPIENTS} recipients (to, cc and bcc together)"),
+        ));
+    }
+    let subject = req.subject.clone().unwrap_or_default();
+    if subject.trim().is_empty() {
+        errors.push(FieldError::new("/subject", "give a subject"));
+    }
+    if req.tags.len() > MAX_TAGS {
+        errors.push(FieldError::new("/tags", format!("at most {MAX_TAGS} tags")));
+    }
+    for (i, tag) in req.tags.iter().enumerate() {
+        let ok = !tag.is_empty()
+            && tag.len() <= MAX_TAG_LEN
+            && tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
+        if !ok {
+            errors.push(FieldError::new(
+                format!("/tags/{i}"),
+                format!("1-{MAX_TAG_LEN} of a-z A-Z 0-9 . _ : -"),
+            ));
+        }
+    }
+    let created_at = now();
+    if let Some(at) = req.send_at
+        && at > created_at + settings.max_schedule.0
+    {
+        errors.push(FieldError::new(
+            "/send_at",
+            format!("at most {:?} ahead", settings.max_schedule),
+        ));
+    }
+    let Some(from) = from else {
+        return Err(Error::Invalid(errors));
+    };
+    let id = MailId::new();
+    let domain = settings
+        .message_id_domain
+        .clone()
+        .unwrap_or_else(|| from.email.domain().to_owned());
+    let message_id = format!("{id}@{domain}");
+    // Recipients in order, each address once (to before cc before bcc).
+    let mut seen = HashSet::new();
+    let mut messages = Vec::new();
+    for (kind, list) in &lists {
+        for mailbox in list {
+            if seen.insert(mailbox.email.to_string().to_ascii_lowercase()) {
+                messages.push(NewMessage {
+                    id: MessageId::new(),
+                    recipient: mailbox.email.to_string(),
+                    kind: *kind,
+                });
+            }
+        }
+    }
+    let draft = Draft {
+        from: from.clone(),
+        reply_to: reply_to.clone(),
+        to: lists[0].1.clone(),
+        cc: lists[1].1.clone(),
+        subject: subject.clone(),
+        text: req.text.clone(),
+        html: req.html.clone(),
+        headers: req.headers.clone(),
+    };
+    // Building once checks the content and headers as sending will.
+    if errors.is_empty()
+        && let Err(e) = build::build(&draft, &message_id, created_at)
+    {
+        errors.push(FieldError::new(field_of(&e), e.to_string()));
+    }
+    if !errors.is_empty() {
+        return Err(Error::Invalid(errors));
+    }
+    let text = |v: &[Mailbox]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+    Ok(Checked {
+        mail: Mail {
+            id,
+            message_id,
+            from: from.to_string(),
+            reply_to: reply_to.map(|r| r.to_string()),
+            to: text(&lists[0].1),
+            cc: text(&lists[1].1),
+            bcc: text(&lists[2].1),
+            subject,
+            text: req.text,
+            html: req.html,
+            headers: req.headers,
+            tags: req.tags,
+            actor: actor.id.clone(),
+            send_at: req.send_at,
+            created_at,
+        },
+        messages,
+    })
+}
+
+/// The job that sends `message`: many attempts with backoff from a minute up to an hour (a
+/// relay may refuse for a while), scheduled for the mail's `send_at`.
+pub fn send_job(message: MessageId, mail: &Mail) -> NewJob {
+    NewJob {
+        queue: QueueName::parse(QUEUE).expect("valid queue name"),
+        args: json!({"message": message}),
+        priority: 3,
+        max_attempts: SEND_ATTEMPTS,
+        backoff: Some(Backoff::Exponential {
+            base_ms: 60_000,
+            max_ms: 3_600_000,
+            jitter: 0.2,
+        }),
+        timeout: Duration::from_secs(300),
+        scheduled_at: mail.send_at.unwrap_or(mail.created_at).max(mail.created_at),
+        unique: None,
+        owner: None,
+        target: None,
+        created_at: mail.created_at,
+    }
+}

@@ -1,0 +1,359 @@
+//! Mail over HTTP with no relay configured: a send becomes one message per recipient, each is
+//! "sent" into the outbox by its job, and the outbox shows exactly what a relay would have
+//! received; bad input is refused field by field and stores nothing; cancelling stops what is
+//! not sent yet.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, TestApp, eventually, problem};
+
+both_backends!(
+    mail_goes_to_the_outbox_one_message_per_recipient,
+    bad_mail_is_refused_by_field_and_stores_nothing,
+    scheduled_mail_is_cancelled_before_it_is_sent
+);
+
+async fn send(
+    app: &TestApp,
+    key: &str,
+    body: &Value,
+    idempotency: Option<&str>,
+) -> reqwest::Response {
+    let mut req = app
+        .request(Method::POST, "/api/v1/mail", Some(key))
+        .json(body);
+    if let Some(k) = idempotency {
+        req = req.header("idempotency-key", k);
+    }
+    req.send().await.unwrap()
+}
+
+async fn json_of(app: &TestApp, key: &str, path: &str) -> Value {
+    let res = app.get(path, Some(key)).await;
+    assert_eq!(res.status(), 200, "GET {path}");
+    res.json().await.unwrap()
+}
+
+async fn mail_goes_to_the_outbox_one_message_per_recipient(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let key = app.new_key(&["mail"]).await;
+    let body = json!({
+        "from": "Shop <shop@example.com>",
+        "to": ["a@example.com", "B Person <b@example.com>"],
+        "cc": "c@example.com",
+        "bcc": ["d@example.com", "A@EXAMPLE.com"],
+        "subject": "주문 확인 — order 42",
+        "html": "<h1>Thanks</h1><p>Order <b>42</b> is on its way.</p>",
+        "headers": {"X-Order": "42"},
+        "tags": ["receipt"]
+    });
+    let res = send(&app, &key, &body, Some("order-42")).await;
+    assert_eq!(res.status(), 202);
+    let location = res.headers()["location"].to_str().unwrap().to_owned();
+    let mail: Value = res.json().await.unwrap();
+    let id = mail["id"].as_str().unwrap().to_owned();
+    assert!(location.ends_with(&format!("/api/v1/mail/{id}")));
+    assert_eq!(mail["message_id"], format!("{id}@example.com"));
+    // One message per recipient, each address once (to before cc before bcc).
+    let messages = mail["messages"].as_array().unwrap();
+    let to: Vec<(&str, &str)> = messages
+        .iter()
+        .map(|m| (m["to"].as_str().unwrap(), m["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        to,
+        [
+            ("a@example.com", "to"),
+            ("b@example.com", "to"),
+            ("c@example.com", "cc"),
+            ("d@example.com", "bcc")
+        ]
+    );
+    // A retry with the same key is answered with the same mail, not a second one.
+    let again: Value = send(&app, &key, &body, Some("order-42"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["id"], id.as_str());
+
+    // The bcc recipient's copy, as the relay would get it.
+    let found = json_of(&app, &key, "/api/v1/outbox?to=D@example.com&wait=20").await;
+    let items = found["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{found}");
+    let item = &items[0];
+    assert_eq!(item["mail_id"], id.as_str());
+    assert_eq!(item["from"], "shop@example.com");
+    assert_eq!(item["subject"], "주문 확인 — order 42");
+    let raw_res = app
+        .get(
+            &format!("/api/v1/outbox/{}/raw", item["id"].as_str().unwrap()),
+            Some(&key),
+        )
+        .await;
+    assert_eq!(raw_res.headers()["content-type"], "message/rfc822");
+    let raw = raw_res.text().await.unwrap();
+    let (head, _) = raw.split_once("\r\n\r\n").expect("headers end");
+    assert!(
+        head.contains(&format!("Message-ID: <{id}@example.com>")),
+        "{head}"
+    );
+    assert!(
+        !head
+            .lines()
+            .any(|l| l.to_ascii_lowercase().starts_with("bcc:")),
+        "no Bcc header: {head}"
+    );
+    assert!(
+        !head.contains("d@example.com"),
+        "a bcc recipient is not in the headers"
+    );
+    assert!(head.contains("X-Order: 42"));
+    assert!(head.is_ascii(), "headers are encoded: {head}");
+    assert!(raw.lines().all(|l| l.len() <= 998));
+    let detail = json_of(
+        &app,
+        &key,
+        &format!("/api/v1/outbox/{}", item["id"].as_str().unwrap()),
+    )
+    .await;
+    let header = |name: &str| {
+        detail["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h[0].as_str().unwrap().eq_ignore_ascii_case(name))
+            .map(|h| h[1].as_str().unwrap().to_owned())
+    };
+    assert_eq!(header("subject").as_deref(), Some("주문 확인 — order 42"));
+    assert!(header("date").is_some());
+    let text = detail["text"].as_str().unwrap();
+    assert!(
+        text.contains("Thanks") && text.contains("42") && !text.contains("<h1>"),
+        "{text}"
+    );
+    assert!(detail["html"].as_str().unwrap().contains("<b>42</b>"));
+
+    // Every message ends sent, with its timeline.
+    eventually(Duration::from_secs(20), || async {
+        json_of(&app, &key, &format!("/api/v1/mail/{id}")).await["status"] == "sent"
+    })
+    .await;
+    let mail = json_of(&app, &key, &format!("/api/v1/mail/{id}")).await;
+    for m in mail["messages"].as_array().unwrap() {
+        assert_eq!(m["attempts"], 1);
+        assert_eq!(m["reply"], "250 captured in the outbox");
+        assert!(m["sent_at"].is_string());
+        let one = json_of(
+            &app,
+            &key,
+            &format!("/api/v1/mail/messages/{}", m["id"].as_str().unwrap()),
+        )
+        .await;
+        let kinds: Vec<&str> = one["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["queued", "sending", "sent"]);
+    }
+    let outbox = json_of(
+        &app,
+        &key,
+        &format!("/api/v1/outbox?message_id={id}@example.com"),
+    )
+    .await;
+    assert_eq!(outbox["items"].as_array().unwrap().len(), 4);
+
+    // The send log, filtered.
+    let by_to = json_of(&app, &key, "/api/v1/mail?to=A@example.com").await;
+    assert_eq!(by_to["items"].as_array().unwrap().len(), 1);
+    let by_tag = json_of(&app, &key, "/api/v1/mail?tag=receipt&status=sent&limit=3").await;
+    assert_eq!(by_tag["items"].as_array().unwrap().len(), 3);
+    assert!(by_tag["next_cursor"].is_string());
+    problem(
+        app.get("/api/v1/mail?status=lost", Some(&key)).await,
+        422,
+        "validation_failed",
+    )
+    .await;
+
+    // Clearing the outbox keeps the send log.
+    let first = item["id"].as_str().unwrap();
+    let del = app
+        .request(
+            Method::DELETE,
+            &format!("/api/v1/outbox/{first}"),
+            Some(&key),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), 204);
+    problem(
+        app.get(&format!("/api/v1/outbox/{first}"), Some(&key))
+            .await,
+        404,
+        "not_found",
+    )
+    .await;
+    let cleared: Value = app
+        .request(Method::DELETE, "/api/v1/outbox", Some(&key))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cleared["deleted"], 3);
+    assert_eq!(
+        json_of(&app, &key, &format!("/api/v1/mail/{id}")).await["status"],
+        "sent"
+    );
+}
+
+async fn bad_mail_is_refused_by_field_and_stores_nothing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let key = app.new_key(&["mail"]).await;
+    let ok = json!({"to": "a@example.com", "subject": "hi", "text": "hello"});
+    let field_of = |v: &Value| {
+        v["errors"][0]["field"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            json!({"to": "a@example.com\r\nBcc: evil@example.com", "subject": "hi", "text": "x"}),
+            "/to/0",
+        ),
+        (
+            json!({"to": "a@example.com", "cc": ["ok@example.com", "not an address"], "subject": "hi", "text": "x"}),
+            "/cc/1",
+        ),
+        (
+            json!({"to": "a@example.com", "from": "Evil\n<e@example.com>", "subject": "hi", "text": "x"}),
+            "/from",
+        ),
+        (json!({"subject": "hi", "text": "x"}), "/to"),
+        (json!({"to": "a@example.com", "text": "x"}), "/subject"),
+        (
+            json!({"to": "a@example.com", "subject": "hi", "text": "x", "headers": {"Bcc": "evil@example.com"}}),
+            "/headers",
+        ),
+        (
+            json!({"to": "a@example.com", "subject": "hi", "text": "x", "headers": {"X-Ok": "a\r\nBcc: evil@example.com"}}),
+            "/headers",
+        ),
+        (json!({"to": "a@example.com", "subject": "hi"}), "/text"),
+        (
+            json!({"to": "a@example.com", "subject": "hi", "text": "x", "tags": ["no spaces"]}),
+            "/tags/0",
+        ),
+        (
+            json!({"to": "a@example.com", "subject": "hi", "text": "x", "send_at": "2099-01-01T00:00:00Z"}),
+            "/send_at",
+        ),
+    ];
+    for (body, field) in cases {
+        let got = problem(
+            send(&app, &key, &body, None).await,
+            422,
+            "validation_failed",
+        )
+        .await;
+        assert!(field_of(&got).starts_with(field), "{body} → {got}");
+    }
+    let many: Vec<String> = (0..51).map(|i| format!("u{i}@example.com")).collect();
+    problem(
+        send(
+            &app,
+            &key,
+            &json!({"to": many, "subject": "hi", "text": "x"}),
+            None,
+        )
+        .await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    let jobs_key = app.new_key(&["jobs"]).await;
+    problem(
+        send(&app, &jobs_key, &ok, None).await,
+        403,
+        "insufficient_scope",
+    )
+    .await;
+    let listed = json_of(&app, &key, "/api/v1/mail").await;
+    assert_eq!(listed["items"], json!([]), "nothing refused was stored");
+    // The same request, well-formed, is accepted.
+    assert_eq!(send(&app, &key, &ok, None).await.status(), 202);
+    problem(
+        app.get(
+            &format!("/api/v1/mail/{}", uuid::Uuid::now_v7()),
+            Some(&key),
+        )
+        .await,
+        404,
+        "not_found",
+    )
+    .await;
+}
+
+async fn scheduled_mail_is_cancelled_before_it_is_sent(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let key = app.new_key(&["mail"]).await;
+    let at = (time::OffsetDateTime::now_utc() + time::Duration::hours(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let res = send(&app, &key, &json!({"to": ["a@example.com", "b@example.com"], "subject": "later", "text": "x", "send_at": at}), None).await;
+    assert_eq!(res.status(), 202);
+    let mail: Value = res.json().await.unwrap();
+    let id = mail["id"].as_str().unwrap();
+    assert_eq!(mail["status"], "queued");
+    let res = app
+        .request(
+            Method::POST,
+            &format!("/api/v1/mail/{id}/cancel"),
+            Some(&key),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let cancelled: Value = res.json().await.unwrap();
+    assert_eq!(cancelled["status"], "cancelled");
+    let events = json_of(
+        &app,
+        &key,
+        &format!(
+            "/api/v1/mail/messages/{}",
+            cancelled["messages"][0]["id"].as_str().unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(
+        events["events"].as_array().unwrap().last().unwrap()["kind"],
+        "cancelled"
+    );
+    // Cancelling again changes nothing.
+    let again: Value = app
+        .request(
+            Method::POST,
+            &format!("/api/v1/mail/{id}/cancel"),
+            Some(&key),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["status"], "cancelled");
+    let outbox = json_of(&app, &key, "/api/v1/outbox").await;
+    assert_eq!(outbox["items"], json!([]));
+}
