@@ -135,18 +135,21 @@ fn open_mail(
     store: &Arc<dyn Store>,
     jobs: &Arc<Jobs>,
     handlers: Handlers,
-) -> (Arc<Mailer>, Handlers) {
-    let mailer = Arc::new(Mailer::new(
-        store.clone(),
-        jobs.clone(),
-        config.mail.clone(),
-    ));
+) -> anyhow::Result<(Arc<Mailer>, Handlers)> {
+    let mailer = Mailer::new(store.clone(), jobs.clone(), config.mail.clone())
+        .map_err(anyhow::Error::msg)?;
+    if config.mail.smtp_url.is_none() {
+        tracing::info!(
+            "mail.smtp_url is not set: mail is captured in the outbox (GET /api/v1/outbox)"
+        );
+    }
+    let mailer = Arc::new(mailer);
     let handlers = handlers.add(
         crate::mail::QUEUE,
         MAIL_JOBS_CONCURRENCY,
         MailJobs::new(mailer.clone()),
     );
-    (mailer, handlers)
+    Ok((mailer, handlers))
 }
 
 /// Messages one process sends at once.
@@ -214,7 +217,7 @@ impl App {
         }
         let (store, jobs) = open_engine(&config).await?;
         let (files, handlers) = open_files(&config, &secrets, &store, &jobs, handlers).await?;
-        let (mail, handlers) = open_mail(&config, &store, &jobs, handlers);
+        let (mail, handlers) = open_mail(&config, &store, &jobs, handlers)?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -329,7 +332,7 @@ pub async fn run_worker(
     let secrets = config.secrets()?;
     let (store, jobs) = open_engine(&config).await?;
     let (files, handlers) = open_files(&config, &secrets, &store, &jobs, handlers).await?;
-    let (_mail, handlers) = open_mail(&config, &store, &jobs, handlers);
+    let (_mail, handlers) = open_mail(&config, &store, &jobs, handlers)?;
     let stop = CancellationToken::new();
     let mut engine = spawn_engine(&jobs, &files, handlers, &config, &stop);
     tracing::info!(backend = store.backend(), "worker running");

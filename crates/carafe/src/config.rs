@@ -24,12 +24,13 @@ use crate::values::list;
 pub use crate::values::{HumanDuration, Secret, TrustedProxy};
 
 /// Settings whose values are secrets: masked in `carafe config`, readable from `…_FILE`.
-pub const SECRET_KEYS: [&str; 5] = [
+pub const SECRET_KEYS: [&str; 6] = [
     "secret_key",
     "database_url",
     "storage_url",
     "push.secret",
     "master_key",
+    "mail.smtp_url",
 ];
 
 /// The example configuration printed by `carafe config example`.

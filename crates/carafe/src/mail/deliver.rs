@@ -5,6 +5,7 @@
 //! capturing the exact bytes in the outbox.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use carafe_core::mail::{
@@ -16,6 +17,7 @@ use serde_json::{Value, json};
 use super::Mailer;
 use super::address::parse_mailbox;
 use super::build::{self, Draft};
+use super::relay::Answer;
 use crate::jobs::runner::{JobContext, JobError, JobHandler};
 
 /// Runs the jobs of the mail queue.
@@ -76,7 +78,15 @@ impl JobHandler for MailJobs {
             return Ok(json!({"skipped": "not sendable"}));
         };
         let (outcome, outbox) = match render(&mail) {
-            Ok(raw) => capture(&mail, &message, raw),
+            Ok(raw) => match self.mailer.relay() {
+                None => capture(&mail, &message, raw),
+                Some(relay) => {
+                    let answer = relay
+                        .send(&envelope_from(&mail), &message.recipient, &raw)
+                        .await;
+                    (judge(answer, &ctx), None)
+                }
+            },
             // Checked when the mail was accepted, so only a changed rule gets here: failing
             // the message says so; retrying could not help.
             Err(reason) => (
@@ -91,6 +101,11 @@ impl JobHandler for MailJobs {
             ),
         };
         let status = outcome.status;
+        let retry_in = outcome
+            .data
+            .get("retry_in_ms")
+            .and_then(Value::as_u64)
+            .map(Duration::from_millis);
         let captured = outbox.is_some();
         let finished = store
             .finish_sending(id, outcome, outbox)
@@ -98,6 +113,12 @@ impl JobHandler for MailJobs {
             .map_err(|e| retry("record", e))?;
         if captured && finished.is_some() {
             self.mailer.captured();
+        }
+        if status == MessageStatus::Deferred {
+            return Err(JobError::Retry {
+                message: "the relay asked to try again later".into(),
+                after: retry_in,
+            });
         }
         Ok(json!({"status": status.as_str()}))
     }
@@ -120,13 +141,67 @@ fn render(mail: &Mail) -> Result<Vec<u8>, String> {
     build::build(&draft, &mail.message_id, now()).map_err(|e| e.to_string())
 }
 
+/// The envelope sender: the bare address of the mail's sender.
+fn envelope_from(mail: &Mail) -> String {
+    parse_mailbox(&mail.from)
+        .map(|m| m.email.to_string())
+        .unwrap_or_else(|_| mail.from.clone())
+}
+
+/// What a relay's answer means for the message. A temporary refusal defers it (the job tries
+/// again), unless this was the job's last attempt: then the message has failed.
+fn judge(answer: Answer, ctx: &JobContext) -> SendOutcome {
+    let at = now();
+    let later = |reply: String, after: Option<Duration>| {
+        if ctx.is_last_attempt() {
+            let data = json!({"gave_up_after_attempts": ctx.attempt()});
+            (MessageStatus::Failed, reply, None, data)
+        } else {
+            let ms = after.map(|d| d.as_millis() as u64);
+            (
+                MessageStatus::Deferred,
+                reply,
+                None,
+                json!({"retry_in_ms": ms}),
+            )
+        }
+    };
+    let (status, reply, relay_id, data) = match answer {
+        Answer::Accepted { reply, relay_id } => (
+            MessageStatus::Sent,
+            reply,
+            relay_id,
+            json!({"transport": "smtp"}),
+        ),
+        Answer::Refused { reply } => (
+            MessageStatus::Failed,
+            reply,
+            None,
+            json!({"permanent": true}),
+        ),
+        Answer::Later { reply, after } => later(reply, after),
+        Answer::Misconfigured { reply } => {
+            tracing::error!(%reply, "the SMTP relay refused Carafe's login: check mail.smtp_url");
+            later(reply, None)
+        }
+    };
+    // The timeline keeps each attempt's reply; the message shows the last one.
+    let mut data = data;
+    data["reply"] = Value::String(reply.clone());
+    SendOutcome {
+        status,
+        reply: Some(reply),
+        relay_id,
+        at,
+        data,
+    }
+}
+
 /// "Sends" into the outbox: the bytes a relay would have been given, kept with what is
 /// searched.
 fn capture(mail: &Mail, message: &Message, raw: Vec<u8>) -> (SendOutcome, Option<OutboxEntry>) {
     let at = now();
-    let envelope_from = parse_mailbox(&mail.from)
-        .map(|m| m.email.to_string())
-        .unwrap_or_else(|_| mail.from.clone());
+    let envelope_from = envelope_from(mail);
     let item = OutboxItem {
         id: OutboxId::new(),
         message: message.id,

@@ -9,6 +9,7 @@ pub mod build;
 mod deliver;
 mod error;
 pub mod read;
+mod relay;
 mod service;
 mod settings;
 mod submit;

@@ -13,6 +13,7 @@ use carafe_core::mail::{
 use carafe_core::page::{Page, PageRequest};
 use carafe_core::time::now;
 
+use super::relay::Relay;
 use super::submit::{SendRequest, check, send_job};
 use super::{Error, OUTBOX_TOPIC, QUEUE, Settings};
 use crate::context::Actor;
@@ -22,6 +23,8 @@ pub struct Mailer {
     store: Arc<dyn Store>,
     jobs: Arc<Jobs>,
     settings: Settings,
+    /// Where messages go out; `None`: into the outbox.
+    relay: Option<Relay>,
 }
 
 /// A mail with its recipients' messages.
@@ -32,12 +35,19 @@ pub struct Submission {
 }
 
 impl Mailer {
-    pub fn new(store: Arc<dyn Store>, jobs: Arc<Jobs>, settings: Settings) -> Self {
-        Mailer {
+    /// The service; fails when the configured relay cannot be set up (a bad URL or CA file).
+    pub fn new(store: Arc<dyn Store>, jobs: Arc<Jobs>, settings: Settings) -> Result<Self, String> {
+        let relay = settings.relay()?;
+        Ok(Mailer {
             store,
             jobs,
             settings,
-        }
+            relay,
+        })
+    }
+
+    pub(super) fn relay(&self) -> Option<&Relay> {
+        self.relay.as_ref()
     }
 
     pub fn settings(&self) -> &Settings {
@@ -59,7 +69,7 @@ impl Mailer {
         let jobs = checked
             .messages
             .iter()
-            .map(|m| send_job(m.id, &checked.mail))
+            .map(|m| send_job(m.id, &checked.mail, &self.settings))
             .collect();
         let mail = checked.mail;
         let messages = self

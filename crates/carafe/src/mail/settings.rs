@@ -1,13 +1,31 @@
-//! The mail capability's settings (the `[mail]` section of the configuration): the default
-//! sender, the domain of Message-IDs, and how long a submission may be scheduled ahead.
+//! The mail capability's settings (the `[mail]` section of the configuration): the relay
+//! messages go out through (none: the outbox), the default sender, the domain of Message-IDs,
+//! retries, and how long a submission may be scheduled ahead.
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::values::HumanDuration;
+use crate::values::{HumanDuration, Secret};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
+    /// The SMTP relay: `smtp://user:pass@host:587` (STARTTLS required), `smtps://…:465`, or
+    /// `smtp://…?tls=none` to a loopback address. Unset: every message is captured in the
+    /// outbox instead.
+    pub smtp_url: Option<Secret>,
+    /// A PEM certificate (a private CA) the relay's certificate may chain to, besides the
+    /// bundled web roots.
+    pub smtp_ca_file: Option<PathBuf>,
+    /// Sends in flight to the relay at once (from this process).
+    pub smtp_concurrency: usize,
+    /// How long one SMTP command may take.
+    pub smtp_timeout: HumanDuration,
+    /// The first wait before a deferred message is tried again; it doubles with each attempt
+    /// (up to an hour), for 20 attempts (about 17 hours), then the message fails.
+    pub retry_base: HumanDuration,
     /// The sender of messages that name none (`Name <address>` or an address).
     pub from: String,
     /// The domain of the `Message-ID` of every message (`<uuid@domain>`); unset: the domain
@@ -20,9 +38,14 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
+            smtp_url: None,
+            smtp_ca_file: None,
+            smtp_concurrency: 4,
+            smtp_timeout: HumanDuration(Duration::from_secs(30)),
+            retry_base: HumanDuration(Duration::from_secs(60)),
             from: "Carafe <carafe@localhost>".into(),
             message_id_domain: None,
-            max_schedule: HumanDuration(std::time::Duration::from_secs(30 * 24 * 3600)),
+            max_schedule: HumanDuration(Duration::from_secs(30 * 24 * 3600)),
         }
     }
 }
@@ -37,6 +60,30 @@ impl Settings {
                 "mail.message_id_domain: {domain:?} is not a domain name"
             ));
         }
-        Ok(())
+        if !(1..=256).contains(&self.smtp_concurrency) {
+            return Err("mail.smtp_concurrency must be between 1 and 256".into());
+        }
+        if self.retry_base.0.is_zero() || self.smtp_timeout.0.is_zero() {
+            return Err("mail.retry_base and mail.smtp_timeout must be positive".into());
+        }
+        match &self.smtp_url {
+            Some(url) => super::relay::check(url.expose(), self.smtp_ca_file.as_deref()),
+            None => Ok(()),
+        }
+    }
+
+    /// The configured relay, if any (needs a Tokio runtime).
+    pub fn relay(&self) -> Result<Option<super::relay::Relay>, String> {
+        self.smtp_url
+            .as_ref()
+            .map(|url| {
+                super::relay::Relay::new(
+                    url.expose(),
+                    self.smtp_ca_file.as_deref(),
+                    self.smtp_concurrency,
+                    self.smtp_timeout.0,
+                )
+            })
+            .transpose()
     }
 }

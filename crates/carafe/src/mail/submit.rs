@@ -207,17 +207,17 @@ pub fn check(req: SendRequest, settings: &Settings, actor: &Actor) -> Result<Che
     })
 }
 
-/// The job that sends `message`: many attempts with backoff from a minute up to an hour (a
-/// relay may refuse for a while), scheduled for the mail's `send_at`.
-pub fn send_job(message: MessageId, mail: &Mail) -> NewJob {
+/// The job that sends `message`: many attempts with backoff from `retry_base` up to an hour
+/// (a relay may refuse for a while), scheduled for the mail's `send_at`.
+pub fn send_job(message: MessageId, mail: &Mail, settings: &Settings) -> NewJob {
     NewJob {
         queue: QueueName::parse(QUEUE).expect("valid queue name"),
         args: json!({"message": message}),
         priority: 3,
         max_attempts: SEND_ATTEMPTS,
         backoff: Some(Backoff::Exponential {
-            base_ms: 60_000,
-            max_ms: 3_600_000,
+            base_ms: settings.retry_base.0.as_millis() as u64,
+            max_ms: (settings.retry_base.0.as_millis() as u64).max(3_600_000),
             jitter: 0.2,
         }),
         timeout: Duration::from_secs(300),

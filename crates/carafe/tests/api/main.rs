@@ -33,6 +33,7 @@ mod jobs;
 mod keys;
 mod leases;
 mod mail;
+mod mail_smtp;
 mod objects;
 mod ops;
 mod process;
