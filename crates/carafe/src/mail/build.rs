@@ -13,6 +13,7 @@ use lettre::{
     address::Envelope,
     message::{
         Mailbox, Mailboxes, MultiPart, SinglePart,
+        dkim::DkimConfig,
         header::{self, HeaderName, HeaderValue},
     },
 };
@@ -190,6 +191,16 @@ pub fn check_header(name: &str, value: &str) -> Result<(), BuildError> {
 /// MIME-Version, then a text/plain body, or a multipart/alternative one (text first, then HTML)
 /// when there is HTML. Lines end in CRLF; lettre picks each part's transfer encoding.
 pub fn build(draft: &Draft, message_id: &str, date: OffsetDateTime) -> Result<Vec<u8>, BuildError> {
+    build_signed(draft, message_id, date, None)
+}
+
+/// `build`, then signed with DKIM when `dkim` is given.
+pub fn build_signed(
+    draft: &Draft,
+    message_id: &str,
+    date: OffsetDateTime,
+    dkim: Option<&DkimConfig>,
+) -> Result<Vec<u8>, BuildError> {
     check_recipient_count(draft.to.len() + draft.cc.len())?;
     check_mailboxes(draft)?;
     check_subject(&draft.subject)?;
@@ -237,9 +248,11 @@ pub fn build(draft: &Draft, message_id: &str, date: OffsetDateTime) -> Result<Ve
             builder.multipart(MultiPart::alternative_plain_html(text, html.to_owned()))
         }
     };
-    Ok(message
-        .map_err(|e| BuildError::Build(e.to_string()))?
-        .formatted())
+    let mut message = message.map_err(|e| BuildError::Build(e.to_string()))?;
+    if let Some(dkim) = dkim {
+        message.sign(dkim);
+    }
+    Ok(message.formatted())
 }
 
 /// The visible text of an HTML body, for the text/plain part of a message given only HTML:

@@ -12,6 +12,7 @@ use carafe_core::mail::{
     Mail, Message, MessageId, MessageStatus, OutboxEntry, OutboxId, OutboxItem, SendOutcome,
 };
 use carafe_core::time::now;
+use lettre::message::dkim::DkimConfig;
 use serde_json::{Value, json};
 
 use super::Mailer;
@@ -77,7 +78,7 @@ impl JobHandler for MailJobs {
         let Some((mail, message)) = started else {
             return Ok(json!({"skipped": "not sendable"}));
         };
-        let (outcome, outbox) = match render(&mail) {
+        let (outcome, outbox) = match render(&mail, self.mailer.dkim()) {
             Ok(raw) => match self.mailer.relay() {
                 None => capture(&mail, &message, raw),
                 Some(relay) => {
@@ -125,7 +126,7 @@ impl JobHandler for MailJobs {
 }
 
 /// The message's bytes, as any of its recipients receives them.
-fn render(mail: &Mail) -> Result<Vec<u8>, String> {
+fn render(mail: &Mail, dkim: Option<&DkimConfig>) -> Result<Vec<u8>, String> {
     let one = |s: &str| parse_mailbox(s).map_err(|e| format!("stored address {s:?}: {e}"));
     let many = |v: &[String]| v.iter().map(|s| one(s)).collect::<Result<Vec<_>, _>>();
     let draft = Draft {
@@ -138,7 +139,7 @@ fn render(mail: &Mail) -> Result<Vec<u8>, String> {
         html: mail.html.clone(),
         headers: mail.headers.clone(),
     };
-    build::build(&draft, &mail.message_id, now()).map_err(|e| e.to_string())
+    build::build_signed(&draft, &mail.message_id, now(), dkim).map_err(|e| e.to_string())
 }
 
 /// The envelope sender: the bare address of the mail's sender.

@@ -7,6 +7,7 @@
 pub mod address;
 pub mod build;
 mod deliver;
+mod dkim;
 mod error;
 pub mod read;
 mod relay;

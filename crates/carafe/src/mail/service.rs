@@ -12,6 +12,7 @@ use carafe_core::mail::{
 };
 use carafe_core::page::{Page, PageRequest};
 use carafe_core::time::now;
+use lettre::message::dkim::DkimConfig;
 
 use super::relay::Relay;
 use super::submit::{SendRequest, check, send_job};
@@ -25,6 +26,8 @@ pub struct Mailer {
     settings: Settings,
     /// Where messages go out; `None`: into the outbox.
     relay: Option<Relay>,
+    /// Signs every message going out (and captured), when configured.
+    dkim: Option<DkimConfig>,
 }
 
 /// A mail with its recipients' messages.
@@ -38,16 +41,22 @@ impl Mailer {
     /// The service; fails when the configured relay cannot be set up (a bad URL or CA file).
     pub fn new(store: Arc<dyn Store>, jobs: Arc<Jobs>, settings: Settings) -> Result<Self, String> {
         let relay = settings.relay()?;
+        let dkim = settings.dkim()?;
         Ok(Mailer {
             store,
             jobs,
             settings,
             relay,
+            dkim,
         })
     }
 
     pub(super) fn relay(&self) -> Option<&Relay> {
         self.relay.as_ref()
+    }
+
+    pub(super) fn dkim(&self) -> Option<&DkimConfig> {
+        self.dkim.as_ref()
     }
 
     pub fn settings(&self) -> &Settings {

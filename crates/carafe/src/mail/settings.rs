@@ -26,6 +26,12 @@ pub struct Settings {
     /// The first wait before a deferred message is tried again; it doubles with each attempt
     /// (up to an hour), for 20 attempts (about 17 hours), then the message fails.
     pub retry_base: HumanDuration,
+    /// DKIM: the RSA private key (PKCS#1 PEM) that signs every message; unset: no signature.
+    pub dkim_key_file: Option<PathBuf>,
+    /// DKIM: the selector the public key is published under (`<selector>._domainkey.<domain>`).
+    pub dkim_selector: String,
+    /// DKIM: the signing domain (`d=`); required with a key.
+    pub dkim_domain: Option<String>,
     /// The sender of messages that name none (`Name <address>` or an address).
     pub from: String,
     /// The domain of the `Message-ID` of every message (`<uuid@domain>`); unset: the domain
@@ -43,6 +49,9 @@ impl Default for Settings {
             smtp_concurrency: 4,
             smtp_timeout: HumanDuration(Duration::from_secs(30)),
             retry_base: HumanDuration(Duration::from_secs(60)),
+            dkim_key_file: None,
+            dkim_selector: "carafe".into(),
+            dkim_domain: None,
             from: "Carafe <carafe@localhost>".into(),
             message_id_domain: None,
             max_schedule: HumanDuration(Duration::from_secs(30 * 24 * 3600)),
@@ -66,10 +75,32 @@ impl Settings {
         if self.retry_base.0.is_zero() || self.smtp_timeout.0.is_zero() {
             return Err("mail.retry_base and mail.smtp_timeout must be positive".into());
         }
+        self.dkim()?;
         match &self.smtp_url {
             Some(url) => super::relay::check(url.expose(), self.smtp_ca_file.as_deref()),
             None => Ok(()),
         }
+    }
+
+    /// The DKIM signer, if one is configured.
+    pub fn dkim(&self) -> Result<Option<lettre::message::dkim::DkimConfig>, String> {
+        let Some(key) = &self.dkim_key_file else {
+            return Ok(None);
+        };
+        let domain = self
+            .dkim_domain
+            .as_deref()
+            .ok_or("mail.dkim_domain is required with mail.dkim_key_file")?;
+        if !super::submit::is_domain(domain) {
+            return Err(format!("mail.dkim_domain: {domain:?} is not a domain name"));
+        }
+        if !super::submit::is_domain(&self.dkim_selector) {
+            return Err(format!(
+                "mail.dkim_selector: {:?} is not a DNS label",
+                self.dkim_selector
+            ));
+        }
+        super::dkim::config(key, &self.dkim_selector, domain).map(Some)
     }
 
     /// The configured relay, if any (needs a Tokio runtime).

@@ -37,7 +37,8 @@ smtp_tests!(
     mail_goes_out_over_starttls_with_auth,
     a_temporary_refusal_defers_then_sends,
     a_permanent_refusal_fails_the_message,
-    a_refused_login_keeps_the_message
+    a_refused_login_keeps_the_message,
+    dkim_signatures_verify_independently
 );
 
 fn env(name: &str) -> String {
@@ -195,4 +196,101 @@ async fn a_refused_login_keeps_the_message(backend: Backend) {
         "the timeline says why: {m}"
     );
     assert!(received(&to).is_empty());
+}
+
+/// Verifies a received message's DKIM signature with dkimpy (Debian's python3-dkim), an
+/// independent implementation, given the public key the DNS would publish.
+fn dkim_verifies(message: &str) -> bool {
+    let public = env("CARAFE_TEST_DKIM_KEY").replace("dkim.pem", "dkim.pub.pem");
+    let script = r#"
+import base64, sys, dkim
+pub = open(sys.argv[1]).read()
+p = "".join(l for l in pub.splitlines() if "-----" not in l)
+record = ("v=DKIM1; k=rsa; p=" + p).encode()
+def dns(name, timeout=5):
+    return record if name == b"carafe._domainkey.example.com." else None
+print(dkim.verify(sys.stdin.buffer.read(), dnsfunc=dns))
+"#;
+    let mut child = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", script, &public])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(message.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "True"
+}
+
+async fn dkim_signatures_verify_independently(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.mail.smtp_url = Some(carafe::config::Secret::new(env("CARAFE_TEST_SMTP_URL")));
+        c.mail.smtp_ca_file = Some(env("CARAFE_TEST_SMTP_CA").into());
+        c.mail.dkim_key_file = Some(env("CARAFE_TEST_DKIM_KEY").into());
+        c.mail.dkim_domain = Some("example.com".into());
+    })
+    .await;
+    let key = app.new_key(&["mail"]).await;
+    let to = format!("ana@{}", domain());
+    let res = app
+        .request(Method::POST, "/api/v1/mail", Some(&key))
+        .json(
+            &json!({"from": "Shop <shop@example.com>", "to": to, "cc": "Zoë <zoe@example.com>",
+                      "subject": "주문 확인 — receipt", "html": "<p>Thanks for order <b>42</b></p>",
+                      "headers": {"List-Unsubscribe": "<https://example.com/u/abc>",
+                                  "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let mail: Value = res.json().await.unwrap();
+    let id = mail["messages"][0]["id"].as_str().unwrap().to_owned();
+    ends(&app, &key, &id, "sent").await;
+    let got = received(&to);
+    let data = got[0]["data"].as_str().unwrap();
+    // The DKIM-Signature header with its folded continuation lines, and nothing after it.
+    let mut lines = data
+        .split("\r\n")
+        .skip_while(|l| !l.to_ascii_lowercase().starts_with("dkim-signature:"));
+    let mut signature = lines.next().expect("a DKIM-Signature header").to_owned();
+    signature.extend(
+        lines
+            .take_while(|l| l.starts_with([' ', '\t']))
+            .map(str::trim),
+    );
+    assert!(signature.contains("c=relaxed/relaxed"), "{signature}");
+    assert!(
+        signature.contains("d=example.com") && signature.contains("s=carafe"),
+        "{signature}"
+    );
+    let signed = signature
+        .split(';')
+        .map(str::trim)
+        .find_map(|t| t.strip_prefix("h="))
+        .expect("an h= tag")
+        .split(':')
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    for h in [
+        "from",
+        "to",
+        "cc",
+        "subject",
+        "date",
+        "message-id",
+        "list-unsubscribe",
+        "list-unsubscribe-post",
+    ] {
+        assert!(signed.contains(&h), "{h} is signed: {signature}");
+    }
+    assert!(dkim_verifies(data), "dkimpy verifies the signature: {data}");
+    // A changed body no longer verifies: the check is real.
+    assert!(!dkim_verifies(&data.replace("42", "43")));
 }
