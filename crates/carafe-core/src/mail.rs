@@ -262,3 +262,15 @@ pub struct OutboxFilter {
     pub tag: Option<String>,
     pub message_id: Option<String>,
 }
+
+/// An address mail is not sent to (a hard bounce, a complaint, an unsubscribe, or an
+/// operator's decision). Addresses are kept lowercased.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Suppression {
+    pub address: String,
+    /// `bounce`, `complaint`, `unsubscribe` or `manual`.
+    pub reason: String,
+    /// Who or what added it (`key:…`, a webhook provider, …).
+    pub source: String,
+    pub created_at: OffsetDateTime,
+}

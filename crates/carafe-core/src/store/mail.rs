@@ -9,7 +9,7 @@ use crate::StoreResult;
 use crate::jobs::NewJob;
 use crate::mail::{
     Mail, MailId, Message, MessageEvent, MessageFilter, MessageId, NewMessage, OutboxEntry,
-    OutboxFilter, OutboxId, OutboxItem, SendOutcome,
+    OutboxFilter, OutboxId, OutboxItem, SendOutcome, Suppression,
 };
 use crate::page::{Page, PageRequest};
 
@@ -67,4 +67,14 @@ pub trait MailStore: Send + Sync {
     async fn get_outbox(&self, id: OutboxId) -> StoreResult<Option<OutboxEntry>>;
     /// Removes one item (`Some(id)`) or every item (`None`); returns how many went.
     async fn delete_outbox(&self, id: Option<OutboxId>) -> StoreResult<u64>;
+
+    /// Adds a suppression (its address already lowercased). An address already suppressed
+    /// keeps its first entry; the answer is the stored entry and whether it was added now.
+    async fn put_suppression(&self, entry: Suppression) -> StoreResult<(Suppression, bool)>;
+    /// The suppression of `address` (lowercased), if any.
+    async fn get_suppression(&self, address: &str) -> StoreResult<Option<Suppression>>;
+    /// Suppressions in address order; `after` is an address.
+    async fn list_suppressions(&self, page: &PageRequest) -> StoreResult<Page<Suppression>>;
+    /// Removes the suppression of `address` (lowercased); false when there was none.
+    async fn delete_suppression(&self, address: &str) -> StoreResult<bool>;
 }

@@ -6,15 +6,17 @@
 //! `WHERE` is what makes a transition happen once: of two concurrent updates of one row, the
 //! second waits for the first, re-reads the row and no longer matches.
 //!
-//! The outbox (captures, their listing and clearing) is in `outbox.rs`.
+//! The outbox (captures, their listing and clearing) is in `outbox.rs`; suppressions are in
+//! `suppressions.rs`.
 
 mod outbox;
+mod suppressions;
 
 use async_trait::async_trait;
 use carafe_core::jobs::{JobId, NewJob};
 use carafe_core::mail::{
     Mail, MailId, Message, MessageEvent, MessageFilter, MessageId, MessageStatus, NewMessage,
-    OutboxEntry, OutboxFilter, OutboxId, OutboxItem, RecipientKind, SendOutcome,
+    OutboxEntry, OutboxFilter, OutboxId, OutboxItem, RecipientKind, SendOutcome, Suppression,
 };
 use carafe_core::page::{Page, PageRequest};
 use carafe_core::store::MailStore;
@@ -412,5 +414,21 @@ impl MailStore for PgStore {
 
     async fn delete_outbox(&self, id: Option<OutboxId>) -> StoreResult<u64> {
         outbox::delete(&self.pool, id).await
+    }
+
+    async fn put_suppression(&self, entry: Suppression) -> StoreResult<(Suppression, bool)> {
+        suppressions::put(&self.pool, &entry).await
+    }
+
+    async fn get_suppression(&self, address: &str) -> StoreResult<Option<Suppression>> {
+        suppressions::get(&self.pool, address).await
+    }
+
+    async fn list_suppressions(&self, page: &PageRequest) -> StoreResult<Page<Suppression>> {
+        suppressions::list(&self.pool, page).await
+    }
+
+    async fn delete_suppression(&self, address: &str) -> StoreResult<bool> {
+        suppressions::delete(&self.pool, address).await
     }
 }

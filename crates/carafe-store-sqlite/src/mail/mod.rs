@@ -4,19 +4,20 @@
 //! the job that sends it in one transaction. Every change of a message is one guarded `UPDATE`
 //! (the state it may change from is in its `WHERE`), so two concurrent attempts cannot both
 //! win, and it appends to the message's timeline in the same transaction. The outbox is in
-//! `outbox.rs`.
+//! `outbox.rs`, suppressions in `suppressions.rs`.
 //!
 //! Case-insensitive matches: recipients are lowercased here, in Rust (full Unicode), both when
 //! stored (`recipient_lower`) and when filtered on; SQL `lower()` and `COLLATE NOCASE`, used
 //! where the stored text is compared as is, fold ASCII only.
 
 mod outbox;
+mod suppressions;
 
 use async_trait::async_trait;
 use carafe_core::jobs::{JobId, NewJob};
 use carafe_core::mail::{
     Mail, MailId, Message, MessageEvent, MessageFilter, MessageId, MessageStatus, NewMessage,
-    OutboxEntry, OutboxFilter, OutboxId, OutboxItem, RecipientKind, SendOutcome,
+    OutboxEntry, OutboxFilter, OutboxId, OutboxItem, RecipientKind, SendOutcome, Suppression,
 };
 use carafe_core::page::{Page, PageRequest};
 use carafe_core::store::MailStore;
@@ -482,5 +483,24 @@ impl MailStore for SqliteStore {
 
     async fn delete_outbox(&self, id: Option<OutboxId>) -> StoreResult<u64> {
         outbox::delete(&self.writer, id).await
+    }
+
+    async fn put_suppression(&self, entry: Suppression) -> StoreResult<(Suppression, bool)> {
+        let mut tx = self.begin_write().await?;
+        let stored = suppressions::put(&mut tx, &entry).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(stored)
+    }
+
+    async fn get_suppression(&self, address: &str) -> StoreResult<Option<Suppression>> {
+        suppressions::get(&self.reader, address).await
+    }
+
+    async fn list_suppressions(&self, page: &PageRequest) -> StoreResult<Page<Suppression>> {
+        suppressions::list(&self.reader, page).await
+    }
+
+    async fn delete_suppression(&self, address: &str) -> StoreResult<bool> {
+        suppressions::delete(&self.writer, address).await
     }
 }

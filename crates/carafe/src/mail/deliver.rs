@@ -78,6 +78,28 @@ impl JobHandler for MailJobs {
         let Some((mail, message)) = started else {
             return Ok(json!({"skipped": "not sendable"}));
         };
+        let spared = self
+            .mailer
+            .spares(&message.recipient)
+            .await
+            .map_err(|e| retry("suppressions", e))?;
+        if let Some(s) = spared {
+            let outcome = SendOutcome {
+                status: MessageStatus::Suppressed,
+                reply: Some(format!(
+                    "not sent: the address is suppressed ({})",
+                    s.reason
+                )),
+                relay_id: None,
+                at: now(),
+                data: json!({"reason": s.reason, "suppressed_at": s.created_at.unix_timestamp()}),
+            };
+            store
+                .finish_sending(id, outcome, None)
+                .await
+                .map_err(|e| retry("record", e))?;
+            return Ok(json!({"status": "suppressed"}));
+        }
         let (outcome, outbox) = match render(&mail, self.mailer.dkim()) {
             Ok(raw) => match self.mailer.relay() {
                 None => capture(&mail, &message, raw),

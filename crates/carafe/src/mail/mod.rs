@@ -14,6 +14,7 @@ mod relay;
 mod service;
 mod settings;
 mod submit;
+pub mod suppressions;
 
 pub use deliver::MailJobs;
 pub use error::Error;

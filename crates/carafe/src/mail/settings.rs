@@ -32,6 +32,8 @@ pub struct Settings {
     pub dkim_selector: String,
     /// DKIM: the signing domain (`d=`); required with a key.
     pub dkim_domain: Option<String>,
+    /// Whether transactional mail to a suppressed address is skipped (marked `suppressed`).
+    pub suppress_transactional: bool,
     /// The sender of messages that name none (`Name <address>` or an address).
     pub from: String,
     /// The domain of the `Message-ID` of every message (`<uuid@domain>`); unset: the domain
@@ -49,6 +51,7 @@ impl Default for Settings {
             smtp_concurrency: 4,
             smtp_timeout: HumanDuration(Duration::from_secs(30)),
             retry_base: HumanDuration(Duration::from_secs(60)),
+            suppress_transactional: true,
             dkim_key_file: None,
             dkim_selector: "carafe".into(),
             dkim_domain: None,

@@ -13,7 +13,8 @@ use crate::helpers::{Backend, TestApp, eventually, problem};
 both_backends!(
     mail_goes_to_the_outbox_one_message_per_recipient,
     bad_mail_is_refused_by_field_and_stores_nothing,
-    scheduled_mail_is_cancelled_before_it_is_sent
+    scheduled_mail_is_cancelled_before_it_is_sent,
+    suppressed_addresses_are_spared
 );
 
 async fn send(
@@ -359,4 +360,109 @@ async fn scheduled_mail_is_cancelled_before_it_is_sent(backend: Backend) {
     assert_eq!(again["status"], "cancelled");
     let outbox = json_of(&app, &key, "/api/v1/outbox").await;
     assert_eq!(outbox["items"], json!([]));
+}
+
+async fn suppressed_addresses_are_spared(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let key = app.new_key(&["mail"]).await;
+    let suppress = |body: Value| {
+        app.request(Method::POST, "/api/v1/suppressions", Some(&key))
+            .json(&body)
+            .send()
+    };
+    let res = suppress(json!({"address": "Bea <B@Example.com>", "reason": "bounce"}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let entry: Value = res.json().await.unwrap();
+    assert_eq!(entry["address"], "b@example.com");
+    assert_eq!(entry["reason"], "bounce");
+    // The first entry stays.
+    let res = suppress(json!({"address": "b@example.com"})).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["reason"], "bounce");
+    problem(
+        suppress(json!({"address": "c@example.com", "reason": "dislike"}))
+            .await
+            .unwrap(),
+        422,
+        "validation_failed",
+    )
+    .await;
+    problem(
+        suppress(json!({"address": "not an address"}))
+            .await
+            .unwrap(),
+        422,
+        "validation_failed",
+    )
+    .await;
+    let listed = json_of(&app, &key, "/api/v1/suppressions").await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+
+    let res = send(
+        &app,
+        &key,
+        &json!({"to": ["a@example.com", "b@example.com"], "subject": "hi", "text": "x"}),
+        None,
+    )
+    .await;
+    assert_eq!(res.status(), 202);
+    let mail: Value = res.json().await.unwrap();
+    let id = mail["id"].as_str().unwrap();
+    eventually(Duration::from_secs(20), || async {
+        json_of(&app, &key, &format!("/api/v1/mail/{id}")).await["status"] == "mixed"
+    })
+    .await;
+    let mail = json_of(&app, &key, &format!("/api/v1/mail/{id}")).await;
+    let statuses: Vec<(&str, &str)> = mail["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["to"].as_str().unwrap(), m["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [("a@example.com", "sent"), ("b@example.com", "suppressed")]
+    );
+    assert!(
+        mail["messages"][1]["reply"]
+            .as_str()
+            .unwrap()
+            .contains("bounce")
+    );
+    let outbox = json_of(&app, &key, "/api/v1/outbox").await;
+    let to: Vec<&str> = outbox["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["to"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        to,
+        ["a@example.com"],
+        "nothing reached the suppressed address"
+    );
+
+    let del = |path: &str| app.request(Method::DELETE, path, Some(&key)).send();
+    assert_eq!(
+        del("/api/v1/suppressions/B@example.com")
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    problem(
+        del("/api/v1/suppressions/b@example.com").await.unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    problem(
+        app.get("/api/v1/suppressions/b@example.com", Some(&key))
+            .await,
+        404,
+        "not_found",
+    )
+    .await;
 }

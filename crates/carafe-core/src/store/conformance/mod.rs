@@ -81,6 +81,7 @@ macro_rules! conformance_tests {
             mail_cancellation_spares_what_is_sent_or_sending,
             mail_messages_are_listed_with_filters_and_pages,
             mail_outbox_captures_lists_and_clears,
+            mail_suppressions_are_kept_listed_and_removed,
             leader_election);
     };
     (@each $make:path, $attrs:tt, $($name:ident),*) => {

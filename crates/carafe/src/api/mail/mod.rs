@@ -1,8 +1,10 @@
 //! HTTP handlers for mail (`mail` scope): send (one message per recipient, queued for
 //! sending), read a mail and its messages, list messages with filters, read one message's
-//! timeline, cancel what is not sent yet; and the outbox (`outbox.rs`).
+//! timeline, cancel what is not sent yet; the outbox (`outbox.rs`) and suppressions
+//! (`suppressions.rs`).
 
 mod outbox;
+mod suppressions;
 mod views;
 
 use std::collections::BTreeMap;
@@ -222,4 +224,5 @@ pub fn routes(layers: &Layers) -> OpenApiRouter<AppState> {
         .routes(routes!(cancel))
         .routes(routes!(message))
         .merge(outbox::routes())
+        .merge(suppressions::routes())
 }
