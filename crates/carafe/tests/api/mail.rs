@@ -14,7 +14,8 @@ both_backends!(
     mail_goes_to_the_outbox_one_message_per_recipient,
     bad_mail_is_refused_by_field_and_stores_nothing,
     scheduled_mail_is_cancelled_before_it_is_sent,
-    suppressed_addresses_are_spared
+    suppressed_addresses_are_spared,
+    an_interrupted_send_is_recorded_and_sent_again
 );
 
 async fn send(
@@ -465,4 +466,51 @@ async fn suppressed_addresses_are_spared(backend: Backend) {
         "not_found",
     )
     .await;
+}
+
+async fn an_interrupted_send_is_recorded_and_sent_again(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let key = app.new_key(&["mail"]).await;
+    let store = app.state.store.clone();
+    let queue = carafe_core::jobs::QueueName::parse("carafe.mail").unwrap();
+    store.set_queue_paused(&queue, true).await.unwrap();
+    let res = send(
+        &app,
+        &key,
+        &json!({"to": "a@example.com", "subject": "hi", "text": "x"}),
+        None,
+    )
+    .await;
+    let mail: Value = res.json().await.unwrap();
+    let id: carafe_core::mail::MessageId =
+        mail["messages"][0]["id"].as_str().unwrap().parse().unwrap();
+    // As if an attempt had begun and its process died before it ended: the message is left
+    // `sending`, and its job is claimed again.
+    store
+        .start_sending(id, carafe_core::time::now())
+        .await
+        .unwrap()
+        .unwrap();
+    store.set_queue_paused(&queue, false).await.unwrap();
+    let path = format!("/api/v1/mail/messages/{id}");
+    eventually(Duration::from_secs(20), || async {
+        json_of(&app, &key, &path).await["status"] == "sent"
+    })
+    .await;
+    let m = json_of(&app, &key, &path).await;
+    let kinds: Vec<&str> = m["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["queued", "sending", "deferred", "sending", "sent"]);
+    assert_eq!(m["events"][2]["data"]["interrupted"], true);
+    assert_eq!(m["attempts"], 2);
+    let outbox = json_of(&app, &key, "/api/v1/outbox?to=a@example.com").await;
+    assert_eq!(
+        outbox["items"].as_array().unwrap().len(),
+        1,
+        "captured once"
+    );
 }
