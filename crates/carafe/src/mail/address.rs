@@ -167,6 +167,19 @@ fn names_several(input: &str) -> bool {
     ats > 1
 }
 
+/// Whether `s` is a plausible DNS name (ASCII labels of letters, digits and hyphens).
+pub fn is_domain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use lettre::message::{

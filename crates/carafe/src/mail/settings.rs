@@ -66,7 +66,7 @@ impl Settings {
     pub fn validate(&self) -> Result<(), String> {
         super::address::parse_mailbox(&self.from).map_err(|e| format!("mail.from: {e}"))?;
         if let Some(domain) = &self.message_id_domain
-            && !super::submit::is_domain(domain)
+            && !super::address::is_domain(domain)
         {
             return Err(format!(
                 "mail.message_id_domain: {domain:?} is not a domain name"
@@ -94,10 +94,10 @@ impl Settings {
             .dkim_domain
             .as_deref()
             .ok_or("mail.dkim_domain is required with mail.dkim_key_file")?;
-        if !super::submit::is_domain(domain) {
+        if !super::address::is_domain(domain) {
             return Err(format!("mail.dkim_domain: {domain:?} is not a domain name"));
         }
-        if !super::submit::is_domain(&self.dkim_selector) {
+        if !super::address::is_domain(&self.dkim_selector) {
             return Err(format!(
                 "mail.dkim_selector: {:?} is not a DNS label",
                 self.dkim_selector

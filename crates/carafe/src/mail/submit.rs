@@ -45,19 +45,6 @@ pub struct Checked {
     pub messages: Vec<NewMessage>,
 }
 
-/// Whether `s` is a plausible DNS name (ASCII labels of letters, digits and hyphens).
-pub fn is_domain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-}
-
 /// The request field a build refusal is about (a JSON pointer).
 fn field_of(e: &BuildError) -> String {
     match e {
