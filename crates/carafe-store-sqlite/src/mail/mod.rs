@@ -1,16 +1,15 @@
 //! `MailStore` on SQLite.
 //!
 //! A submission is one `mail` row and one `mail_messages` row per recipient, each written with
-//! the job that sends it in one transaction. Every change of a message is one guarded `UPDATE`
-//! (the state it may change from is in its `WHERE`), so two concurrent attempts cannot both
-//! win, and it appends to the message's timeline in the same transaction. The outbox is in
-//! `outbox.rs`, suppressions in `suppressions.rs`.
+//! the job that sends it in one transaction. The send state machine (start, finish, cancel) is
+//! in `sending.rs`, the outbox in `outbox.rs`, suppressions in `suppressions.rs`.
 //!
 //! Case-insensitive matches: recipients are lowercased here, in Rust (full Unicode), both when
 //! stored (`recipient_lower`) and when filtered on; SQL `lower()` and `COLLATE NOCASE`, used
 //! where the stored text is compared as is, fold ASCII only.
 
 mod outbox;
+mod sending;
 mod suppressions;
 
 use async_trait::async_trait;
@@ -22,12 +21,13 @@ use carafe_core::mail::{
 use carafe_core::page::{Page, PageRequest};
 use carafe_core::store::MailStore;
 use carafe_core::{StoreError, StoreResult};
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use self::sending::{NewEvent, add_events};
 use crate::jobs::insert::insert_plain;
 use crate::{SqliteStore, at, map_err, ms};
 
@@ -130,43 +130,6 @@ async fn mail_in(conn: &mut SqliteConnection, id: MailId) -> StoreResult<Option<
         .as_ref()
         .map(mail_from_row)
         .transpose()
-}
-
-/// One timeline entry to append: `seq` is the message row's `event_seq` after its change.
-struct NewEvent {
-    message: MessageId,
-    seq: i64,
-    at: OffsetDateTime,
-    kind: &'static str,
-    data: Value,
-}
-
-async fn add_events(conn: &mut SqliteConnection, events: &[NewEvent]) -> StoreResult<()> {
-    // Five parameters per row keeps each statement far below SQLite's 32,766 limit.
-    for chunk in events.chunks(1000) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO mail_events (message_id, seq, at, kind, data) ",
-        );
-        q.push_values(chunk, |mut b, e| {
-            b.push_bind(e.message.to_string())
-                .push_bind(e.seq)
-                .push_bind(ms(e.at))
-                .push_bind(e.kind)
-                .push_bind(e.data.to_string());
-        });
-        q.build().execute(&mut *conn).await.map_err(map_err)?;
-    }
-    Ok(())
-}
-
-/// A message row as an `UPDATE … RETURNING` gives it back, with its new `event_seq` (and its
-/// `position`, to put several back in order).
-fn changed_from_row(row: &SqliteRow) -> StoreResult<(i64, i64, Message)> {
-    Ok((
-        row.try_get("position").map_err(map_err)?,
-        row.try_get("event_seq").map_err(map_err)?,
-        message_from_row(row)?,
-    ))
 }
 
 #[async_trait]
@@ -362,33 +325,9 @@ impl MailStore for SqliteStore {
         now: OffsetDateTime,
     ) -> StoreResult<Option<(Mail, Message)>> {
         let mut tx = self.begin_write().await?;
-        let sql = format!(
-            "UPDATE mail_messages SET status = 'sending', attempts = attempts + 1, \
-             updated_at = ?, event_seq = event_seq + 1 WHERE id = ? AND {WAITING} \
-             RETURNING {MESSAGE_COLUMNS}, position, event_seq"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(ms(now))
-            .bind(id.to_string())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        let Some((_, seq, message)) = row.as_ref().map(changed_from_row).transpose()? else {
-            return Ok(None);
-        };
-        let event = NewEvent {
-            message: id,
-            seq,
-            at: now,
-            kind: "sending",
-            data: json!({"attempt": message.attempts}),
-        };
-        add_events(&mut tx, &[event]).await?;
-        let mail = mail_in(&mut tx, message.mail)
-            .await?
-            .ok_or_else(|| StoreError::corrupt("mail_messages.mail_id"))?;
+        let started = sending::start(&mut tx, id, now).await?;
         tx.commit().await.map_err(map_err)?;
-        Ok(Some((mail, message)))
+        Ok(started)
     }
 
     async fn finish_sending(
@@ -398,75 +337,16 @@ impl MailStore for SqliteStore {
         outbox: Option<OutboxEntry>,
     ) -> StoreResult<Option<Message>> {
         let mut tx = self.begin_write().await?;
-        let sent_at = (outcome.status == MessageStatus::Sent).then(|| ms(outcome.at));
-        let sql = format!(
-            "UPDATE mail_messages SET status = ?, reply = ?, relay_id = ?, updated_at = ?, \
-             sent_at = COALESCE(?, sent_at), event_seq = event_seq + 1 \
-             WHERE id = ? AND status = 'sending' \
-             RETURNING {MESSAGE_COLUMNS}, position, event_seq"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(outcome.status.as_str())
-            .bind(&outcome.reply)
-            .bind(&outcome.relay_id)
-            .bind(ms(outcome.at))
-            .bind(sent_at)
-            .bind(id.to_string())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        let Some((_, seq, message)) = row.as_ref().map(changed_from_row).transpose()? else {
-            return Ok(None);
-        };
-        let event = NewEvent {
-            message: id,
-            seq,
-            at: outcome.at,
-            kind: outcome.status.as_str(),
-            data: outcome.data,
-        };
-        add_events(&mut tx, &[event]).await?;
-        if let Some(entry) = &outbox {
-            outbox::insert(&mut tx, entry).await?;
-        }
+        let finished = sending::finish(&mut tx, id, outcome, outbox).await?;
         tx.commit().await.map_err(map_err)?;
-        Ok(Some(message))
+        Ok(finished)
     }
 
     async fn cancel_mail(&self, id: MailId, now: OffsetDateTime) -> StoreResult<Vec<Message>> {
         let mut tx = self.begin_write().await?;
-        let sql = format!(
-            "UPDATE mail_messages SET status = 'cancelled', updated_at = ?, \
-             event_seq = event_seq + 1 WHERE mail_id = ? AND {WAITING} \
-             RETURNING {MESSAGE_COLUMNS}, position, event_seq"
-        );
-        let mut changed = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(ms(now))
-            .bind(id.to_string())
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(map_err)?
-            .iter()
-            .map(changed_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
-        if changed.is_empty() {
-            return Ok(Vec::new());
-        }
-        // RETURNING gives rows in no promised order; the mail's order is `position`.
-        changed.sort_by_key(|(position, _, _)| *position);
-        let events: Vec<NewEvent> = changed
-            .iter()
-            .map(|(_, seq, m)| NewEvent {
-                message: m.id,
-                seq: *seq,
-                at: now,
-                kind: "cancelled",
-                data: json!({}),
-            })
-            .collect();
-        add_events(&mut tx, &events).await?;
+        let cancelled = sending::cancel(&mut tx, id, now).await?;
         tx.commit().await.map_err(map_err)?;
-        Ok(changed.into_iter().map(|(_, _, m)| m).collect())
+        Ok(cancelled)
     }
 
     async fn list_outbox(
