@@ -59,13 +59,11 @@ impl JobHandler for MailJobs {
             }
             // Only this message's job sends it, and this job holds its lease: a message still
             // `sending` was left by an attempt that died. Record that, then try again.
-            let interrupted = SendOutcome {
-                status: MessageStatus::Deferred,
-                reply: Some("the previous attempt was interrupted".into()),
-                relay_id: None,
-                at: now(),
-                data: json!({"interrupted": true}),
-            };
+            let interrupted = ended(
+                MessageStatus::Deferred,
+                "the previous attempt was interrupted".into(),
+                json!({"interrupted": true}),
+            );
             store
                 .finish_sending(id, interrupted, None)
                 .await
@@ -84,51 +82,39 @@ impl JobHandler for MailJobs {
             .await
             .map_err(|e| retry("suppressions", e))?;
         if let Some(s) = spared {
-            let outcome = SendOutcome {
-                status: MessageStatus::Suppressed,
-                reply: Some(format!(
-                    "not sent: the address is suppressed ({})",
-                    s.reason
-                )),
-                relay_id: None,
-                at: now(),
-                data: json!({"reason": s.reason, "suppressed_at": s.created_at.unix_timestamp()}),
-            };
+            let outcome = ended(
+                MessageStatus::Suppressed,
+                format!("not sent: the address is suppressed ({})", s.reason),
+                json!({"reason": s.reason, "suppressed_at": s.created_at.unix_timestamp()}),
+            );
             store
                 .finish_sending(id, outcome, None)
                 .await
                 .map_err(|e| retry("record", e))?;
             return Ok(json!({"status": "suppressed"}));
         }
-        let (outcome, outbox) = match render(&mail, self.mailer.dkim()) {
+        let (outcome, outbox, retry_in) = match render(&mail, self.mailer.dkim()) {
             Ok(raw) => match self.mailer.relay() {
-                None => capture(&mail, &message, raw),
+                None => {
+                    let (outcome, entry) = capture(&mail, &message, raw);
+                    (outcome, Some(entry), None)
+                }
                 Some(relay) => {
                     let answer = relay
                         .send(&envelope_from(&mail), &message.recipient, &raw)
                         .await;
-                    (judge(answer, &ctx), None)
+                    let (outcome, retry_in) = judge(answer, &ctx);
+                    (outcome, None, retry_in)
                 }
             },
             // Checked when the mail was accepted, so only a changed rule gets here: failing
             // the message says so; retrying could not help.
-            Err(reason) => (
-                SendOutcome {
-                    status: MessageStatus::Failed,
-                    reply: Some(reason.clone()),
-                    relay_id: None,
-                    at: now(),
-                    data: json!({"reason": reason}),
-                },
-                None,
-            ),
+            Err(reason) => {
+                let data = json!({"reason": reason});
+                (ended(MessageStatus::Failed, reason, data), None, None)
+            }
         };
         let status = outcome.status;
-        let retry_in = outcome
-            .data
-            .get("retry_in_ms")
-            .and_then(Value::as_u64)
-            .map(Duration::from_millis);
         let captured = outbox.is_some();
         let finished = store
             .finish_sending(id, outcome, outbox)
@@ -171,58 +157,59 @@ fn envelope_from(mail: &Mail) -> String {
         .unwrap_or_else(|_| mail.from.clone())
 }
 
-/// What a relay's answer means for the message. A temporary refusal defers it (the job tries
-/// again), unless this was the job's last attempt: then the message has failed.
-fn judge(answer: Answer, ctx: &JobContext) -> SendOutcome {
-    let at = now();
+/// A message's attempt ended now with `status`: its reply, kept on the message and (with
+/// `data`) in its timeline.
+fn ended(status: MessageStatus, reply: String, mut data: Value) -> SendOutcome {
+    data["reply"] = Value::String(reply.clone());
+    SendOutcome {
+        status,
+        reply: Some(reply),
+        relay_id: None,
+        at: now(),
+        data,
+    }
+}
+
+/// What a relay's answer means for the message, and when to try again if it is deferred. A
+/// temporary refusal defers it (the job tries again), unless this was the job's last attempt:
+/// then the message has failed.
+fn judge(answer: Answer, ctx: &JobContext) -> (SendOutcome, Option<Duration>) {
     let later = |reply: String, after: Option<Duration>| {
         if ctx.is_last_attempt() {
             let data = json!({"gave_up_after_attempts": ctx.attempt()});
-            (MessageStatus::Failed, reply, None, data)
+            (ended(MessageStatus::Failed, reply, data), None)
         } else {
             let ms = after.map(|d| d.as_millis() as u64);
-            (
-                MessageStatus::Deferred,
-                reply,
-                None,
-                json!({"retry_in_ms": ms}),
-            )
+            let data = json!({"retry_in_ms": ms});
+            (ended(MessageStatus::Deferred, reply, data), after)
         }
     };
-    let (status, reply, relay_id, data) = match answer {
-        Answer::Accepted { reply, relay_id } => (
-            MessageStatus::Sent,
-            reply,
-            relay_id,
-            json!({"transport": "smtp"}),
-        ),
-        Answer::Refused { reply } => (
-            MessageStatus::Failed,
-            reply,
-            None,
-            json!({"permanent": true}),
-        ),
+    match answer {
+        Answer::Accepted { reply, relay_id } => {
+            let outcome = ended(MessageStatus::Sent, reply, json!({"transport": "smtp"}));
+            (
+                SendOutcome {
+                    relay_id,
+                    ..outcome
+                },
+                None,
+            )
+        }
+        Answer::Refused { reply } => {
+            let data = json!({"permanent": true});
+            (ended(MessageStatus::Failed, reply, data), None)
+        }
         Answer::Later { reply, after } => later(reply, after),
         Answer::Misconfigured { reply } => {
             tracing::error!(%reply, "the SMTP relay refused Carafe's login: check mail.smtp_url");
             later(reply, None)
         }
-    };
-    // The timeline keeps each attempt's reply; the message shows the last one.
-    let mut data = data;
-    data["reply"] = Value::String(reply.clone());
-    SendOutcome {
-        status,
-        reply: Some(reply),
-        relay_id,
-        at,
-        data,
     }
 }
 
 /// "Sends" into the outbox: the bytes a relay would have been given, kept with what is
 /// searched.
-fn capture(mail: &Mail, message: &Message, raw: Vec<u8>) -> (SendOutcome, Option<OutboxEntry>) {
+fn capture(mail: &Mail, message: &Message, raw: Vec<u8>) -> (SendOutcome, OutboxEntry) {
     let at = now();
     let envelope_from = envelope_from(mail);
     let item = OutboxItem {
@@ -237,12 +224,14 @@ fn capture(mail: &Mail, message: &Message, raw: Vec<u8>) -> (SendOutcome, Option
         size: raw.len() as u64,
         created_at: at,
     };
+    let data = json!({"transport": "outbox", "outbox_id": item.id});
     let outcome = SendOutcome {
-        status: MessageStatus::Sent,
-        reply: Some("250 captured in the outbox".into()),
         relay_id: Some(item.id.to_string()),
-        at,
-        data: json!({"transport": "outbox", "outbox_id": item.id}),
+        ..ended(
+            MessageStatus::Sent,
+            "250 captured in the outbox".into(),
+            data,
+        )
     };
-    (outcome, Some(OutboxEntry { item, raw }))
+    (outcome, OutboxEntry { item, raw })
 }

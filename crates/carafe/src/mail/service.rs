@@ -97,7 +97,7 @@ impl Mailer {
 
     /// Cancels what has not been sent yet; answers the mail as it now is.
     pub async fn cancel(&self, id: MailId) -> Result<Submission, Error> {
-        self.store.get_mail(id).await?.ok_or(Error::NotFound)?;
+        // An unknown mail has nothing to cancel, and `get` then answers NotFound.
         self.store.cancel_mail(id, now()).await?;
         self.get(id).await
     }

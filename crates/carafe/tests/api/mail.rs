@@ -273,6 +273,26 @@ async fn bad_mail_is_refused_by_field_and_stores_nothing(backend: Backend) {
         .await;
         assert!(field_of(&got).starts_with(field), "{body} → {got}");
     }
+    let tags: Vec<String> = (0..11).map(|i| format!("t{i}")).collect();
+    let got = problem(
+        send(
+            &app,
+            &key,
+            &json!({"to": "a@example.com", "subject": "hi", "text": "x", "tags": tags}),
+            None,
+        )
+        .await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(field_of(&got), "/tags");
+    problem(
+        app.get("/api/v1/outbox?wait=31", Some(&key)).await,
+        422,
+        "validation_failed",
+    )
+    .await;
     let many: Vec<String> = (0..51).map(|i| format!("u{i}@example.com")).collect();
     problem(
         send(
@@ -297,16 +317,24 @@ async fn bad_mail_is_refused_by_field_and_stores_nothing(backend: Backend) {
     assert_eq!(listed["items"], json!([]), "nothing refused was stored");
     // The same request, well-formed, is accepted.
     assert_eq!(send(&app, &key, &ok, None).await.status(), 202);
+    let unknown = uuid::Uuid::now_v7();
     problem(
-        app.get(
-            &format!("/api/v1/mail/{}", uuid::Uuid::now_v7()),
-            Some(&key),
-        )
-        .await,
+        app.get(&format!("/api/v1/mail/{unknown}"), Some(&key))
+            .await,
         404,
         "not_found",
     )
     .await;
+    let cancel = app
+        .request(
+            Method::POST,
+            &format!("/api/v1/mail/{unknown}/cancel"),
+            Some(&key),
+        )
+        .send()
+        .await
+        .unwrap();
+    problem(cancel, 404, "not_found").await;
 }
 
 async fn scheduled_mail_is_cancelled_before_it_is_sent(backend: Backend) {
