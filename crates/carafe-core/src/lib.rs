@@ -13,6 +13,7 @@ pub mod keys;
 pub mod mail;
 pub mod page;
 pub mod store;
+pub mod templates;
 pub mod time;
 
 /// The store conformance suite, under the name the backends' tests have always used.

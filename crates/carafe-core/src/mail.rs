@@ -11,6 +11,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::jobs::JobId;
+use crate::templates::TemplateRef;
 
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident) => {
@@ -164,6 +165,8 @@ pub struct Mail {
     /// Extra headers, allow-listed: `[[name, value], …]`.
     pub headers: Vec<(String, String)>,
     pub tags: Vec<String>,
+    /// The template version the content was rendered from, if any.
+    pub template: Option<TemplateRef>,
     /// Who submitted it (`key:…`), for the audit trail and listing.
     pub actor: String,
     pub send_at: Option<OffsetDateTime>,

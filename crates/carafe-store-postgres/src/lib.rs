@@ -13,6 +13,7 @@ mod mail;
 mod multipart;
 mod rewrap;
 mod schedules;
+mod templates;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod uploads;

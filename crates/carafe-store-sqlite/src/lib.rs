@@ -15,6 +15,7 @@ mod mail;
 mod multipart;
 mod rewrap;
 mod schedules;
+mod templates;
 mod uploads;
 
 use std::path::Path;

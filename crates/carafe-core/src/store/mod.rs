@@ -21,6 +21,7 @@ mod leader;
 mod mail;
 mod multipart;
 mod schedules;
+mod templates;
 mod uploads;
 mod workflows;
 
@@ -35,6 +36,7 @@ pub use leader::LeaderStore;
 pub use mail::MailStore;
 pub use multipart::MultipartRecordStore;
 pub use schedules::ScheduleStore;
+pub use templates::TemplateStore;
 pub use uploads::UploadStore;
 pub use workflows::WorkflowStore;
 
@@ -55,6 +57,7 @@ pub trait Store:
     + MultipartRecordStore
     + LeaderStore
     + MailStore
+    + TemplateStore
     + Backend
     + Send
     + Sync
@@ -78,6 +81,7 @@ impl<T> Store for T where
         + MultipartRecordStore
         + LeaderStore
         + MailStore
+        + TemplateStore
         + Backend
         + Send
         + Sync

@@ -20,6 +20,7 @@ use carafe_core::mail::{
 };
 use carafe_core::page::{Page, PageRequest};
 use carafe_core::store::MailStore;
+use carafe_core::templates::TemplateRef;
 use carafe_core::{StoreError, StoreResult};
 use serde_json::Value;
 use sqlx::postgres::PgRow;
@@ -33,7 +34,7 @@ use crate::jobs::wakeup::Wakeups;
 use crate::{PgStore, map_err};
 
 const MAIL_COLUMNS: &str = "id, message_id, from_addr, reply_to, to_addrs, cc_addrs, bcc_addrs, \
-    subject, text_body, html_body, headers, tags, actor, send_at, created_at";
+    subject, text_body, html_body, headers, tags, template, actor, send_at, created_at";
 
 const MESSAGE_COLUMNS: &str = "id, mail_id, position, recipient, kind, status, attempts, reply, \
     relay_id, tags, job_id, created_at, updated_at, sent_at, event_seq";
@@ -43,6 +44,7 @@ fn mail_from_row(row: &PgRow) -> StoreResult<Mail> {
         Ok(row.try_get::<Json<Vec<String>>, _>(col).map_err(map_err)?.0)
     };
     let headers: Json<Vec<(String, String)>> = row.try_get("headers").map_err(map_err)?;
+    let template: Option<Json<TemplateRef>> = row.try_get("template").map_err(map_err)?;
     Ok(Mail {
         id: MailId(row.try_get("id").map_err(map_err)?),
         message_id: row.try_get("message_id").map_err(map_err)?,
@@ -56,6 +58,7 @@ fn mail_from_row(row: &PgRow) -> StoreResult<Mail> {
         html: row.try_get("html_body").map_err(map_err)?,
         headers: headers.0,
         tags: list("tags")?,
+        template: template.map(|t| t.0),
         actor: row.try_get("actor").map_err(map_err)?,
         send_at: row.try_get("send_at").map_err(map_err)?,
         created_at: row.try_get("created_at").map_err(map_err)?,
@@ -170,7 +173,7 @@ impl MailStore for PgStore {
         }
         let sql = format!(
             "INSERT INTO mail ({MAIL_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(mail.id.0)
@@ -185,6 +188,7 @@ impl MailStore for PgStore {
             .bind(&mail.html)
             .bind(Json(&mail.headers))
             .bind(Json(&mail.tags))
+            .bind(mail.template.as_ref().map(Json))
             .bind(&mail.actor)
             .bind(mail.send_at)
             .bind(mail.created_at)

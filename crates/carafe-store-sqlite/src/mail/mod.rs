@@ -32,7 +32,7 @@ use crate::jobs::insert::insert_plain;
 use crate::{SqliteStore, at, map_err, ms};
 
 const MAIL_COLUMNS: &str = "id, message_id, from_addr, reply_to, to_addrs, cc_addrs, \
-    bcc_addrs, subject, text_body, html_body, headers, tags, actor, send_at, created_at";
+    bcc_addrs, subject, text_body, html_body, headers, tags, template, actor, send_at, created_at";
 
 const MESSAGE_COLUMNS: &str = "id, mail_id, recipient, kind, status, attempts, reply, \
     relay_id, tags, job_id, created_at, updated_at, sent_at";
@@ -81,6 +81,9 @@ fn mail_from_row(row: &SqliteRow) -> StoreResult<Mail> {
         html: opt("html_body")?,
         headers: parsed(&text("headers")?, "mail.headers")?,
         tags: parsed(&text("tags")?, "mail.tags")?,
+        template: opt("template")?
+            .map(|t| parsed(&t, "mail.template"))
+            .transpose()?,
         actor: text("actor")?,
         send_at: row
             .try_get::<Option<i64>, _>("send_at")
@@ -146,7 +149,7 @@ impl MailStore for SqliteStore {
         let created = at(ms(mail.created_at));
         let mut tx = self.begin_write().await?;
         let sql = format!(
-            "INSERT INTO mail ({MAIL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO mail ({MAIL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(mail.id.to_string())
@@ -161,6 +164,7 @@ impl MailStore for SqliteStore {
             .bind(&mail.html)
             .bind(json(&mail.headers))
             .bind(json(&mail.tags))
+            .bind(mail.template.as_ref().map(json))
             .bind(&mail.actor)
             .bind(mail.send_at.map(ms))
             .bind(ms(created))

@@ -11,6 +11,7 @@ use super::fixtures::job;
 use crate::mail::*;
 use crate::page::PageRequest;
 use crate::store::Store;
+use crate::templates::TemplateRef;
 use crate::time::now;
 
 pub(super) fn mail(
@@ -34,6 +35,11 @@ pub(super) fn mail(
         html: Some("<p>Thanks!</p>".into()),
         headers: vec![("X-Campaign".into(), "spring".into())],
         tags: list(tags),
+        template: Some(TemplateRef {
+            name: "receipt".into(),
+            version: 3,
+            locale: "ko-KR".into(),
+        }),
         actor: "key:k1".into(),
         send_at: None,
         created_at: now(),

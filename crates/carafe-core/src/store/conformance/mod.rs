@@ -19,6 +19,7 @@ mod mail_suppressions;
 mod multipart;
 mod queue_admin;
 mod schedules;
+mod templates;
 mod uploads;
 mod workflows;
 
@@ -38,6 +39,7 @@ pub use mail_suppressions::*;
 pub use multipart::*;
 pub use queue_admin::*;
 pub use schedules::*;
+pub use templates::*;
 pub use uploads::*;
 pub use workflows::*;
 
@@ -86,6 +88,8 @@ macro_rules! conformance_tests {
             mail_messages_are_listed_with_filters_and_pages,
             mail_outbox_captures_lists_and_clears,
             mail_suppressions_are_kept_listed_and_removed,
+            templates_are_versioned_per_name_with_their_locales,
+            templates_concurrent_puts_get_their_own_versions,
             leader_election);
     };
     (@each $make:path, $attrs:tt, $($name:ident),*) => {
