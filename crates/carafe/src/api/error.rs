@@ -75,10 +75,7 @@ impl ApiError {
     }
 
     pub fn field(mut self, field: impl Into<String>, message: impl Into<String>) -> Self {
-        self.0.errors.push(FieldError {
-            field: field.into(),
-            message: message.into(),
-        });
+        self.0.errors.push(FieldError::new(field, message));
         self
     }
 
@@ -114,11 +111,15 @@ impl ApiError {
 
     /// 422 naming every invalid field.
     pub fn validation(errors: Vec<FieldError>) -> Self {
-        errors.into_iter().fold(
-            Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
-                .detail("the request has invalid fields"),
-            |e, f| e.field(f.field, f.message),
-        )
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
+            .detail("the request has invalid fields")
+            .fields(errors)
+    }
+
+    /// Adds refused fields as they are (with their line and column, if any).
+    pub fn fields(mut self, errors: Vec<FieldError>) -> Self {
+        self.0.errors.extend(errors);
+        self
     }
 
     pub fn not_found() -> Self {
@@ -211,6 +212,11 @@ impl From<crate::mail::Error> for ApiError {
         use crate::mail::Error;
         match e {
             Error::Invalid(fields) => ApiError::validation(fields),
+            Error::Template(fields) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "template_error")
+                    .detail("the template cannot be compiled or rendered: see errors[]")
+                    .fields(fields)
+            }
             Error::NotFound => ApiError::not_found(),
             Error::Store(e) => e.into(),
         }

@@ -1,7 +1,7 @@
 //! The JSON body extractor used by every endpoint. It insists on a JSON content type (415),
 //! enforces the body limit (413), and explains a parse failure precisely: a syntax error
 //! gives its line and column (400 `malformed_json`), a value of the wrong shape names the
-//! field (422 `validation_failed`).
+//! field (422 `validation_failed`). `located` answers JSON with a `Location` header.
 
 use axum::extract::{FromRequest, Request};
 use bytes::Bytes;
@@ -139,6 +139,17 @@ fn pointer(path: &serde_path_to_error::Path) -> String {
         }
     }
     if out.is_empty() { "/".into() } else { out }
+}
+
+/// A JSON answer with `status` and a `Location` header (a created or accepted resource).
+pub fn located<T: serde::Serialize>(
+    status: StatusCode,
+    location: &str,
+    body: T,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let location = http::HeaderValue::from_str(location).map_err(|e| ApiError::internal(&e))?;
+    Ok((status, [(header::LOCATION, location)], axum::Json(body)).into_response())
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 //! list, get and revoke.
 
 use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use carafe_core::keys::{ApiKey, KeyId, KeyName, Scope};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -95,15 +95,7 @@ pub async fn create(
         key: issued.key.into(),
         secret: issued.secret,
     };
-    Ok((
-        StatusCode::CREATED,
-        [(
-            header::LOCATION,
-            HeaderValue::from_str(&location).map_err(|e| ApiError::internal(&e))?,
-        )],
-        axum::Json(body),
-    )
-        .into_response())
+    crate::api::json::located(StatusCode::CREATED, &location, body)
 }
 
 /// List API keys, oldest first (revoked ones included).

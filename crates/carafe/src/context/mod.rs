@@ -32,6 +32,12 @@ pub struct FieldError {
     /// JSON pointer to the field (`/scopes/1`), or the query parameter's name.
     pub field: String,
     pub message: String,
+    /// Where in the field's text the problem is (1-based), for fields that hold source text
+    /// such as a template.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<u32>,
 }
 
 impl FieldError {
@@ -39,6 +45,15 @@ impl FieldError {
         FieldError {
             field: field.into(),
             message: message.into(),
+            line: None,
+            column: None,
         }
+    }
+
+    /// The same refusal, pointing at a line and column of the field's text.
+    pub fn at(mut self, line: Option<u32>, column: Option<u32>) -> Self {
+        self.line = line;
+        self.column = column;
+        self
     }
 }

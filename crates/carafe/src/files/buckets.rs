@@ -44,12 +44,7 @@ pub fn validate(
     can_encrypt: bool,
 ) -> Vec<FieldError> {
     let mut errors = Vec::new();
-    let mut bad = |field: &str, message: String| {
-        errors.push(FieldError {
-            field: field.into(),
-            message,
-        })
-    };
+    let mut bad = |field: &str, message: String| errors.push(FieldError::new(field, message));
     if policy.max_size == 0 || policy.max_size > settings.max_upload_bytes {
         bad(
             "/max_size",

@@ -10,7 +10,10 @@ pub enum Error {
     /// Fields of the request are invalid: each JSON pointer and why.
     #[error("the message has invalid fields")]
     Invalid(Vec<FieldError>),
-    #[error("no such mail, message or outbox item")]
+    /// A template does not compile or render: where (line and column) and why.
+    #[error("the template cannot be rendered")]
+    Template(Vec<FieldError>),
+    #[error("no such mail, message, template or outbox item")]
     NotFound,
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -2,7 +2,7 @@
 //! Carafe's `carafe.mail` queue, and — with no relay configured — captured in the outbox.
 //! `address` and `build` are the pure part (strict address parsing, MIME on `lettre`);
 //! `submit` checks a request, `service` is what the API calls, `deliver` runs the send jobs,
-//! `read` shows a stored message as a mail client would.
+//! `read` shows a stored message as a mail client would; `templates` keeps and renders templates.
 
 pub mod address;
 pub mod build;
@@ -15,6 +15,7 @@ mod service;
 mod settings;
 mod submit;
 pub mod suppressions;
+pub mod templates;
 
 pub use deliver::MailJobs;
 pub use error::Error;

@@ -17,7 +17,7 @@ use lettre::message::dkim::DkimConfig;
 use super::relay::Relay;
 use super::submit::{SendRequest, check, send_job};
 use super::{Error, OUTBOX_TOPIC, QUEUE, Settings};
-use crate::context::Actor;
+use crate::context::{Actor, FieldError};
 use crate::jobs::{Jobs, queue_topic};
 
 pub struct Mailer {
@@ -72,9 +72,22 @@ impl Mailer {
         self.jobs.bus().publish(OUTBOX_TOPIC);
     }
 
-    /// Accepts a mail: checked, then stored with its messages and their send jobs.
-    pub async fn send(&self, req: SendRequest, actor: &Actor) -> Result<Submission, Error> {
-        let checked = check(req, &self.settings, actor)?;
+    /// Accepts a mail: rendered from its template (if it names one), checked, then stored with its messages and their send jobs.
+    pub async fn send(&self, mut req: SendRequest, actor: &Actor) -> Result<Submission, Error> {
+        let mut template = None;
+        if let Some(what) = req.template.take() {
+            if req.subject.is_some() || req.text.is_some() || req.html.is_some() {
+                return Err(Error::Invalid(vec![FieldError::new(
+                    "/template",
+                    "give either a template or subject, text and html",
+                )]));
+            }
+            let rendered = self.render(&what, "/template").await?;
+            (req.subject, req.text, req.html) =
+                (Some(rendered.subject), rendered.text, rendered.html);
+            template = Some(rendered.template);
+        }
+        let checked = check(req, template, &self.settings, actor)?;
         let jobs = checked
             .messages
             .iter()

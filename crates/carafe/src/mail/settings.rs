@@ -41,6 +41,9 @@ pub struct Settings {
     pub message_id_domain: Option<String>,
     /// How far ahead `send_at` may be.
     pub max_schedule: HumanDuration,
+    /// The locale of a template put without one, and the last step of every locale fallback
+    /// (`ko-KR → ko → default_locale`).
+    pub default_locale: String,
 }
 
 impl Default for Settings {
@@ -58,6 +61,7 @@ impl Default for Settings {
             from: "Carafe <carafe@localhost>".into(),
             message_id_domain: None,
             max_schedule: HumanDuration(Duration::from_secs(30 * 24 * 3600)),
+            default_locale: "en".into(),
         }
     }
 }
@@ -77,6 +81,14 @@ impl Settings {
         }
         if self.retry_base.0.is_zero() || self.smtp_timeout.0.is_zero() {
             return Err("mail.retry_base and mail.smtp_timeout must be positive".into());
+        }
+        if super::templates::locale::canonical(&self.default_locale).as_deref()
+            != Some(self.default_locale.as_str())
+        {
+            return Err(format!(
+                "mail.default_locale: {:?} is not a language tag written like en or ko-KR",
+                self.default_locale
+            ));
         }
         self.dkim()?;
         match &self.smtp_url {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use carafe_core::jobs::{Backoff, NewJob, QueueName};
 use carafe_core::mail::{Mail, MailId, MessageId, NewMessage, RecipientKind};
+use carafe_core::templates::TemplateRef;
 use carafe_core::time::now;
 use lettre::message::Mailbox;
 use serde_json::json;
@@ -14,6 +15,7 @@ use time::OffsetDateTime;
 
 use super::address::parse_mailbox;
 use super::build::{self, BuildError, Draft, MAX_RECIPIENTS};
+use super::templates::TemplateUse;
 use super::{Error, QUEUE, Settings};
 use crate::context::{Actor, FieldError};
 
@@ -23,7 +25,7 @@ pub const MAX_TAG_LEN: usize = 64;
 /// Send attempts of one message before it fails for good.
 pub const SEND_ATTEMPTS: u32 = 20;
 
-/// What a client asks to send (raw content; templates come in through the same fields).
+/// What a client asks to send: raw content, or a template to render.
 #[derive(Debug, Clone, Default)]
 pub struct SendRequest {
     pub from: Option<String>,
@@ -34,6 +36,8 @@ pub struct SendRequest {
     pub subject: Option<String>,
     pub text: Option<String>,
     pub html: Option<String>,
+    /// Rendered into `subject`, `text` and `html` before the rest is checked.
+    pub template: Option<TemplateUse>,
     pub headers: Vec<(String, String)>,
     pub tags: Vec<String>,
     pub send_at: Option<OffsetDateTime>,
@@ -65,8 +69,14 @@ fn field_of(e: &BuildError) -> String {
     }
 }
 
-/// Checks `req` and shapes it into a mail and its recipients' messages.
-pub fn check(req: SendRequest, settings: &Settings, actor: &Actor) -> Result<Checked, Error> {
+/// Checks `req` and shapes it into a mail and its recipients' messages; `template` is what
+/// its content was rendered from.
+pub fn check(
+    req: SendRequest,
+    template: Option<TemplateRef>,
+    settings: &Settings,
+    actor: &Actor,
+) -> Result<Checked, Error> {
     let mut errors = Vec::new();
     let mut one = |field: &str, value: &str| -> Option<Mailbox> {
         parse_mailbox(value)
@@ -186,6 +196,7 @@ pub fn check(req: SendRequest, settings: &Settings, actor: &Actor) -> Result<Che
             html: req.html,
             headers: req.headers,
             tags: req.tags,
+            template,
             actor: actor.id.clone(),
             send_at: req.send_at,
             created_at,

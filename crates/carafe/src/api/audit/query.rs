@@ -55,10 +55,7 @@ impl AuditParams {
     pub fn filter(&self) -> ApiResult<AuditFilter> {
         let mut errors = Vec::new();
         let mut bad = |field: &str, message: &str| {
-            errors.push(FieldError {
-                field: field.into(),
-                message: message.into(),
-            });
+            errors.push(FieldError::new(field, message));
         };
         let target = match self.file.as_deref().map(str::parse::<FileId>) {
             None => None,

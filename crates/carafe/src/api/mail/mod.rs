@@ -1,17 +1,18 @@
 //! HTTP handlers for mail (`mail` scope): send (one message per recipient, queued for
 //! sending), read a mail and its messages, list messages with filters, read one message's
-//! timeline, cancel what is not sent yet; the outbox (`outbox.rs`) and suppressions
-//! (`suppressions.rs`).
+//! timeline, cancel what is not sent yet; the outbox (`outbox.rs`), suppressions
+//! (`suppressions.rs`) and templates (`templates.rs`).
 
 mod outbox;
 mod suppressions;
+mod templates;
 mod views;
 
 use std::collections::BTreeMap;
 
 use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use carafe_core::keys::Scope;
 use carafe_core::mail::{MailId, MessageFilter, MessageId, MessageStatus};
 use serde::Deserialize;
@@ -30,6 +31,7 @@ use crate::api::state::AppState;
 use crate::context::{BaseUrl, Principal};
 use crate::mail::SendRequest;
 
+pub use templates::UseTemplate;
 pub use views::{MailView, MessageDetail, MessageView};
 
 /// One address or a list of them.
@@ -65,6 +67,8 @@ pub struct SendBody {
     /// The plain-text body; derived from `html` when absent.
     pub text: Option<String>,
     pub html: Option<String>,
+    /// Render `subject`, `text` and `html` from a stored template instead of giving them.
+    pub template: Option<UseTemplate>,
     /// Extra headers: `X-…` and `List-Unsubscribe`, `List-Unsubscribe-Post`, `List-Id`,
     /// `In-Reply-To`, `References`, `Auto-Submitted`, `Precedence`.
     pub headers: Option<BTreeMap<String, String>>,
@@ -101,21 +105,14 @@ pub async fn send(
         subject: body.subject,
         text: body.text,
         html: body.html,
+        template: body.template.map(UseTemplate::into_use),
         headers: body.headers.unwrap_or_default().into_iter().collect(),
         tags: body.tags.unwrap_or_default(),
         send_at: body.send_at,
     };
     let sent = state.mail.send(req, &actor).await?;
     let location = base.join(&format!("/api/v1/mail/{}", sent.mail.id));
-    Ok((
-        StatusCode::ACCEPTED,
-        [(
-            header::LOCATION,
-            HeaderValue::from_str(&location).map_err(|e| ApiError::internal(&e))?,
-        )],
-        axum::Json(MailView::from(sent)),
-    )
-        .into_response())
+    crate::api::json::located(StatusCode::ACCEPTED, &location, MailView::from(sent))
 }
 
 /// A mail with its recipients' messages.
@@ -225,4 +222,5 @@ pub fn routes(layers: &Layers) -> OpenApiRouter<AppState> {
         .routes(routes!(message))
         .merge(outbox::routes())
         .merge(suppressions::routes())
+        .merge(templates::routes())
 }

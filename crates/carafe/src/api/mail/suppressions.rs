@@ -2,8 +2,8 @@
 //! reason), read, list, remove.
 
 use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use carafe_core::keys::Scope;
 use carafe_core::mail::Suppression;
 use serde::{Deserialize, Serialize};
@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::error::{ApiError, ApiResult, Problem};
+use crate::api::error::{ApiResult, Problem};
 use crate::api::json::Json;
 use crate::api::pagination::{self, ListParams};
 use crate::api::query::{Path, Query};
@@ -76,15 +76,7 @@ pub async fn add(
     } else {
         StatusCode::OK
     };
-    Ok((
-        status,
-        [(
-            header::LOCATION,
-            HeaderValue::from_str(&location).map_err(|e| ApiError::internal(&e))?,
-        )],
-        axum::Json(SuppressionView::from(entry)),
-    )
-        .into_response())
+    crate::api::json::located(status, &location, SuppressionView::from(entry))
 }
 
 /// Suppressed addresses, in address order.

@@ -1,6 +1,7 @@
 //! How mail, messages and outbox items look to clients.
 
 use carafe_core::mail::{Mail, Message, MessageEvent, MessageStatus, OutboxItem};
+use carafe_core::templates::TemplateRef;
 use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -106,6 +107,8 @@ pub struct MailView {
     #[schema(value_type = Vec<Vec<String>>)]
     pub headers: Vec<(String, String)>,
     pub tags: Vec<String>,
+    /// The template version and locale the content was rendered from, if any.
+    pub template: Option<TemplateRefView>,
     #[serde(with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub send_at: Option<OffsetDateTime>,
@@ -113,6 +116,24 @@ pub struct MailView {
     #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
     pub messages: Vec<MessageView>,
+}
+
+/// What a message was rendered from.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TemplateRefView {
+    pub name: String,
+    pub version: u32,
+    pub locale: String,
+}
+
+impl From<TemplateRef> for TemplateRefView {
+    fn from(t: TemplateRef) -> Self {
+        TemplateRefView {
+            name: t.name,
+            version: t.version,
+            locale: t.locale,
+        }
+    }
 }
 
 /// The summary status of a mail's messages.
@@ -147,6 +168,7 @@ impl From<Submission> for MailView {
             html,
             headers,
             tags,
+            template,
             send_at,
             created_at,
             ..
@@ -165,6 +187,7 @@ impl From<Submission> for MailView {
             html,
             headers,
             tags,
+            template: template.map(Into::into),
             send_at,
             created_at,
             messages: s.messages.into_iter().map(MessageView::from).collect(),
