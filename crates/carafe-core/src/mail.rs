@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use crate::files::FileId;
 use crate::jobs::JobId;
 use crate::templates::TemplateRef;
 
@@ -167,10 +168,34 @@ pub struct Mail {
     pub tags: Vec<String>,
     /// The template version the content was rendered from, if any.
     pub template: Option<TemplateRef>,
+    /// Attachments and inline parts, in the order given.
+    pub attachments: Vec<Attachment>,
     /// Who submitted it (`key:…`), for the audit trail and listing.
     pub actor: String,
     pub send_at: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
+}
+
+/// A file sent with a mail: attached, or inline (with a `cid` the HTML refers to as
+/// `cid:…`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attachment {
+    pub filename: String,
+    pub content_type: String,
+    /// The Content-ID of an inline part (without angle brackets); `None` for an attachment.
+    pub cid: Option<String>,
+    /// The content's size in bytes.
+    pub size: u64,
+    pub content: AttachmentContent,
+}
+
+/// Where an attachment's bytes are.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttachmentContent {
+    /// A Carafe file, read when the message is sent.
+    File(FileId),
+    /// Bytes given with the mail, kept with it.
+    Bytes(Vec<u8>),
 }
 
 /// A recipient's message as stored.

@@ -6,17 +6,19 @@
 //! `WHERE` is what makes a transition happen once: of two concurrent updates of one row, the
 //! second waits for the first, re-reads the row and no longer matches.
 //!
-//! The outbox (captures, their listing and clearing) is in `outbox.rs`; suppressions are in
-//! `suppressions.rs`.
+//! A mail's attachments are in `attachments.rs`; the outbox (captures, their listing and
+//! clearing) is in `outbox.rs`; suppressions are in `suppressions.rs`.
 
+mod attachments;
 mod outbox;
 mod suppressions;
 
 use async_trait::async_trait;
 use carafe_core::jobs::{JobId, NewJob};
 use carafe_core::mail::{
-    Mail, MailId, Message, MessageEvent, MessageFilter, MessageId, MessageStatus, NewMessage,
-    OutboxEntry, OutboxFilter, OutboxId, OutboxItem, RecipientKind, SendOutcome, Suppression,
+    Attachment, Mail, MailId, Message, MessageEvent, MessageFilter, MessageId, MessageStatus,
+    NewMessage, OutboxEntry, OutboxFilter, OutboxId, OutboxItem, RecipientKind, SendOutcome,
+    Suppression,
 };
 use carafe_core::page::{Page, PageRequest};
 use carafe_core::store::MailStore;
@@ -39,7 +41,8 @@ const MAIL_COLUMNS: &str = "id, message_id, from_addr, reply_to, to_addrs, cc_ad
 const MESSAGE_COLUMNS: &str = "id, mail_id, position, recipient, kind, status, attempts, reply, \
     relay_id, tags, job_id, created_at, updated_at, sent_at, event_seq";
 
-fn mail_from_row(row: &PgRow) -> StoreResult<Mail> {
+/// The mail in `row`, with its `attachments` (read on their own).
+fn mail_from_row(row: &PgRow, attachments: Vec<Attachment>) -> StoreResult<Mail> {
     let list = |col: &str| -> StoreResult<Vec<String>> {
         Ok(row.try_get::<Json<Vec<String>>, _>(col).map_err(map_err)?.0)
     };
@@ -59,6 +62,7 @@ fn mail_from_row(row: &PgRow) -> StoreResult<Mail> {
         headers: headers.0,
         tags: list("tags")?,
         template: template.map(|t| t.0),
+        attachments,
         actor: row.try_get("actor").map_err(map_err)?,
         send_at: row.try_get("send_at").map_err(map_err)?,
         created_at: row.try_get("created_at").map_err(map_err)?,
@@ -195,6 +199,7 @@ impl MailStore for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
+        attachments::insert(&mut tx, mail.id, &mail.attachments).await?;
         // Positions follow the given order; each message starts `queued` with event 1.
         let sql = format!(
             "WITH ins AS (
@@ -241,14 +246,17 @@ impl MailStore for PgStore {
 
     async fn get_mail(&self, id: MailId) -> StoreResult<Option<Mail>> {
         let sql = format!("SELECT {MAIL_COLUMNS} FROM mail WHERE id = $1");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id.0)
             .fetch_optional(&self.pool)
             .await
-            .map_err(map_err)?
-            .as_ref()
-            .map(mail_from_row)
-            .transpose()
+            .map_err(map_err)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        // Attachments are written with their mail, so once its row is seen they are there.
+        let attachments = attachments::load(&self.pool, id).await?;
+        mail_from_row(&row, attachments).map(Some)
     }
 
     async fn mail_messages(&self, id: MailId) -> StoreResult<Vec<Message>> {
@@ -361,7 +369,8 @@ impl MailStore for PgStore {
             .await
             .map_err(map_err)?
             .ok_or_else(|| StoreError::corrupt("mail_messages.mail_id"))?;
-        let mail = mail_from_row(&mail)?;
+        let attachments = attachments::load(&mut *tx, message.mail).await?;
+        let mail = mail_from_row(&mail, attachments)?;
         tx.commit().await.map_err(map_err)?;
         Ok(Some((mail, message)))
     }

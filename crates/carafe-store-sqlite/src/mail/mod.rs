@@ -2,12 +2,14 @@
 //!
 //! A submission is one `mail` row and one `mail_messages` row per recipient, each written with
 //! the job that sends it in one transaction. The send state machine (start, finish, cancel) is
-//! in `sending.rs`, the outbox in `outbox.rs`, suppressions in `suppressions.rs`.
+//! in `sending.rs`, the outbox in `outbox.rs`, suppressions in `suppressions.rs`, the mail's
+//! attachments (written with it, read with it) in `attachments.rs`.
 //!
 //! Case-insensitive matches: recipients are lowercased here, in Rust (full Unicode), both when
 //! stored (`recipient_lower`) and when filtered on; SQL `lower()` and `COLLATE NOCASE`, used
 //! where the stored text is compared as is, fold ASCII only.
 
+mod attachments;
 mod outbox;
 mod sending;
 mod suppressions;
@@ -15,8 +17,9 @@ mod suppressions;
 use async_trait::async_trait;
 use carafe_core::jobs::{JobId, NewJob};
 use carafe_core::mail::{
-    Mail, MailId, Message, MessageEvent, MessageFilter, MessageId, MessageStatus, NewMessage,
-    OutboxEntry, OutboxFilter, OutboxId, OutboxItem, RecipientKind, SendOutcome, Suppression,
+    Attachment, Mail, MailId, Message, MessageEvent, MessageFilter, MessageId, MessageStatus,
+    NewMessage, OutboxEntry, OutboxFilter, OutboxId, OutboxItem, RecipientKind, SendOutcome,
+    Suppression,
 };
 use carafe_core::page::{Page, PageRequest};
 use carafe_core::store::MailStore;
@@ -65,7 +68,7 @@ fn fold(address: &str) -> String {
     address.to_lowercase()
 }
 
-fn mail_from_row(row: &SqliteRow) -> StoreResult<Mail> {
+fn mail_from_row(row: &SqliteRow, attachments: Vec<Attachment>) -> StoreResult<Mail> {
     let text = |c: &str| row.try_get::<String, _>(c).map_err(map_err);
     let opt = |c: &str| row.try_get::<Option<String>, _>(c).map_err(map_err);
     Ok(Mail {
@@ -84,6 +87,7 @@ fn mail_from_row(row: &SqliteRow) -> StoreResult<Mail> {
         template: opt("template")?
             .map(|t| parsed(&t, "mail.template"))
             .transpose()?,
+        attachments,
         actor: text("actor")?,
         send_at: row
             .try_get::<Option<i64>, _>("send_at")
@@ -123,16 +127,20 @@ fn message_from_row(row: &SqliteRow) -> StoreResult<Message> {
     })
 }
 
+/// The mail `id` with its attachments. The two reads need no shared snapshot: a mail and its
+/// attachments are written in one transaction and not changed after.
 async fn mail_in(conn: &mut SqliteConnection, id: MailId) -> StoreResult<Option<Mail>> {
     let sql = format!("SELECT {MAIL_COLUMNS} FROM mail WHERE id = ?");
-    sqlx::query(sqlx::AssertSqlSafe(sql))
+    let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id.to_string())
-        .fetch_optional(conn)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(map_err)?
-        .as_ref()
-        .map(mail_from_row)
-        .transpose()
+    else {
+        return Ok(None);
+    };
+    let attachments = attachments::of(conn, id).await?;
+    mail_from_row(&row, attachments).map(Some)
 }
 
 #[async_trait]
@@ -171,6 +179,7 @@ impl MailStore for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
+        attachments::insert(&mut tx, mail.id, &mail.attachments).await?;
         let jobs = insert_plain(&mut tx, jobs, None).await?;
         let stored: Vec<Message> = messages
             .into_iter()

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::fixtures::job;
+use crate::files::FileId;
 use crate::mail::*;
 use crate::page::PageRequest;
 use crate::store::Store;
@@ -40,6 +41,22 @@ pub(super) fn mail(
             version: 3,
             locale: "ko-KR".into(),
         }),
+        attachments: vec![
+            Attachment {
+                filename: "영수증 42.pdf".into(),
+                content_type: "application/pdf".into(),
+                cid: None,
+                size: 4,
+                content: AttachmentContent::Bytes(vec![0, 159, 255, 10]),
+            },
+            Attachment {
+                filename: "logo.png".into(),
+                content_type: "image/png".into(),
+                cid: Some("logo".into()),
+                size: 1234,
+                content: AttachmentContent::File(FileId(uuid::Uuid::now_v7())),
+            },
+        ],
         actor: "key:k1".into(),
         send_at: None,
         created_at: now(),
@@ -157,6 +174,8 @@ pub async fn mail_sending_moves_through_its_states_once(store: Arc<dyn Store>) {
     );
     let (got_mail, started) = store.start_sending(a, now()).await.unwrap().unwrap();
     assert_eq!(got_mail.id, m.id);
+    // The mail comes with its attachments, as given.
+    assert_eq!(got_mail.attachments, m.attachments);
     assert_eq!(
         (started.status, started.attempts),
         (MessageStatus::Sending, 1)
