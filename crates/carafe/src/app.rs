@@ -134,10 +134,16 @@ fn open_mail(
     config: &Config,
     store: &Arc<dyn Store>,
     jobs: &Arc<Jobs>,
+    files: &Arc<Files>,
     handlers: Handlers,
 ) -> anyhow::Result<(Arc<Mailer>, Handlers)> {
-    let mailer = Mailer::new(store.clone(), jobs.clone(), config.mail.clone())
-        .map_err(anyhow::Error::msg)?;
+    let mailer = Mailer::new(
+        store.clone(),
+        jobs.clone(),
+        Some(files.clone()),
+        config.mail.clone(),
+    )
+    .map_err(anyhow::Error::msg)?;
     if config.mail.smtp_url.is_none() {
         tracing::info!(
             "mail.smtp_url is not set: mail is captured in the outbox (GET /api/v1/outbox)"
@@ -217,7 +223,7 @@ impl App {
         }
         let (store, jobs) = open_engine(&config).await?;
         let (files, handlers) = open_files(&config, &secrets, &store, &jobs, handlers).await?;
-        let (mail, handlers) = open_mail(&config, &store, &jobs, handlers)?;
+        let (mail, handlers) = open_mail(&config, &store, &jobs, &files, handlers)?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -332,7 +338,7 @@ pub async fn run_worker(
     let secrets = config.secrets()?;
     let (store, jobs) = open_engine(&config).await?;
     let (files, handlers) = open_files(&config, &secrets, &store, &jobs, handlers).await?;
-    let (_mail, handlers) = open_mail(&config, &store, &jobs, handlers)?;
+    let (_mail, handlers) = open_mail(&config, &store, &jobs, &files, handlers)?;
     let stop = CancellationToken::new();
     let mut engine = spawn_engine(&jobs, &files, handlers, &config, &stop);
     tracing::info!(backend = store.backend(), "worker running");

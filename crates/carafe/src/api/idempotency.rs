@@ -46,6 +46,10 @@ struct Stored {
     body: Vec<u8>,
 }
 
+/// A route's own body limit, when it accepts more than `limits.json_body_bytes`.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
 pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
     run(state, req, next, false).await
 }
@@ -113,7 +117,11 @@ async fn handle(
         }
         (body, fingerprint(&parts, &described))
     } else {
-        let bytes = axum::body::to_bytes(body, state.config.limits.json_body_bytes)
+        let limit = parts
+            .extensions
+            .get::<BodyLimit>()
+            .map_or(state.config.limits.json_body_bytes, |l| l.0);
+        let bytes = axum::body::to_bytes(body, limit)
             .await
             .map_err(|_| body_error(StatusCode::PAYLOAD_TOO_LARGE))?;
         let fingerprint = fingerprint(&parts, &bytes);

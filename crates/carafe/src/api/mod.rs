@@ -44,12 +44,29 @@ pub struct Layers {
 }
 
 impl Layers {
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
     /// A creating POST that takes an `Idempotency-Key` (other methods pass through).
     pub fn idempotent(&self, route: UtoipaMethodRouter<AppState>) -> UtoipaMethodRouter<AppState> {
         route.layer(from_fn_with_state(
             self.state.clone(),
             idempotency::middleware,
         ))
+    }
+
+    /// `idempotent`, for a JSON route whose bodies may be larger than
+    /// `limits.json_body_bytes` (up to `limit` bytes; mail with attachments).
+    pub fn idempotent_large(
+        &self,
+        route: UtoipaMethodRouter<AppState>,
+        limit: usize,
+    ) -> UtoipaMethodRouter<AppState> {
+        let limit = limit.max(self.state.config.limits.json_body_bytes);
+        self.idempotent(route)
+            .layer::<_, std::convert::Infallible>(axum::Extension(idempotency::BodyLimit(limit)))
+            .layer::<_, std::convert::Infallible>(DefaultBodyLimit::max(limit))
     }
 
     /// The same for uploads, whose bodies stream: the key covers the headers, not the bytes.

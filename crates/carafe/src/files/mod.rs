@@ -290,6 +290,25 @@ impl Files {
         Some(bytes)
     }
 
+    /// The whole content of a ready file (a mail attachment); `None` when the file is gone,
+    /// deleted or no longer ready (quarantined since).
+    pub async fn ready_content(&self, id: FileId) -> std::io::Result<Option<Bytes>> {
+        let file = self
+            .store
+            .get_file(id)
+            .await
+            .map_err(std::io::Error::other)?;
+        let Some(file) = file.filter(|f| {
+            f.deleted_at.is_none() && f.status == carafe_core::files::FileStatus::Ready
+        }) else {
+            return Ok(None);
+        };
+        let dek = self.data_key(&file).map_err(std::io::Error::other)?;
+        sealed::read_all(&self.storage, &object_key(id), dek.as_ref(), file.size)
+            .await
+            .map(Some)
+    }
+
     pub async fn forget_content(&self, key: &str) {
         self.content.invalidate(key).await;
     }

@@ -20,6 +20,7 @@ use lettre::{
 use time::OffsetDateTime;
 
 use super::address::{self, AddressError};
+use super::attach::{Body, FilePart, assemble};
 
 /// Most recipients one message may have, To, Cc and Bcc together.
 pub const MAX_RECIPIENTS: usize = 50;
@@ -71,6 +72,8 @@ pub struct Draft {
     pub html: Option<String>,
     /// Custom headers, each allowed by [`check_header`].
     pub headers: Vec<(String, String)>,
+    /// Attachments and inline parts, with their bytes.
+    pub parts: Vec<FilePart>,
 }
 
 /// Why a message was refused: [`BuildError::reason`] is the stable machine word, `Display` the
@@ -189,7 +192,7 @@ pub fn check_header(name: &str, value: &str) -> Result<(), BuildError> {
 /// Builds the message: From, Reply-To, To (or `undisclosed-recipients:;`), Cc, Subject, Date
 /// (`date`, written in UTC to the second), `Message-ID: <message_id>`, the custom headers and
 /// MIME-Version, then a text/plain body, or a multipart/alternative one (text first, then HTML)
-/// when there is HTML. Lines end in CRLF; lettre picks each part's transfer encoding.
+/// when there is HTML, with inline parts and attachments around it (see `attach`). Lines end in CRLF; lettre picks each part's transfer encoding.
 pub fn build(draft: &Draft, message_id: &str, date: OffsetDateTime) -> Result<Vec<u8>, BuildError> {
     build_signed(draft, message_id, date, None)
 }
@@ -240,13 +243,17 @@ pub fn build_signed(
     .map_err(|e| BuildError::Build(e.to_string()))?;
     builder = builder.envelope(envelope);
 
-    let message = match (text, html) {
+    let body = match (text, html) {
         (None, None) => return Err(BuildError::NoBody),
-        (Some(text), None) => builder.singlepart(SinglePart::plain(text.to_owned())),
+        (Some(text), None) => Body::Single(SinglePart::plain(text.to_owned())),
         (text, Some(html)) => {
             let text = text.map_or_else(|| html_to_text(html), str::to_owned);
-            builder.multipart(MultiPart::alternative_plain_html(text, html.to_owned()))
+            Body::Multi(MultiPart::alternative_plain_html(text, html.to_owned()))
         }
+    };
+    let message = match assemble(body, &draft.parts) {
+        Body::Single(part) => builder.singlepart(part),
+        Body::Multi(parts) => builder.multipart(parts),
     };
     let mut message = message.map_err(|e| BuildError::Build(e.to_string()))?;
     if let Some(dkim) = dkim {

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use super::Mailer;
 use super::address::parse_mailbox;
+use super::attach::FilePart;
 use super::build::{self, Draft};
 use super::relay::Answer;
 use crate::jobs::runner::{JobContext, JobError, JobHandler};
@@ -93,7 +94,14 @@ impl JobHandler for MailJobs {
                 .map_err(|e| retry("record", e))?;
             return Ok(json!({"status": "suppressed"}));
         }
-        let (outcome, outbox, retry_in) = match render(&mail, self.mailer.dkim()) {
+        let parts = match self.mailer.parts(&mail).await {
+            Ok(parts) => Ok(parts),
+            // A file gone or quarantined since the mail was accepted: it cannot be sent.
+            Err(Ok(reason)) => Err(reason),
+            Err(Err(e)) => return Err(retry("attachments", e)),
+        };
+        let raw = parts.and_then(|parts| render(&mail, parts, self.mailer.dkim()));
+        let (outcome, outbox, retry_in) = match raw {
             Ok(raw) => match self.mailer.relay() {
                 None => {
                     let (outcome, entry) = capture(&mail, &message, raw);
@@ -107,8 +115,8 @@ impl JobHandler for MailJobs {
                     (outcome, None, retry_in)
                 }
             },
-            // Checked when the mail was accepted, so only a changed rule gets here: failing
-            // the message says so; retrying could not help.
+            // Checked when the mail was accepted, so only a changed rule or an attachment
+            // gone since gets here: failing the message says so; retrying could not help.
             Err(reason) => {
                 let data = json!({"reason": reason});
                 (ended(MessageStatus::Failed, reason, data), None, None)
@@ -134,7 +142,7 @@ impl JobHandler for MailJobs {
 }
 
 /// The message's bytes, as any of its recipients receives them.
-fn render(mail: &Mail, dkim: Option<&DkimConfig>) -> Result<Vec<u8>, String> {
+fn render(mail: &Mail, parts: Vec<FilePart>, dkim: Option<&DkimConfig>) -> Result<Vec<u8>, String> {
     let one = |s: &str| parse_mailbox(s).map_err(|e| format!("stored address {s:?}: {e}"));
     let many = |v: &[String]| v.iter().map(|s| one(s)).collect::<Result<Vec<_>, _>>();
     let draft = Draft {
@@ -146,6 +154,7 @@ fn render(mail: &Mail, dkim: Option<&DkimConfig>) -> Result<Vec<u8>, String> {
         text: mail.text.clone(),
         html: mail.html.clone(),
         headers: mail.headers.clone(),
+        parts,
     };
     build::build_signed(&draft, &mail.message_id, now(), dkim).map_err(|e| e.to_string())
 }

@@ -5,6 +5,7 @@
 //! `read` shows a stored message as a mail client would; `templates` keeps and renders templates.
 
 pub mod address;
+pub mod attach;
 pub mod build;
 mod deliver;
 mod dkim;
@@ -17,6 +18,7 @@ mod submit;
 pub mod suppressions;
 pub mod templates;
 
+pub use attach::AttachmentSpec;
 pub use deliver::MailJobs;
 pub use error::Error;
 pub use service::{Mailer, Submission};

@@ -1,7 +1,8 @@
 //! Reading a stored message back as a mail client shows it (for the outbox): its headers in
-//! order, its text and its HTML body. A well-kept MIME parser (mail-parser) does the work.
+//! order, its text and HTML bodies, and its attachments. A well-kept MIME parser
+//! (mail-parser) does the work.
 
-use mail_parser::{HeaderValue, MessageParser};
+use mail_parser::{HeaderValue, MessageParser, MimeHeaders};
 
 /// A message's headers and bodies.
 #[derive(Debug, Default, PartialEq)]
@@ -13,6 +14,18 @@ pub struct Parsed {
     pub text: Option<String>,
     /// The text/html body, when the message has one.
     pub html: Option<String>,
+    /// Attachments and inline parts (not the bodies), in order.
+    pub attachments: Vec<PartInfo>,
+}
+
+/// An attachment or inline part of a parsed message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartInfo {
+    pub filename: Option<String>,
+    pub content_type: String,
+    pub size: u64,
+    /// Its Content-ID (without angle brackets), for inline parts.
+    pub cid: Option<String>,
 }
 
 pub fn parse(raw: &[u8]) -> Parsed {
@@ -50,10 +63,25 @@ pub fn parse(raw: &[u8]) -> Parsed {
         .html_bodies()
         .find(|p| p.is_text_html())
         .and_then(|p| p.text_contents().map(str::to_owned));
+    let attachments = message
+        .attachments()
+        .map(|p| PartInfo {
+            filename: p.attachment_name().map(str::to_owned),
+            content_type: p.content_type().map_or_else(
+                || "application/octet-stream".to_owned(),
+                |ct| format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("octet-stream")),
+            ),
+            size: p.contents().len() as u64,
+            cid: p
+                .content_id()
+                .map(|c| c.trim_matches(['<', '>']).to_owned()),
+        })
+        .collect();
     Parsed {
         headers,
         text,
         html,
+        attachments,
     }
 }
 

@@ -17,7 +17,8 @@ use lettre::message::dkim::DkimConfig;
 use super::relay::Relay;
 use super::submit::{SendRequest, check, send_job};
 use super::{Error, OUTBOX_TOPIC, QUEUE, Settings};
-use crate::context::{Actor, FieldError};
+use crate::context::{Actor, FieldError, Principal};
+use crate::files::Files;
 use crate::jobs::{Jobs, queue_topic};
 
 pub struct Mailer {
@@ -28,6 +29,8 @@ pub struct Mailer {
     relay: Option<Relay>,
     /// Signs every message going out (and captured), when configured.
     dkim: Option<DkimConfig>,
+    /// Where attached Carafe files are read from (`None` in tools that run without them).
+    files: Option<Arc<Files>>,
 }
 
 /// A mail with its recipients' messages.
@@ -39,7 +42,12 @@ pub struct Submission {
 
 impl Mailer {
     /// The service; fails when the configured relay cannot be set up (a bad URL or CA file).
-    pub fn new(store: Arc<dyn Store>, jobs: Arc<Jobs>, settings: Settings) -> Result<Self, String> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        jobs: Arc<Jobs>,
+        files: Option<Arc<Files>>,
+        settings: Settings,
+    ) -> Result<Self, String> {
         let relay = settings.relay()?;
         let dkim = settings.dkim()?;
         Ok(Mailer {
@@ -48,7 +56,12 @@ impl Mailer {
             settings,
             relay,
             dkim,
+            files,
         })
+    }
+
+    pub(super) fn files(&self) -> Option<&Arc<Files>> {
+        self.files.as_ref()
     }
 
     pub(super) fn relay(&self) -> Option<&Relay> {
@@ -73,7 +86,12 @@ impl Mailer {
     }
 
     /// Accepts a mail: rendered from its template (if it names one), checked, then stored with its messages and their send jobs.
-    pub async fn send(&self, mut req: SendRequest, actor: &Actor) -> Result<Submission, Error> {
+    pub async fn send(
+        &self,
+        mut req: SendRequest,
+        actor: &Actor,
+        principal: &Principal,
+    ) -> Result<Submission, Error> {
         let mut template = None;
         if let Some(what) = req.template.take() {
             if req.subject.is_some() || req.text.is_some() || req.html.is_some() {
@@ -87,7 +105,22 @@ impl Mailer {
                 (Some(rendered.subject), rendered.text, rendered.html);
             template = Some(rendered.template);
         }
-        let checked = check(req, template, &self.settings, actor)?;
+        let mut errors = Vec::new();
+        let specs = [
+            ("attachments", &req.attachments[..]),
+            ("inline", &req.inline[..]),
+        ];
+        let attachments = self
+            .check_attachments(&specs, principal, &mut errors)
+            .await?;
+        let checked = match check(req, template, attachments, &self.settings, actor) {
+            Err(Error::Invalid(mut more)) => {
+                more.extend(errors);
+                return Err(Error::Invalid(more));
+            }
+            _ if !errors.is_empty() => return Err(Error::Invalid(errors)),
+            other => other?,
+        };
         let jobs = checked
             .messages
             .iter()

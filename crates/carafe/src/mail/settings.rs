@@ -44,6 +44,8 @@ pub struct Settings {
     /// The locale of a template put without one, and the last step of every locale fallback
     /// (`ko-KR → ko → default_locale`).
     pub default_locale: String,
+    /// The most bytes a mail's attachments and inline parts may hold together.
+    pub max_attachment_bytes: u64,
 }
 
 impl Default for Settings {
@@ -62,6 +64,7 @@ impl Default for Settings {
             message_id_domain: None,
             max_schedule: HumanDuration(Duration::from_secs(30 * 24 * 3600)),
             default_locale: "en".into(),
+            max_attachment_bytes: 10 * 1024 * 1024,
         }
     }
 }
@@ -89,6 +92,9 @@ impl Settings {
                 "mail.default_locale: {:?} is not a language tag written like en or ko-KR",
                 self.default_locale
             ));
+        }
+        if !(1..=50 * 1024 * 1024).contains(&self.max_attachment_bytes) {
+            return Err("mail.max_attachment_bytes must be between 1 and 52428800".into());
         }
         self.dkim()?;
         match &self.smtp_url {

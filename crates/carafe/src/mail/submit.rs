@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use carafe_core::jobs::{Backoff, NewJob, QueueName};
-use carafe_core::mail::{Mail, MailId, MessageId, NewMessage, RecipientKind};
+use carafe_core::mail::{Attachment, Mail, MailId, MessageId, NewMessage, RecipientKind};
 use carafe_core::templates::TemplateRef;
 use carafe_core::time::now;
 use lettre::message::Mailbox;
@@ -14,6 +14,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use super::address::parse_mailbox;
+use super::attach::AttachmentSpec;
 use super::build::{self, BuildError, Draft, MAX_RECIPIENTS};
 use super::templates::TemplateUse;
 use super::{Error, QUEUE, Settings};
@@ -38,6 +39,9 @@ pub struct SendRequest {
     pub html: Option<String>,
     /// Rendered into `subject`, `text` and `html` before the rest is checked.
     pub template: Option<TemplateUse>,
+    pub attachments: Vec<AttachmentSpec>,
+    /// Parts the HTML shows by `cid:`.
+    pub inline: Vec<AttachmentSpec>,
     pub headers: Vec<(String, String)>,
     pub tags: Vec<String>,
     pub send_at: Option<OffsetDateTime>,
@@ -70,10 +74,11 @@ fn field_of(e: &BuildError) -> String {
 }
 
 /// Checks `req` and shapes it into a mail and its recipients' messages; `template` is what
-/// its content was rendered from.
+/// its content was rendered from, `attachments` its files, already checked.
 pub fn check(
     req: SendRequest,
     template: Option<TemplateRef>,
+    attachments: Vec<Attachment>,
     settings: &Settings,
     actor: &Actor,
 ) -> Result<Checked, Error> {
@@ -171,6 +176,7 @@ pub fn check(
         text: req.text.clone(),
         html: req.html.clone(),
         headers: req.headers.clone(),
+        parts: Vec::new(),
     };
     // Building once checks the content and headers as sending will.
     if errors.is_empty()
@@ -197,6 +203,7 @@ pub fn check(
             headers: req.headers,
             tags: req.tags,
             template,
+            attachments,
             actor: actor.id.clone(),
             send_at: req.send_at,
             created_at,

@@ -65,7 +65,7 @@ fn clamd_url() -> String {
 }
 
 /// The EICAR test string, built from two halves so that no file holds it whole.
-fn eicar() -> Vec<u8> {
+pub fn eicar() -> Vec<u8> {
     let a = r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-";
     let b = "STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
     format!("{a}{b}").into_bytes()
@@ -130,7 +130,7 @@ pub async fn put_bucket(app: &TestApp, name: &str, policy: Value) {
     assert!(res.status().is_success(), "{}", res.text().await.unwrap());
 }
 
-async fn upload_processed(app: &TestApp, query: &str, name: &str, bytes: Vec<u8>) -> Value {
+pub async fn upload_processed(app: &TestApp, query: &str, name: &str, bytes: Vec<u8>) -> Value {
     let res = upload_raw(app, &app.admin_key, query, name, bytes).await;
     assert!(res.status().is_success(), "{name}: {}", res.status());
     let file: Value = res.json().await.unwrap();

@@ -477,6 +477,22 @@ pub async fn problem(res: Response, status: u16, code: &str) -> Value {
     body
 }
 
+/// `GET path` with `key`, which must answer 200; its JSON body.
+pub async fn json_of(app: &TestApp, key: &str, path: &str) -> Value {
+    let res = app.get(path, Some(key)).await;
+    assert_eq!(res.status(), 200, "GET {path}");
+    res.json().await.unwrap()
+}
+
+/// `POST path` with `key` and a JSON body.
+pub async fn post_json(app: &TestApp, key: &str, path: &str, body: &Value) -> Response {
+    app.request(reqwest::Method::POST, path, Some(key))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Polls `check` until it holds, failing after `within`.
 pub async fn eventually<F, Fut>(within: Duration, mut check: F)
 where

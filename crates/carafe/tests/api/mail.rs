@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, eventually, problem};
+use crate::helpers::{Backend, TestApp, eventually, json_of, problem};
 
 both_backends!(
     mail_goes_to_the_outbox_one_message_per_recipient,
@@ -31,12 +31,6 @@ async fn send(
         req = req.header("idempotency-key", k);
     }
     req.send().await.unwrap()
-}
-
-async fn json_of(app: &TestApp, key: &str, path: &str) -> Value {
-    let res = app.get(path, Some(key)).await;
-    assert_eq!(res.status(), 200, "GET {path}");
-    res.json().await.unwrap()
 }
 
 async fn mail_goes_to_the_outbox_one_message_per_recipient(backend: Backend) {

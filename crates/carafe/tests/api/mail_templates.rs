@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, problem};
+use crate::helpers::{Backend, TestApp, json_of, post_json, problem};
 
 both_backends!(
     templates_are_versioned_with_locales_and_used_by_mail,
@@ -23,17 +23,7 @@ async fn put(app: &TestApp, key: &str, name: &str, body: Value) -> reqwest::Resp
 }
 
 async fn post(app: &TestApp, key: &str, path: &str, body: Value) -> reqwest::Response {
-    app.request(Method::POST, path, Some(key))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn json_of(app: &TestApp, key: &str, path: &str) -> Value {
-    let res = app.get(path, Some(key)).await;
-    assert_eq!(res.status(), 200, "GET {path}");
-    res.json().await.unwrap()
+    post_json(app, key, path, &body).await
 }
 
 async fn templates_are_versioned_with_locales_and_used_by_mail(backend: Backend) {
@@ -238,7 +228,7 @@ async fn templates_are_versioned_with_locales_and_used_by_mail(backend: Backend)
     )
     .await;
     assert_eq!(p["errors"][0]["field"], "/template/name");
-    let p = problem(post(&app, &key, "/api/v1/mail", json!({
+    let p = problem(post_json(&app, &key, "/api/v1/mail", &json!({
         "to": "a@example.com", "template": {"name": "welcome", "version": 1, "data": {"brand": "x"}}
     })).await, 422, "template_error").await;
     assert_eq!(p["errors"][0]["field"], "/template");
@@ -349,7 +339,7 @@ async fn template_errors_name_line_and_column_and_store_nothing(backend: Backend
     assert_eq!(res.status(), 201);
     let started = std::time::Instant::now();
     let p = problem(
-        post(&app, &key, "/api/v1/templates/spin/preview", json!({})).await,
+        post_json(&app, &key, "/api/v1/templates/spin/preview", &json!({})).await,
         422,
         "template_error",
     )
@@ -367,7 +357,7 @@ async fn template_errors_name_line_and_column_and_store_nothing(backend: Backend
     )
     .await;
     let p = problem(
-        post(&app, &key, "/api/v1/templates/partial/preview", json!({})).await,
+        post_json(&app, &key, "/api/v1/templates/partial/preview", &json!({})).await,
         422,
         "template_error",
     )

@@ -33,6 +33,7 @@ mod jobs;
 mod keys;
 mod leases;
 mod mail;
+mod mail_attachments;
 mod mail_smtp;
 mod mail_templates;
 mod objects;

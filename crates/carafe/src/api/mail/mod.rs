@@ -29,7 +29,7 @@ use crate::api::query::{Path, Query};
 use crate::api::request_id::RequestId;
 use crate::api::state::AppState;
 use crate::context::{BaseUrl, Principal};
-use crate::mail::SendRequest;
+use crate::mail::{AttachmentSpec, SendRequest};
 
 pub use templates::UseTemplate;
 pub use views::{MailView, MessageDetail, MessageView};
@@ -52,6 +52,37 @@ impl Addresses {
     }
 }
 
+/// An attachment or inline part: `{file_id, filename?}` or `{filename, content_base64, type}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttachmentBody {
+    /// A Carafe file (its name and type are used unless given).
+    pub file_id: Option<String>,
+    pub filename: Option<String>,
+    /// The bytes, base64 (standard alphabet; whitespace ignored).
+    pub content_base64: Option<String>,
+    /// Media type, e.g. `application/pdf` (default `application/octet-stream`).
+    #[serde(rename = "type")]
+    pub content_type: Option<String>,
+    /// Content-ID (required for inline parts).
+    pub cid: Option<String>,
+}
+
+impl AttachmentBody {
+    fn specs(list: Option<Vec<AttachmentBody>>) -> Vec<AttachmentSpec> {
+        list.unwrap_or_default()
+            .into_iter()
+            .map(|a| AttachmentSpec {
+                file_id: a.file_id,
+                filename: a.filename,
+                content_base64: a.content_base64,
+                content_type: a.content_type,
+                cid: a.cid,
+            })
+            .collect()
+    }
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendBody {
@@ -69,6 +100,12 @@ pub struct SendBody {
     pub html: Option<String>,
     /// Render `subject`, `text` and `html` from a stored template instead of giving them.
     pub template: Option<UseTemplate>,
+    /// Files to attach: Carafe files (`ready`, readable by the key, which then needs the
+    /// `files` scope too) or bytes in base64; at most 20 with `inline`, and
+    /// `mail.max_attachment_bytes` (10 MiB) together.
+    pub attachments: Option<Vec<AttachmentBody>>,
+    /// Parts the HTML shows by `cid:` (`<img src="cid:logo">`), in the same two forms.
+    pub inline: Option<Vec<AttachmentBody>>,
     /// Extra headers: `X-…` and `List-Unsubscribe`, `List-Unsubscribe-Post`, `List-Id`,
     /// `In-Reply-To`, `References`, `Auto-Submitted`, `Precedence`.
     pub headers: Option<BTreeMap<String, String>>,
@@ -106,11 +143,13 @@ pub async fn send(
         text: body.text,
         html: body.html,
         template: body.template.map(UseTemplate::into_use),
+        attachments: AttachmentBody::specs(body.attachments),
+        inline: AttachmentBody::specs(body.inline),
         headers: body.headers.unwrap_or_default().into_iter().collect(),
         tags: body.tags.unwrap_or_default(),
         send_at: body.send_at,
     };
-    let sent = state.mail.send(req, &actor).await?;
+    let sent = state.mail.send(req, &actor, &principal).await?;
     let location = base.join(&format!("/api/v1/mail/{}", sent.mail.id));
     crate::api::json::located(StatusCode::ACCEPTED, &location, MailView::from(sent))
 }
@@ -213,9 +252,16 @@ pub async fn message(
     }))
 }
 
+/// The largest send request: base64 attachments up to `mail.max_attachment_bytes` (4/3 of it)
+/// beside bodies of up to 2 MiB each.
+fn send_body_limit(layers: &Layers) -> usize {
+    let attachments = layers.state().mail.settings().max_attachment_bytes as usize;
+    attachments / 3 * 4 + 8 * 1024 * 1024
+}
+
 pub fn routes(layers: &Layers) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(layers.idempotent(routes!(send)))
+        .routes(layers.idempotent_large(routes!(send), send_body_limit(layers)))
         .routes(routes!(list))
         .routes(routes!(get))
         .routes(routes!(cancel))

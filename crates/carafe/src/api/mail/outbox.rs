@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::views::{OutboxDetail, OutboxItemView};
+use super::views::{OutboxDetail, OutboxItemView, OutboxPartView};
 use crate::api::error::{ApiError, ApiResult, Problem};
 use crate::api::pagination::{self, ListParams};
 use crate::api::query::{Path, Query};
@@ -102,6 +102,16 @@ pub async fn get(
         headers: parsed.headers,
         text: parsed.text,
         html: parsed.html,
+        attachments: parsed
+            .attachments
+            .into_iter()
+            .map(|a| OutboxPartView {
+                filename: a.filename,
+                content_type: a.content_type,
+                size: a.size,
+                cid: a.cid,
+            })
+            .collect(),
     }))
 }
 

@@ -1,6 +1,8 @@
 //! How mail, messages and outbox items look to clients.
 
-use carafe_core::mail::{Mail, Message, MessageEvent, MessageStatus, OutboxItem};
+use carafe_core::mail::{
+    Attachment, AttachmentContent, Mail, Message, MessageEvent, MessageStatus, OutboxItem,
+};
 use carafe_core::templates::TemplateRef;
 use serde::Serialize;
 use serde_json::Value;
@@ -109,6 +111,8 @@ pub struct MailView {
     pub tags: Vec<String>,
     /// The template version and locale the content was rendered from, if any.
     pub template: Option<TemplateRefView>,
+    /// Attachments and inline parts (without their bytes).
+    pub attachments: Vec<AttachmentView>,
     #[serde(with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub send_at: Option<OffsetDateTime>,
@@ -116,6 +120,34 @@ pub struct MailView {
     #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
     pub messages: Vec<MessageView>,
+}
+
+/// An attachment or inline part.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttachmentView {
+    pub filename: String,
+    #[serde(rename = "type")]
+    pub content_type: String,
+    pub size: u64,
+    /// The Content-ID of an inline part.
+    pub cid: Option<String>,
+    /// The Carafe file it is read from, when it is one.
+    pub file_id: Option<String>,
+}
+
+impl From<Attachment> for AttachmentView {
+    fn from(a: Attachment) -> Self {
+        AttachmentView {
+            filename: a.filename,
+            content_type: a.content_type,
+            size: a.size,
+            cid: a.cid,
+            file_id: match a.content {
+                AttachmentContent::File(id) => Some(id.to_string()),
+                AttachmentContent::Bytes(_) => None,
+            },
+        }
+    }
 }
 
 /// What a message was rendered from.
@@ -169,6 +201,7 @@ impl From<Submission> for MailView {
             headers,
             tags,
             template,
+            attachments,
             send_at,
             created_at,
             ..
@@ -188,6 +221,7 @@ impl From<Submission> for MailView {
             headers,
             tags,
             template: template.map(Into::into),
+            attachments: attachments.into_iter().map(Into::into).collect(),
             send_at,
             created_at,
             messages: s.messages.into_iter().map(MessageView::from).collect(),
@@ -243,4 +277,16 @@ pub struct OutboxDetail {
     pub headers: Vec<(String, String)>,
     pub text: Option<String>,
     pub html: Option<String>,
+    /// Attachments and inline parts, as parsed from the message.
+    pub attachments: Vec<OutboxPartView>,
+}
+
+/// An attachment or inline part of a captured message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OutboxPartView {
+    pub filename: Option<String>,
+    #[serde(rename = "type")]
+    pub content_type: String,
+    pub size: u64,
+    pub cid: Option<String>,
 }

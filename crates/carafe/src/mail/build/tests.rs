@@ -19,6 +19,7 @@ fn draft() -> Draft {
         text: Some("Thanks for your order.\n".into()),
         html: None,
         headers: vec![],
+        parts: vec![],
     }
 }
 
