@@ -39,6 +39,8 @@ pub struct App {
     handlers: Handlers,
     local_addr: SocketAddr,
     admin_key_file: Option<PathBuf>,
+    /// The SMTP submission listener, when `mail.smtp_listen` is set.
+    smtp: Option<(TcpListener, Arc<crate::smtp::Listener>)>,
 }
 
 /// Opens the configured database (SQLite in the data dir by default). Does not migrate.
@@ -230,6 +232,17 @@ impl App {
         let local_addr = listener.local_addr()?;
         let keys = Keys::new(store.clone(), config.auth.key_cache_ttl.0);
         let admin_key_file = keys.bootstrap(&config.data_dir).await?;
+        let smtp = match config.mail.smtp_listen {
+            None => None,
+            Some(addr) => {
+                let smtp_keys = Keys::new(store.clone(), config.auth.key_cache_ttl.0);
+                let ctx = crate::smtp::Listener::new(mail.clone(), smtp_keys, addr)?;
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("mail.smtp_listen: cannot listen on {addr}"))?;
+                Some((listener, Arc::new(ctx)))
+            }
+        };
         let state = AppState::new(Inner {
             tokens: Tokens::new(&secrets, &config.auth),
             sealer: secrets.sealer(),
@@ -252,7 +265,13 @@ impl App {
             handlers,
             local_addr,
             admin_key_file,
+            smtp,
         })
+    }
+
+    /// Where the SMTP listener listens, when there is one.
+    pub fn smtp_addr(&self) -> Option<SocketAddr> {
+        self.smtp.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -281,6 +300,7 @@ impl App {
             state,
             handlers,
             local_addr,
+            smtp,
             ..
         } = self;
         let stop = state.shutdown.clone();
@@ -292,6 +312,12 @@ impl App {
         let timeout = state.config.shutdown_timeout.0;
         let mut engine = spawn_engine(&state.jobs, &state.files, handlers, &state.config, &stop);
         engine.spawn(state.observer.clone().keep_up(stop.clone()));
+        if let Some((listener, ctx)) = smtp {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!("SMTP submission listening on {addr}");
+            }
+            engine.spawn(crate::smtp::serve(listener, ctx, stop.clone()));
+        }
         let url = state
             .config
             .public_url

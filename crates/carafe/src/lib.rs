@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod mail;
 pub mod realtime;
 pub mod secrets;
+pub mod smtp;
 pub mod telemetry;
 pub mod values;
 

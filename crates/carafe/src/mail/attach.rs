@@ -26,6 +26,8 @@ pub struct AttachmentSpec {
     pub file_id: Option<String>,
     pub filename: Option<String>,
     pub content_base64: Option<String>,
+    /// Bytes already decoded (a part of a message received over SMTP).
+    pub content: Option<Vec<u8>>,
     pub content_type: Option<String>,
     /// Set for inline parts: the HTML refers to it as `cid:…`.
     pub cid: Option<String>,
@@ -124,12 +126,16 @@ impl Mailer {
                     Some(Ok(_)) => spec.content_type.clone(),
                     None => None,
                 };
-                let resolved = match (&spec.file_id, &spec.content_base64) {
-                    (Some(id), None) => self.attachable_file(id, principal).await?.map(|f| {
+                let resolved = match (&spec.file_id, &spec.content_base64, &spec.content) {
+                    (None, None, Some(b)) => Ok((
+                        (None, None, b.len() as u64),
+                        AttachmentContent::Bytes(b.clone()),
+                    )),
+                    (Some(id), None, None) => self.attachable_file(id, principal).await?.map(|f| {
                         let meta = (Some(f.name), Some(f.mime), f.size);
                         (meta, AttachmentContent::File(f.id))
                     }),
-                    (None, Some(b64)) => {
+                    (None, Some(b64), None) => {
                         let clean: String = b64.split_ascii_whitespace().collect();
                         base64::engine::general_purpose::STANDARD
                             .decode(clean)

@@ -46,6 +46,14 @@ pub struct Settings {
     pub default_locale: String,
     /// The most bytes a mail's attachments and inline parts may hold together.
     pub max_attachment_bytes: u64,
+    /// Listen for SMTP submission here (`127.0.0.1:2525`); unset: no SMTP listener.
+    pub smtp_listen: Option<std::net::SocketAddr>,
+    /// The certificate chain (PEM) the SMTP listener offers with STARTTLS; required off loopback.
+    pub smtp_listen_cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub smtp_listen_key_file: Option<PathBuf>,
+    /// The largest message the SMTP listener accepts (announced as `SIZE`).
+    pub smtp_listen_max_bytes: usize,
 }
 
 impl Default for Settings {
@@ -65,6 +73,10 @@ impl Default for Settings {
             max_schedule: HumanDuration(Duration::from_secs(30 * 24 * 3600)),
             default_locale: "en".into(),
             max_attachment_bytes: 10 * 1024 * 1024,
+            smtp_listen: None,
+            smtp_listen_cert_file: None,
+            smtp_listen_key_file: None,
+            smtp_listen_max_bytes: 25 * 1024 * 1024,
         }
     }
 }
@@ -95,6 +107,14 @@ impl Settings {
         }
         if !(1..=50 * 1024 * 1024).contains(&self.max_attachment_bytes) {
             return Err("mail.max_attachment_bytes must be between 1 and 52428800".into());
+        }
+        if self.smtp_listen_cert_file.is_some() != self.smtp_listen_key_file.is_some() {
+            return Err(
+                "mail.smtp_listen_cert_file and mail.smtp_listen_key_file go together".into(),
+            );
+        }
+        if !(1024..=100 * 1024 * 1024).contains(&self.smtp_listen_max_bytes) {
+            return Err("mail.smtp_listen_max_bytes must be between 1024 and 104857600".into());
         }
         self.dkim()?;
         match &self.smtp_url {

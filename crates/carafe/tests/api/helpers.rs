@@ -108,6 +108,8 @@ pub struct TestApp {
     pub admin_key: String,
     pub client: reqwest::Client,
     pub state: carafe::api::state::AppState,
+    /// The SMTP listener's address, when `mail.smtp_listen` is set.
+    pub smtp: Option<std::net::SocketAddr>,
     /// Kept so the directory lives as long as the server.
     _data_dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
@@ -183,6 +185,7 @@ impl TestApp {
             .map(|f| std::fs::read_to_string(f).unwrap().trim().to_owned())
             .unwrap_or_default();
         let base = format!("http://{}", app.local_addr());
+        let smtp = app.smtp_addr();
         let state = app.state().clone();
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until(async move {
@@ -193,6 +196,7 @@ impl TestApp {
             admin_key,
             client: reqwest::Client::builder().no_proxy().build().unwrap(),
             state,
+            smtp,
             _data_dir: data_dir,
             shutdown: Some(tx),
             server: Some(server),

@@ -34,6 +34,7 @@ mod keys;
 mod leases;
 mod mail;
 mod mail_attachments;
+mod mail_listener;
 mod mail_smtp;
 mod mail_templates;
 mod objects;

@@ -76,6 +76,7 @@ impl AttachmentBody {
                 file_id: a.file_id,
                 filename: a.filename,
                 content_base64: a.content_base64,
+                content: None,
                 content_type: a.content_type,
                 cid: a.cid,
             })
