@@ -170,6 +170,8 @@ pub struct Mail {
     pub template: Option<TemplateRef>,
     /// Attachments and inline parts, in the order given.
     pub attachments: Vec<Attachment>,
+    /// Whether each copy carries one-click unsubscribe headers (RFC 8058).
+    pub unsubscribe: bool,
     /// Who submitted it (`key:…`), for the audit trail and listing.
     pub actor: String,
     pub send_at: Option<OffsetDateTime>,

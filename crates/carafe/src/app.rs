@@ -134,15 +134,20 @@ async fn open_files(
 /// The mail service, with its job handler added to `handlers`.
 fn open_mail(
     config: &Config,
+    secrets: &Secrets,
+    base: &Url,
     store: &Arc<dyn Store>,
     jobs: &Arc<Jobs>,
     files: &Arc<Files>,
     handlers: Handlers,
 ) -> anyhow::Result<(Arc<Mailer>, Handlers)> {
+    // Unsubscribe links point at the public URL; every instance must agree on it.
+    let links = crate::mail::unsubscribe::Links::new(secrets.unsubscribe_key(), base.as_str());
     let mailer = Mailer::new(
         store.clone(),
         jobs.clone(),
         Some(files.clone()),
+        Some(links),
         config.mail.clone(),
     )
     .map_err(anyhow::Error::msg)?;
@@ -225,11 +230,16 @@ impl App {
         }
         let (store, jobs) = open_engine(&config).await?;
         let (files, handlers) = open_files(&config, &secrets, &store, &jobs, handlers).await?;
-        let (mail, handlers) = open_mail(&config, &store, &jobs, &files, handlers)?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let local_addr = listener.local_addr()?;
+        let base = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| fallback_base(local_addr));
+        let (mail, handlers) =
+            open_mail(&config, &secrets, &base, &store, &jobs, &files, handlers)?;
         let keys = Keys::new(store.clone(), config.auth.key_cache_ttl.0);
         let admin_key_file = keys.bootstrap(&config.data_dir).await?;
         let smtp = match config.mail.smtp_listen {
@@ -364,7 +374,11 @@ pub async fn run_worker(
     let secrets = config.secrets()?;
     let (store, jobs) = open_engine(&config).await?;
     let (files, handlers) = open_files(&config, &secrets, &store, &jobs, handlers).await?;
-    let (_mail, handlers) = open_mail(&config, &store, &jobs, &files, handlers)?;
+    let base = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| fallback_base(config.listen));
+    let (_mail, handlers) = open_mail(&config, &secrets, &base, &store, &jobs, &files, handlers)?;
     let stop = CancellationToken::new();
     let mut engine = spawn_engine(&jobs, &files, handlers, &config, &stop);
     tracing::info!(backend = store.backend(), "worker running");

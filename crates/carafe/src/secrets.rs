@@ -100,6 +100,11 @@ impl Secrets {
         derive(&self.root, b"carafe:links:v1")
     }
 
+    /// The HMAC key for one-click unsubscribe links.
+    pub fn unsubscribe_key(&self) -> [u8; 32] {
+        derive(&self.root, b"carafe:unsubscribe:v1")
+    }
+
     /// An AEAD for data Carafe stores and reads back itself (idempotent answers).
     pub fn sealer(&self) -> Sealer {
         let key = derive(&self.root, b"carafe:seal:v1");

@@ -36,7 +36,7 @@ use crate::jobs::wakeup::Wakeups;
 use crate::{PgStore, map_err};
 
 const MAIL_COLUMNS: &str = "id, message_id, from_addr, reply_to, to_addrs, cc_addrs, bcc_addrs, \
-    subject, text_body, html_body, headers, tags, template, actor, send_at, created_at";
+    subject, text_body, html_body, headers, tags, template, unsubscribe, actor, send_at, created_at";
 
 const MESSAGE_COLUMNS: &str = "id, mail_id, position, recipient, kind, status, attempts, reply, \
     relay_id, tags, job_id, created_at, updated_at, sent_at, event_seq";
@@ -63,6 +63,7 @@ fn mail_from_row(row: &PgRow, attachments: Vec<Attachment>) -> StoreResult<Mail>
         tags: list("tags")?,
         template: template.map(|t| t.0),
         attachments,
+        unsubscribe: row.try_get("unsubscribe").map_err(map_err)?,
         actor: row.try_get("actor").map_err(map_err)?,
         send_at: row.try_get("send_at").map_err(map_err)?,
         created_at: row.try_get("created_at").map_err(map_err)?,
@@ -177,7 +178,7 @@ impl MailStore for PgStore {
         }
         let sql = format!(
             "INSERT INTO mail ({MAIL_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(mail.id.0)
@@ -193,6 +194,7 @@ impl MailStore for PgStore {
             .bind(Json(&mail.headers))
             .bind(Json(&mail.tags))
             .bind(mail.template.as_ref().map(Json))
+            .bind(mail.unsubscribe)
             .bind(&mail.actor)
             .bind(mail.send_at)
             .bind(mail.created_at)

@@ -35,7 +35,7 @@ use crate::jobs::insert::insert_plain;
 use crate::{SqliteStore, at, map_err, ms};
 
 const MAIL_COLUMNS: &str = "id, message_id, from_addr, reply_to, to_addrs, cc_addrs, \
-    bcc_addrs, subject, text_body, html_body, headers, tags, template, actor, send_at, created_at";
+    bcc_addrs, subject, text_body, html_body, headers, tags, template, unsubscribe, actor, send_at, created_at";
 
 const MESSAGE_COLUMNS: &str = "id, mail_id, recipient, kind, status, attempts, reply, \
     relay_id, tags, job_id, created_at, updated_at, sent_at";
@@ -88,6 +88,7 @@ fn mail_from_row(row: &SqliteRow, attachments: Vec<Attachment>) -> StoreResult<M
             .map(|t| parsed(&t, "mail.template"))
             .transpose()?,
         attachments,
+        unsubscribe: row.try_get::<i64, _>("unsubscribe").map_err(map_err)? != 0,
         actor: text("actor")?,
         send_at: row
             .try_get::<Option<i64>, _>("send_at")
@@ -157,7 +158,7 @@ impl MailStore for SqliteStore {
         let created = at(ms(mail.created_at));
         let mut tx = self.begin_write().await?;
         let sql = format!(
-            "INSERT INTO mail ({MAIL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO mail ({MAIL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(mail.id.to_string())
@@ -173,6 +174,7 @@ impl MailStore for SqliteStore {
             .bind(json(&mail.headers))
             .bind(json(&mail.tags))
             .bind(mail.template.as_ref().map(json))
+            .bind(i64::from(mail.unsubscribe))
             .bind(&mail.actor)
             .bind(mail.send_at.map(ms))
             .bind(ms(created))

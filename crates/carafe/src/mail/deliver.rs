@@ -20,6 +20,7 @@ use super::address::parse_mailbox;
 use super::attach::FilePart;
 use super::build::{self, Draft};
 use super::relay::Answer;
+use super::unsubscribe::Links;
 use crate::jobs::runner::{JobContext, JobError, JobHandler};
 
 /// Runs the jobs of the mail queue.
@@ -100,7 +101,8 @@ impl JobHandler for MailJobs {
             Err(Ok(reason)) => Err(reason),
             Err(Err(e)) => return Err(retry("attachments", e)),
         };
-        let raw = parts.and_then(|parts| render(&mail, parts, self.mailer.dkim()));
+        let links = self.mailer.links();
+        let raw = parts.and_then(|parts| render(&mail, &message, parts, links, self.mailer.dkim()));
         let (outcome, outbox, retry_in) = match raw {
             Ok(raw) => match self.mailer.relay() {
                 None => {
@@ -142,10 +144,16 @@ impl JobHandler for MailJobs {
 }
 
 /// The message's bytes, as any of its recipients receives them.
-fn render(mail: &Mail, parts: Vec<FilePart>, dkim: Option<&DkimConfig>) -> Result<Vec<u8>, String> {
+fn render(
+    mail: &Mail,
+    message: &Message,
+    parts: Vec<FilePart>,
+    links: Option<&Links>,
+    dkim: Option<&DkimConfig>,
+) -> Result<Vec<u8>, String> {
     let one = |s: &str| parse_mailbox(s).map_err(|e| format!("stored address {s:?}: {e}"));
     let many = |v: &[String]| v.iter().map(|s| one(s)).collect::<Result<Vec<_>, _>>();
-    let draft = Draft {
+    let mut draft = Draft {
         from: one(&mail.from)?,
         reply_to: mail.reply_to.as_deref().map(one).transpose()?,
         to: many(&mail.to)?,
@@ -156,6 +164,10 @@ fn render(mail: &Mail, parts: Vec<FilePart>, dkim: Option<&DkimConfig>) -> Resul
         headers: mail.headers.clone(),
         parts,
     };
+    if mail.unsubscribe {
+        let links = links.ok_or("unsubscribe links are not available")?;
+        draft.headers.extend(links.headers(message.id));
+    }
     build::build_signed(&draft, &mail.message_id, now(), dkim).map_err(|e| e.to_string())
 }
 

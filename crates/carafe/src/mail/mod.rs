@@ -17,6 +17,7 @@ mod settings;
 mod submit;
 pub mod suppressions;
 pub mod templates;
+pub mod unsubscribe;
 
 pub use attach::AttachmentSpec;
 pub use deliver::MailJobs;

@@ -16,6 +16,7 @@ use lettre::message::dkim::DkimConfig;
 
 use super::relay::Relay;
 use super::submit::{SendRequest, check, send_job};
+use super::unsubscribe::Links;
 use super::{Error, OUTBOX_TOPIC, QUEUE, Settings};
 use crate::context::{Actor, FieldError, Principal};
 use crate::files::Files;
@@ -31,6 +32,8 @@ pub struct Mailer {
     dkim: Option<DkimConfig>,
     /// Where attached Carafe files are read from (`None` in tools that run without them).
     files: Option<Arc<Files>>,
+    /// Makes and checks one-click unsubscribe links (`None`: mail cannot ask for them).
+    links: Option<Links>,
 }
 
 /// A mail with its recipients' messages.
@@ -46,6 +49,7 @@ impl Mailer {
         store: Arc<dyn Store>,
         jobs: Arc<Jobs>,
         files: Option<Arc<Files>>,
+        links: Option<Links>,
         settings: Settings,
     ) -> Result<Self, String> {
         let relay = settings.relay()?;
@@ -57,7 +61,12 @@ impl Mailer {
             relay,
             dkim,
             files,
+            links,
         })
+    }
+
+    pub(super) fn links(&self) -> Option<&Links> {
+        self.links.as_ref()
     }
 
     pub(super) fn files(&self) -> Option<&Arc<Files>> {
@@ -113,6 +122,12 @@ impl Mailer {
         let attachments = self
             .check_attachments(&specs, principal, &mut errors)
             .await?;
+        if req.unsubscribe && self.links.is_none() {
+            errors.push(FieldError::new(
+                "/unsubscribe",
+                "unsubscribe links are not available on this server",
+            ));
+        }
         let checked = match check(req, template, attachments, &self.settings, actor) {
             Err(Error::Invalid(mut more)) => {
                 more.extend(errors);

@@ -45,6 +45,8 @@ pub struct SendRequest {
     pub headers: Vec<(String, String)>,
     pub tags: Vec<String>,
     pub send_at: Option<OffsetDateTime>,
+    /// One-click unsubscribe headers in each recipient's copy (RFC 8058).
+    pub unsubscribe: bool,
 }
 
 /// A checked submission, ready for the store.
@@ -105,6 +107,18 @@ pub fn check(
             .filter_map(|(i, a)| one(&format!("/{}/{i}", kind.as_str()), a))
             .collect();
         lists.push((kind, parsed));
+    }
+    if req.unsubscribe {
+        for (name, _) in &req.headers {
+            if name.eq_ignore_ascii_case("List-Unsubscribe")
+                || name.eq_ignore_ascii_case("List-Unsubscribe-Post")
+            {
+                errors.push(FieldError::new(
+                    format!("/headers/{name}"),
+                    "written by Carafe for mail sent with unsubscribe",
+                ));
+            }
+        }
     }
     let total: usize = req.to.len() + req.cc.len() + req.bcc.len();
     if total == 0 {
@@ -204,6 +218,7 @@ pub fn check(
             tags: req.tags,
             template,
             attachments,
+            unsubscribe: req.unsubscribe,
             actor: actor.id.clone(),
             send_at: req.send_at,
             created_at,

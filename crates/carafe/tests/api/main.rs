@@ -37,6 +37,7 @@ mod mail_attachments;
 mod mail_listener;
 mod mail_smtp;
 mod mail_templates;
+mod mail_unsubscribe;
 mod objects;
 mod ops;
 mod process;

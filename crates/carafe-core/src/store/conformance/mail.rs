@@ -41,6 +41,7 @@ pub(super) fn mail(
             version: 3,
             locale: "ko-KR".into(),
         }),
+        unsubscribe: true,
         attachments: vec![
             Attachment {
                 filename: "영수증 42.pdf".into(),

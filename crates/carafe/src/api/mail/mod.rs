@@ -6,6 +6,7 @@
 mod outbox;
 mod suppressions;
 mod templates;
+mod unsubscribe;
 mod views;
 
 use std::collections::BTreeMap;
@@ -112,6 +113,10 @@ pub struct SendBody {
     pub headers: Option<BTreeMap<String, String>>,
     /// Up to 10 labels to find the messages by (`a-z A-Z 0-9 . _ : -`).
     pub tags: Option<Vec<String>>,
+    /// Add one-click unsubscribe (RFC 8058) to each recipient's copy: `List-Unsubscribe` with
+    /// a link to `/u/{token}` on the public URL and `List-Unsubscribe-Post`. A POST to the
+    /// link suppresses the address.
+    pub unsubscribe: Option<bool>,
     /// Send later (RFC 3339), up to `mail.max_schedule` ahead.
     #[serde(default, with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
@@ -149,6 +154,7 @@ pub async fn send(
         headers: body.headers.unwrap_or_default().into_iter().collect(),
         tags: body.tags.unwrap_or_default(),
         send_at: body.send_at,
+        unsubscribe: body.unsubscribe.unwrap_or(false),
     };
     let sent = state.mail.send(req, &actor, &principal).await?;
     let location = base.join(&format!("/api/v1/mail/{}", sent.mail.id));
@@ -270,4 +276,5 @@ pub fn routes(layers: &Layers) -> OpenApiRouter<AppState> {
         .merge(outbox::routes())
         .merge(suppressions::routes())
         .merge(templates::routes())
+        .merge(unsubscribe::routes())
 }

@@ -113,6 +113,8 @@ pub struct MailView {
     pub template: Option<TemplateRefView>,
     /// Attachments and inline parts (without their bytes).
     pub attachments: Vec<AttachmentView>,
+    /// Whether each copy carries one-click unsubscribe headers.
+    pub unsubscribe: bool,
     #[serde(with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub send_at: Option<OffsetDateTime>,
@@ -202,6 +204,7 @@ impl From<Submission> for MailView {
             tags,
             template,
             attachments,
+            unsubscribe,
             send_at,
             created_at,
             ..
@@ -222,6 +225,7 @@ impl From<Submission> for MailView {
             tags,
             template: template.map(Into::into),
             attachments: attachments.into_iter().map(Into::into).collect(),
+            unsubscribe,
             send_at,
             created_at,
             messages: s.messages.into_iter().map(MessageView::from).collect(),
