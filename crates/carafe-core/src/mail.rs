@@ -11,7 +11,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::files::FileId;
-use crate::jobs::JobId;
+use crate::jobs::{JobId, NewJob};
 use crate::templates::TemplateRef;
 
 macro_rules! uuid_id {
@@ -218,6 +218,15 @@ pub struct Message {
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
     pub sent_at: Option<OffsetDateTime>,
+}
+
+/// A mail to insert with its recipients' messages and their send jobs (`jobs[i]` sends
+/// `messages[i]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMail {
+    pub mail: Mail,
+    pub messages: Vec<NewMessage>,
+    pub jobs: Vec<NewJob>,
 }
 
 /// A recipient's message to insert with its mail.

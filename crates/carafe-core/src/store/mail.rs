@@ -8,8 +8,8 @@ use time::OffsetDateTime;
 use crate::StoreResult;
 use crate::jobs::NewJob;
 use crate::mail::{
-    Mail, MailId, Message, MessageEvent, MessageFilter, MessageId, NewMessage, OutboxEntry,
-    OutboxFilter, OutboxId, OutboxItem, SendOutcome, Suppression,
+    Mail, MailId, Message, MessageEvent, MessageFilter, MessageId, NewMail, NewMessage,
+    OutboxEntry, OutboxFilter, OutboxId, OutboxItem, SendOutcome, Suppression,
 };
 use crate::page::{Page, PageRequest};
 
@@ -23,7 +23,20 @@ pub trait MailStore: Send + Sync {
         mail: Mail,
         messages: Vec<NewMessage>,
         jobs: Vec<NewJob>,
-    ) -> StoreResult<Vec<Message>>;
+    ) -> StoreResult<Vec<Message>> {
+        let mut stored = self
+            .insert_mails(vec![NewMail {
+                mail,
+                messages,
+                jobs,
+            }])
+            .await?;
+        Ok(stored.pop().unwrap_or_default())
+    }
+    /// Records several mails as `insert_mail` does, all in one transaction (one commit for
+    /// many small submissions): all are stored or none is. Returns each mail's messages, in
+    /// the order given.
+    async fn insert_mails(&self, mails: Vec<NewMail>) -> StoreResult<Vec<Vec<Message>>>;
     async fn get_mail(&self, id: MailId) -> StoreResult<Option<Mail>>;
     /// A mail's messages, in the order they were given.
     async fn mail_messages(&self, id: MailId) -> StoreResult<Vec<Message>>;

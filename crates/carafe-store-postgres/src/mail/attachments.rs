@@ -4,7 +4,7 @@
 //! transaction, and read wherever a `Mail` is.
 
 use carafe_core::files::FileId;
-use carafe_core::mail::{Attachment, AttachmentContent, MailId};
+use carafe_core::mail::{Attachment, AttachmentContent, Mail, MailId};
 use carafe_core::{StoreError, StoreResult};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgExecutor, Row};
@@ -12,45 +12,54 @@ use uuid::Uuid;
 
 use crate::map_err;
 
-/// Writes `attachments` of `mail` in one statement; nothing when there are none.
-pub(super) async fn insert(
+/// Writes the attachments of every mail in `mails` in one statement; nothing when there are
+/// none.
+pub(super) async fn insert<'a>(
     conn: &mut PgConnection,
-    mail: MailId,
-    attachments: &[Attachment],
+    mails: impl IntoIterator<Item = &'a Mail>,
 ) -> StoreResult<()> {
-    if attachments.is_empty() {
-        return Ok(());
-    }
-    let mut filenames = Vec::with_capacity(attachments.len());
-    let mut content_types = Vec::with_capacity(attachments.len());
-    let mut cids = Vec::with_capacity(attachments.len());
-    let mut sizes = Vec::with_capacity(attachments.len());
-    let mut file_ids: Vec<Option<Uuid>> = Vec::with_capacity(attachments.len());
-    let mut contents: Vec<Option<&[u8]>> = Vec::with_capacity(attachments.len());
-    for a in attachments {
-        filenames.push(a.filename.as_str());
-        content_types.push(a.content_type.as_str());
-        cids.push(a.cid.as_deref());
-        sizes.push(i64::try_from(a.size).unwrap_or(i64::MAX));
-        match &a.content {
-            AttachmentContent::File(id) => {
-                file_ids.push(Some(id.0));
-                contents.push(None);
-            }
-            AttachmentContent::Bytes(bytes) => {
-                file_ids.push(None);
-                contents.push(Some(bytes.as_slice()));
+    let mut mail_ids = Vec::new();
+    let mut positions = Vec::new();
+    let mut filenames = Vec::new();
+    let mut content_types = Vec::new();
+    let mut cids = Vec::new();
+    let mut sizes = Vec::new();
+    let mut file_ids: Vec<Option<Uuid>> = Vec::new();
+    let mut contents: Vec<Option<&[u8]>> = Vec::new();
+    for mail in mails {
+        for (position, a) in mail.attachments.iter().enumerate() {
+            mail_ids.push(mail.id.0);
+            positions.push(
+                i32::try_from(position)
+                    .map_err(|_| StoreError::corrupt("mail_attachments: too many"))?,
+            );
+            filenames.push(a.filename.as_str());
+            content_types.push(a.content_type.as_str());
+            cids.push(a.cid.as_deref());
+            sizes.push(i64::try_from(a.size).unwrap_or(i64::MAX));
+            match &a.content {
+                AttachmentContent::File(id) => {
+                    file_ids.push(Some(id.0));
+                    contents.push(None);
+                }
+                AttachmentContent::Bytes(bytes) => {
+                    file_ids.push(None);
+                    contents.push(Some(bytes.as_slice()));
+                }
             }
         }
+    }
+    if mail_ids.is_empty() {
+        return Ok(());
     }
     sqlx::query(
         "INSERT INTO mail_attachments (mail_id, position, filename, content_type, cid, size,
                                        file_id, content)
-         SELECT $1, ord - 1, filename, content_type, cid, size, file_id, content
-         FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::uuid[], $7::bytea[])
-              WITH ORDINALITY AS a(filename, content_type, cid, size, file_id, content, ord)",
+         SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[],
+                              $6::bigint[], $7::uuid[], $8::bytea[])",
     )
-    .bind(mail.0)
+    .bind(mail_ids)
+    .bind(positions)
     .bind(filenames)
     .bind(content_types)
     .bind(cids)

@@ -6,18 +6,20 @@
 //! `WHERE` is what makes a transition happen once: of two concurrent updates of one row, the
 //! second waits for the first, re-reads the row and no longer matches.
 //!
-//! A mail's attachments are in `attachments.rs`; the outbox (captures, their listing and
-//! clearing) is in `outbox.rs`; suppressions are in `suppressions.rs`.
+//! Recording mail (batches of submissions, in one transaction) is in `insert.rs`; a mail's
+//! attachments are in `attachments.rs`; the outbox (captures, their listing and clearing) is in
+//! `outbox.rs`; suppressions are in `suppressions.rs`.
 
 mod attachments;
+mod insert;
 mod outbox;
 mod suppressions;
 
 use async_trait::async_trait;
-use carafe_core::jobs::{JobId, NewJob};
+use carafe_core::jobs::JobId;
 use carafe_core::mail::{
     Attachment, Mail, MailId, Message, MessageEvent, MessageFilter, MessageId, MessageStatus,
-    NewMessage, OutboxEntry, OutboxFilter, OutboxId, OutboxItem, RecipientKind, SendOutcome,
+    NewMail, OutboxEntry, OutboxFilter, OutboxId, OutboxItem, RecipientKind, SendOutcome,
     Suppression,
 };
 use carafe_core::page::{Page, PageRequest};
@@ -31,8 +33,6 @@ use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::jobs::insert::insert_rows;
-use crate::jobs::wakeup::Wakeups;
 use crate::{PgStore, map_err};
 
 const MAIL_COLUMNS: &str = "id, message_id, from_addr, reply_to, to_addrs, cc_addrs, bcc_addrs, \
@@ -162,88 +162,8 @@ async fn finish(
 
 #[async_trait]
 impl MailStore for PgStore {
-    async fn insert_mail(
-        &self,
-        mail: Mail,
-        messages: Vec<NewMessage>,
-        jobs: Vec<NewJob>,
-    ) -> StoreResult<Vec<Message>> {
-        if messages.len() != jobs.len() {
-            return Err(StoreError::corrupt("insert_mail: one job per message"));
-        }
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let jobs = insert_rows(&mut tx, &jobs.iter().collect::<Vec<_>>(), None).await?;
-        if jobs.len() != messages.len() {
-            return Err(StoreError::corrupt("job insert returned too few rows"));
-        }
-        let sql = format!(
-            "INSERT INTO mail ({MAIL_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
-        );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(mail.id.0)
-            .bind(&mail.message_id)
-            .bind(&mail.from)
-            .bind(&mail.reply_to)
-            .bind(Json(&mail.to))
-            .bind(Json(&mail.cc))
-            .bind(Json(&mail.bcc))
-            .bind(&mail.subject)
-            .bind(&mail.text)
-            .bind(&mail.html)
-            .bind(Json(&mail.headers))
-            .bind(Json(&mail.tags))
-            .bind(mail.template.as_ref().map(Json))
-            .bind(mail.unsubscribe)
-            .bind(&mail.actor)
-            .bind(mail.send_at)
-            .bind(mail.created_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        attachments::insert(&mut tx, mail.id, &mail.attachments).await?;
-        // Positions follow the given order; each message starts `queued` with event 1.
-        let sql = format!(
-            "WITH ins AS (
-                 INSERT INTO mail_messages (id, mail_id, position, recipient, kind, status,
-                                            attempts, tags, job_id, created_at, updated_at,
-                                            event_seq)
-                 SELECT id, $5, ord - 1, recipient, kind, 'queued', 0, $6, job_id, $7, $7, 1
-                 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[])
-                      WITH ORDINALITY AS n(id, recipient, kind, job_id, ord)
-                 RETURNING {MESSAGE_COLUMNS}),
-             ev AS (
-                 INSERT INTO mail_events (message_id, seq, at, kind, data)
-                 SELECT id, 1, created_at, 'queued', jsonb_build_object() FROM ins)
-             SELECT {MESSAGE_COLUMNS} FROM ins ORDER BY position"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(messages.iter().map(|m| m.id.0).collect::<Vec<_>>())
-            .bind(
-                messages
-                    .iter()
-                    .map(|m| m.recipient.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(messages.iter().map(|m| m.kind.as_str()).collect::<Vec<_>>())
-            .bind(jobs.iter().map(|j| j.id.0).collect::<Vec<_>>())
-            .bind(mail.id.0)
-            .bind(Json(&mail.tags))
-            .bind(mail.created_at)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        let stored = rows
-            .iter()
-            .map(message_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
-        let mut wake = Wakeups::default();
-        for job in &jobs {
-            wake.queue(&job.queue);
-        }
-        wake.send(&mut tx).await?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(stored)
+    async fn insert_mails(&self, mails: Vec<NewMail>) -> StoreResult<Vec<Vec<Message>>> {
+        insert::insert_mails(&self.pool, mails).await
     }
 
     async fn get_mail(&self, id: MailId) -> StoreResult<Option<Mail>> {

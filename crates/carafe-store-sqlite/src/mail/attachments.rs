@@ -11,21 +11,23 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use super::uuid_col;
 use crate::map_err;
 
-/// Writes `mail`'s attachments, in the caller's transaction.
+/// Writes each mail's attachments (`(mail, attachments)`), in the caller's transaction.
 pub(super) async fn insert(
     conn: &mut SqliteConnection,
-    mail: MailId,
-    attachments: &[Attachment],
+    mails: &[(MailId, &[Attachment])],
 ) -> StoreResult<()> {
-    let mut rows = Vec::with_capacity(attachments.len());
-    for (i, a) in attachments.iter().enumerate() {
-        let size = i64::try_from(a.size)
-            .map_err(|_| StoreError::corrupt("mail attachment size out of range"))?;
-        let (file_id, content) = match &a.content {
-            AttachmentContent::File(id) => (Some(id.to_string()), None),
-            AttachmentContent::Bytes(bytes) => (None, Some(bytes.as_slice())),
-        };
-        rows.push((i as i64, a, size, file_id, content));
+    let mut rows = Vec::new();
+    for (mail, attachments) in mails {
+        let mail = mail.to_string();
+        for (i, a) in attachments.iter().enumerate() {
+            let size = i64::try_from(a.size)
+                .map_err(|_| StoreError::corrupt("mail attachment size out of range"))?;
+            let (file_id, content) = match &a.content {
+                AttachmentContent::File(id) => (Some(id.to_string()), None),
+                AttachmentContent::Bytes(bytes) => (None, Some(bytes.as_slice())),
+            };
+            rows.push((mail.clone(), i as i64, a, size, file_id, content));
+        }
     }
     // Eight parameters per row keep each statement far below SQLite's 32,766 limit.
     for chunk in rows.chunks(1000) {
@@ -33,8 +35,8 @@ pub(super) async fn insert(
             "INSERT INTO mail_attachments (mail_id, position, filename, content_type, cid, \
              size, file_id, content) ",
         );
-        q.push_values(chunk, |mut b, (i, a, size, file_id, content)| {
-            b.push_bind(mail.to_string())
+        q.push_values(chunk, |mut b, (mail, i, a, size, file_id, content)| {
+            b.push_bind(mail.as_str())
                 .push_bind(*i)
                 .push_bind(a.filename.as_str())
                 .push_bind(a.content_type.as_str())

@@ -1,7 +1,8 @@
 //! `MailStore` on SQLite.
 //!
 //! A submission is one `mail` row and one `mail_messages` row per recipient, each written with
-//! the job that sends it in one transaction. The send state machine (start, finish, cancel) is
+//! the job that sends it in one transaction (several submissions may share it: `insert.rs`).
+//! The send state machine (start, finish, cancel) is
 //! in `sending.rs`, the outbox in `outbox.rs`, suppressions in `suppressions.rs`, the mail's
 //! attachments (written with it, read with it) in `attachments.rs`.
 //!
@@ -10,15 +11,16 @@
 //! where the stored text is compared as is, fold ASCII only.
 
 mod attachments;
+mod insert;
 mod outbox;
 mod sending;
 mod suppressions;
 
 use async_trait::async_trait;
-use carafe_core::jobs::{JobId, NewJob};
+use carafe_core::jobs::JobId;
 use carafe_core::mail::{
     Attachment, Mail, MailId, Message, MessageEvent, MessageFilter, MessageId, MessageStatus,
-    NewMessage, OutboxEntry, OutboxFilter, OutboxId, OutboxItem, RecipientKind, SendOutcome,
+    NewMail, OutboxEntry, OutboxFilter, OutboxId, OutboxItem, RecipientKind, SendOutcome,
     Suppression,
 };
 use carafe_core::page::{Page, PageRequest};
@@ -30,9 +32,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use self::sending::{NewEvent, add_events};
-use crate::jobs::insert::insert_plain;
-use crate::{SqliteStore, at, map_err, ms};
+use crate::{SqliteStore, at, map_err};
 
 const MAIL_COLUMNS: &str = "id, message_id, from_addr, reply_to, to_addrs, cc_addrs, \
     bcc_addrs, subject, text_body, html_body, headers, tags, template, unsubscribe, actor, send_at, created_at";
@@ -146,97 +146,13 @@ async fn mail_in(conn: &mut SqliteConnection, id: MailId) -> StoreResult<Option<
 
 #[async_trait]
 impl MailStore for SqliteStore {
-    async fn insert_mail(
-        &self,
-        mail: Mail,
-        messages: Vec<NewMessage>,
-        jobs: Vec<NewJob>,
-    ) -> StoreResult<Vec<Message>> {
-        if jobs.len() != messages.len() {
-            return Err(StoreError::corrupt("insert_mail needs one job per message"));
+    async fn insert_mails(&self, mails: Vec<NewMail>) -> StoreResult<Vec<Vec<Message>>> {
+        if mails.is_empty() {
+            return Ok(Vec::new());
         }
-        let created = at(ms(mail.created_at));
+        insert::check(&mails)?;
         let mut tx = self.begin_write().await?;
-        let sql = format!(
-            "INSERT INTO mail ({MAIL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(mail.id.to_string())
-            .bind(&mail.message_id)
-            .bind(&mail.from)
-            .bind(&mail.reply_to)
-            .bind(json(&mail.to))
-            .bind(json(&mail.cc))
-            .bind(json(&mail.bcc))
-            .bind(&mail.subject)
-            .bind(&mail.text)
-            .bind(&mail.html)
-            .bind(json(&mail.headers))
-            .bind(json(&mail.tags))
-            .bind(mail.template.as_ref().map(json))
-            .bind(i64::from(mail.unsubscribe))
-            .bind(&mail.actor)
-            .bind(mail.send_at.map(ms))
-            .bind(ms(created))
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        attachments::insert(&mut tx, mail.id, &mail.attachments).await?;
-        let jobs = insert_plain(&mut tx, jobs, None).await?;
-        let stored: Vec<Message> = messages
-            .into_iter()
-            .zip(&jobs)
-            .map(|(m, job)| Message {
-                id: m.id,
-                mail: mail.id,
-                recipient: m.recipient,
-                kind: m.kind,
-                status: MessageStatus::Queued,
-                attempts: 0,
-                reply: None,
-                relay_id: None,
-                tags: mail.tags.clone(),
-                job: Some(job.id),
-                created_at: created,
-                updated_at: created,
-                sent_at: None,
-            })
-            .collect();
-        let tags = json(&mail.tags);
-        // Twelve parameters per row keep each statement far below SQLite's 32,766 limit.
-        let rows: Vec<(usize, &Message)> = stored.iter().enumerate().collect();
-        for chunk in rows.chunks(1000) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO mail_messages (id, mail_id, position, recipient, recipient_lower, \
-                 kind, status, tags, job_id, created_at, updated_at, event_seq) ",
-            );
-            q.push_values(chunk, |mut b, (i, m)| {
-                b.push_bind(m.id.to_string())
-                    .push_bind(mail.id.to_string())
-                    .push_bind(*i as i64)
-                    .push_bind(m.recipient.clone())
-                    .push_bind(fold(&m.recipient))
-                    .push_bind(m.kind.as_str())
-                    .push_bind(m.status.as_str())
-                    .push_bind(tags.clone())
-                    .push_bind(m.job.map(|j| j.0))
-                    .push_bind(ms(created))
-                    .push_bind(ms(created))
-                    .push_bind(1i64);
-            });
-            q.build().execute(&mut *tx).await.map_err(map_err)?;
-        }
-        let events: Vec<NewEvent> = stored
-            .iter()
-            .map(|m| NewEvent {
-                message: m.id,
-                seq: 1,
-                at: created,
-                kind: "queued",
-                data: json!({}),
-            })
-            .collect();
-        add_events(&mut tx, &events).await?;
+        let stored = insert::mails(&mut tx, mails).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(stored)
     }

@@ -1,17 +1,19 @@
 //! The `Mailer` service: what the API's mail and outbox routes call. A submission is checked,
-//! then stored with one message and one send job per recipient in one transaction, so an
-//! accepted mail is never lost; reading, cancelling and the outbox go through here too.
+//! then stored with one message and one send job per recipient in one transaction (shared,
+//! through group commit, with the mail accepted at the same moment), so an accepted mail is
+//! never lost; reading, cancelling and the outbox go through here too.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use carafe_core::Store;
+use async_trait::async_trait;
 use carafe_core::mail::{
-    Mail, MailId, Message, MessageEvent, MessageFilter, MessageId, OutboxEntry, OutboxFilter,
-    OutboxId, OutboxItem,
+    Mail, MailId, Message, MessageEvent, MessageFilter, MessageId, NewMail, OutboxEntry,
+    OutboxFilter, OutboxId, OutboxItem,
 };
 use carafe_core::page::{Page, PageRequest};
 use carafe_core::time::now;
+use carafe_core::{Store, StoreResult};
 use lettre::message::dkim::DkimConfig;
 
 use super::relay::Relay;
@@ -20,6 +22,7 @@ use super::unsubscribe::Links;
 use super::{Error, OUTBOX_TOPIC, QUEUE, Settings};
 use crate::context::{Actor, FieldError, Principal};
 use crate::files::Files;
+use crate::group_commit::{BatchWrite, GroupCommit};
 use crate::jobs::{Jobs, queue_topic};
 
 pub struct Mailer {
@@ -34,7 +37,22 @@ pub struct Mailer {
     files: Option<Arc<Files>>,
     /// Makes and checks one-click unsubscribe links (`None`: mail cannot ask for them).
     links: Option<Links>,
+    /// Accepted mail shares commits with the mail accepted at the same time.
+    inserts: GroupCommit<NewMail, Vec<Message>>,
 }
+
+/// Writes accepted mail in batches (see `group_commit`).
+struct InsertMails(Arc<dyn Store>);
+
+#[async_trait]
+impl BatchWrite<NewMail, Vec<Message>> for InsertMails {
+    async fn write(&self, items: &[NewMail]) -> StoreResult<Vec<Vec<Message>>> {
+        self.0.insert_mails(items.to_vec()).await
+    }
+}
+
+/// The most mails one commit holds.
+const INSERT_BATCH: usize = 256;
 
 /// A mail with its recipients' messages.
 #[derive(Debug, Clone)]
@@ -54,7 +72,9 @@ impl Mailer {
     ) -> Result<Self, String> {
         let relay = settings.relay()?;
         let dkim = settings.dkim()?;
+        let inserts = GroupCommit::spawn("mail", INSERT_BATCH, InsertMails(store.clone()));
         Ok(Mailer {
+            inserts,
             store,
             jobs,
             settings,
@@ -142,10 +162,17 @@ impl Mailer {
             .map(|m| send_job(m.id, &checked.mail, &self.settings))
             .collect();
         let mail = checked.mail;
+        let new = NewMail {
+            mail: mail.clone(),
+            messages: checked.messages,
+            jobs,
+        };
         let messages = self
-            .store
-            .insert_mail(mail.clone(), checked.messages, jobs)
-            .await?;
+            .inserts
+            .write(vec![new])
+            .await?
+            .pop()
+            .unwrap_or_default();
         self.jobs.bus().publish(&queue_topic(QUEUE));
         Ok(Submission { mail, messages })
     }

@@ -79,11 +79,8 @@ pub(super) fn mail(
     (mail, messages)
 }
 
-pub(super) async fn submit(
-    store: &Arc<dyn Store>,
-    mail: Mail,
-    messages: Vec<NewMessage>,
-) -> Vec<Message> {
+/// `mail` with a send job per message, ready to insert.
+fn with_jobs((mail, messages): (Mail, Vec<NewMessage>)) -> NewMail {
     let jobs = messages
         .iter()
         .map(|m| {
@@ -92,7 +89,23 @@ pub(super) async fn submit(
             j
         })
         .collect();
-    store.insert_mail(mail, messages, jobs).await.unwrap()
+    NewMail {
+        mail,
+        messages,
+        jobs,
+    }
+}
+
+pub(super) async fn submit(
+    store: &Arc<dyn Store>,
+    mail: Mail,
+    messages: Vec<NewMessage>,
+) -> Vec<Message> {
+    let new = with_jobs((mail, messages));
+    store
+        .insert_mail(new.mail, new.messages, new.jobs)
+        .await
+        .unwrap()
 }
 
 pub(super) fn outcome(status: MessageStatus, reply: &str) -> SendOutcome {
@@ -157,6 +170,48 @@ pub async fn mail_is_kept_with_a_message_and_job_per_recipient(store: Arc<dyn St
     let events = store.message_events(messages[0].id).await.unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!((events[0].seq, events[0].kind.as_str()), (1, "queued"));
+}
+
+pub async fn mail_batches_are_stored_together_or_not_at_all(store: Arc<dyn Store>) {
+    let batch: Vec<NewMail> = (0..5)
+        .map(|i| {
+            with_jobs(mail(
+                &[&format!("r{i}@x.example"), "s@x.example"],
+                &[],
+                &[],
+                &["b"],
+            ))
+        })
+        .collect();
+    let stored = store.insert_mails(batch.clone()).await.unwrap();
+    assert_eq!(stored.len(), 5);
+    for (given, kept) in batch.iter().zip(&stored) {
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept[0].recipient, given.messages[0].recipient);
+        assert_eq!(kept[0].mail, given.mail.id);
+        assert!(kept.iter().all(|m| m.job.is_some()));
+        let got = store.get_mail(given.mail.id).await.unwrap().unwrap();
+        assert_eq!(got.to, given.mail.to);
+        assert_eq!(got.attachments, given.mail.attachments);
+        assert_eq!(store.mail_messages(given.mail.id).await.unwrap(), *kept);
+        let job = store.get_job(kept[1].job.unwrap()).await.unwrap().unwrap();
+        assert_eq!(job.args, json!({"message": kept[1].id}));
+    }
+    // A batch with one bad mail (an id already stored) stores none of its mails.
+    let fresh = with_jobs(mail(&["new@x.example"], &[], &[], &[]));
+    let mut dup = with_jobs(mail(&["dup@x.example"], &[], &[], &[]));
+    dup.mail.id = batch[0].mail.id;
+    assert!(store.insert_mails(vec![fresh.clone(), dup]).await.is_err());
+    assert!(store.get_mail(fresh.mail.id).await.unwrap().is_none());
+    assert!(
+        store
+            .get_message(fresh.messages[0].id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // An empty batch is nothing to do.
+    assert!(store.insert_mails(Vec::new()).await.unwrap().is_empty());
 }
 
 pub async fn mail_sending_moves_through_its_states_once(store: Arc<dyn Store>) {
