@@ -9,7 +9,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::files::{pdf, upload_raw};
-use crate::helpers::{Backend, TestApp, read_sse};
+use crate::helpers::{Backend, TestApp};
+use crate::sse::read_sse;
 
 file_tests!(
     an_unreachable_scanner_fails_closed_unless_scanning_is_optional,

@@ -41,68 +41,6 @@ pub fn s3_url() -> String {
     format!("{base}/t-{}?{query}", uuid::Uuid::now_v7().simple())
 }
 
-/// Runs each named `async fn(Backend)` as a test on SQLite, and on PostgreSQL when asked.
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name($crate::helpers::Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                #[ignore = "needs CARAFE_TEST_POSTGRES_URL"]
-                async fn $name() {
-                    super::$name($crate::helpers::Backend::Postgres).await
-                }
-            )*
-        }
-    };
-}
-
-/// Runs each named `async fn(Backend)` on S3 storage, on SQLite and on PostgreSQL; the tests
-/// need `CARAFE_TEST_S3_URL` (and the PostgreSQL one), so they are ignored without it.
-macro_rules! s3_tests {
-    ($($name:ident),* $(,)?) => {
-        mod s3_sqlite {
-            $(
-                #[tokio::test]
-                #[ignore = "needs CARAFE_TEST_S3_URL"]
-                async fn $name() {
-                    super::$name($crate::helpers::Backend::S3Sqlite).await
-                }
-            )*
-        }
-        mod s3_postgres {
-            $(
-                #[tokio::test]
-                #[ignore = "needs CARAFE_TEST_S3_URL and CARAFE_TEST_POSTGRES_URL"]
-                async fn $name() {
-                    super::$name($crate::helpers::Backend::S3Postgres).await
-                }
-            )*
-        }
-    };
-}
-
-/// Runs file tests on both databases, on local disk and on S3: the tests listed first on
-/// both storages, those after `local:` on local disk only and those after `s3:` on S3 only
-/// (each list says why).
-macro_rules! file_tests {
-    (
-        $($any:ident),* $(,)?
-        $(; local: $($local:ident),+ $(,)?)?
-        $(; s3: $($s3:ident),+ $(,)?)?
-    ) => {
-        both_backends!($($any,)* $($($local,)+)?);
-        s3_tests!($($any,)* $($($s3,)+)?);
-    };
-}
-
 pub struct TestApp {
     pub base: String,
     pub admin_key: String,
@@ -511,49 +449,4 @@ where
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-}
-
-/// One Server-Sent Event as a client sees it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SseEvent {
-    pub id: Option<String>,
-    pub event: Option<String>,
-    pub data: Value,
-}
-
-/// Reads events from an SSE response until the stream ends or `max` events came.
-pub async fn read_sse(res: Response, max: usize) -> Vec<SseEvent> {
-    use futures::StreamExt;
-    let mut stream = res.bytes_stream();
-    let mut buffer = String::new();
-    let mut events = Vec::new();
-    while events.len() < max {
-        let chunk = match tokio::time::timeout(Duration::from_secs(30), stream.next()).await {
-            Ok(Some(chunk)) => chunk.unwrap(),
-            Ok(None) => break,
-            Err(_) => panic!("no SSE data within 30 s; got {events:?}"),
-        };
-        buffer.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            let (mut id, mut event, mut data) = (None, None, String::new());
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("id:") {
-                    id = Some(v.trim().to_owned());
-                } else if let Some(v) = line.strip_prefix("event:") {
-                    event = Some(v.trim().to_owned());
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.trim());
-                }
-            }
-            if !data.is_empty() {
-                events.push(SseEvent {
-                    id,
-                    event,
-                    data: serde_json::from_str(&data).unwrap(),
-                });
-            }
-        }
-    }
-    events
 }

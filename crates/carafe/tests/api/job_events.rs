@@ -3,7 +3,8 @@
 
 use serde_json::json;
 
-use crate::helpers::{Backend, TestApp, problem, read_sse};
+use crate::helpers::{Backend, TestApp, problem};
+use crate::sse::read_sse;
 
 both_backends!(
     a_job_streams_every_change_and_resumes_exactly,
@@ -31,7 +32,7 @@ async fn a_job_streams_every_change_and_resumes_exactly(backend: Backend) {
     );
     assert_eq!(res.headers()["x-accel-buffering"], "no");
     assert!(res.headers().get("content-encoding").is_none());
-    let reader = tokio::spawn(crate::helpers::read_sse(res, 100));
+    let reader = tokio::spawn(crate::sse::read_sse(res, 100));
 
     let c = app
         .claim_jobs("video", json!({"worker": "w"}))

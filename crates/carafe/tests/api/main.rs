@@ -5,7 +5,9 @@
 //! written with `file_tests!` also run on S3 storage when `CARAFE_TEST_S3_URL` is set.
 
 #[macro_use]
+mod macros;
 mod helpers;
+mod sse;
 
 mod accel_nginx;
 mod audit;
