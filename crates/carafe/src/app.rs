@@ -240,13 +240,12 @@ impl App {
             .unwrap_or_else(|| fallback_base(local_addr));
         let (mail, handlers) =
             open_mail(&config, &secrets, &base, &store, &jobs, &files, handlers)?;
-        let keys = Keys::new(store.clone(), config.auth.key_cache_ttl.0);
+        let keys = Arc::new(Keys::new(store.clone(), config.auth.key_cache_ttl.0));
         let admin_key_file = keys.bootstrap(&config.data_dir).await?;
         let smtp = match config.mail.smtp_listen {
             None => None,
             Some(addr) => {
-                let smtp_keys = Keys::new(store.clone(), config.auth.key_cache_ttl.0);
-                let ctx = crate::smtp::Listener::new(mail.clone(), smtp_keys, addr)?;
+                let ctx = crate::smtp::Listener::new(mail.clone(), keys.clone(), addr)?;
                 let listener = TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("mail.smtp_listen: cannot listen on {addr}"))?;

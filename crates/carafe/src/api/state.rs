@@ -24,7 +24,7 @@ pub struct Inner {
     pub config: Config,
     pub store: Arc<dyn Store>,
     pub audit: crate::audit::AuditLog,
-    pub keys: Keys,
+    pub keys: Arc<Keys>,
     pub tokens: Tokens,
     pub sealer: Sealer,
     pub observer: Observer,

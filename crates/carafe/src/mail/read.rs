@@ -2,7 +2,7 @@
 //! order, its text and HTML bodies, and its attachments. A well-kept MIME parser
 //! (mail-parser) does the work.
 
-use mail_parser::{HeaderValue, MessageParser, MimeHeaders};
+use mail_parser::{HeaderValue, Message, MessageParser, MessagePart, MimeHeaders};
 
 /// A message's headers and bodies.
 #[derive(Debug, Default, PartialEq)]
@@ -26,6 +26,26 @@ pub struct PartInfo {
     pub size: u64,
     /// Its Content-ID (without angle brackets), for inline parts.
     pub cid: Option<String>,
+}
+
+/// A message's text/plain and text/html bodies: only parts that really are of those types
+/// (the parser would otherwise convert one into the other).
+pub fn bodies(message: &Message<'_>) -> (Option<String>, Option<String>) {
+    let text = message
+        .text_bodies()
+        .find(|p| p.is_text() && !p.is_text_html())
+        .and_then(|p| p.text_contents().map(str::to_owned));
+    let html = message
+        .html_bodies()
+        .find(|p| p.is_text_html())
+        .and_then(|p| p.text_contents().map(str::to_owned));
+    (text, html)
+}
+
+/// A part's media type (`type/subtype`), when it names one.
+pub fn media_type(part: &MessagePart<'_>) -> Option<String> {
+    part.content_type()
+        .map(|ct| format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("octet-stream")))
 }
 
 pub fn parse(raw: &[u8]) -> Parsed {
@@ -53,24 +73,12 @@ pub fn parse(raw: &[u8]) -> Parsed {
             (h.name().to_string(), value)
         })
         .collect();
-    // Only parts that really are text/plain and text/html: the parser would otherwise convert
-    // one into the other.
-    let text = message
-        .text_bodies()
-        .find(|p| p.is_text() && !p.is_text_html())
-        .and_then(|p| p.text_contents().map(str::to_owned));
-    let html = message
-        .html_bodies()
-        .find(|p| p.is_text_html())
-        .and_then(|p| p.text_contents().map(str::to_owned));
+    let (text, html) = bodies(&message);
     let attachments = message
         .attachments()
         .map(|p| PartInfo {
             filename: p.attachment_name().map(str::to_owned),
-            content_type: p.content_type().map_or_else(
-                || "application/octet-stream".to_owned(),
-                |ct| format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("octet-stream")),
-            ),
+            content_type: media_type(p).unwrap_or_else(|| "application/octet-stream".to_owned()),
             size: p.contents().len() as u64,
             cid: p
                 .content_id()

@@ -113,6 +113,15 @@ impl Settings {
                 "mail.smtp_listen_cert_file and mail.smtp_listen_key_file go together".into(),
             );
         }
+        if let Some(addr) = self.smtp_listen
+            && !addr.ip().is_loopback()
+            && self.smtp_listen_cert_file.is_none()
+        {
+            return Err(format!(
+                "mail.smtp_listen on {addr} needs mail.smtp_listen_cert_file and \
+                 mail.smtp_listen_key_file: passwords are only taken over TLS off loopback"
+            ));
+        }
         if !(1024..=100 * 1024 * 1024).contains(&self.smtp_listen_max_bytes) {
             return Err("mail.smtp_listen_max_bytes must be between 1024 and 104857600".into());
         }
@@ -157,5 +166,42 @@ impl Settings {
                 )
             })
             .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(change: impl FnOnce(&mut Settings)) -> String {
+        let mut s = Settings::default();
+        change(&mut s);
+        s.validate().unwrap_err()
+    }
+
+    #[test]
+    fn the_smtp_listener_takes_passwords_off_loopback_only_over_tls() {
+        let mut s = Settings {
+            smtp_listen: Some("127.0.0.1:2525".parse().unwrap()),
+            ..Settings::default()
+        };
+        assert_eq!(s.validate(), Ok(()));
+        s.smtp_listen = Some("0.0.0.0:2525".parse().unwrap());
+        assert!(s.validate().unwrap_err().contains("smtp_listen_cert_file"));
+        s.smtp_listen_cert_file = Some("/etc/carafe/smtp.crt".into());
+        s.smtp_listen_key_file = Some("/etc/carafe/smtp.key".into());
+        assert_eq!(s.validate(), Ok(()));
+        assert!(refusal(|s| s.smtp_listen_key_file = Some("k.pem".into())).contains("go together"));
+    }
+
+    #[test]
+    fn limits_and_the_default_locale_are_checked() {
+        assert!(refusal(|s| s.smtp_listen_max_bytes = 100).contains("smtp_listen_max_bytes"));
+        assert!(refusal(|s| s.max_attachment_bytes = 0).contains("max_attachment_bytes"));
+        assert!(
+            refusal(|s| s.max_attachment_bytes = 51 * 1024 * 1024).contains("max_attachment_bytes")
+        );
+        assert!(refusal(|s| s.default_locale = "ko-kr".into()).contains("default_locale"));
+        assert!(refusal(|s| s.default_locale = "english".into()).contains("default_locale"));
     }
 }

@@ -39,20 +39,18 @@ impl Links {
         }
     }
 
-    fn tag(&self, id: &[u8]) -> [u8; TAG_BYTES] {
+    /// The MAC over a message id's bytes.
+    fn mac(&self, id: &[u8]) -> Hmac<Sha256> {
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).expect("any key");
         mac.update(b"carafe:unsubscribe:");
         mac.update(id);
-        let full = mac.finalize().into_bytes();
-        let mut tag = [0u8; TAG_BYTES];
-        tag.copy_from_slice(&full[..TAG_BYTES]);
-        tag
+        mac
     }
 
     pub fn token(&self, message: MessageId) -> String {
         let id = message.0.into_bytes();
         let mut raw = id.to_vec();
-        raw.extend_from_slice(&self.tag(&id));
+        raw.extend_from_slice(&self.mac(&id).finalize().into_bytes()[..TAG_BYTES]);
         URL_SAFE_NO_PAD.encode(raw)
     }
 
@@ -63,11 +61,8 @@ impl Links {
             return None;
         }
         let (id, tag) = raw.split_at(16);
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).expect("any key");
-        mac.update(b"carafe:unsubscribe:");
-        mac.update(id);
         // Constant-time comparison of the truncated tag.
-        mac.verify_truncated_left(tag).ok()?;
+        self.mac(id).verify_truncated_left(tag).ok()?;
         Some(MessageId(uuid::Uuid::from_slice(id).ok()?))
     }
 

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use mail_parser::{Address, MessageParser, MimeHeaders};
 
 use crate::mail::build::check_header;
+use crate::mail::read::{bodies, media_type};
 use crate::mail::{AttachmentSpec, SendRequest};
 
 /// The header a client may set to tag the mail (`X-Carafe-Tags: receipt, eu`).
@@ -56,16 +57,9 @@ pub fn to_request(raw: &[u8], from: &str, recipients: &[String]) -> Option<SendR
             .next()
             .map(|(_, s)| s),
         subject: Some(message.subject().unwrap_or("(no subject)").to_owned()),
-        text: message
-            .text_bodies()
-            .find(|p| p.is_text() && !p.is_text_html())
-            .and_then(|p| p.text_contents().map(str::to_owned)),
-        html: message
-            .html_bodies()
-            .find(|p| p.is_text_html())
-            .and_then(|p| p.text_contents().map(str::to_owned)),
         ..SendRequest::default()
     };
+    (req.text, req.html) = bodies(&message);
     // The envelope decides who gets a copy; the headers only how each is shown.
     for rcpt in recipients {
         match shown.get(&rcpt.to_lowercase()) {
@@ -85,9 +79,7 @@ pub fn to_request(raw: &[u8], from: &str, recipients: &[String]) -> Option<SendR
         let spec = AttachmentSpec {
             filename: part.attachment_name().map(str::to_owned),
             content: Some(part.contents().to_vec()),
-            content_type: part
-                .content_type()
-                .map(|ct| format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("octet-stream"))),
+            content_type: media_type(part),
             cid: if inline { cid } else { None },
             ..AttachmentSpec::default()
         };

@@ -26,13 +26,16 @@ const MAX_SESSIONS: usize = 256;
 /// What every session shares.
 pub struct Listener {
     mailer: Arc<Mailer>,
-    keys: Keys,
+    /// The API's keys (and their cache): a key revoked is refused here as there.
+    keys: Arc<Keys>,
     tls: Option<TlsAcceptor>,
     /// Whether the listener is on a loopback address (AUTH is then offered without TLS).
     loopback: bool,
     max_bytes: usize,
-    name: String,
 }
+
+/// The name the listener greets with.
+const NAME: &str = "carafe";
 
 /// The TLS acceptor of the configured certificate and key (PEM).
 fn acceptor(settings: &Settings) -> anyhow::Result<Option<TlsAcceptor>> {
@@ -57,23 +60,17 @@ fn acceptor(settings: &Settings) -> anyhow::Result<Option<TlsAcceptor>> {
 }
 
 impl Listener {
-    pub fn new(mailer: Arc<Mailer>, keys: Keys, addr: SocketAddr) -> anyhow::Result<Self> {
+    pub fn new(mailer: Arc<Mailer>, keys: Arc<Keys>, addr: SocketAddr) -> anyhow::Result<Self> {
         let settings = mailer.settings();
         let tls = acceptor(settings)?;
+        // (`Settings::validate` refuses a listener off loopback without a certificate.)
         let loopback = addr.ip().is_loopback();
-        if !loopback && tls.is_none() {
-            anyhow::bail!(
-                "mail.smtp_listen on {addr} needs mail.smtp_listen_cert_file and \
-                 mail.smtp_listen_key_file: passwords are only taken over TLS off loopback"
-            );
-        }
         Ok(Listener {
             max_bytes: settings.smtp_listen_max_bytes,
             mailer,
             keys,
             tls,
             loopback,
-            name: "carafe".into(),
         })
     }
 }

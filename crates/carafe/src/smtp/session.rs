@@ -15,8 +15,8 @@ use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
 use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, Request};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
-use super::Listener;
 use super::message::to_request;
+use super::{Listener, NAME};
 use crate::context::Principal;
 use crate::mail::address::parse_mailbox;
 use crate::mail::build::MAX_RECIPIENTS;
@@ -40,7 +40,6 @@ struct Transaction {
 struct Session {
     ctx: Arc<Listener>,
     tls: bool,
-    helo: bool,
     principal: Option<Principal>,
     failures: u32,
     tx: Transaction,
@@ -126,12 +125,11 @@ pub async fn run(ctx: Arc<Listener>, conn: Box<dyn Conn>) -> io::Result<()> {
     let mut s = Session {
         ctx,
         tls: false,
-        helo: false,
         principal: None,
         failures: 0,
         tx: Transaction::default(),
     };
-    reply(&mut r, &format!("220 {} ESMTP Carafe", s.ctx.name)).await?;
+    reply(&mut r, &format!("220 {} ESMTP Carafe", NAME)).await?;
     while let Some(line) = read_line(&mut r).await? {
         let request = Request::parse(&mut line.iter()).map(Request::into_owned);
         let request = match request {
@@ -143,10 +141,9 @@ pub async fn run(ctx: Arc<Listener>, conn: Box<dyn Conn>) -> io::Result<()> {
         };
         match request {
             Request::Ehlo { .. } => {
-                s.helo = true;
                 s.tx = Transaction::default();
                 let mut lines = vec![
-                    s.ctx.name.clone(),
+                    NAME.into(),
                     "PIPELINING".into(),
                     format!("SIZE {}", s.ctx.max_bytes),
                     "8BITMIME".into(),
@@ -167,9 +164,8 @@ pub async fn run(ctx: Arc<Listener>, conn: Box<dyn Conn>) -> io::Result<()> {
                 reply(&mut r, &text.join("\r\n")).await?;
             }
             Request::Helo { .. } => {
-                s.helo = true;
                 s.tx = Transaction::default();
-                reply(&mut r, &format!("250 {}", s.ctx.name)).await?;
+                reply(&mut r, &format!("250 {}", NAME)).await?;
             }
             Request::StartTls => {
                 let Some(acceptor) = s.ctx.tls.clone().filter(|_| !s.tls) else {
@@ -182,7 +178,6 @@ pub async fn run(ctx: Arc<Listener>, conn: Box<dyn Conn>) -> io::Result<()> {
                 let secured = acceptor.accept(plain).await?;
                 r = BufReader::new(Box::new(secured));
                 s.tls = true;
-                s.helo = false;
                 s.principal = None;
                 s.tx = Transaction::default();
             }

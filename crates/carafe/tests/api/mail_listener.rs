@@ -22,7 +22,7 @@ mod listener {
 }
 
 const SMTPLIB: &str = r#"
-import json, smtplib, ssl, sys
+import base64, json, smtplib, ssl, sys
 from email.message import EmailMessage
 host, port, key, ca, size_cap = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
 out = {}
@@ -64,6 +64,15 @@ s.mail("shop@example.com")
 s.rcpt("ana@example.com")
 out["data_too_big"] = s.data(b"Subject: big\r\n\r\n" + b"x" * (size_cap + 10))[0]
 s.quit()
+# Three failed logins end the session.
+s = smtplib.SMTP(host, port, timeout=20)
+s.ehlo("client.test")
+bad = base64.b64encode(b"\0anyone\0ck_not_a_real_key").decode()
+out["three_bad_logins"] = [s.docmd("AUTH", "PLAIN " + bad)[0] for _ in range(3)]
+try:
+    out["after_three"] = s.noop()[0]
+except smtplib.SMTPServerDisconnected:
+    out["after_three"] = "closed"
 print(json.dumps(out))
 "#;
 
@@ -127,6 +136,11 @@ async fn smtp_clients_submit_through_carafe(backend: Backend) {
     assert_eq!(out["rcpt_51"], 452);
     assert_eq!(out["mail_too_big"], 552);
     assert_eq!(out["data_too_big"], 552, "{out}");
+    assert_eq!(out["three_bad_logins"], json!([535, 535, 535]));
+    assert!(
+        out["after_three"] == 421 || out["after_three"] == "closed",
+        "{out}"
+    );
     // 250 only once stored: the id in the reply is readable at once.
     assert_eq!(out["data"][0], 250, "{out}");
     let reply = out["data"][1].as_str().unwrap();

@@ -307,6 +307,14 @@ async fn template_errors_name_line_and_column_and_store_nothing(backend: Backend
     )
     .await;
     assert_eq!(p["errors"][0]["field"], "name");
+    let long = "x".repeat(5000);
+    let p = problem(
+        put(&app, &key, "t", json!({"subject": long, "text": "t"})).await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(p["errors"][0]["field"], "/subject");
     let p = problem(
         put(
             &app,

@@ -60,10 +60,6 @@ impl Library {
         self.versions
             .insert(version.name.clone(), Arc::new(version));
     }
-
-    pub fn contains(&self, name: &str) -> bool {
-        self.versions.contains_key(name)
-    }
 }
 
 /// What a render produced.

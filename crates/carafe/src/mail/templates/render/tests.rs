@@ -224,3 +224,21 @@ fn locales_fall_back_along_the_chain() {
         Err(RenderError::NoLocale { .. })
     ));
 }
+
+#[test]
+fn layouts_that_wrap_each_other_in_a_loop_are_refused() {
+    let mut lib = Library::default();
+    let looped = |name: &str, layout: &str| {
+        let mut v = variant("en", "s", Some("{{ content }}"), None);
+        v.layout = Some(layout.into());
+        version(name, vec![v])
+    };
+    lib.insert(looped("a", "b"));
+    lib.insert(looped("b", "c"));
+    lib.insert(looped("c", "b"));
+    match Prepared::new(&lib, "a", &chain(&["en"])) {
+        Err(RenderError::Failed(e)) => assert!(e.message.contains("loop"), "{e:?}"),
+        Err(other) => panic!("expected a refusal, got {other:?}"),
+        Ok(_) => panic!("expected a refusal"),
+    }
+}
