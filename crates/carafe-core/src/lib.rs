@@ -5,6 +5,7 @@
 //! depend on it and never on each other (DESIGN.md §2).
 
 pub mod audit;
+pub mod campaigns;
 pub mod error;
 pub mod files;
 pub mod idempotency;

@@ -60,6 +60,10 @@ uuid_id!(
     /// A message captured in the outbox.
     OutboxId
 );
+uuid_id!(
+    /// A bulk send: one template, many recipients (see `crate::campaigns`).
+    CampaignId
+);
 
 /// Where a recipient's address came from in the submission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +176,8 @@ pub struct Mail {
     pub attachments: Vec<Attachment>,
     /// Whether each copy carries one-click unsubscribe headers (RFC 8058).
     pub unsubscribe: bool,
+    /// The campaign this mail is one recipient's copy of, if any (its messages carry it too).
+    pub campaign: Option<CampaignId>,
     /// Who submitted it (`key:…`), for the audit trail and listing.
     pub actor: String,
     pub send_at: Option<OffsetDateTime>,
@@ -267,6 +273,7 @@ pub struct MessageFilter {
     pub to: Option<String>,
     pub tag: Option<String>,
     pub mail: Option<MailId>,
+    pub campaign: Option<CampaignId>,
 }
 
 /// A message captured instead of sent (no relay configured): the exact bytes a relay would

@@ -3,6 +3,7 @@
 //! by the conformance suite in `carafe-core`.
 
 mod audit;
+mod campaigns;
 mod direct;
 mod files;
 mod idempotency;

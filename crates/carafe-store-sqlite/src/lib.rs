@@ -5,6 +5,7 @@
 //! could take back.
 
 mod audit;
+mod campaigns;
 mod direct;
 mod files;
 mod idempotency;

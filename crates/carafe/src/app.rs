@@ -28,6 +28,7 @@ use crate::files::check::process::FileJobs;
 use crate::jobs::push::Dispatcher;
 use crate::jobs::runner::Handlers;
 use crate::jobs::{Jobs, maintenance};
+use crate::mail::campaigns::CampaignJobs;
 use crate::mail::{MailJobs, Mailer};
 use crate::realtime::bus::Bus;
 use crate::secrets::{self, Secrets};
@@ -157,16 +158,25 @@ fn open_mail(
         );
     }
     let mailer = Arc::new(mailer);
-    let handlers = handlers.add(
-        crate::mail::QUEUE,
-        MAIL_JOBS_CONCURRENCY,
-        MailJobs::new(mailer.clone()),
-    );
+    let handlers = handlers
+        .add(
+            crate::mail::QUEUE,
+            MAIL_JOBS_CONCURRENCY,
+            MailJobs::new(mailer.clone()),
+        )
+        .add(
+            crate::mail::CAMPAIGNS_QUEUE,
+            CAMPAIGN_JOBS_CONCURRENCY,
+            CampaignJobs::new(mailer.clone()),
+        );
     Ok((mailer, handlers))
 }
 
-/// Messages one process sends at once.
+/// Messages one process sends at once (and, for each started campaign, campaign messages).
 const MAIL_JOBS_CONCURRENCY: usize = 8;
+
+/// Campaign imports and expansions one process runs at once.
+const CAMPAIGN_JOBS_CONCURRENCY: usize = 2;
 
 /// File jobs one process runs at once (scans and image work are CPU- and I/O-heavy).
 const FILE_JOBS_CONCURRENCY: usize = 4;
@@ -182,6 +192,7 @@ fn instance_id() -> String {
 fn spawn_engine(
     jobs: &Arc<Jobs>,
     files: &Arc<Files>,
+    mail: &Arc<Mailer>,
     handlers: Handlers,
     config: &Config,
     stop: &CancellationToken,
@@ -205,6 +216,14 @@ fn spawn_engine(
         );
         tasks.spawn(dispatcher.run(stop.clone(), drain));
     }
+    tasks.spawn(crate::mail::campaigns::serve(
+        mail.clone(),
+        jobs.clone(),
+        instance.clone(),
+        MAIL_JOBS_CONCURRENCY,
+        stop.clone(),
+        drain,
+    ));
     if !handlers.is_empty() {
         tasks.spawn(handlers.run(jobs.clone(), instance, stop.clone(), drain));
     }
@@ -319,7 +338,14 @@ impl App {
             trigger.cancel();
         });
         let timeout = state.config.shutdown_timeout.0;
-        let mut engine = spawn_engine(&state.jobs, &state.files, handlers, &state.config, &stop);
+        let mut engine = spawn_engine(
+            &state.jobs,
+            &state.files,
+            &state.mail,
+            handlers,
+            &state.config,
+            &stop,
+        );
         engine.spawn(state.observer.clone().keep_up(stop.clone()));
         if let Some((listener, ctx)) = smtp {
             if let Ok(addr) = listener.local_addr() {
@@ -377,9 +403,9 @@ pub async fn run_worker(
         .public_url
         .clone()
         .unwrap_or_else(|| fallback_base(config.listen));
-    let (_mail, handlers) = open_mail(&config, &secrets, &base, &store, &jobs, &files, handlers)?;
+    let (mail, handlers) = open_mail(&config, &secrets, &base, &store, &jobs, &files, handlers)?;
     let stop = CancellationToken::new();
-    let mut engine = spawn_engine(&jobs, &files, handlers, &config, &stop);
+    let mut engine = spawn_engine(&jobs, &files, &mail, handlers, &config, &stop);
     tracing::info!(backend = store.backend(), "worker running");
     shutdown.await;
     tracing::info!("shutting down: letting running jobs finish");

@@ -10,6 +10,7 @@
 
 mod audit;
 mod backend;
+mod campaigns;
 #[cfg(feature = "testing")]
 pub mod conformance;
 mod direct;
@@ -27,6 +28,7 @@ mod workflows;
 
 pub use audit::AuditStore;
 pub use backend::{Backend, PoolStats, WakeupSink};
+pub use campaigns::CampaignStore;
 pub use direct::DirectStore;
 pub use files::FileStore;
 pub use idempotency::IdempotencyStore;
@@ -58,6 +60,7 @@ pub trait Store:
     + LeaderStore
     + MailStore
     + TemplateStore
+    + CampaignStore
     + Backend
     + Send
     + Sync
@@ -82,6 +85,7 @@ impl<T> Store for T where
         + LeaderStore
         + MailStore
         + TemplateStore
+        + CampaignStore
         + Backend
         + Send
         + Sync
@@ -94,9 +98,9 @@ impl<T> Store for T where
 /// tools): `use carafe_core::store::prelude::*;`. Calls through `dyn Store` need no import.
 pub mod prelude {
     pub use super::{
-        AuditStore as _, Backend as _, DirectStore as _, FailureStore as _, FileStore as _,
-        IdempotencyStore as _, JobStore as _, KeyStore as _, LeaderStore as _, LeaseStore as _,
-        MailStore as _, MultipartRecordStore as _, QueueAdminStore as _, ScheduleStore as _,
-        UploadStore as _, WorkflowStore as _,
+        AuditStore as _, Backend as _, CampaignStore as _, DirectStore as _, FailureStore as _,
+        FileStore as _, IdempotencyStore as _, JobStore as _, KeyStore as _, LeaderStore as _,
+        LeaseStore as _, MailStore as _, MultipartRecordStore as _, QueueAdminStore as _,
+        ScheduleStore as _, UploadStore as _, WorkflowStore as _,
     };
 }

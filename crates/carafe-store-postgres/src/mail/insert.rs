@@ -3,7 +3,8 @@
 //! that send them — in one transaction. However many mails the batch holds, it takes the same
 //! few statements, each over arrays (`unnest`) that cover every mail of the batch: the mail
 //! rows, the jobs, the attachments, and the messages with their events. The messages are then
-//! handed back to their mails by id.
+//! handed back to their mails by id. A campaign's batch is written the same way, inside the
+//! transaction that moves its cursor (`insert_in`).
 
 use std::collections::HashMap;
 
@@ -28,25 +29,45 @@ pub(super) async fn insert_mails(
     if mails.is_empty() {
         return Ok(Vec::new());
     }
+    check(&mails)?;
+    let mut tx = pool.begin().await.map_err(map_err)?;
+    let stored = insert_in(&mut tx, &mails).await?;
+    tx.commit().await.map_err(map_err)?;
+    Ok(stored)
+}
+
+/// Fails unless every mail has one job per message; checked before anything is written.
+pub(crate) fn check(mails: &[NewMail]) -> StoreResult<()> {
     if mails.iter().any(|m| m.messages.len() != m.jobs.len()) {
         return Err(StoreError::corrupt("insert_mails: one job per message"));
     }
-    let mut tx = pool.begin().await.map_err(map_err)?;
+    Ok(())
+}
+
+/// Records `mails` (already `check`ed) inside the caller's transaction, which commits it: the
+/// mail rows, jobs, attachments and messages, and the queues' wake-up, sent on commit. Call it
+/// as the transaction's last step, as the wake-up asks. Returns each mail's messages as stored.
+pub(crate) async fn insert_in(
+    tx: &mut PgConnection,
+    mails: &[NewMail],
+) -> StoreResult<Vec<Vec<Message>>> {
+    if mails.is_empty() {
+        return Ok(Vec::new());
+    }
     // The mail rows go first: a mail id already stored fails the batch before anything else.
-    insert_mail_rows(&mut tx, &mails).await?;
+    insert_mail_rows(&mut *tx, mails).await?;
     let new_jobs: Vec<&NewJob> = mails.iter().flat_map(|m| &m.jobs).collect();
-    let jobs = insert_rows(&mut tx, &new_jobs, None).await?;
+    let jobs = insert_rows(&mut *tx, &new_jobs, None).await?;
     if jobs.len() != new_jobs.len() {
         return Err(StoreError::corrupt("job insert returned too few rows"));
     }
-    attachments::insert(&mut tx, mails.iter().map(|m| &m.mail)).await?;
-    let stored = insert_messages(&mut tx, &mails, &jobs).await?;
+    attachments::insert(&mut *tx, mails.iter().map(|m| &m.mail)).await?;
+    let stored = insert_messages(&mut *tx, mails, &jobs).await?;
     let mut wake = Wakeups::default();
     for job in &jobs {
         wake.queue(&job.queue);
     }
-    wake.send(&mut tx).await?;
-    tx.commit().await.map_err(map_err)?;
+    wake.send(&mut *tx).await?;
     Ok(stored)
 }
 
@@ -57,7 +78,8 @@ async fn insert_mail_rows(conn: &mut PgConnection, mails: &[NewMail]) -> StoreRe
          SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[],
                               $6::jsonb[], $7::jsonb[], $8::text[], $9::text[], $10::text[],
                               $11::jsonb[], $12::jsonb[], $13::jsonb[], $14::boolean[],
-                              $15::text[], $16::timestamptz[], $17::timestamptz[])"
+                              $15::text[], $16::timestamptz[], $17::timestamptz[],
+                              $18::uuid[])"
     );
     let m = || mails.iter().map(|m| &m.mail);
     sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -81,6 +103,7 @@ async fn insert_mail_rows(conn: &mut PgConnection, mails: &[NewMail]) -> StoreRe
         .bind(m().map(|m| m.actor.as_str()).collect::<Vec<_>>())
         .bind(m().map(|m| m.send_at).collect::<Vec<_>>())
         .bind(m().map(|m| m.created_at).collect::<Vec<_>>())
+        .bind(m().map(|m| m.campaign.map(|c| c.0)).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await
         .map_err(map_err)?;
@@ -106,6 +129,7 @@ async fn insert_messages(
     let mut kinds = Vec::with_capacity(n);
     let mut tags = Vec::with_capacity(n);
     let mut created = Vec::with_capacity(n);
+    let mut campaigns = Vec::with_capacity(n);
     for m in mails {
         for (position, message) in m.messages.iter().enumerate() {
             ids.push(message.id.0);
@@ -118,18 +142,20 @@ async fn insert_messages(
             kinds.push(message.kind.as_str());
             tags.push(Json(&m.mail.tags));
             created.push(m.mail.created_at);
+            campaigns.push(m.mail.campaign.map(|c| c.0));
         }
     }
     let sql = format!(
         "WITH ins AS (
              INSERT INTO mail_messages (id, mail_id, position, recipient, kind, status,
                                         attempts, tags, job_id, created_at, updated_at,
-                                        event_seq)
+                                        event_seq, campaign_id)
              SELECT id, mail_id, position, recipient, kind, 'queued', 0, tags, job_id,
-                    created_at, created_at, 1
+                    created_at, created_at, 1, campaign_id
              FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::text[],
-                         $6::bigint[], $7::jsonb[], $8::timestamptz[])
-                  AS n(id, mail_id, position, recipient, kind, job_id, tags, created_at)
+                         $6::bigint[], $7::jsonb[], $8::timestamptz[], $9::uuid[])
+                  AS n(id, mail_id, position, recipient, kind, job_id, tags, created_at,
+                       campaign_id)
              RETURNING {MESSAGE_COLUMNS}),
          ev AS (
              INSERT INTO mail_events (message_id, seq, at, kind, data)
@@ -145,6 +171,7 @@ async fn insert_messages(
         .bind(jobs.iter().map(|j| j.id.0).collect::<Vec<_>>())
         .bind(tags)
         .bind(created)
+        .bind(campaigns)
         .fetch_all(&mut *conn)
         .await
         .map_err(map_err)?;

@@ -8,19 +8,20 @@
 //!
 //! Recording mail (batches of submissions, in one transaction) is in `insert.rs`; a mail's
 //! attachments are in `attachments.rs`; the outbox (captures, their listing and clearing) is in
-//! `outbox.rs`; suppressions are in `suppressions.rs`.
+//! `outbox.rs`; suppressions are in `suppressions.rs`. Campaigns (`crate::campaigns`) store
+//! their batches through `insert.rs` and change their messages with `transition_count`.
 
 mod attachments;
-mod insert;
+pub(crate) mod insert;
 mod outbox;
 mod suppressions;
 
 use async_trait::async_trait;
 use carafe_core::jobs::JobId;
 use carafe_core::mail::{
-    Attachment, Mail, MailId, Message, MessageEvent, MessageFilter, MessageId, MessageStatus,
-    NewMail, OutboxEntry, OutboxFilter, OutboxId, OutboxItem, RecipientKind, SendOutcome,
-    Suppression,
+    Attachment, CampaignId, Mail, MailId, Message, MessageEvent, MessageFilter, MessageId,
+    MessageStatus, NewMail, OutboxEntry, OutboxFilter, OutboxId, OutboxItem, RecipientKind,
+    SendOutcome, Suppression,
 };
 use carafe_core::page::{Page, PageRequest};
 use carafe_core::store::MailStore;
@@ -36,7 +37,8 @@ use uuid::Uuid;
 use crate::{PgStore, map_err};
 
 const MAIL_COLUMNS: &str = "id, message_id, from_addr, reply_to, to_addrs, cc_addrs, bcc_addrs, \
-    subject, text_body, html_body, headers, tags, template, unsubscribe, actor, send_at, created_at";
+    subject, text_body, html_body, headers, tags, template, unsubscribe, actor, send_at, \
+    created_at, campaign_id";
 
 const MESSAGE_COLUMNS: &str = "id, mail_id, position, recipient, kind, status, attempts, reply, \
     relay_id, tags, job_id, created_at, updated_at, sent_at, event_seq";
@@ -64,6 +66,10 @@ fn mail_from_row(row: &PgRow, attachments: Vec<Attachment>) -> StoreResult<Mail>
         template: template.map(|t| t.0),
         attachments,
         unsubscribe: row.try_get("unsubscribe").map_err(map_err)?,
+        campaign: row
+            .try_get::<Option<Uuid>, _>("campaign_id")
+            .map_err(map_err)?
+            .map(CampaignId),
         actor: row.try_get("actor").map_err(map_err)?,
         send_at: row.try_get("send_at").map_err(map_err)?,
         created_at: row.try_get("created_at").map_err(map_err)?,
@@ -114,14 +120,30 @@ fn event_from_row(row: &PgRow) -> StoreResult<MessageEvent> {
 /// `at`: one statement. Returns the changed messages in their mail's order.
 fn transition(guard: &str, set: &str, at: &str, kind: &str, data: &str) -> String {
     format!(
+        "{} SELECT {MESSAGE_COLUMNS} FROM changed ORDER BY position",
+        changes(guard, set, at, kind, data)
+    )
+}
+
+/// As `transition`, but returns only how many messages changed (for changes of many messages
+/// at once, which need not be read back).
+pub(crate) fn transition_count(guard: &str, set: &str, at: &str, kind: &str, data: &str) -> String {
+    format!(
+        "{} SELECT count(*) FROM changed",
+        changes(guard, set, at, kind, data)
+    )
+}
+
+/// The `WITH changed AS (UPDATE …), ev AS (INSERT INTO mail_events …)` of a transition.
+fn changes(guard: &str, set: &str, at: &str, kind: &str, data: &str) -> String {
+    format!(
         "WITH changed AS (
              UPDATE mail_messages SET {set}, event_seq = event_seq + 1
              WHERE {guard}
              RETURNING {MESSAGE_COLUMNS}),
          ev AS (
              INSERT INTO mail_events (message_id, seq, at, kind, data)
-             SELECT id, event_seq, {at}, {kind}, {data} FROM changed)
-         SELECT {MESSAGE_COLUMNS} FROM changed ORDER BY position"
+             SELECT id, event_seq, {at}, {kind}, {data} FROM changed)"
     )
 }
 
@@ -233,6 +255,9 @@ impl MailStore for PgStore {
         }
         if let Some(mail) = filter.mail {
             q.push(" AND mail_id = ").push_bind(mail.0);
+        }
+        if let Some(campaign) = filter.campaign {
+            q.push(" AND campaign_id = ").push_bind(campaign.0);
         }
         q.push(" ORDER BY id DESC LIMIT ")
             .push_bind(i64::from(page.limit) + 1);

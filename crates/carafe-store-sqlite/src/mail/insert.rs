@@ -4,7 +4,9 @@
 //! failing statement (a mail or message id already stored) fails the whole batch, and the
 //! caller's transaction is rolled back.
 
-use carafe_core::mail::{Attachment, Mail, MailId, Message, MessageStatus, NewMail, NewMessage};
+use carafe_core::mail::{
+    Attachment, CampaignId, Mail, MailId, Message, MessageStatus, NewMail, NewMessage,
+};
 use carafe_core::{StoreError, StoreResult};
 use serde_json::json;
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
@@ -73,7 +75,9 @@ pub(super) async fn mails(
         }
         stored.push(kept);
     }
-    insert_message_rows(conn, &stored).await?;
+    let campaigns: Vec<Option<CampaignId>> =
+        batch.iter().map(|(mail, _, _)| mail.campaign).collect();
+    insert_message_rows(conn, &stored, &campaigns).await?;
     let events: Vec<NewEvent> = stored
         .iter()
         .flatten()
@@ -94,7 +98,7 @@ async fn insert_mail_rows(
     conn: &mut SqliteConnection,
     batch: &[(Mail, Vec<NewMessage>, OffsetDateTime)],
 ) -> StoreResult<()> {
-    // Seventeen parameters per row keep each statement far below SQLite's 32,766 limit.
+    // Eighteen parameters per row keep each statement far below SQLite's 32,766 limit.
     for chunk in batch.chunks(1000) {
         let mut q = QueryBuilder::<Sqlite>::new(format!("INSERT INTO mail ({MAIL_COLUMNS}) "));
         q.push_values(chunk, |mut b, (mail, _, created)| {
@@ -112,6 +116,7 @@ async fn insert_mail_rows(
                 .push_bind(to_json(&mail.tags))
                 .push_bind(mail.template.as_ref().map(to_json))
                 .push_bind(i64::from(mail.unsubscribe))
+                .push_bind(mail.campaign.map(|c| c.to_string()))
                 .push_bind(mail.actor.as_str())
                 .push_bind(mail.send_at.map(ms))
                 .push_bind(ms(*created));
@@ -121,27 +126,31 @@ async fn insert_mail_rows(
     Ok(())
 }
 
-/// One `mail_messages` row per message, `position` counting within its mail.
+/// One `mail_messages` row per message, `position` counting within its mail; `campaigns[i]`
+/// is the campaign of the mail whose messages are `stored[i]`.
 async fn insert_message_rows(
     conn: &mut SqliteConnection,
     stored: &[Vec<Message>],
+    campaigns: &[Option<CampaignId>],
 ) -> StoreResult<()> {
-    let rows: Vec<(usize, &Message, String)> = stored
+    let rows: Vec<(usize, &Message, String, Option<String>)> = stored
         .iter()
-        .flat_map(|kept| {
+        .zip(campaigns)
+        .flat_map(|(kept, campaign)| {
             let tags = kept.first().map(|m| to_json(&m.tags)).unwrap_or_default();
+            let campaign = campaign.map(|c| c.to_string());
             kept.iter()
                 .enumerate()
-                .map(move |(i, m)| (i, m, tags.clone()))
+                .map(move |(i, m)| (i, m, tags.clone(), campaign.clone()))
         })
         .collect();
-    // Twelve parameters per row keep each statement far below SQLite's 32,766 limit.
+    // Thirteen parameters per row keep each statement far below SQLite's 32,766 limit.
     for chunk in rows.chunks(1000) {
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO mail_messages (id, mail_id, position, recipient, recipient_lower, \
-             kind, status, tags, job_id, created_at, updated_at, event_seq) ",
+             kind, status, tags, campaign_id, job_id, created_at, updated_at, event_seq) ",
         );
-        q.push_values(chunk, |mut b, (i, m, tags)| {
+        q.push_values(chunk, |mut b, (i, m, tags, campaign)| {
             b.push_bind(m.id.to_string())
                 .push_bind(m.mail.to_string())
                 .push_bind(*i as i64)
@@ -150,6 +159,7 @@ async fn insert_message_rows(
                 .push_bind(m.kind.as_str())
                 .push_bind(m.status.as_str())
                 .push_bind(tags.as_str())
+                .push_bind(campaign.as_deref())
                 .push_bind(m.job.map(|j| j.0))
                 .push_bind(ms(m.created_at))
                 .push_bind(ms(m.updated_at))

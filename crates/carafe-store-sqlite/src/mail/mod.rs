@@ -4,13 +4,15 @@
 //! the job that sends it in one transaction (several submissions may share it: `insert.rs`).
 //! The send state machine (start, finish, cancel) is
 //! in `sending.rs`, the outbox in `outbox.rs`, suppressions in `suppressions.rs`, the mail's
-//! attachments (written with it, read with it) in `attachments.rs`.
+//! attachments (written with it, read with it) in `attachments.rs`, what `CampaignStore` does
+//! to a campaign's messages in `campaigns.rs`.
 //!
 //! Case-insensitive matches: recipients are lowercased here, in Rust (full Unicode), both when
 //! stored (`recipient_lower`) and when filtered on; SQL `lower()` and `COLLATE NOCASE`, used
 //! where the stored text is compared as is, fold ASCII only.
 
 mod attachments;
+pub(crate) mod campaigns;
 mod insert;
 mod outbox;
 mod sending;
@@ -35,7 +37,8 @@ use uuid::Uuid;
 use crate::{SqliteStore, at, map_err};
 
 const MAIL_COLUMNS: &str = "id, message_id, from_addr, reply_to, to_addrs, cc_addrs, \
-    bcc_addrs, subject, text_body, html_body, headers, tags, template, unsubscribe, actor, send_at, created_at";
+    bcc_addrs, subject, text_body, html_body, headers, tags, template, unsubscribe, \
+    campaign_id, actor, send_at, created_at";
 
 const MESSAGE_COLUMNS: &str = "id, mail_id, recipient, kind, status, attempts, reply, \
     relay_id, tags, job_id, created_at, updated_at, sent_at";
@@ -89,6 +92,12 @@ fn mail_from_row(row: &SqliteRow, attachments: Vec<Attachment>) -> StoreResult<M
             .transpose()?,
         attachments,
         unsubscribe: row.try_get::<i64, _>("unsubscribe").map_err(map_err)? != 0,
+        campaign: opt("campaign_id")?
+            .map(|c| {
+                c.parse()
+                    .map_err(|_| StoreError::corrupt("mail.campaign_id"))
+            })
+            .transpose()?,
         actor: text("actor")?,
         send_at: row
             .try_get::<Option<i64>, _>("send_at")
@@ -215,6 +224,10 @@ impl MailStore for SqliteStore {
         }
         if let Some(mail) = filter.mail {
             q.push(" AND mail_id = ").push_bind(mail.to_string());
+        }
+        if let Some(campaign) = filter.campaign {
+            q.push(" AND campaign_id = ")
+                .push_bind(campaign.to_string());
         }
         q.push(" ORDER BY id DESC LIMIT ")
             .push_bind(i64::from(page.limit) + 1);

@@ -218,6 +218,9 @@ impl From<crate::mail::Error> for ApiError {
                     .fields(fields)
             }
             Error::NotFound => ApiError::not_found(),
+            Error::Conflict { code, message } => {
+                ApiError::new(StatusCode::CONFLICT, code).detail(message)
+            }
             Error::Store(e) => e.into(),
         }
     }

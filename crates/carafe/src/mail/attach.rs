@@ -185,7 +185,7 @@ impl Mailer {
     }
 
     /// A file `principal` may read and that is ready.
-    async fn attachable_file(
+    pub(super) async fn attachable_file(
         &self,
         id: &str,
         principal: &Principal,

@@ -80,7 +80,7 @@ impl JobHandler for MailJobs {
         };
         let spared = self
             .mailer
-            .spares(&message.recipient)
+            .spares(&mail, &message.recipient)
             .await
             .map_err(|e| retry("suppressions", e))?;
         if let Some(s) = spared {
@@ -93,6 +93,9 @@ impl JobHandler for MailJobs {
                 .finish_sending(id, outcome, None)
                 .await
                 .map_err(|e| retry("record", e))?;
+            if let Some(c) = mail.campaign {
+                self.mailer.campaign_progressed(c);
+            }
             return Ok(json!({"status": "suppressed"}));
         }
         let parts = match self.mailer.parts(&mail).await {
@@ -132,6 +135,9 @@ impl JobHandler for MailJobs {
             .map_err(|e| retry("record", e))?;
         if captured && finished.is_some() {
             self.mailer.captured();
+        }
+        if let Some(c) = mail.campaign {
+            self.mailer.campaign_progressed(c);
         }
         if status == MessageStatus::Deferred {
             return Err(JobError::Retry {

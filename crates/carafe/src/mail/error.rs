@@ -13,8 +13,12 @@ pub enum Error {
     /// A template does not compile or render: where (line and column) and why.
     #[error("the template cannot be rendered")]
     Template(Vec<FieldError>),
-    #[error("no such mail, message, template or outbox item")]
+    #[error("no such mail, message, template, campaign or outbox item")]
     NotFound,
+    /// The thing is not in a state that allows this (a campaign started twice): `code` names
+    /// the rule, `message` says what state it is in.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

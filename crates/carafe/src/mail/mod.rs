@@ -7,6 +7,7 @@
 pub mod address;
 pub mod attach;
 pub mod build;
+pub mod campaigns;
 mod deliver;
 mod dkim;
 mod error;
@@ -24,10 +25,14 @@ pub use deliver::MailJobs;
 pub use error::Error;
 pub use service::{Mailer, Submission};
 pub use settings::Settings;
-pub use submit::SendRequest;
+pub use submit::{SendRequest, campaign_queue};
 
 /// Carafe's own queue for sending mail.
 pub const QUEUE: &str = "carafe.mail";
+/// Each campaign's messages are sent from a queue of its own, named with this prefix.
+pub const CAMPAIGN_QUEUE_PREFIX: &str = "carafe.campaign.";
+/// Campaign imports and the making of campaigns' messages run here.
+pub const CAMPAIGNS_QUEUE: &str = "carafe.campaigns";
 
 /// The bus topic announced when a message lands in the outbox (for long-polling readers).
 pub(crate) const OUTBOX_TOPIC: &str = "mail.outbox";

@@ -105,6 +105,10 @@ impl Mailer {
         &self.settings
     }
 
+    pub(super) fn jobs(&self) -> &Arc<Jobs> {
+        &self.jobs
+    }
+
     pub(super) fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }

@@ -6,7 +6,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use carafe_core::jobs::{Backoff, NewJob, QueueName};
-use carafe_core::mail::{Attachment, Mail, MailId, MessageId, NewMessage, RecipientKind};
+use carafe_core::mail::{
+    Attachment, CampaignId, Mail, MailId, MessageId, NewMessage, RecipientKind,
+};
 use carafe_core::templates::TemplateRef;
 use carafe_core::time::now;
 use lettre::message::Mailbox;
@@ -17,7 +19,7 @@ use super::address::parse_mailbox;
 use super::attach::AttachmentSpec;
 use super::build::{self, BuildError, Draft, MAX_RECIPIENTS};
 use super::templates::TemplateUse;
-use super::{Error, QUEUE, Settings};
+use super::{CAMPAIGN_QUEUE_PREFIX, Error, QUEUE, Settings};
 use crate::context::{Actor, FieldError};
 
 /// Most tags on one submission, and their longest length.
@@ -47,6 +49,10 @@ pub struct SendRequest {
     pub send_at: Option<OffsetDateTime>,
     /// One-click unsubscribe headers in each recipient's copy (RFC 8058).
     pub unsubscribe: bool,
+    /// A campaign's copy for one recipient: the campaign, and the mail's and message's ids
+    /// (derived from the campaign and the recipient's row, so a batch made twice collides).
+    /// Set only by the campaign capability; the ways in leave it `None`.
+    pub campaign: Option<(CampaignId, MailId, MessageId)>,
 }
 
 /// A checked submission, ready for the store.
@@ -161,7 +167,7 @@ pub fn check(
     let Some(from) = from else {
         return Err(Error::Invalid(errors));
     };
-    let id = MailId::new();
+    let id = req.campaign.map_or_else(MailId::new, |(_, id, _)| id);
     let domain = settings
         .message_id_domain
         .clone()
@@ -174,7 +180,10 @@ pub fn check(
         for mailbox in list {
             if seen.insert(mailbox.email.to_string().to_ascii_lowercase()) {
                 messages.push(NewMessage {
-                    id: MessageId::new(),
+                    id: match (req.campaign, messages.is_empty()) {
+                        (Some((_, _, id)), true) => id,
+                        _ => MessageId::new(),
+                    },
                     recipient: mailbox.email.to_string(),
                     kind: *kind,
                 });
@@ -219,6 +228,7 @@ pub fn check(
             template,
             attachments,
             unsubscribe: req.unsubscribe,
+            campaign: req.campaign.map(|(c, _, _)| c),
             actor: actor.id.clone(),
             send_at: req.send_at,
             created_at,
@@ -227,11 +237,38 @@ pub fn check(
     })
 }
 
+/// The queue a mail's messages are sent from: `carafe.mail`, or its campaign's own queue (so
+/// a campaign is paused and rate-limited as a queue, the same on every instance).
+pub fn queue_of(mail: &Mail) -> QueueName {
+    let name = match mail.campaign {
+        Some(c) => campaign_queue(c),
+        None => QUEUE.to_owned(),
+    };
+    QueueName::parse(&name).expect("valid queue name")
+}
+
+/// The queue of campaign `id`'s messages.
+pub fn campaign_queue(id: CampaignId) -> String {
+    format!("{CAMPAIGN_QUEUE_PREFIX}{}", id.0.simple())
+}
+
 /// The job that sends `message`: many attempts with backoff from `retry_base` up to an hour
 /// (a relay may refuse for a while), scheduled for the mail's `send_at`.
 pub fn send_job(message: MessageId, mail: &Mail, settings: &Settings) -> NewJob {
+    let at = mail.send_at.unwrap_or(mail.created_at).max(mail.created_at);
+    send_job_at(message, queue_of(mail), at, mail.created_at, settings)
+}
+
+/// The job that sends `message` from `queue`, no earlier than `at`.
+pub fn send_job_at(
+    message: MessageId,
+    queue: QueueName,
+    at: OffsetDateTime,
+    created_at: OffsetDateTime,
+    settings: &Settings,
+) -> NewJob {
     NewJob {
-        queue: QueueName::parse(QUEUE).expect("valid queue name"),
+        queue,
         args: json!({"message": message}),
         priority: 3,
         max_attempts: SEND_ATTEMPTS,
@@ -241,10 +278,10 @@ pub fn send_job(message: MessageId, mail: &Mail, settings: &Settings) -> NewJob 
             jitter: 0.2,
         }),
         timeout: Duration::from_secs(300),
-        scheduled_at: mail.send_at.unwrap_or(mail.created_at).max(mail.created_at),
+        scheduled_at: at,
         unique: None,
         owner: None,
         target: None,
-        created_at: mail.created_at,
+        created_at,
     }
 }

@@ -2,7 +2,7 @@
 //! operator's decision). Checked when each message is sent, so an address suppressed after a
 //! mail was accepted is still spared; addresses are compared lowercased.
 
-use carafe_core::mail::Suppression;
+use carafe_core::mail::{Mail, Suppression};
 use carafe_core::page::{Page, PageRequest};
 use carafe_core::time::now;
 
@@ -69,8 +69,14 @@ impl Mailer {
 
     /// The suppression that spares `recipient` from transactional mail, if any (none when
     /// `mail.suppress_transactional` is off).
-    pub(super) async fn spares(&self, recipient: &str) -> Result<Option<Suppression>, Error> {
-        if !self.settings().suppress_transactional {
+    /// The suppression that keeps `recipient` from being sent `mail`: always looked up for
+    /// campaign mail, for transactional mail when `mail.suppress_transactional` says so.
+    pub(super) async fn spares(
+        &self,
+        mail: &Mail,
+        recipient: &str,
+    ) -> Result<Option<Suppression>, Error> {
+        if mail.campaign.is_none() && !self.settings().suppress_transactional {
             return Ok(None);
         }
         Ok(self

@@ -20,22 +20,32 @@ both_backends!(
 
 /// What it takes to run `carafe serve` on a fresh database (SQLite in its own directory, or a
 /// new PostgreSQL database) and start it again; `new` starts the first process.
-struct Fresh {
+pub(crate) struct Fresh {
     cwd: tempfile::TempDir,
     db: Option<String>,
-    key: String,
-    client: reqwest::Client,
+    /// More environment for every start (settings a test needs).
+    extra: Vec<(&'static str, &'static str)>,
+    pub key: String,
+    pub client: reqwest::Client,
 }
 
 impl Fresh {
-    async fn new(backend: Backend) -> (Fresh, Served) {
+    pub async fn new(backend: Backend) -> (Fresh, Served) {
+        Self::new_with(backend, Vec::new()).await
+    }
+
+    /// `new`, with more environment for every start.
+    pub async fn new_with(
+        backend: Backend,
+        extra: Vec<(&'static str, &'static str)>,
+    ) -> (Fresh, Served) {
         let cwd = tempfile::tempdir().unwrap();
         let db = if backend.postgres() {
             Some(carafe_store_postgres::testing::fresh_database_url().await)
         } else {
             None
         };
-        let server = serve(cwd.path(), &Self::env(&db)).await;
+        let server = serve(cwd.path(), &Self::env(&db, &extra)).await;
         let key = std::fs::read_to_string(cwd.path().join("carafe-data/admin-key"))
             .unwrap()
             .trim()
@@ -45,6 +55,7 @@ impl Fresh {
             Fresh {
                 cwd,
                 db,
+                extra,
                 key,
                 client,
             },
@@ -52,17 +63,21 @@ impl Fresh {
         )
     }
 
-    fn env(db: &Option<String>) -> Vec<(&'static str, &str)> {
+    fn env<'a>(
+        db: &'a Option<String>,
+        extra: &[(&'static str, &'static str)],
+    ) -> Vec<(&'static str, &'a str)> {
         let mut env = vec![("CARAFE_SECRET_KEY", crate::helpers::SECRET)];
         if let Some(url) = db {
             env.push(("CARAFE_DATABASE_URL", url.as_str()));
         }
+        env.extend(extra.iter().copied());
         env
     }
 
     /// The same server started again (after the first was killed).
-    async fn restart(&self) -> Served {
-        serve(self.cwd.path(), &Self::env(&self.db)).await
+    pub async fn restart(&self) -> Served {
+        serve(self.cwd.path(), &Self::env(&self.db, &self.extra)).await
     }
 }
 

@@ -56,7 +56,13 @@ pub async fn upload_raw(
 /// Uploads and waits for processing; the file must end up ready.
 pub async fn upload_ready(app: &TestApp, name: &str, bytes: Vec<u8>) -> Value {
     let res = upload_raw(app, &app.admin_key, "?wait=30", name, bytes).await;
-    assert_eq!(res.status(), 201, "processed within the wait");
+    if res.status() != 201 {
+        panic!(
+            "upload of {name}: {} {}",
+            res.status(),
+            res.text().await.unwrap()
+        );
+    }
     let file: Value = res.json().await.unwrap();
     assert_eq!(file["status"], "ready", "{file}");
     file

@@ -42,6 +42,7 @@ pub(super) fn mail(
             locale: "ko-KR".into(),
         }),
         unsubscribe: true,
+        campaign: None,
         attachments: vec![
             Attachment {
                 filename: "영수증 42.pdf".into(),

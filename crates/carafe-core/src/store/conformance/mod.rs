@@ -4,6 +4,7 @@
 
 mod audit;
 mod backend;
+mod campaigns;
 mod direct;
 mod failures;
 mod files;
@@ -25,6 +26,7 @@ mod workflows;
 
 pub use audit::*;
 pub use backend::*;
+pub use campaigns::*;
 pub use direct::*;
 pub use failures::*;
 pub use files::*;
@@ -91,6 +93,11 @@ macro_rules! conformance_tests {
             mail_suppressions_are_kept_listed_and_removed,
             templates_are_versioned_per_name_with_their_locales,
             templates_concurrent_puts_get_their_own_versions,
+            campaigns_keep_their_recipients_in_row_order,
+            campaigns_import_skips_repeated_addresses,
+            campaigns_change_state_only_from_the_states_named,
+            campaigns_expand_only_with_their_cursor,
+            campaigns_count_cancel_and_requeue_their_messages,
             leader_election);
     };
     (@each $make:path, $attrs:tt, $($name:ident),*) => {

@@ -3,6 +3,7 @@
 //! timeline, cancel what is not sent yet; the outbox (`outbox.rs`), suppressions
 //! (`suppressions.rs`) and templates (`templates.rs`).
 
+mod campaigns;
 mod outbox;
 mod suppressions;
 mod templates;
@@ -155,6 +156,7 @@ pub async fn send(
         tags: body.tags.unwrap_or_default(),
         send_at: body.send_at,
         unsubscribe: body.unsubscribe.unwrap_or(false),
+        ..Default::default()
     };
     let sent = state.mail.send(req, &actor, &principal).await?;
     let location = base.join(&format!("/api/v1/mail/{}", sent.mail.id));
@@ -197,6 +199,8 @@ pub struct MessageListParams {
     pub tag: Option<String>,
     /// Only this mail's messages.
     pub mail: Option<String>,
+    /// Only this campaign's messages.
+    pub campaign: Option<String>,
     /// Items per page, 1–500 (default 50).
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
@@ -237,6 +241,13 @@ pub async fn list(
             ),
             None => None,
         },
+        campaign: match &params.campaign {
+            Some(c) => Some(
+                c.parse()
+                    .map_err(|_| ApiError::invalid("campaign", "not a campaign id"))?,
+            ),
+            None => None,
+        },
     };
     let found = state.mail.list(&filter, &page).await?;
     Ok(pagination::respond(found, MessageView::from, &base, &uri))
@@ -273,6 +284,7 @@ pub fn routes(layers: &Layers) -> OpenApiRouter<AppState> {
         .routes(routes!(get))
         .routes(routes!(cancel))
         .routes(routes!(message))
+        .merge(campaigns::routes(layers))
         .merge(outbox::routes())
         .merge(suppressions::routes())
         .merge(templates::routes())

@@ -181,6 +181,28 @@ impl Mailer {
         if !what.data.is_object() {
             return Err(invalid(&format!("{field}/data"), "a JSON object"));
         }
+        let mut out = self
+            .render_batch(what, vec![what.data.clone()], field)
+            .await?;
+        match out.pop() {
+            Some(Ok(rendered)) => Ok(rendered),
+            Some(Err(e)) => Err(Error::Template(vec![refusal(whole, &e, true)])),
+            None => Err(invalid(whole, "nothing was rendered")),
+        }
+    }
+
+    /// Renders the template `what` names (its `data` is not used) once for each of `data`, in
+    /// one blocking task: a campaign's batch of recipients. A problem of the template itself
+    /// (missing, no such version or locale, one it uses missing) refuses the whole batch; a
+    /// render that fails for one recipient's data (an undefined value, fuel) is that item's
+    /// error.
+    pub async fn render_batch(
+        &self,
+        what: &TemplateUse,
+        data: Vec<serde_json::Value>,
+        field: &str,
+    ) -> Result<Vec<Result<Rendered, TemplateError>>, Error> {
+        let whole = if field.is_empty() { "/" } else { field };
         let wanted = match what.locale.as_deref() {
             None => None,
             Some(l) => Some(locale::canonical(l).ok_or_else(|| {
@@ -208,15 +230,25 @@ impl Mailer {
         };
         let mut library = Library::default();
         library.insert(main);
+        let data = std::sync::Arc::new(data);
         for _ in 0..MAX_LOADED {
             let (lib, name, chain2, data) = (
                 library.clone(),
                 what.name.clone(),
                 chain.clone(),
-                what.data.clone(),
+                data.clone(),
             );
             let outcome = tokio::task::spawn_blocking(move || {
-                Prepared::new(&lib, &name, &chain2).and_then(|p| p.render(&data))
+                let prepared = Prepared::new(&lib, &name, &chain2)?;
+                let mut out = Vec::with_capacity(data.len());
+                for d in data.iter() {
+                    out.push(match prepared.render(d) {
+                        Ok(r) => Ok(r),
+                        Err(RenderError::Failed(e)) => Err(e),
+                        Err(other) => return Err(other),
+                    });
+                }
+                Ok(out)
             })
             .await
             .map_err(|e| Error::Store(carafe_core::StoreError::other(e)))?;
