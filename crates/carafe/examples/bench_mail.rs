@@ -5,6 +5,12 @@
 //!                   sending N small messages in all, one command at a time (as smtplib,
 //!                   Flask-Mail and Django do); every 250 means the mail is stored with its jobs
 //!                   (`--accept-only`: with the delivery queue paused, the accept path alone)
+//!   bench_mail campaign --db URL --messages N [--relay URL]   a campaign of N personalised
+//!                   messages: without a relay, the time from `start` until every message is
+//!                   rendered and stored with its job (its queue paused at once); with one, until
+//!                   every message is sent through it; with memory at start and at its peak
+//!   bench_mail sink --url smtp://user:pass@host:port --conns C --messages N   the relay's own
+//!                   accept rate: C plain connections, one command at a time
 
 use std::time::{Duration, Instant};
 
@@ -136,12 +142,186 @@ async fn smtp(db: &str, clients: usize, messages: usize) -> Value {
            "per_s": accepted as f64 / secs})
 }
 
+/// The raw reference: `conns` plain SMTP connections to the sink at `addr` (AUTH as
+/// `user`/`pass`), one command at a time, sending `n` small messages in all; messages/s.
+async fn sink_rate(addr: &str, user: &str, pass: &str, conns: usize, n: usize) -> f64 {
+    let per = n / conns;
+    let t = Instant::now();
+    let tasks: Vec<_> = (0..conns)
+        .map(|c| {
+            let (addr, user, pass) = (addr.to_owned(), user.to_owned(), pass.to_owned());
+            tokio::spawn(async move {
+                let mut r = BufReader::new(TcpStream::connect(&addr).await.unwrap());
+                assert_eq!(reply(&mut r).await, 220);
+                assert_eq!(command(&mut r, "EHLO bench.client\r\n").await, 250);
+                let plain =
+                    base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pass}"));
+                assert_eq!(
+                    command(&mut r, &format!("AUTH PLAIN {plain}\r\n")).await,
+                    235
+                );
+                for i in 0..per {
+                    let to = format!("raw{c}-{i}@bench.example");
+                    assert_eq!(
+                        command(&mut r, "MAIL FROM:<shop@bench.example>\r\n").await,
+                        250
+                    );
+                    assert_eq!(command(&mut r, &format!("RCPT TO:<{to}>\r\n")).await, 250);
+                    assert_eq!(command(&mut r, "DATA\r\n").await, 354);
+                    let body = format!(
+                        "From: Shop <shop@bench.example>\r\nTo: {to}\r\nSubject: Spring, {i}\r\n\
+                         Content-Type: text/plain; charset=utf-8\r\n\r\nHello {i}.\r\n.\r\n"
+                    );
+                    assert_eq!(command(&mut r, &body).await, 250);
+                }
+                command(&mut r, "QUIT\r\n").await;
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    (per * conns) as f64 / t.elapsed().as_secs_f64()
+}
+
+/// This process's resident memory now and at its peak, in MiB.
+fn memory_mib() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
+}
+
+/// A campaign of `n` personalised messages (recipients inline, a template with a layout-free
+/// subject and HTML). `relay`: sent through it (`smtp://…?tls=none`), timed from `start` until
+/// every message is sent; none: the campaign's queue is paused at once and the time is until
+/// every message is rendered and stored with its job (render + enqueue).
+async fn campaign(db: &str, n: usize, relay: Option<String>) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_path_buf(),
+        database_url: (!db.is_empty()).then(|| Secret::new(db.to_owned())),
+        secret_key: Some(Secret::new("bench-secret-bench-secret-bench-secret".into())),
+        database_max_connections: 16,
+        log_level: "warn".into(),
+        shutdown_timeout: HumanDuration(Duration::from_secs(5)),
+        mail: carafe::mail::Settings {
+            smtp_url: relay.clone().map(Secret::new),
+            ..Default::default()
+        },
+        ..Config::default()
+    };
+    let app = App::build(config).await.expect("app");
+    let state = app.state().clone();
+    let app_key_file = app.admin_key_file().expect("fresh database").to_owned();
+    let base = format!("http://{}", app.local_addr());
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(app.run_until(async move { s.cancelled().await }));
+    let mail = state.mail.clone();
+    let key = std::fs::read_to_string(app_key_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let res = http
+        .put(format!("{base}/api/v1/templates/spring"))
+        .bearer_auth(&key)
+        .json(&json!({
+            "subject": "{{ name }}, spring is here",
+            "html": "<p>Hello {{ name }},</p><p>Your offer: <b>{{ offer }}</b> until {{ until }}.</p>"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let recipients: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({"email": format!("c{i}@bench.example"),
+                        "data": {"name": format!("User {i}"), "offer": format!("{}% off", i % 50)}})
+        })
+        .collect();
+    let res = http
+        .post(format!("{base}/api/v1/campaigns"))
+        .bearer_auth(&key)
+        .json(
+            &json!({"name": "bench", "from": "Shop <shop@bench.example>", "tags": ["bench"],
+                      "template": {"name": "spring", "data": {"until": "Friday"}},
+                      "recipients": recipients}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let created: Value = res.json().await.unwrap();
+    let id: carafe_core::campaigns::CampaignId = created["id"].as_str().unwrap().parse().unwrap();
+    let queue = carafe_core::jobs::QueueName::parse(&carafe::mail::campaign_queue(id)).unwrap();
+    let (rss_before, _) = memory_mib();
+    let t = Instant::now();
+    let res = http
+        .post(format!("{base}/api/v1/campaigns/{id}/start"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    if relay.is_none() {
+        state.jobs.set_paused(&queue, true).await.unwrap();
+    }
+    let mut peak = rss_before;
+    loop {
+        let v = mail.campaign(id).await.unwrap();
+        peak = peak.max(memory_mib().0);
+        let done = match relay {
+            None => v.counts.messages() as usize >= n,
+            Some(_) => {
+                v.counts.status(carafe_core::mail::MessageStatus::Sent) as usize
+                    + v.counts.status(carafe_core::mail::MessageStatus::Failed) as usize
+                    >= n
+            }
+        };
+        if done {
+            break;
+        }
+        mail.campaign_wait(id, Duration::from_millis(50)).await;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let v = mail.campaign(id).await.unwrap();
+    stop.cancel();
+    json!({"mode": "campaign", "messages": n, "per_s": n as f64 / secs,
+           "sent": v.counts.status(carafe_core::mail::MessageStatus::Sent),
+           "failed": v.counts.status(carafe_core::mail::MessageStatus::Failed),
+           "rss_before_mib": rss_before, "rss_peak_mib": peak})
+}
+
 #[tokio::main]
 async fn main() {
     let mode = std::env::args().nth(1).unwrap_or_default();
     let db = fresh_schema(&arg("--db").unwrap_or_default()).await;
     let out = match mode.as_str() {
         "smtp" => smtp(&db, num("--clients", 4), num("--messages", 10_000)).await,
+        "campaign" => campaign(&db, num("--messages", 10_000), arg("--relay")).await,
+        "sink" => {
+            let url = url::Url::parse(&arg("--url").expect("--url of the sink")).unwrap();
+            let addr = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(25));
+            let n = num("--messages", 10_000);
+            let rate = sink_rate(
+                &addr,
+                url.username(),
+                url.password().unwrap_or(""),
+                num("--conns", 4),
+                n,
+            )
+            .await;
+            json!({"mode": "sink", "messages": n, "per_s": rate})
+        }
         other => panic!("unknown mode `{other}`"),
     };
     println!("{out}");
