@@ -25,6 +25,7 @@ pub mod public_url;
 pub mod query;
 pub mod request_id;
 mod security;
+pub mod sse;
 pub mod state;
 pub mod tokens;
 

@@ -1,7 +1,13 @@
 //! The SMTP relay messages go out through (`mail.smtp_url`), on lettre over rustls. The URL
 //! says how: `smtp://user:pass@host:587` (STARTTLS, required), `smtps://…:465` (TLS from the
-//! first byte), `smtp://…?tls=none` (plain text, only to a loopback address). lettre's pool
-//! size caps idle connections, not concurrent ones, so a semaphore caps the sends in flight.
+//! first byte), `smtp://…?tls=none` (plain text, only to a loopback address). A semaphore
+//! caps the sends in flight (lettre's pool size caps idle connections, not concurrent ones).
+//!
+//! Connections for `smtp://` (STARTTLS or plain) are opened and pooled here rather than by
+//! lettre's transport, so that they carry TCP_NODELAY: lettre writes a message's end-of-data
+//! mark separately from its body, and without it Nagle's algorithm and the relay's delayed
+//! ACK hold every message about 40 ms (measured: 90 messages/s instead of thousands). lettre
+//! still speaks SMTP on them. `smtps://` keeps lettre's own transport.
 //! Every answer is classified: accepted, try again (4xx, timeouts, connection and TLS
 //! errors), refused for good (5xx), or a configuration error (authentication refused:
 //! nothing is lost, the message waits for the operator to fix the relay).
@@ -10,16 +16,127 @@ use std::path::Path;
 use std::time::Duration;
 
 use lettre::address::Envelope;
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use std::time::Instant;
+
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::{AsyncSmtpTransport, PoolConfig};
 use lettre::{Address, AsyncTransport, Tokio1Executor};
 use tokio::sync::Semaphore;
 use url::{Host, Url};
 
 pub struct Relay {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    transport: Transport,
     permits: Semaphore,
+}
+
+enum Transport {
+    /// `smtp://`: connections opened here (with TCP_NODELAY), kept for reuse.
+    Pooled(Pool),
+    /// `smtps://`: lettre's transport and pool.
+    Lettre(AsyncSmtpTransport<Tokio1Executor>),
+}
+
+/// A connection idle for longer than this is checked with `NOOP` before it is used again.
+const CHECK_IDLE_AFTER: Duration = Duration::from_secs(5);
+
+struct Pool {
+    host: String,
+    port: u16,
+    tls: Tls,
+    credentials: Option<Credentials>,
+    timeout: Duration,
+    hello: ClientId,
+    max_idle: usize,
+    idle: std::sync::Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+}
+
+/// A failure before any message was sent on a connection: try again later.
+fn later(what: &str, e: impl std::fmt::Display) -> Answer {
+    Answer::Later {
+        reply: format!("{what}: {e}"),
+        after: None,
+    }
+}
+
+impl Pool {
+    /// A connection ready to send: reused when one is idle (and answers `NOOP` if it has
+    /// been idle a while), else opened, encrypted and logged in.
+    async fn checkout(&self) -> Result<AsyncSmtpConnection, Answer> {
+        loop {
+            let reused = self.idle.lock().expect("not poisoned").pop();
+            let Some((mut conn, since)) = reused else {
+                break;
+            };
+            if since.elapsed() < CHECK_IDLE_AFTER
+                || tokio::time::timeout(self.timeout, conn.test_connected())
+                    .await
+                    .unwrap_or(false)
+            {
+                return Ok(conn);
+            }
+        }
+        let tcp = tokio::time::timeout(
+            self.timeout,
+            tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
+        )
+        .await
+        .map_err(|_| later("connecting", "timed out"))?
+        .map_err(|e| later("connecting", e))?;
+        tcp.set_nodelay(true).map_err(|e| later("connecting", e))?;
+        let handshake = async {
+            let mut conn =
+                AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello).await?;
+            if let Tls::Required(params) = &self.tls {
+                conn.starttls(params.clone(), &self.hello).await?;
+            }
+            if let Some(credentials) = &self.credentials {
+                conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
+                    .await?;
+            }
+            Ok::<_, lettre::transport::smtp::Error>(conn)
+        };
+        match tokio::time::timeout(self.timeout * 4, handshake).await {
+            Err(_) => Err(later("connecting", "the greeting, TLS or login timed out")),
+            Ok(Err(e)) => Err(classify(&e)),
+            Ok(Ok(conn)) => Ok(conn),
+        }
+    }
+
+    async fn send(&self, envelope: &Envelope, raw: &[u8]) -> Answer {
+        let mut conn = match self.checkout().await {
+            Ok(c) => c,
+            Err(answer) => return answer,
+        };
+        // MAIL, RCPT, DATA and the message: four commands.
+        match tokio::time::timeout(self.timeout * 4, conn.send(envelope, raw)).await {
+            Err(_) => later("sending", "timed out"),
+            Ok(Err(e)) => classify(&e),
+            Ok(Ok(response)) => {
+                if !conn.has_broken() {
+                    let mut idle = self.idle.lock().expect("not poisoned");
+                    if idle.len() < self.max_idle {
+                        idle.push((conn, Instant::now()));
+                    }
+                }
+                accepted(&response)
+            }
+        }
+    }
+}
+
+/// A `250` as an answer, with the relay's queue id when it named one.
+fn accepted(response: &lettre::transport::smtp::response::Response) -> Answer {
+    let reply = format!(
+        "{} {}",
+        response.code(),
+        response.message().collect::<Vec<_>>().join(" ")
+    );
+    Answer::Accepted {
+        relay_id: queue_id(&reply),
+        reply,
+    }
 }
 
 /// How one send ended.
@@ -68,16 +185,32 @@ impl Relay {
     ) -> Result<Self, String> {
         let plan = plan(url, ca_file)?;
         let concurrency = concurrency.max(1);
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(plan.host)
-            .port(plan.port)
-            .timeout(Some(timeout))
-            .tls(plan.tls)
-            .pool_config(PoolConfig::new().max_size(concurrency as u32));
-        if let Some(credentials) = plan.credentials {
-            builder = builder.credentials(credentials);
-        }
+        let transport = match plan.tls {
+            Tls::Wrapper(_) => {
+                let mut builder =
+                    AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(plan.host)
+                        .port(plan.port)
+                        .timeout(Some(timeout))
+                        .tls(plan.tls)
+                        .pool_config(PoolConfig::new().max_size(concurrency as u32));
+                if let Some(credentials) = plan.credentials {
+                    builder = builder.credentials(credentials);
+                }
+                Transport::Lettre(builder.build())
+            }
+            tls => Transport::Pooled(Pool {
+                host: plan.host,
+                port: plan.port,
+                tls,
+                credentials: plan.credentials,
+                timeout,
+                hello: ClientId::default(),
+                max_idle: concurrency,
+                idle: std::sync::Mutex::new(Vec::new()),
+            }),
+        };
         Ok(Relay {
-            transport: builder.build(),
+            transport,
             permits: Semaphore::new(concurrency),
         })
     }
@@ -89,19 +222,12 @@ impl Relay {
             Err(reply) => return Answer::Refused { reply },
         };
         let _permit = self.permits.acquire().await.expect("never closed");
-        match self.transport.send_raw(&envelope, raw).await {
-            Ok(response) => {
-                let reply = format!(
-                    "{} {}",
-                    response.code(),
-                    response.message().collect::<Vec<_>>().join(" ")
-                );
-                Answer::Accepted {
-                    relay_id: queue_id(&reply),
-                    reply,
-                }
-            }
-            Err(e) => classify(&e),
+        match &self.transport {
+            Transport::Pooled(pool) => pool.send(&envelope, raw).await,
+            Transport::Lettre(t) => match t.send_raw(&envelope, raw).await {
+                Ok(response) => accepted(&response),
+                Err(e) => classify(&e),
+            },
         }
     }
 }

@@ -9,9 +9,8 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::crashes::Fresh;
 use crate::files::{upload_raw, upload_ready};
-use crate::helpers::{Backend, TestApp, json_of, post_json, post_json_to, problem};
+use crate::helpers::{Backend, TestApp, json_of, post_json, problem};
 use crate::sse::read_sse;
 
 both_backends!(
@@ -19,8 +18,7 @@ both_backends!(
     a_campaign_reads_its_recipients_from_a_csv_file,
     a_campaign_reads_its_recipients_from_an_xlsx_file,
     campaigns_pause_resume_and_cancel_on_every_instance,
-    bad_campaigns_are_refused_with_their_fields,
-    a_campaign_killed_mid_send_sends_nobody_twice
+    bad_campaigns_are_refused_with_their_fields
 );
 
 async fn put_template(app: &TestApp, key: &str, name: &str, body: Value) {
@@ -541,79 +539,4 @@ async fn bad_campaigns_are_refused_with_their_fields(backend: Backend) {
     )
     .await;
     problem(res, 404, "not_found").await;
-}
-
-/// `GET url` with `key`, which must answer 200; its JSON body.
-async fn get_json(client: &reqwest::Client, url: &str, key: &str) -> Value {
-    let res = client.get(url).bearer_auth(key).send().await.unwrap();
-    assert_eq!(res.status(), 200, "GET {url}");
-    res.json().await.unwrap()
-}
-
-async fn a_campaign_killed_mid_send_sends_nobody_twice(backend: Backend) {
-    // A send cut off by the kill is retried a second after its lease runs out.
-    let (fresh, mut server) =
-        Fresh::new_with(backend, vec![("CARAFE_MAIL__RETRY_BASE", "1s")]).await;
-    let (client, key) = (fresh.client.clone(), fresh.key.clone());
-    let res = client
-        .put(server.url("/api/v1/templates/news"))
-        .bearer_auth(&key)
-        .json(&json!({"subject": "News for {{ n }}", "text": "Hello {{ n }}"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
-    let recipients: Vec<Value> = (0..300)
-        .map(|i| json!({"email": format!("k{i}@example.com"), "data": {"n": i}}))
-        .collect();
-    // 100 a second: the process is killed while it is sending.
-    let c = post_json_to(
-        &client,
-        &server.url("/api/v1/campaigns"),
-        &key,
-        &json!({"name": "Killed", "template": {"name": "news"}, "tags": ["killed"],
-                "recipients": recipients, "rate": 100, "start": true}),
-    )
-    .await;
-    let id = c["id"].as_str().unwrap().to_owned();
-    let path = format!("/api/v1/campaigns/{id}");
-    loop {
-        let v = get_json(&client, &server.url(&path), &key).await;
-        let sent = v["counts"]["sent"].as_u64().unwrap();
-        assert!(sent < 300, "finished before it could be killed: {v}");
-        if sent >= 60 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    server.child.kill().await.unwrap(); // SIGKILL, sends in flight
-
-    let server = fresh.restart().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let v = get_json(&client, &server.url(&path), &key).await;
-        if v["state"] == "completed" {
-            assert_eq!(v["counts"]["sent"], 300, "{v}");
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "not completed: {v}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // Every recipient has exactly one copy.
-    let mut copies: HashMap<String, u32> = HashMap::new();
-    let mut url = server.url("/api/v1/outbox?tag=killed&limit=500");
-    loop {
-        let page = get_json(&client, &url, &key).await;
-        for item in page["items"].as_array().unwrap() {
-            *copies
-                .entry(item["to"].as_str().unwrap().to_owned())
-                .or_default() += 1;
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => url = server.url(&format!("/api/v1/outbox?tag=killed&limit=500&cursor={c}")),
-            None => break,
-        }
-    }
-    assert_eq!(copies.len(), 300);
-    assert!(copies.values().all(|n| *n == 1), "nobody twice");
 }

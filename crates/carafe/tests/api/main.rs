@@ -36,6 +36,7 @@ mod keys;
 mod leases;
 mod mail;
 mod mail_attachments;
+mod mail_campaign_failures;
 mod mail_campaigns;
 mod mail_listener;
 mod mail_smtp;

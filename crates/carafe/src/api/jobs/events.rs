@@ -7,12 +7,11 @@
 //! state, when the client goes away, or when the server shuts down.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue};
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::response::sse::Event;
 use carafe_core::jobs::{JobEvent, JobId};
 use futures::Stream;
 use tokio::sync::mpsc;
@@ -22,9 +21,6 @@ use crate::api::error::{ApiError, ApiResult, Problem};
 use crate::api::jobs::enqueue::visible_job;
 use crate::api::query::Path;
 use crate::api::state::AppState;
-
-/// A comment line this often keeps proxies from closing an idle stream.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 fn sse_event(e: &JobEvent) -> Event {
     let mut data = e.data.clone();
@@ -95,16 +91,7 @@ pub async fn stream(
     .await?;
     let after = resume_after(&headers, uri.query())?;
     let watched = state.jobs.watch(id, after, state.shutdown.clone());
-    let mut response = Sse::new(events(watched))
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
-        .into_response();
-    let h = response.headers_mut();
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    h.insert(
-        axum::http::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache"),
-    );
-    Ok(response)
+    Ok(crate::api::sse::respond(events(watched)))
 }
 
 fn events(mut rx: mpsc::Receiver<JobEvent>) -> impl Stream<Item = Result<Event, Infallible>> {

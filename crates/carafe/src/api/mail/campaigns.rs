@@ -6,9 +6,9 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderValue, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::response::sse::Event;
 use carafe_core::campaigns::{BadRow, Campaign, CampaignId};
 use carafe_core::keys::Scope;
 use carafe_core::mail::MessageStatus;
@@ -382,16 +382,7 @@ pub async fn events(
             }
         },
     );
-    let mut response = Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response();
-    let h = response.headers_mut();
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    h.insert(
-        axum::http::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache"),
-    );
-    Ok(response)
+    Ok(crate::api::sse::respond(stream))
 }
 
 /// The largest create request: 10,000 inline recipients with their data.
