@@ -201,9 +201,14 @@ pub fn check(
         headers: req.headers.clone(),
         parts: Vec::new(),
     };
-    // Building once checks the content and headers as sending will.
+    // Building once checks the content and headers as sending will (a campaign's copy, made
+    // from a template whose parts were checked, is checked without assembling it).
+    let built = match req.campaign {
+        Some(_) => build::check_draft(&draft, &message_id, created_at),
+        None => build::build(&draft, &message_id, created_at).map(drop),
+    };
     if errors.is_empty()
-        && let Err(e) = build::build(&draft, &message_id, created_at)
+        && let Err(e) = built
     {
         errors.push(FieldError::new(field_of(&e), e.to_string()));
     }

@@ -36,7 +36,10 @@ macro_rules! smtp_tests {
     };
 }
 
-smtp_tests!(a_relay_down_mid_campaign_loses_nothing);
+smtp_tests!(
+    a_relay_down_mid_campaign_loses_nothing,
+    failed_messages_are_sent_again_on_request
+);
 
 /// `GET url` with `key`, which must answer 200; its JSON body.
 async fn get_json(client: &reqwest::Client, url: &str, key: &str) -> Value {
@@ -187,4 +190,70 @@ async fn a_relay_down_mid_campaign_loses_nothing(backend: Backend) {
     }
     assert_eq!(copies.len(), 30, "{copies:?}");
     assert!(copies.values().all(|n| *n == 1), "nobody twice: {copies:?}");
+}
+
+async fn failed_messages_are_sent_again_on_request(backend: Backend) {
+    let url = std::env::var("CARAFE_TEST_SMTP_URL").expect("CARAFE_TEST_SMTP_URL");
+    let ca = std::env::var("CARAFE_TEST_SMTP_CA").expect("CARAFE_TEST_SMTP_CA");
+    let app = TestApp::spawn_with(backend, |c| {
+        c.mail.smtp_url = Some(carafe::config::Secret::new(url));
+        c.mail.smtp_ca_file = Some(ca.into());
+    })
+    .await;
+    let key = app.new_key(&["mail"]).await;
+    let res = app
+        .request(reqwest::Method::PUT, "/api/v1/templates/notice", Some(&key))
+        .json(&json!({"subject": "Notice", "text": "Hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    // The relay refuses perm-fail@ for good (550).
+    let domain = format!("t{}.example.test", uuid::Uuid::now_v7().simple());
+    let c = create(
+        &app,
+        &key,
+        json!({"name": "Some fail", "template": {"name": "notice"}, "start": true,
+               "recipients": [{"email": format!("ok@{domain}")}, {"email": format!("perm-fail@{domain}")}]}),
+    )
+    .await;
+    let id = c["id"].as_str().unwrap().to_owned();
+    let done = poll_campaign(&app, &key, &id, |v| v["state"] == "completed").await;
+    assert_eq!(
+        (
+            done["counts"]["sent"].as_u64(),
+            done["counts"]["failed"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+
+    let res = crate::helpers::post_json(
+        &app,
+        &key,
+        &format!("/api/v1/campaigns/{id}/resend-failed"),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let resent: Value = res.json().await.unwrap();
+    assert_eq!(resent["requeued"], 1, "{resent}");
+    // Tried again (and refused again): the timeline shows the requeue and a second attempt.
+    let again = poll_campaign(&app, &key, &id, |v| v["state"] == "completed").await;
+    assert_eq!(again["counts"]["failed"], 1);
+    let failed = json_of(
+        &app,
+        &key,
+        &format!("/api/v1/mail?campaign={id}&status=failed"),
+    )
+    .await;
+    let message = failed["items"][0]["id"].as_str().unwrap();
+    let detail = json_of(&app, &key, &format!("/api/v1/mail/messages/{message}")).await;
+    let kinds: Vec<&str> = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"requeued"), "{kinds:?}");
+    assert_eq!(detail["attempts"], 2, "{detail}");
 }

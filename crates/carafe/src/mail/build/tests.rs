@@ -492,3 +492,30 @@ fn html_to_text_keeps_what_a_reader_sees() {
     );
     assert!(html_to_text(&lists).contains("deeper"));
 }
+
+#[test]
+fn checking_a_draft_refuses_what_building_it_refuses() {
+    let long_word = format!("x {}", "a".repeat(MAX_SUBJECT_WORD_BYTES + 1));
+    let mut cases: Vec<Draft> = Vec::new();
+    cases.push(draft());
+    for subject in ["a".repeat(MAX_SUBJECT_CHARS + 1), "a\0b".into(), long_word] {
+        let mut d = draft();
+        d.subject = subject;
+        cases.push(d);
+    }
+    let mut forged = draft();
+    forged.to[0].name = Some("Ann\r\nBcc: evil@x.example".into());
+    cases.push(forged);
+    let mut empty = draft();
+    (empty.text, empty.html) = (None, None);
+    cases.push(empty);
+    let mut header = draft();
+    header.headers = vec![("Bcc".into(), "x@x.example".into())];
+    cases.push(header);
+    for d in &cases {
+        let checked = check_draft(d, ID, DATE).map_err(|e| e.reason());
+        let built = build(d, ID, DATE).map(drop).map_err(|e| e.reason());
+        assert_eq!(checked, built, "{:?}", d.subject);
+    }
+    assert!(check_draft(&cases[0], ID, DATE).is_ok());
+}
