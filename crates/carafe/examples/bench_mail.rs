@@ -14,6 +14,10 @@
 
 use std::time::{Duration, Instant};
 
+// The allocator `carafe serve` uses, so the figures are the shipped binary's.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use base64::Engine as _;
 use carafe::App;
 use carafe::config::{Config, HumanDuration, Secret};
