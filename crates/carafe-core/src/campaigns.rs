@@ -170,3 +170,22 @@ impl CampaignCounts {
         self.by_status.iter().map(|(_, n)| n).sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_rows_are_all_counted_and_the_first_ones_listed() {
+        let mut report = ImportReport::default();
+        for row in 0..ImportReport::MAX_LISTED as u64 + 5 {
+            report.bad_row(row + 2, "no email address");
+        }
+        assert_eq!(report.bad_rows, ImportReport::MAX_LISTED as u64 + 5);
+        assert_eq!(report.bad.len(), ImportReport::MAX_LISTED);
+        assert_eq!(
+            report.bad.last().unwrap().row,
+            ImportReport::MAX_LISTED as u64 + 1
+        );
+    }
+}

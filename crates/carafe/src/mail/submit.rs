@@ -245,16 +245,20 @@ pub fn check(
 /// The queue a mail's messages are sent from: `carafe.mail`, or its campaign's own queue (so
 /// a campaign is paused and rate-limited as a queue, the same on every instance).
 pub fn queue_of(mail: &Mail) -> QueueName {
-    let name = match mail.campaign {
-        Some(c) => campaign_queue(c),
-        None => QUEUE.to_owned(),
-    };
-    QueueName::parse(&name).expect("valid queue name")
+    match mail.campaign {
+        Some(c) => campaign_queue_name(c),
+        None => QueueName::parse(QUEUE).expect("valid queue name"),
+    }
 }
 
 /// The queue of campaign `id`'s messages.
 pub fn campaign_queue(id: CampaignId) -> String {
     format!("{CAMPAIGN_QUEUE_PREFIX}{}", id.0.simple())
+}
+
+/// `campaign_queue`, as a queue name.
+pub fn campaign_queue_name(id: CampaignId) -> QueueName {
+    QueueName::parse(&campaign_queue(id)).expect("a campaign's queue name is valid")
 }
 
 /// The job that sends `message`: many attempts with backoff from `retry_base` up to an hour

@@ -497,6 +497,26 @@ async fn bad_campaigns_are_refused_with_their_fields(backend: Backend) {
     for f in ["/name", "/from", "/rate", "/recipients/1/email"] {
         assert!(fields.contains(&f), "{f} in {fields:?}");
     }
+    // The limits: a name of 200 characters, 10,000 messages a second, 10,000 inline recipients.
+    let many: Vec<Value> = (0..10_001)
+        .map(|i| json!({"email": format!("m{i}@example.com")}))
+        .collect();
+    let res = post_json(
+        &app,
+        &key,
+        "/api/v1/campaigns",
+        &json!({"name": "n".repeat(201), "template": {"name": "strict"}, "rate": 10_001,
+                "recipients": many}),
+    )
+    .await;
+    let body = problem(res, 422, "validation_failed").await;
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["/name", "/rate", "/recipients"]);
     // Neither recipients nor a file; both.
     let res = post_json(
         &app,

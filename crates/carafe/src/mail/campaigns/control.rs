@@ -2,14 +2,14 @@
 //! once), cancel (its waiting messages and their jobs), and resending its failed messages.
 
 use carafe_core::campaigns::{Campaign, CampaignId, CampaignState};
-use carafe_core::jobs::{JobFilter, JobState, QueueName};
+use carafe_core::jobs::{JobFilter, JobState};
 use carafe_core::mail::{MessageFilter, MessageStatus};
 use carafe_core::page::PageRequest;
 use carafe_core::time::now;
 
 use super::{CampaignView, conflict};
 use crate::jobs::queue_topic;
-use crate::mail::submit::{campaign_queue, send_job_at};
+use crate::mail::submit::{campaign_queue_name, send_job_at};
 use crate::mail::{Error, Mailer};
 
 impl Mailer {
@@ -44,7 +44,7 @@ impl Mailer {
             };
             return Err(conflict("campaign_state", &c, what));
         }
-        let queue = QueueName::parse(&campaign_queue(id)).expect("valid queue name");
+        let queue = campaign_queue_name(id);
         // Pause the queue before the state says so, resume it after: a reader that sees
         // `paused` never sees a message start after it.
         if pause {
@@ -98,7 +98,7 @@ impl Mailer {
     /// Cancels the send jobs still waiting in a cancelled campaign's queue (their messages
     /// are cancelled already; nobody serves the queue any more).
     async fn cancel_queued_jobs(&self, id: CampaignId) -> Result<(), Error> {
-        let queue = QueueName::parse(&campaign_queue(id)).expect("valid queue name");
+        let queue = campaign_queue_name(id);
         for state in [
             JobState::Available,
             JobState::Scheduled,
@@ -137,33 +137,28 @@ impl Mailer {
                 "only a started campaign resends",
             ));
         }
-        let queue = QueueName::parse(&campaign_queue(id)).expect("valid queue name");
+        let queue = campaign_queue_name(id);
         let filter = MessageFilter {
             campaign: Some(id),
             status: Some(MessageStatus::Failed),
             ..Default::default()
         };
-        let mut failed = Vec::new();
+        // Page by page: a requeued message leaves the filter, the keyset cursor goes on.
+        let at = now();
+        let mut requeued = 0;
         let mut page = PageRequest::first(500);
         loop {
             let found = self.store().list_messages(&filter, &page).await?;
-            failed.extend(found.items.iter().map(|m| m.id));
+            let ids: Vec<_> = found.items.iter().map(|m| m.id).collect();
+            let jobs = ids
+                .iter()
+                .map(|m| send_job_at(*m, queue.clone(), at, at, self.settings()))
+                .collect();
+            requeued += self.store().requeue_messages(ids, jobs, at).await?;
             match found.next_after {
                 Some(next) => page.after = Some(next),
                 None => break,
             }
-        }
-        let at = now();
-        let mut requeued = 0;
-        for chunk in failed.chunks(500) {
-            let jobs = chunk
-                .iter()
-                .map(|m| send_job_at(*m, queue.clone(), at, at, self.settings()))
-                .collect();
-            requeued += self
-                .store()
-                .requeue_messages(chunk.to_vec(), jobs, at)
-                .await?;
         }
         self.jobs().bus().publish(&queue_topic(queue.as_str()));
         self.campaigns_changed(id);

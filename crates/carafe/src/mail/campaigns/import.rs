@@ -37,7 +37,17 @@ pub fn read(
     skip_through: u64,
     each: &mut dyn FnMut(Batch) -> bool,
 ) -> Result<(), String> {
-    let mut rows = Rows::new(skip_through, each);
+    read_at_most(bytes, skip_through, MAX_IMPORT_ROWS, each)
+}
+
+/// `read`, refusing a file with more than `max_rows` data rows.
+fn read_at_most(
+    bytes: &[u8],
+    skip_through: u64,
+    max_rows: u64,
+    each: &mut dyn FnMut(Batch) -> bool,
+) -> Result<(), String> {
+    let mut rows = Rows::new(skip_through, max_rows, each);
     if bytes.starts_with(b"PK\x03\x04") {
         read_xlsx(bytes, &mut rows)?;
     } else {
@@ -51,16 +61,18 @@ pub fn read(
 struct Rows<'a> {
     header: Option<(usize, Vec<Option<String>>)>,
     skip_through: u64,
+    max_rows: u64,
     batch: Batch,
     each: &'a mut dyn FnMut(Batch) -> bool,
     stopped: bool,
 }
 
 impl<'a> Rows<'a> {
-    fn new(skip_through: u64, each: &'a mut dyn FnMut(Batch) -> bool) -> Self {
+    fn new(skip_through: u64, max_rows: u64, each: &'a mut dyn FnMut(Batch) -> bool) -> Self {
         Rows {
             header: None,
             skip_through,
+            max_rows,
             batch: Batch::default(),
             each,
             stopped: false,
@@ -104,8 +116,8 @@ impl<'a> Rows<'a> {
             Err(e) => self.batch.bad.push(bad(e)),
             Ok(cells) if cells.iter().all(|v| text(v).trim().is_empty()) => return Ok(()),
             Ok(cells) => {
-                if self.batch.rows >= MAX_IMPORT_ROWS {
-                    return Err(format!("more than {MAX_IMPORT_ROWS} rows"));
+                if self.batch.rows >= self.max_rows {
+                    return Err(format!("more than {} rows", self.max_rows));
                 }
                 let address = cells.get(*email_at).map(text).unwrap_or_default();
                 match parse_mailbox(address.trim()) {
@@ -397,6 +409,14 @@ mod tests {
         })
         .unwrap();
         assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn files_with_too_many_rows_are_refused() {
+        let csv = "email\na@example.com\nb@example.com\nc@example.com\n";
+        assert!(read_at_most(csv.as_bytes(), 0, 3, &mut |_| true).is_ok());
+        let e = read_at_most(csv.as_bytes(), 0, 2, &mut |_| true).unwrap_err();
+        assert_eq!(e, "more than 2 rows");
     }
 
     #[test]

@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use super::address::parse_mailbox;
-use super::submit::{SendRequest, campaign_queue, check};
+use super::submit::{SendRequest, campaign_queue_name, check};
 use super::templates::TemplateUse;
 use super::{CAMPAIGNS_QUEUE, Error, Mailer};
 use crate::context::{Actor, FieldError, Principal};
@@ -138,12 +138,7 @@ fn step_job(id: CampaignId, step: &str, at: OffsetDateTime) -> NewJob {
         scheduled_at: at,
         unique: Some(Unique {
             key: format!("campaign:{id}:{step}"),
-            states: vec![
-                JobState::Scheduled,
-                JobState::Available,
-                JobState::Running,
-                JobState::Retryable,
-            ],
+            states: JobState::LIVE.to_vec(),
             period: None,
         }),
         owner: None,
@@ -359,7 +354,7 @@ impl Mailer {
                 t.version
             }
         };
-        let queue = QueueName::parse(&campaign_queue(id)).expect("valid queue name");
+        let queue = campaign_queue_name(id);
         let limits = QueueLimits {
             rate_per_second: c.rate,
             concurrency: None,
