@@ -464,6 +464,16 @@ async fn campaigns_pause_resume_and_cancel_on_every_instance(backend: Backend) {
     problem(res, 409, "campaign_state").await;
 }
 
+/// The fields a validation problem names, in order.
+fn fields_of(problem: &Value) -> Vec<&str> {
+    problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect()
+}
+
 async fn bad_campaigns_are_refused_with_their_fields(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let key = app.new_key(&["mail"]).await;
@@ -488,12 +498,7 @@ async fn bad_campaigns_are_refused_with_their_fields(backend: Backend) {
     )
     .await;
     let body = problem(res, 422, "validation_failed").await;
-    let fields: Vec<&str> = body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
+    let fields = fields_of(&body);
     for f in ["/name", "/from", "/rate", "/recipients/1/email"] {
         assert!(fields.contains(&f), "{f} in {fields:?}");
     }
@@ -510,12 +515,7 @@ async fn bad_campaigns_are_refused_with_their_fields(backend: Backend) {
     )
     .await;
     let body = problem(res, 422, "validation_failed").await;
-    let fields: Vec<&str> = body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
+    let fields = fields_of(&body);
     assert_eq!(fields, ["/name", "/rate", "/recipients"]);
     // Neither recipients nor a file; both.
     let res = post_json(
