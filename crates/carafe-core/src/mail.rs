@@ -320,3 +320,47 @@ pub struct Suppression {
     pub source: String,
     pub created_at: OffsetDateTime,
 }
+
+/// What was reported about a message after the relay took it — a bounce, a complaint, a
+/// delivery, an unsubscribe — by a provider's webhook or the app. Recorded once per
+/// `event_id`: a report delivered twice changes nothing the second time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Feedback {
+    /// The timeline entry's kind: `delivered`, `bounced`, `soft_bounced`, `complained`,
+    /// `unsubscribed`, …
+    pub kind: String,
+    /// The state a `sent` message moves to (`Bounced`, `Complained`); a message in any other
+    /// state only gains the timeline entry.
+    pub status: Option<MessageStatus>,
+    /// The report's own id (the provider's event id).
+    pub event_id: String,
+    pub at: OffsetDateTime,
+    /// Details for the timeline (the provider, its reason); `event_id` is added to them.
+    pub data: Value,
+}
+
+/// How a report names the message it is about: always its recipient, and the relay's queue
+/// id or the `Message-ID` header (without brackets) the copy carried.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MessageRef {
+    /// The recipient's address, lowercased.
+    pub recipient: String,
+    pub relay_id: Option<String>,
+    pub message_id: Option<String>,
+}
+
+impl Feedback {
+    /// What the timeline entry keeps: `data` with `event_id` added — to the object it is, or
+    /// around what is not one (nothing at all for `null`).
+    pub fn entry_data(&self) -> Value {
+        match &self.data {
+            Value::Object(fields) => {
+                let mut fields = fields.clone();
+                fields.insert("event_id".into(), self.event_id.clone().into());
+                Value::Object(fields)
+            }
+            Value::Null => serde_json::json!({ "event_id": self.event_id }),
+            other => serde_json::json!({ "data": other, "event_id": self.event_id }),
+        }
+    }
+}

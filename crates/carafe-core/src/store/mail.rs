@@ -8,8 +8,8 @@ use time::OffsetDateTime;
 use crate::StoreResult;
 use crate::jobs::NewJob;
 use crate::mail::{
-    Mail, MailId, Message, MessageEvent, MessageFilter, MessageId, NewMail, NewMessage,
-    OutboxEntry, OutboxFilter, OutboxId, OutboxItem, SendOutcome, Suppression,
+    Feedback, Mail, MailId, Message, MessageEvent, MessageFilter, MessageId, MessageRef, NewMail,
+    NewMessage, OutboxEntry, OutboxFilter, OutboxId, OutboxItem, SendOutcome, Suppression,
 };
 use crate::page::{Page, PageRequest};
 
@@ -70,6 +70,20 @@ pub trait MailStore: Send + Sync {
     /// Cancels a mail's messages that are still `queued` or `deferred` (a `cancelled` event
     /// each); returns the messages cancelled now.
     async fn cancel_mail(&self, id: MailId, now: OffsetDateTime) -> StoreResult<Vec<Message>>;
+
+    /// The message a report names: the one to `r.recipient` (compared lowercased) the relay
+    /// gave `r.relay_id`, else the one to `r.recipient` whose mail carries `r.message_id`;
+    /// the newest when several match. `None` when neither key is given or nothing matches.
+    async fn find_message(&self, r: &MessageRef) -> StoreResult<Option<Message>>;
+    /// Appends `feedback` to message `id`'s timeline (its `data` with `event_id` added) and,
+    /// when it names a status and the message is `sent`, moves the message there — one
+    /// transaction. `None` (nothing changes) when the message is missing or its timeline
+    /// already holds an entry with the same `event_id`.
+    async fn record_feedback(
+        &self,
+        id: MessageId,
+        feedback: Feedback,
+    ) -> StoreResult<Option<Message>>;
 
     /// Outbox items, newest first; `after` is an outbox id.
     async fn list_outbox(

@@ -8,10 +8,13 @@
 //!
 //! Recording mail (batches of submissions, in one transaction) is in `insert.rs`; a mail's
 //! attachments are in `attachments.rs`; the outbox (captures, their listing and clearing) is in
-//! `outbox.rs`; suppressions are in `suppressions.rs`. Campaigns (`crate::campaigns`) store
-//! their batches through `insert.rs` and change their messages with `transition_count`.
+//! `outbox.rs`; suppressions are in `suppressions.rs`; providers' reports on sent messages
+//! (finding the message, recording each report once) are in `feedback.rs`. Campaigns
+//! (`crate::campaigns`) store their batches through `insert.rs` and change their messages with
+//! `transition_count`.
 
 mod attachments;
+mod feedback;
 pub(crate) mod insert;
 mod outbox;
 mod suppressions;
@@ -19,9 +22,9 @@ mod suppressions;
 use async_trait::async_trait;
 use carafe_core::jobs::JobId;
 use carafe_core::mail::{
-    Attachment, CampaignId, Mail, MailId, Message, MessageEvent, MessageFilter, MessageId,
-    MessageStatus, NewMail, OutboxEntry, OutboxFilter, OutboxId, OutboxItem, RecipientKind,
-    SendOutcome, Suppression,
+    Attachment, CampaignId, Feedback, Mail, MailId, Message, MessageEvent, MessageFilter,
+    MessageId, MessageRef, MessageStatus, NewMail, OutboxEntry, OutboxFilter, OutboxId, OutboxItem,
+    RecipientKind, SendOutcome, Suppression,
 };
 use carafe_core::page::{Page, PageRequest};
 use carafe_core::store::MailStore;
@@ -358,6 +361,18 @@ impl MailStore for PgStore {
             .iter()
             .map(message_from_row)
             .collect()
+    }
+
+    async fn find_message(&self, r: &MessageRef) -> StoreResult<Option<Message>> {
+        feedback::find(&self.pool, r).await
+    }
+
+    async fn record_feedback(
+        &self,
+        id: MessageId,
+        feedback: Feedback,
+    ) -> StoreResult<Option<Message>> {
+        feedback::record(&self.pool, id, feedback).await
     }
 
     async fn list_outbox(

@@ -5,7 +5,8 @@
 //! The send state machine (start, finish, cancel) is
 //! in `sending.rs`, the outbox in `outbox.rs`, suppressions in `suppressions.rs`, the mail's
 //! attachments (written with it, read with it) in `attachments.rs`, what `CampaignStore` does
-//! to a campaign's messages in `campaigns.rs`.
+//! to a campaign's messages in `campaigns.rs`, providers' reports on sent messages (finding
+//! the message, recording each report once) in `feedback.rs`.
 //!
 //! Case-insensitive matches: recipients are lowercased here, in Rust (full Unicode), both when
 //! stored (`recipient_lower`) and when filtered on; SQL `lower()` and `COLLATE NOCASE`, used
@@ -13,6 +14,7 @@
 
 mod attachments;
 pub(crate) mod campaigns;
+mod feedback;
 mod insert;
 mod outbox;
 mod sending;
@@ -21,9 +23,9 @@ mod suppressions;
 use async_trait::async_trait;
 use carafe_core::jobs::JobId;
 use carafe_core::mail::{
-    Attachment, Mail, MailId, Message, MessageEvent, MessageFilter, MessageId, MessageStatus,
-    NewMail, OutboxEntry, OutboxFilter, OutboxId, OutboxItem, RecipientKind, SendOutcome,
-    Suppression,
+    Attachment, Feedback, Mail, MailId, Message, MessageEvent, MessageFilter, MessageId,
+    MessageRef, MessageStatus, NewMail, OutboxEntry, OutboxFilter, OutboxId, OutboxItem,
+    RecipientKind, SendOutcome, Suppression,
 };
 use carafe_core::page::{Page, PageRequest};
 use carafe_core::store::MailStore;
@@ -291,6 +293,21 @@ impl MailStore for SqliteStore {
         let cancelled = sending::cancel(&mut tx, id, now).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(cancelled)
+    }
+
+    async fn find_message(&self, r: &MessageRef) -> StoreResult<Option<Message>> {
+        feedback::find(&self.reader, r).await
+    }
+
+    async fn record_feedback(
+        &self,
+        id: MessageId,
+        feedback: Feedback,
+    ) -> StoreResult<Option<Message>> {
+        let mut tx = self.begin_write().await?;
+        let recorded = feedback::record(&mut tx, id, feedback).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(recorded)
     }
 
     async fn list_outbox(

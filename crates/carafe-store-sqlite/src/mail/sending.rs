@@ -15,17 +15,17 @@ use super::{MESSAGE_COLUMNS, WAITING, mail_in, message_from_row, outbox};
 use crate::{map_err, ms};
 
 /// One timeline entry to append: `seq` is the message row's `event_seq` after its change.
-pub(super) struct NewEvent {
+pub(super) struct NewEvent<'a> {
     pub(super) message: MessageId,
     pub(super) seq: i64,
     pub(super) at: OffsetDateTime,
-    pub(super) kind: &'static str,
+    pub(super) kind: &'a str,
     pub(super) data: Value,
 }
 
 pub(super) async fn add_events(
     conn: &mut SqliteConnection,
-    events: &[NewEvent],
+    events: &[NewEvent<'_>],
 ) -> StoreResult<()> {
     // Five parameters per row keeps each statement far below SQLite's 32,766 limit.
     for chunk in events.chunks(1000) {
@@ -46,7 +46,7 @@ pub(super) async fn add_events(
 
 /// A message row as an `UPDATE … RETURNING` gives it back, with its new `event_seq` (and its
 /// `position`, to put several back in order).
-fn changed_from_row(row: &SqliteRow) -> StoreResult<(i64, i64, Message)> {
+pub(super) fn changed_from_row(row: &SqliteRow) -> StoreResult<(i64, i64, Message)> {
     Ok((
         row.try_get("position").map_err(map_err)?,
         row.try_get("event_seq").map_err(map_err)?,

@@ -221,6 +221,12 @@ impl From<crate::mail::Error> for ApiError {
             Error::Conflict { code, message } => {
                 ApiError::new(StatusCode::CONFLICT, code).detail(message)
             }
+            Error::Refused { code, message } => {
+                ApiError::new(StatusCode::FORBIDDEN, code).detail(message)
+            }
+            Error::Unavailable { code, message } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code).detail(message)
+            }
             Error::Store(e) => e.into(),
         }
     }

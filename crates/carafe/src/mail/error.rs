@@ -19,6 +19,13 @@ pub enum Error {
     /// the rule, `message` says what state it is in.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// A webhook call is not signed as configured (or its provider is not configured).
+    #[error("{message}")]
+    Refused { code: &'static str, message: String },
+    /// Something outside Carafe that this needs did not answer (an SNS certificate host):
+    /// the caller should try again later.
+    #[error("{message}")]
+    Unavailable { code: &'static str, message: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

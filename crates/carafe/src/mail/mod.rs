@@ -2,7 +2,8 @@
 //! Carafe's `carafe.mail` queue, and — with no relay configured — captured in the outbox.
 //! `address` and `build` are the pure part (strict address parsing, MIME on `lettre`);
 //! `submit` checks a request, `service` is what the API calls, `deliver` runs the send jobs,
-//! `read` shows a stored message as a mail client would; `templates` keeps and renders templates.
+//! `read` shows a stored message as a mail client would; `templates` keeps and renders templates;
+//! `feedback` takes what providers report after sending (bounces, complaints, deliveries).
 
 pub mod address;
 pub mod attach;
@@ -11,6 +12,7 @@ pub mod campaigns;
 mod deliver;
 mod dkim;
 mod error;
+pub mod feedback;
 pub mod read;
 mod relay;
 mod service;

@@ -364,11 +364,21 @@ fn retry_after(reply: &str) -> Option<Duration> {
 
 /// The relay's queue id from a `250` reply such as "Ok: queued as 4FD3A2".
 fn queue_id(reply: &str) -> Option<String> {
+    let id_char = |c: &char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '@');
     let lower = reply.to_ascii_lowercase();
-    let at = lower.find("queued as ")? + "queued as ".len();
-    let id: String = reply[at..]
+    let Some(at) = lower.find("queued as ") else {
+        // Amazon SES answers `250 Ok <message id>`; its webhooks name the message by that id.
+        let rest = reply
+            .get(..7)?
+            .eq_ignore_ascii_case("250 ok ")
+            .then(|| &reply[7..])?;
+        let id = rest.trim();
+        let long_token = id.len() >= 20 && id.chars().all(|c| id_char(&c));
+        return long_token.then(|| id.to_owned());
+    };
+    let id: String = reply[at + "queued as ".len()..]
         .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '@'))
+        .take_while(id_char)
         .collect();
     (!id.is_empty()).then_some(id)
 }
@@ -393,6 +403,9 @@ mod tests {
             Some("4FD3A2B")
         );
         assert_eq!(queue_id("250 OK"), None);
+        assert_eq!(queue_id("250 Ok thanks for the message"), None);
+        let ses = "0100018c7e7c1a2b-1f2e3d4c-5b6a-7980-a1b2-c3d4e5f60718-000000";
+        assert_eq!(queue_id(&format!("250 Ok {ses}")).as_deref(), Some(ses));
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct Mailer {
     files: Option<Arc<Files>>,
     /// Makes and checks one-click unsubscribe links (`None`: mail cannot ask for them).
     links: Option<Links>,
+    /// Fetches and keeps SNS signing certificates (SES webhooks).
+    certificates: super::feedback::Certificates,
     /// Accepted mail shares commits with the mail accepted at the same time.
     inserts: GroupCommit<NewMail, Vec<Message>>,
 }
@@ -82,6 +84,7 @@ impl Mailer {
             dkim,
             files,
             links,
+            certificates: Default::default(),
         })
     }
 
@@ -91,6 +94,10 @@ impl Mailer {
 
     pub(super) fn files(&self) -> Option<&Arc<Files>> {
         self.files.as_ref()
+    }
+
+    pub(super) fn certificates(&self) -> &super::feedback::Certificates {
+        &self.certificates
     }
 
     pub(super) fn relay(&self) -> Option<&Relay> {

@@ -54,6 +54,8 @@ pub struct Settings {
     pub smtp_listen_key_file: Option<PathBuf>,
     /// The largest message the SMTP listener accepts (announced as `SIZE`).
     pub smtp_listen_max_bytes: usize,
+    /// How providers' bounce and complaint webhooks are checked (`[mail.webhooks]`).
+    pub webhooks: super::feedback::WebhookSettings,
 }
 
 impl Default for Settings {
@@ -77,6 +79,7 @@ impl Default for Settings {
             smtp_listen_cert_file: None,
             smtp_listen_key_file: None,
             smtp_listen_max_bytes: 25 * 1024 * 1024,
+            webhooks: Default::default(),
         }
     }
 }
@@ -125,6 +128,7 @@ impl Settings {
         if !(1024..=100 * 1024 * 1024).contains(&self.smtp_listen_max_bytes) {
             return Err("mail.smtp_listen_max_bytes must be between 1024 and 104857600".into());
         }
+        self.webhooks.validate()?;
         self.dkim()?;
         match &self.smtp_url {
             Some(url) => super::relay::check(url.expose(), self.smtp_ca_file.as_deref()),

@@ -42,6 +42,8 @@ mod mail_listener;
 mod mail_smtp;
 mod mail_templates;
 mod mail_unsubscribe;
+mod mail_webhooks;
+mod mail_webhooks_signed;
 mod objects;
 mod ops;
 mod process;

@@ -15,6 +15,7 @@ mod keys;
 mod leader;
 mod leases;
 mod mail;
+mod mail_feedback;
 mod mail_outbox;
 mod mail_suppressions;
 mod multipart;
@@ -36,6 +37,7 @@ pub use keys::*;
 pub use leader::*;
 pub use leases::*;
 pub use mail::*;
+pub use mail_feedback::*;
 pub use mail_outbox::*;
 pub use mail_suppressions::*;
 pub use multipart::*;
@@ -90,6 +92,8 @@ macro_rules! conformance_tests {
             mail_cancellation_spares_what_is_sent_or_sending,
             mail_messages_are_listed_with_filters_and_pages,
             mail_outbox_captures_lists_and_clears,
+            mail_feedback_finds_the_message_it_names,
+            mail_feedback_is_recorded_once_and_moves_only_sent_messages,
             mail_suppressions_are_kept_listed_and_removed,
             templates_are_versioned_per_name_with_their_locales,
             templates_concurrent_puts_get_their_own_versions,

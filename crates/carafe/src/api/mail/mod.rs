@@ -1,7 +1,7 @@
 //! HTTP handlers for mail (`mail` scope): send (one message per recipient, queued for
 //! sending), read a mail and its messages, list messages with filters, read one message's
 //! timeline, cancel what is not sent yet; the outbox (`outbox.rs`), suppressions
-//! (`suppressions.rs`) and templates (`templates.rs`).
+//! (`suppressions.rs`), templates (`templates.rs`) and providers' webhooks (`webhooks.rs`).
 
 mod campaigns;
 mod outbox;
@@ -9,6 +9,7 @@ mod suppressions;
 mod templates;
 mod unsubscribe;
 mod views;
+mod webhooks;
 
 use std::collections::BTreeMap;
 
@@ -289,4 +290,5 @@ pub fn routes(layers: &Layers) -> OpenApiRouter<AppState> {
         .merge(suppressions::routes())
         .merge(templates::routes())
         .merge(unsubscribe::routes())
+        .merge(webhooks::routes())
 }
