@@ -9,6 +9,9 @@
 //!                   messages: without a relay, the time from `start` until every message is
 //!                   rendered and stored with its job (its queue paused at once); with one, until
 //!                   every message is sent through it; with memory at start and at its peak
+//!   bench_mail campaign-rate --db URL --messages N --rate R --instances I --relay URL   a
+//!                   campaign of N at R messages/s, sent by I servers on one database: the
+//!                   achieved rate, whole and steady (10th to 90th percentile of messages)
 //!   bench_mail sink --url smtp://user:pass@host:port --conns C --messages N   the relay's own
 //!                   accept rate: C plain connections, one command at a time
 
@@ -207,22 +210,53 @@ fn memory_mib() -> (f64, f64) {
 /// every message is sent; none: the campaign's queue is paused at once and the time is until
 /// every message is rendered and stored with its job (render + enqueue).
 async fn campaign(db: &str, n: usize, relay: Option<String>) -> Value {
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config {
+    campaign_on(db, n, relay, None, 1).await
+}
+
+/// An instance's configuration: the database `db`, data in `dir`, mail out through `relay`.
+fn instance(db: &str, dir: &std::path::Path, relay: Option<&String>) -> Config {
+    Config {
         listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().to_path_buf(),
+        data_dir: dir.to_path_buf(),
         database_url: (!db.is_empty()).then(|| Secret::new(db.to_owned())),
         secret_key: Some(Secret::new("bench-secret-bench-secret-bench-secret".into())),
         database_max_connections: 16,
         log_level: "warn".into(),
         shutdown_timeout: HumanDuration(Duration::from_secs(5)),
         mail: carafe::mail::Settings {
-            smtp_url: relay.clone().map(Secret::new),
+            smtp_url: relay.cloned().map(Secret::new),
             ..Default::default()
         },
         ..Config::default()
-    };
-    let app = App::build(config).await.expect("app");
+    }
+}
+
+/// `campaign`, with the campaign's `rate` (messages/s) and `instances` servers on the same
+/// database (each with its own pool, job runners and relay connections; only the database is
+/// shared). Besides the whole run's rate, the steady rate: from the 10th to the 90th
+/// percentile of messages sent (without the start's burst and the last stragglers).
+async fn campaign_on(
+    db: &str,
+    n: usize,
+    relay: Option<String>,
+    rate: Option<u32>,
+    instances: usize,
+) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::build(instance(db, dir.path(), relay.as_ref()))
+        .await
+        .expect("app");
+    let mut others = Vec::new();
+    for _ in 1..instances {
+        let dir = tempfile::tempdir().unwrap();
+        let other = App::build(instance(db, dir.path(), relay.as_ref()))
+            .await
+            .expect("another instance");
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        tokio::spawn(other.run_until(async move { s.cancelled().await }));
+        others.push((dir, stop));
+    }
     let state = app.state().clone();
     let app_key_file = app.admin_key_file().expect("fresh database").to_owned();
     let base = format!("http://{}", app.local_addr());
@@ -258,7 +292,7 @@ async fn campaign(db: &str, n: usize, relay: Option<String>) -> Value {
         .json(
             &json!({"name": "bench", "from": "Shop <shop@bench.example>", "tags": ["bench"],
                       "template": {"name": "spring", "data": {"until": "Friday"}},
-                      "recipients": recipients}),
+                      "recipients": recipients, "rate": rate}),
         )
         .send()
         .await
@@ -280,9 +314,17 @@ async fn campaign(db: &str, n: usize, relay: Option<String>) -> Value {
         state.jobs.set_paused(&queue, true).await.unwrap();
     }
     let mut peak = rss_before;
+    let (mut first, mut last) = (None, None);
     loop {
         let v = mail.campaign(id).await.unwrap();
         peak = peak.max(memory_mib().0);
+        let sent = v.counts.status(carafe_core::mail::MessageStatus::Sent) as usize;
+        if first.is_none() && sent * 10 >= n {
+            first = Some((t.elapsed().as_secs_f64(), sent));
+        }
+        if last.is_none() && sent * 10 >= n * 9 {
+            last = Some((t.elapsed().as_secs_f64(), sent));
+        }
         let done = match relay {
             None => v.counts.messages() as usize >= n,
             Some(_) => {
@@ -299,7 +341,15 @@ async fn campaign(db: &str, n: usize, relay: Option<String>) -> Value {
     let secs = t.elapsed().as_secs_f64();
     let v = mail.campaign(id).await.unwrap();
     stop.cancel();
+    for (_, stop) in &others {
+        stop.cancel();
+    }
+    let steady = match (first, last) {
+        (Some((t1, s1)), Some((t2, s2))) if t2 > t1 => (s2 - s1) as f64 / (t2 - t1),
+        _ => 0.0,
+    };
     json!({"mode": "campaign", "messages": n, "per_s": n as f64 / secs,
+           "steady_per_s": steady, "rate": rate, "instances": instances,
            "sent": v.counts.status(carafe_core::mail::MessageStatus::Sent),
            "failed": v.counts.status(carafe_core::mail::MessageStatus::Failed),
            "rss_before_mib": rss_before, "rss_peak_mib": peak})
@@ -312,6 +362,11 @@ async fn main() {
     let out = match mode.as_str() {
         "smtp" => smtp(&db, num("--clients", 4), num("--messages", 10_000)).await,
         "campaign" => campaign(&db, num("--messages", 10_000), arg("--relay")).await,
+        "campaign-rate" => {
+            let rate = num("--rate", 100) as u32;
+            let (n, instances) = (num("--messages", 3_000), num("--instances", 2));
+            campaign_on(&db, n, arg("--relay"), Some(rate), instances).await
+        }
         "sink" => {
             let url = url::Url::parse(&arg("--url").expect("--url of the sink")).unwrap();
             let addr = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(25));

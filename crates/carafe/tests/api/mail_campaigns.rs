@@ -1,7 +1,7 @@
 //! Campaigns over HTTP: one personalised copy per recipient (inline or from a CSV or XLSX
 //! file, bad rows reported by number), suppressed addresses skipped, unsubscribe links in
 //! every copy, live progress over SSE, pause / resume / cancel on the campaign's own queue,
-//! and refusals for what cannot be done.
+//! (refusals are in `mail_campaign_refusals.rs`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -17,11 +17,10 @@ both_backends!(
     a_campaign_sends_one_personalised_copy_per_recipient,
     a_campaign_reads_its_recipients_from_a_csv_file,
     a_campaign_reads_its_recipients_from_an_xlsx_file,
-    campaigns_pause_resume_and_cancel_on_every_instance,
-    bad_campaigns_are_refused_with_their_fields
+    campaigns_pause_resume_and_cancel_on_every_instance
 );
 
-async fn put_template(app: &TestApp, key: &str, name: &str, body: Value) {
+pub async fn put_template(app: &TestApp, key: &str, name: &str, body: Value) {
     let res = app
         .request(Method::PUT, &format!("/api/v1/templates/{name}"), Some(key))
         .json(&body)
@@ -462,101 +461,4 @@ async fn campaigns_pause_resume_and_cancel_on_every_instance(backend: Backend) {
     )
     .await;
     problem(res, 409, "campaign_state").await;
-}
-
-/// The fields a validation problem names, in order.
-fn fields_of(problem: &Value) -> Vec<&str> {
-    problem["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect()
-}
-
-async fn bad_campaigns_are_refused_with_their_fields(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    let key = app.new_key(&["mail"]).await;
-    put_template(
-        &app,
-        &key,
-        "strict",
-        json!({"subject": "Hi {{ name }}", "text": "x"}),
-    )
-    .await;
-    let res = post_json(
-        &app,
-        &key,
-        "/api/v1/campaigns",
-        &json!({
-            "name": "",
-            "template": {"name": "strict"},
-            "from": "bad\r\nBcc: x@example.com",
-            "rate": 0,
-            "recipients": [{"email": "a@example.com"}, {"email": "not an address"}]
-        }),
-    )
-    .await;
-    let body = problem(res, 422, "validation_failed").await;
-    let fields = fields_of(&body);
-    for f in ["/name", "/from", "/rate", "/recipients/1/email"] {
-        assert!(fields.contains(&f), "{f} in {fields:?}");
-    }
-    // The limits: a name of 200 characters, 10,000 messages a second, 10,000 inline recipients.
-    let many: Vec<Value> = (0..10_001)
-        .map(|i| json!({"email": format!("m{i}@example.com")}))
-        .collect();
-    let res = post_json(
-        &app,
-        &key,
-        "/api/v1/campaigns",
-        &json!({"name": "n".repeat(201), "template": {"name": "strict"}, "rate": 10_001,
-                "recipients": many}),
-    )
-    .await;
-    let body = problem(res, 422, "validation_failed").await;
-    let fields = fields_of(&body);
-    assert_eq!(fields, ["/name", "/rate", "/recipients"]);
-    // Neither recipients nor a file; both.
-    let res = post_json(
-        &app,
-        &key,
-        "/api/v1/campaigns",
-        &json!({"name": "x", "template": {"name": "strict"}}),
-    )
-    .await;
-    problem(res, 422, "validation_failed").await;
-    // A template that fails for the first recipient is refused before anything is stored.
-    let res = post_json(&app, &key, "/api/v1/campaigns",
-        &json!({"name": "x", "template": {"name": "strict"}, "recipients": [{"email": "a@example.com"}]})).await;
-    let body = problem(res, 422, "template_error").await;
-    assert_eq!(body["errors"][0]["field"], "/template");
-    let res = post_json(&app, &key, "/api/v1/campaigns",
-        &json!({"name": "x", "template": {"name": "nope"}, "recipients": [{"email": "a@example.com"}]})).await;
-    problem(res, 422, "validation_failed").await;
-    // A file the key may not read.
-    let res = post_json(&app, &key, "/api/v1/campaigns",
-        &json!({"name": "x", "template": {"name": "strict"}, "file_id": uuid::Uuid::now_v7().to_string()})).await;
-    let body = problem(res, 422, "validation_failed").await;
-    assert_eq!(body["errors"][0]["field"], "/file_id");
-    assert!(
-        json_of(&app, &key, "/api/v1/campaigns").await["items"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
-    // Unknown campaigns.
-    let missing = uuid::Uuid::now_v7();
-    let res = app
-        .get(&format!("/api/v1/campaigns/{missing}"), Some(&key))
-        .await;
-    problem(res, 404, "not_found").await;
-    let res = post_json(
-        &app,
-        &key,
-        &format!("/api/v1/campaigns/{missing}/start"),
-        &json!({}),
-    )
-    .await;
-    problem(res, 404, "not_found").await;
 }

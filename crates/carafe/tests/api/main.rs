@@ -37,6 +37,7 @@ mod leases;
 mod mail;
 mod mail_attachments;
 mod mail_campaign_failures;
+mod mail_campaign_refusals;
 mod mail_campaigns;
 mod mail_listener;
 mod mail_smtp;
