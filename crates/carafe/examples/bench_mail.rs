@@ -344,12 +344,29 @@ async fn campaign_on(
     for (_, stop) in &others {
         stop.cancel();
     }
+    // On PostgreSQL, how many sends each instance claimed (the claim events name the worker).
+    let by_instance: Vec<i64> = if db.is_empty() {
+        Vec::new()
+    } else {
+        let pool = sqlx::PgPool::connect(db).await.expect("PostgreSQL");
+        let sql = "SELECT count(*) FROM job_events e JOIN jobs j ON j.id = e.job_id \
+                   WHERE j.queue = $1 AND e.kind = 'state' AND e.data->>'state' = 'running' \
+                   GROUP BY e.data->>'worker' ORDER BY 1 DESC";
+        let counts = sqlx::query_scalar(sql)
+            .bind(queue.as_str())
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        counts
+    };
     let steady = match (first, last) {
         (Some((t1, s1)), Some((t2, s2))) if t2 > t1 => (s2 - s1) as f64 / (t2 - t1),
         _ => 0.0,
     };
     json!({"mode": "campaign", "messages": n, "per_s": n as f64 / secs,
            "steady_per_s": steady, "rate": rate, "instances": instances,
+           "claims_by_instance": by_instance,
            "sent": v.counts.status(carafe_core::mail::MessageStatus::Sent),
            "failed": v.counts.status(carafe_core::mail::MessageStatus::Failed),
            "rss_before_mib": rss_before, "rss_peak_mib": peak})
