@@ -1,7 +1,8 @@
 //! The JSON body extractor used by every endpoint. It insists on a JSON content type (415),
 //! enforces the body limit (413), and explains a parse failure precisely: a syntax error
 //! gives its line and column (400 `malformed_json`), a value of the wrong shape names the
-//! field (422 `validation_failed`). `located` answers JSON with a `Location` header.
+//! field (422 `validation_failed`). `located` answers JSON with a `Location` header; `RawBody` takes a body as bytes with
+//! the same answers for one that cannot be read.
 
 use axum::extract::{FromRequest, Request};
 use bytes::Bytes;
@@ -24,10 +25,24 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
             )
             .detail("send the body as application/json"));
         }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|rejection| body_error(rejection.status()))?;
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
         parse(&bytes).map(Json)
+    }
+}
+
+/// A body taken as its exact bytes (a signed webhook, an optional body), with the same
+/// problem answers as `Json` when it cannot be read: 413 over the route's limit, else 400.
+#[derive(Debug, Clone, Default)]
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        Bytes::from_request(req, state)
+            .await
+            .map(RawBody)
+            .map_err(|rejection| body_error(rejection.status()))
     }
 }
 

@@ -180,6 +180,22 @@ async fn generic_reports_bounce_and_suppress_once(backend: Backend) {
     .await;
     let res = post_json(&app, &key, "/api/v1/webhooks/mail/sparkpost", &other).await;
     problem(res, 404, "not_found").await;
+    // Bodies may be 4 MiB (past the API's usual 1 MiB); beyond is a problem, not a bare 413.
+    for (mib, status) in [(2, 200), (4, 413)] {
+        let pad = "x".repeat(mib * 1024 * 1024);
+        let res = app
+            .request(reqwest::Method::POST, url, Some(&key))
+            .header("content-type", "application/json")
+            .body(format!("{{\"events\": [], \"pad\": \"{pad}\"}}"))
+            .send()
+            .await
+            .unwrap();
+        if status == 200 {
+            assert_eq!(res.status(), 200);
+        } else {
+            problem(res, 413, "body_too_large").await;
+        }
+    }
     // Providers with nothing configured refuse everything.
     for provider in ["ses", "sendgrid", "postmark", "mailgun"] {
         let res = app

@@ -191,7 +191,7 @@ pub async fn complete(
     base: BaseUrl,
     Path(id): Path<FileId>,
     Query(params): Query<CompleteParams>,
-    body: axum::body::Bytes,
+    crate::api::json::RawBody(body): crate::api::json::RawBody,
 ) -> ApiResult<Response> {
     let body: CompleteBody = if body.iter().all(u8::is_ascii_whitespace) {
         CompleteBody::default()

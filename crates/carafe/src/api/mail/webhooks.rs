@@ -4,7 +4,6 @@
 //! (`generic`, with a `mail` API key). The handler hands the raw body over: signatures cover
 //! its exact bytes.
 
-use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::HeaderMap;
 use carafe_core::keys::Scope;
@@ -12,6 +11,7 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
 use crate::api::error::{ApiError, ApiResult, Problem};
+use crate::api::json::RawBody;
 use crate::api::query::Path;
 use crate::api::state::AppState;
 use crate::context::Principal;
@@ -40,7 +40,7 @@ pub async fn take(
     Path(provider): Path<String>,
     principal: Result<Principal, ApiError>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<axum::Json<Summary>> {
     let provider = Provider::parse(&provider).ok_or_else(ApiError::not_found)?;
     if provider == Provider::Generic {

@@ -1,7 +1,7 @@
 //! Reports in Carafe's own format, for an app that learns of bounces some other way (its own
 //! bounce mailbox, a provider Carafe has no reader for): `{"events": [...]}`, a list, or one
 //! event. Each event names its recipient, one of `message` (Carafe's message id),
-//! `relay_id` or `message_id`, and a `type` from `Event::NAMES`; `event_id` makes a retried
+//! `relay_id` or `message_id`, and a `type` (an `Event`'s kind); `event_id` makes a retried
 //! report count once (without it, the event's own content is its id).
 
 use carafe_core::mail::MessageId;
@@ -72,9 +72,10 @@ pub(super) fn reports(body: &[u8]) -> Result<Parsed, Error> {
         let e: GenericEvent =
             serde_json::from_value(value).map_err(|err| invalid(&at, err.to_string()))?;
         let event = Event::parse(&e.kind).ok_or_else(|| {
+            let names: Vec<&str> = Event::ALL.iter().map(|e| e.kind()).collect();
             invalid(
                 &format!("{at}/type"),
-                format!("one of {}", Event::NAMES.join(", ")),
+                format!("one of {}", names.join(", ")),
             )
         })?;
         let message = e

@@ -18,10 +18,10 @@ use carafe_core::mail::{Feedback, MessageId, MessageRef, MessageStatus, Suppress
 use carafe_core::time::now;
 use http::HeaderMap;
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use super::address::parse_mailbox;
+use super::suppressions::normalise;
 use super::{Error, Mailer};
 use crate::context::FieldError;
 
@@ -82,14 +82,14 @@ pub enum Event {
 }
 
 impl Event {
-    pub const NAMES: [&str; 7] = [
-        "delivered",
-        "delayed",
-        "soft_bounced",
-        "bounced",
-        "complained",
-        "unsubscribed",
-        "dropped",
+    pub const ALL: [Event; 7] = [
+        Event::Delivered,
+        Event::Delayed,
+        Event::SoftBounced,
+        Event::Bounced,
+        Event::Complained,
+        Event::Unsubscribed,
+        Event::Dropped,
     ];
 
     /// The timeline entry's kind.
@@ -106,17 +106,7 @@ impl Event {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            Event::Delivered,
-            Event::Delayed,
-            Event::SoftBounced,
-            Event::Bounced,
-            Event::Complained,
-            Event::Unsubscribed,
-            Event::Dropped,
-        ]
-        .into_iter()
-        .find(|e| e.kind() == s)
+        Self::ALL.into_iter().find(|e| e.kind() == s)
     }
 
     /// The state a sent message moves to.
@@ -198,13 +188,32 @@ pub(super) fn refused(code: &'static str, message: impl Into<String>) -> Error {
     }
 }
 
-/// The bare lowercased form of a reported address (providers send it bare, some in brackets).
+/// The form suppressions keep a reported address in (providers send it bare, some in
+/// brackets); an address that does not parse is kept as given, lowercased.
 pub(super) fn recipient(address: &str) -> String {
     let trimmed = address.trim();
-    parse_mailbox(trimmed)
-        .map(|m| m.email.to_string())
-        .unwrap_or_else(|_| trimmed.trim_matches(['<', '>']).to_owned())
-        .to_lowercase()
+    normalise(trimmed).unwrap_or_else(|_| trimmed.trim_matches(['<', '>']).to_lowercase())
+}
+
+/// A string field of a provider's JSON.
+pub(super) fn text(v: &Value, key: &str) -> Option<String> {
+    v.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+/// A signed timestamp (Unix seconds) within `mail.webhooks.max_age` of now.
+pub(super) fn fresh(timestamp: &str, settings: &WebhookSettings) -> Result<(), Error> {
+    let ts: i64 = timestamp
+        .trim()
+        .parse()
+        .map_err(|_| refused("webhook_stale", "the signed timestamp is not a number"))?;
+    let age = carafe_core::time::now().unix_timestamp() - ts;
+    if age.unsigned_abs() > settings.max_age.0.as_secs() {
+        return Err(refused(
+            "webhook_stale",
+            "the signed timestamp is older than mail.webhooks.max_age (or in the future)",
+        ));
+    }
+    Ok(())
 }
 
 /// A `Message-ID` without its brackets.
@@ -321,8 +330,8 @@ mod tests {
             Some("abc@mail.example")
         );
         assert_eq!(bare_message_id("<>"), None);
-        for name in Event::NAMES {
-            assert_eq!(Event::parse(name).map(Event::kind), Some(name));
+        for e in Event::ALL {
+            assert_eq!(Event::parse(e.kind()), Some(e));
         }
     }
 }

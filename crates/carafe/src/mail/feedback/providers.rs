@@ -12,27 +12,13 @@ use hmac::{Hmac, KeyInit, Mac};
 use http::HeaderMap;
 use serde_json::Value;
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::sendgrid::fresh;
 use super::settings::WebhookSettings;
-use super::{Event, Parsed, Report, bare_message_id, invalid, recipient, refused};
+use super::{Event, Parsed, Report, bare_message_id, fresh, invalid, recipient, refused, text};
 use crate::mail::Error;
-
-fn text(v: &Value, key: &str) -> Option<String> {
-    v.get(key).and_then(Value::as_str).map(str::to_owned)
-}
-
-/// Equal bytes, compared in constant time (through the HMAC crate's comparison).
-fn same(a: &[u8], b: &[u8]) -> bool {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(b"carafe-compare").expect("any key");
-    mac.update(a);
-    let tag = mac.finalize().into_bytes();
-    let mut other = <Hmac<Sha256> as KeyInit>::new_from_slice(b"carafe-compare").expect("any key");
-    other.update(b);
-    other.verify_slice(&tag).is_ok()
-}
 
 /// A Postmark record, after its basic auth is checked.
 pub(super) fn postmark(
@@ -52,7 +38,7 @@ pub(super) fn postmark(
         .and_then(|v| v.strip_prefix("Basic "))
         .and_then(|b| STANDARD.decode(b.trim()).ok())
         .unwrap_or_default();
-    if !same(&given, expected.expose().as_bytes()) {
+    if !bool::from(given.ct_eq(expected.expose().as_bytes())) {
         return Err(refused(
             "webhook_credentials",
             "the basic auth of the webhook URL does not match mail.webhooks.postmark_auth",

@@ -15,7 +15,7 @@ use x509_cert::der::Decode;
 use x509_cert::spki::SubjectPublicKeyInfoRef;
 
 use super::settings::WebhookSettings;
-use super::{Event, Parsed, Report, bare_message_id, invalid, recipient, refused};
+use super::{Event, Parsed, Report, bare_message_id, fresh, invalid, recipient, refused, text};
 use crate::mail::Error;
 
 const SIGNATURE: &str = "x-twilio-email-event-webhook-signature";
@@ -68,26 +68,6 @@ fn verify(settings: &WebhookSettings, headers: &HeaderMap, body: &[u8]) -> Resul
         .verify(&signed, &signature)
         .map_err(|_| refused("webhook_signature", "the SendGrid signature does not match"))?;
     fresh(timestamp, settings)
-}
-
-/// A signed timestamp (Unix seconds) within `mail.webhooks.max_age` of now.
-pub(super) fn fresh(timestamp: &str, settings: &WebhookSettings) -> Result<(), Error> {
-    let ts: i64 = timestamp
-        .trim()
-        .parse()
-        .map_err(|_| refused("webhook_stale", "the signed timestamp is not a number"))?;
-    let age = carafe_core::time::now().unix_timestamp() - ts;
-    if age.unsigned_abs() > settings.max_age.0.as_secs() {
-        return Err(refused(
-            "webhook_stale",
-            "the signed timestamp is older than mail.webhooks.max_age (or in the future)",
-        ));
-    }
-    Ok(())
-}
-
-fn text(v: &Value, key: &str) -> Option<String> {
-    v.get(key).and_then(Value::as_str).map(str::to_owned)
 }
 
 /// The events of a signed call.

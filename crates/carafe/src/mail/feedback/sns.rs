@@ -25,7 +25,7 @@ use x509_cert::Certificate;
 use x509_cert::der::DecodePem;
 
 use super::settings::WebhookSettings;
-use super::{Event, Parsed, Report, bare_message_id, invalid, recipient, refused};
+use super::{Event, Parsed, Report, bare_message_id, invalid, recipient, refused, text};
 use crate::mail::Error;
 
 /// The largest certificate document fetched.
@@ -297,10 +297,6 @@ struct Mail {
 struct Header {
     name: String,
     value: String,
-}
-
-fn text(v: &Value, key: &str) -> Option<String> {
-    v.get(key).and_then(Value::as_str).map(str::to_owned)
 }
 
 fn timestamp(v: &Value) -> OffsetDateTime {
