@@ -118,6 +118,8 @@ pub struct Campaign {
     pub data: Value,
     /// At most this many messages per second (the campaign queue's rate).
     pub rate: Option<f64>,
+    /// The relay (`mail.relays`) its messages go out through; `None`: the default one.
+    pub relay: Option<String>,
     /// Messages are sent no earlier than this.
     pub send_at: Option<OffsetDateTime>,
     /// Start as soon as the import finishes.

@@ -38,7 +38,7 @@ use crate::{PgStore, map_err};
 /// Every column `campaign_from_row` reads, in table order.
 const COLUMNS: &str = "id, name, template, template_version, locale, from_addr, reply_to, tags, \
     data, rate, send_at, autostart, state, source, recipients, expanded, import_report, actor, \
-    created_at, updated_at, started_at";
+    created_at, updated_at, started_at, relay";
 
 /// A count or row number as `bigint`; past `i64::MAX` cannot be stored.
 fn int8(n: u64, what: &'static str) -> StoreResult<i64> {
@@ -71,6 +71,7 @@ fn campaign_from_row(row: &PgRow) -> StoreResult<Campaign> {
         tags: tags.0,
         data: data.0,
         rate: row.try_get("rate").map_err(map_err)?,
+        relay: row.try_get("relay").map_err(map_err)?,
         send_at: row.try_get("send_at").map_err(map_err)?,
         autostart: row.try_get("autostart").map_err(map_err)?,
         state: CampaignState::parse(&state)
@@ -173,7 +174,7 @@ impl CampaignStore for PgStore {
         let sql = format!(
             "INSERT INTO mail_campaigns ({COLUMNS})
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 0, $16,
-                     $17, $18, $19, $20)"
+                     $17, $18, $19, $20, $21)"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(c.id.0)
@@ -196,6 +197,7 @@ impl CampaignStore for PgStore {
             .bind(c.created_at)
             .bind(c.updated_at)
             .bind(c.started_at)
+            .bind(&c.relay)
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;

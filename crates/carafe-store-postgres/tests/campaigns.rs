@@ -30,6 +30,7 @@ fn campaign(state: CampaignState) -> Campaign {
         tags: vec!["bulk".into()],
         data: json!({}),
         rate: None,
+        relay: None,
         send_at: None,
         autostart: false,
         state,

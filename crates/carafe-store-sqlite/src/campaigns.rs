@@ -31,7 +31,7 @@ use crate::{SqliteStore, at, map_err, ms};
 
 const COLUMNS: &str = "id, name, template, template_version, locale, from_addr, reply_to, \
     tags, data, rate, send_at, autostart, state, source_file, recipients, expanded, import, \
-    actor, created_at, updated_at, started_at";
+    actor, created_at, updated_at, started_at, relay";
 
 /// The states in which a campaign's messages are made (`CampaignState::is_started`).
 const STARTED: &str = "state IN ('sending', 'paused')";
@@ -81,6 +81,7 @@ fn campaign_from_row(row: &SqliteRow) -> StoreResult<Campaign> {
         tags: parsed(&text("tags")?, "mail_campaigns.tags")?,
         data: parsed(&text("data")?, "mail_campaigns.data")?,
         rate: row.try_get("rate").map_err(map_err)?,
+        relay: opt("relay")?,
         send_at: opt_at("send_at")?,
         autostart: row.try_get::<i64, _>("autostart").map_err(map_err)? != 0,
         state: CampaignState::parse(&text("state")?)
@@ -183,7 +184,7 @@ impl CampaignStore for SqliteStore {
         let mut tx = self.begin_write().await?;
         let sql = format!(
             "INSERT INTO mail_campaigns ({COLUMNS}) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)"
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(c.id.to_string())
@@ -206,6 +207,7 @@ impl CampaignStore for SqliteStore {
             .bind(ms(c.created_at))
             .bind(ms(c.updated_at))
             .bind(c.started_at.map(ms))
+            .bind(&c.relay)
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;

@@ -133,7 +133,7 @@ async fn open_files(
 }
 
 /// The mail service, with its job handler added to `handlers`.
-fn open_mail(
+async fn open_mail(
     config: &Config,
     secrets: &Secrets,
     base: &Url,
@@ -158,17 +158,22 @@ fn open_mail(
         );
     }
     let mailer = Arc::new(mailer);
-    let handlers = handlers
-        .add(
-            crate::mail::QUEUE,
+    // Every instance writes the relays' rate groups as its configuration says (they should
+    // all say the same) and serves each relay's queue.
+    mailer.relays().install(jobs).await?;
+    let mut handlers = handlers;
+    for (_, relay) in mailer.relays().iter() {
+        handlers = handlers.add(
+            relay.queue.as_str(),
             MAIL_JOBS_CONCURRENCY,
             MailJobs::new(mailer.clone()),
-        )
-        .add(
-            crate::mail::CAMPAIGNS_QUEUE,
-            CAMPAIGN_JOBS_CONCURRENCY,
-            CampaignJobs::new(mailer.clone()),
         );
+    }
+    let handlers = handlers.add(
+        crate::mail::CAMPAIGNS_QUEUE,
+        CAMPAIGN_JOBS_CONCURRENCY,
+        CampaignJobs::new(mailer.clone()),
+    );
     Ok((mailer, handlers))
 }
 
@@ -258,7 +263,7 @@ impl App {
             .clone()
             .unwrap_or_else(|| fallback_base(local_addr));
         let (mail, handlers) =
-            open_mail(&config, &secrets, &base, &store, &jobs, &files, handlers)?;
+            open_mail(&config, &secrets, &base, &store, &jobs, &files, handlers).await?;
         let keys = Arc::new(Keys::new(store.clone(), config.auth.key_cache_ttl.0));
         let admin_key_file = keys.bootstrap(&config.data_dir).await?;
         let smtp = match config.mail.smtp_listen {
@@ -403,7 +408,8 @@ pub async fn run_worker(
         .public_url
         .clone()
         .unwrap_or_else(|| fallback_base(config.listen));
-    let (mail, handlers) = open_mail(&config, &secrets, &base, &store, &jobs, &files, handlers)?;
+    let (mail, handlers) =
+        open_mail(&config, &secrets, &base, &store, &jobs, &files, handlers).await?;
     let stop = CancellationToken::new();
     let mut engine = spawn_engine(&jobs, &files, &mail, handlers, &config, &stop);
     tracing::info!(backend = store.backend(), "worker running");

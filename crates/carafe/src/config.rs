@@ -309,7 +309,7 @@ fn env_layer(env: &[(String, String)]) -> Result<(Figment, Vec<String>), ConfigE
             layer = layer.merge((secret, text.trim_end_matches(['\n', '\r'])));
         } else if SECRET_KEYS.contains(&key.as_str()) {
             layer = layer.merge((key, value.as_str()));
-        } else if known.contains(&key) {
+        } else if known.contains(&key) || is_relay_key(&key) {
             // Like figment's own Env provider: `true`, `42` and `[a, b]` become typed values.
             let typed: figment::value::Value =
                 value.parse().expect("parsing a Value is infallible");
@@ -319,6 +319,13 @@ fn env_layer(env: &[(String, String)]) -> Result<(Figment, Vec<String>), ConfigE
         }
     }
     Ok((layer, warnings))
+}
+
+/// `mail.relays.<name>.<setting>`: the settings of a relay named in the environment (an
+/// unknown setting is refused when the configuration is read).
+fn is_relay_key(key: &str) -> bool {
+    key.strip_prefix("mail.relays.")
+        .is_some_and(|rest| rest.split('.').count() == 2)
 }
 
 /// Every setting's dotted key (`listen`, `limits.json_body_bytes`, …), read off the defaults.

@@ -5,11 +5,13 @@
 mod backoff;
 mod model;
 mod queues;
+mod rate_groups;
 mod requests;
 mod workflow;
 
 pub use backoff::{Backoff, BackoffError};
 pub use model::*;
 pub use queues::*;
+pub use rate_groups::*;
 pub use requests::*;
 pub use workflow::*;

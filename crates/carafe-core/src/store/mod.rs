@@ -21,6 +21,7 @@ mod keys;
 mod leader;
 mod mail;
 mod multipart;
+mod rate_groups;
 mod schedules;
 mod templates;
 mod uploads;
@@ -37,6 +38,7 @@ pub use keys::KeyStore;
 pub use leader::LeaderStore;
 pub use mail::MailStore;
 pub use multipart::MultipartRecordStore;
+pub use rate_groups::RateGroupStore;
 pub use schedules::ScheduleStore;
 pub use templates::TemplateStore;
 pub use uploads::UploadStore;
@@ -51,6 +53,7 @@ pub trait Store:
     + LeaseStore
     + FailureStore
     + QueueAdminStore
+    + RateGroupStore
     + ScheduleStore
     + WorkflowStore
     + FileStore
@@ -76,6 +79,7 @@ impl<T> Store for T where
         + LeaseStore
         + FailureStore
         + QueueAdminStore
+        + RateGroupStore
         + ScheduleStore
         + WorkflowStore
         + FileStore
@@ -101,6 +105,6 @@ pub mod prelude {
         AuditStore as _, Backend as _, CampaignStore as _, DirectStore as _, FailureStore as _,
         FileStore as _, IdempotencyStore as _, JobStore as _, KeyStore as _, LeaderStore as _,
         LeaseStore as _, MailStore as _, MultipartRecordStore as _, QueueAdminStore as _,
-        ScheduleStore as _, UploadStore as _, WorkflowStore as _,
+        RateGroupStore as _, ScheduleStore as _, UploadStore as _, WorkflowStore as _,
     };
 }

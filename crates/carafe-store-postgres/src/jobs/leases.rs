@@ -1,6 +1,6 @@
-//! `LeaseStore` on PostgreSQL: claiming (within the queue's limits), and the fenced reports
-//! of the lease holder (heartbeat, progress, complete); failed attempts and rescues are
-//! `FailureStore`, in `failures.rs`.
+//! `LeaseStore` on PostgreSQL: claiming (within the queue's limits and its rate group's), and
+//! the fenced reports of the lease holder (heartbeat, progress, complete); failed attempts and
+//! rescues are `FailureStore`, in `failures.rs`.
 //!
 //! Claims use `FOR UPDATE SKIP LOCKED`, so any number of servers claim from one queue without
 //! waiting on each other or taking a job twice. Every fenced write matches
@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use carafe_core::jobs::{
     Advanced, Allowance, Claim, ClaimedJob, Completion, Fenced, Heartbeat, HeartbeatAck, Job,
-    JobId, LeaseToken, QueueLimits, QueueName, allowance,
+    JobId, LeaseToken, QueueLimits, QueueName, RateGroupState, allowance,
 };
 use carafe_core::store::LeaseStore;
 use carafe_core::{StoreError, StoreResult};
@@ -24,23 +24,34 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;
 
+use super::rate_groups::{charge_group, group_allowance};
 use super::rows::{J_COLUMNS, job_from_row, lost};
 use super::wakeup::Wakeups;
 use super::workflows::{advance_all, lock_workflows_of};
 use crate::{PgStore, map_err};
 
-/// How many jobs a claim of `max` may take from `queue` now (`None`: it is paused), and the
-/// rate bucket to charge afterwards, if the queue has a rate. A limited queue's row stays
-/// locked until the claiming transaction ends, so instances claiming at once count each
-/// other's claims; queues without limits are not locked.
+/// What a claim charges once it knows how many jobs it took: the queue's rate bucket, if it
+/// has a rate, and its rate group, if it is in one that exists.
+#[derive(Default)]
+struct Charges {
+    bucket: Option<Allowance>,
+    group: Option<RateGroupState>,
+}
+
+/// How many jobs a claim of `max` may take from `queue` now (`None`: it is paused), within
+/// both its own limits and its rate group's, and what to charge afterwards (`Charges`). A
+/// limited queue's row (and its group's) stays locked until the claiming transaction ends,
+/// so instances claiming at once count each other's claims; queues without limits or a group
+/// are not locked.
 async fn allowance_in(
     conn: &mut PgConnection,
     queue: &QueueName,
     max: u32,
     now: OffsetDateTime,
-) -> StoreResult<Option<(u32, Option<Allowance>)>> {
+) -> StoreResult<Option<(u32, Charges)>> {
     let limited: Option<(bool, bool)> = sqlx::query_as(
         "SELECT paused, concurrency_limit IS NOT NULL OR rate_per_second IS NOT NULL
+             OR rate_group IS NOT NULL
          FROM queues WHERE name = $1",
     )
     .bind(queue.as_str())
@@ -48,12 +59,12 @@ async fn allowance_in(
     .await
     .map_err(map_err)?;
     match limited {
-        None | Some((false, false)) => return Ok(Some((max, None))),
+        None | Some((false, false)) => return Ok(Some((max, Charges::default()))),
         Some((true, _)) => return Ok(None),
         Some((false, true)) => {}
     }
     let row = sqlx::query(
-        "SELECT paused, concurrency_limit, rate_per_second, tokens, tokens_at
+        "SELECT paused, concurrency_limit, rate_per_second, tokens, tokens_at, rate_group
          FROM queues WHERE name = $1 FOR UPDATE",
     )
     .bind(queue.as_str())
@@ -83,23 +94,40 @@ async fn allowance_in(
     let tokens: f64 = row.try_get("tokens").map_err(map_err)?;
     let tokens_at: OffsetDateTime = row.try_get("tokens_at").map_err(map_err)?;
     let a = allowance(&limits, running as u64, tokens, tokens_at, max, now);
-    Ok(Some((a.max, limits.rate_per_second.map(|_| a))))
+    let mut charges = Charges {
+        bucket: limits.rate_per_second.map(|_| a),
+        group: None,
+    };
+    let mut max = a.max;
+    let group: Option<String> = row.try_get("rate_group").map_err(map_err)?;
+    if let Some(group) = group
+        && let Some((allowed, state)) = group_allowance(conn, &group, max, now).await?
+    {
+        max = allowed;
+        charges.group = Some(state);
+    }
+    Ok(Some((max, charges)))
 }
 
-/// Takes `claimed` tokens out of the queue's rate bucket.
+/// Takes `claimed` tokens out of the queue's rate bucket, and charges its rate group.
 async fn spend_tokens(
     conn: &mut PgConnection,
     queue: &QueueName,
-    bucket: Allowance,
+    charges: Charges,
     claimed: usize,
 ) -> StoreResult<()> {
-    sqlx::query("UPDATE queues SET tokens = $1, tokens_at = $2 WHERE name = $3")
-        .bind(bucket.tokens - claimed as f64)
-        .bind(bucket.tokens_at)
-        .bind(queue.as_str())
-        .execute(conn)
-        .await
-        .map_err(map_err)?;
+    if let Some(bucket) = charges.bucket {
+        sqlx::query("UPDATE queues SET tokens = $1, tokens_at = $2 WHERE name = $3")
+            .bind(bucket.tokens - claimed as f64)
+            .bind(bucket.tokens_at)
+            .bind(queue.as_str())
+            .execute(&mut *conn)
+            .await
+            .map_err(map_err)?;
+    }
+    if let Some(group) = charges.group {
+        charge_group(conn, group, claimed).await?;
+    }
     Ok(())
 }
 
@@ -171,10 +199,11 @@ fn claimed_from_row(
 impl LeaseStore for PgStore {
     async fn claim_jobs(&self, c: Claim<'_>) -> StoreResult<Vec<ClaimedJob>> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let Some((max, bucket)) = allowance_in(&mut tx, c.queue, c.max, c.now).await? else {
+        let Some((max, charges)) = allowance_in(&mut tx, c.queue, c.max, c.now).await? else {
             return Ok(Vec::new());
         };
         if max == 0 {
+            // Nothing to claim and nothing to charge: the buckets refill from what is stored.
             return Ok(Vec::new());
         }
         // `picked` is materialized so the locked set is chosen exactly once, and handed to the
@@ -228,9 +257,7 @@ impl LeaseStore for PgStore {
             .iter()
             .map(|row| claimed_from_row(row, c.queue, c.now))
             .collect::<StoreResult<Vec<_>>>()?;
-        if let Some(bucket) = bucket {
-            spend_tokens(&mut tx, c.queue, bucket, claimed.len()).await?;
-        }
+        spend_tokens(&mut tx, c.queue, charges, claimed.len()).await?;
         let mut wake = Wakeups::default();
         claimed.iter().for_each(|j| wake.job(j.id));
         wake.send(&mut tx).await?;

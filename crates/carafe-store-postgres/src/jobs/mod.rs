@@ -4,8 +4,8 @@
 //!
 //! This file is `JobStore`: inserting (with unique keys) and reading jobs and their events.
 //! The rest is one file per store trait: `leases.rs` (`LeaseStore`), `failures.rs`
-//! (`FailureStore`), `admin.rs` (`QueueAdminStore`), `workflows.rs` (`WorkflowStore`). What
-//! several of them share sits below them: `rows.rs` (the job row), `insert.rs` (inserting
+//! (`FailureStore`), `admin.rs` (`QueueAdminStore`), `rate_groups.rs` (`RateGroupStore`),
+//! `workflows.rs` (`WorkflowStore`). What several of them share sits below them: `rows.rs` (the job row), `insert.rs` (inserting
 //! rows), `cancel.rs` (cancelling one job) and `wakeup.rs` (the `NOTIFY` hints other servers
 //! listen for).
 //!
@@ -29,6 +29,7 @@ mod cancel;
 mod failures;
 pub(crate) mod insert;
 mod leases;
+mod rate_groups;
 mod rows;
 pub(crate) mod wakeup;
 mod workflows;

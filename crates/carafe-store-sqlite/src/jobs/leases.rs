@@ -1,6 +1,6 @@
-//! `LeaseStore` on SQLite: claiming (within the queue's limits), and the fenced reports of the
-//! lease holder (heartbeat, progress, complete). Every fenced statement matches
-//! `state = 'running' AND lease_token = ?`, so a rescued or cancelled job can never be
+//! `LeaseStore` on SQLite: claiming (within the queue's limits and its rate group's), and the
+//! fenced reports of the lease holder (heartbeat, progress, complete). Every fenced statement
+//! matches `state = 'running' AND lease_token = ?`, so a rescued or cancelled job can never be
 //! finished by the worker that lost it. A job that ends advances its workflow, if it has one,
 //! in the same transaction.
 
@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use carafe_core::jobs::{
     Advanced, Allowance, Claim, ClaimedJob, Completion, Fenced, Heartbeat, HeartbeatAck, Job,
-    JobId, JobState, LeaseToken, QueueLimits, QueueName, allowance,
+    JobId, JobState, LeaseToken, QueueLimits, QueueName, RateGroupState, allowance,
 };
 use carafe_core::store::LeaseStore;
 use carafe_core::{StoreError, StoreResult};
@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use sqlx::{Row, SqliteConnection};
 use time::OffsetDateTime;
 
+use super::rate_groups::{charge_group, group_allowance};
 use super::rows::{JOB_COLUMNS, NewEvent, add_events, job_from_row, lost};
 use super::workflows::advance_all;
 use crate::{SqliteStore, at, map_err, ms};
@@ -25,16 +26,27 @@ use crate::{SqliteStore, at, map_err, ms};
 /// The SQL test for "waiting and due": what claiming takes and what reads as `available`.
 const WAITING: &str = "state IN ('available', 'scheduled', 'retryable')";
 
-/// How many jobs a claim of `max` may take from `queue` now (`None`: it is paused), and the
-/// rate bucket to charge afterwards, if the queue has a rate.
+/// What a claim charges once it knows how many jobs it took: the queue's rate bucket, if it
+/// has a rate, and its rate group, if it is in one that exists.
+struct Charges {
+    bucket: Option<Allowance>,
+    group: Option<RateGroupState>,
+}
+
+/// How many jobs a claim of `max` may take from `queue` now (`None`: it is paused), within
+/// both its own limits and its rate group's, and what to charge afterwards (`Charges`).
 async fn allowance_in(
     conn: &mut SqliteConnection,
     queue: &QueueName,
     max: u32,
     now: OffsetDateTime,
-) -> StoreResult<Option<(u32, Option<Allowance>)>> {
+) -> StoreResult<Option<(u32, Charges)>> {
+    let mut charges = Charges {
+        bucket: None,
+        group: None,
+    };
     let row = sqlx::query(
-        "SELECT paused, concurrency_limit, rate_per_second, tokens, tokens_at
+        "SELECT paused, concurrency_limit, rate_per_second, tokens, tokens_at, rate_group
          FROM queues WHERE name = ?",
     )
     .bind(queue.as_str())
@@ -42,7 +54,7 @@ async fn allowance_in(
     .await
     .map_err(map_err)?;
     let Some(row) = row else {
-        return Ok(Some((max, None)));
+        return Ok(Some((max, charges)));
     };
     if row.try_get::<i64, _>("paused").map_err(map_err)? != 0 {
         return Ok(None);
@@ -55,38 +67,52 @@ async fn allowance_in(
         rate_per_second: row.try_get("rate_per_second").map_err(map_err)?,
         lease: None,
     };
-    if !limits.limits_claims() {
-        return Ok(Some((max, None)));
+    let mut max = max;
+    if limits.limits_claims() {
+        let running: i64 = if limits.concurrency.is_some() {
+            sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE queue = ? AND state = 'running'")
+                .bind(queue.as_str())
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(map_err)?
+        } else {
+            0
+        };
+        let tokens: f64 = row.try_get("tokens").map_err(map_err)?;
+        let tokens_at = at(row.try_get("tokens_at").map_err(map_err)?);
+        let a = allowance(&limits, running as u64, tokens, tokens_at, max, now);
+        max = a.max;
+        charges.bucket = limits.rate_per_second.map(|_| a);
     }
-    let running: i64 = if limits.concurrency.is_some() {
-        sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE queue = ? AND state = 'running'")
-            .bind(queue.as_str())
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(map_err)?
-    } else {
-        0
-    };
-    let tokens: f64 = row.try_get("tokens").map_err(map_err)?;
-    let tokens_at = at(row.try_get("tokens_at").map_err(map_err)?);
-    let a = allowance(&limits, running as u64, tokens, tokens_at, max, now);
-    Ok(Some((a.max, limits.rate_per_second.map(|_| a))))
+    let group: Option<String> = row.try_get("rate_group").map_err(map_err)?;
+    if let Some(group) = group
+        && let Some((allowed, state)) = group_allowance(conn, &group, max, now).await?
+    {
+        max = allowed;
+        charges.group = Some(state);
+    }
+    Ok(Some((max, charges)))
 }
 
-/// Takes `claimed` tokens out of the queue's rate bucket.
+/// Takes `claimed` tokens out of the queue's rate bucket, and charges its rate group.
 async fn spend_tokens(
     conn: &mut SqliteConnection,
     queue: &QueueName,
-    bucket: Allowance,
+    charges: Charges,
     claimed: usize,
 ) -> StoreResult<()> {
-    sqlx::query("UPDATE queues SET tokens = ?, tokens_at = ? WHERE name = ?")
-        .bind(bucket.tokens - claimed as f64)
-        .bind(ms(bucket.tokens_at))
-        .bind(queue.as_str())
-        .execute(conn)
-        .await
-        .map_err(map_err)?;
+    if let Some(bucket) = charges.bucket {
+        sqlx::query("UPDATE queues SET tokens = ?, tokens_at = ? WHERE name = ?")
+            .bind(bucket.tokens - claimed as f64)
+            .bind(ms(bucket.tokens_at))
+            .bind(queue.as_str())
+            .execute(&mut *conn)
+            .await
+            .map_err(map_err)?;
+    }
+    if let Some(group) = charges.group {
+        charge_group(conn, group, claimed).await?;
+    }
     Ok(())
 }
 
@@ -112,7 +138,7 @@ impl LeaseStore for SqliteStore {
             return Ok(Vec::new());
         }
         let mut tx = self.begin_write().await?;
-        let Some((max, bucket)) = allowance_in(&mut tx, c.queue, c.max, c.now).await? else {
+        let Some((max, charges)) = allowance_in(&mut tx, c.queue, c.max, c.now).await? else {
             return Ok(Vec::new());
         };
         let sql = format!(
@@ -150,9 +176,7 @@ impl LeaseStore for SqliteStore {
             claimed.push(job);
         }
         add_events(&mut tx, c.now, &events).await?;
-        if let Some(bucket) = bucket {
-            spend_tokens(&mut tx, c.queue, bucket, claimed.len()).await?;
-        }
+        spend_tokens(&mut tx, c.queue, charges, claimed.len()).await?;
         tx.commit().await.map_err(map_err)?;
         claimed.sort_by_key(|c| c.id);
         Ok(claimed)

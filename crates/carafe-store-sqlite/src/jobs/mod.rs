@@ -2,15 +2,17 @@
 //! the per-job event log every change appends to.
 //!
 //! The rest of the job queue is one file per store trait: `leases.rs` (`LeaseStore`),
-//! `failures.rs` (`FailureStore`), `admin.rs` (`QueueAdminStore`), `workflows.rs`
-//! (`WorkflowStore`). What several of them share sits below them: `rows.rs` (the job row and
-//! its events), `insert.rs` (inserting rows) and `cancel.rs` (cancelling one job).
+//! `failures.rs` (`FailureStore`), `admin.rs` (`QueueAdminStore`), `rate_groups.rs`
+//! (`RateGroupStore`), `workflows.rs` (`WorkflowStore`). What several of them share sits
+//! below them: `rows.rs` (the job row and its events), `insert.rs` (inserting rows) and
+//! `cancel.rs` (cancelling one job).
 
 mod admin;
 mod cancel;
 mod failures;
 pub(crate) mod insert;
 mod leases;
+mod rate_groups;
 mod rows;
 mod workflows;
 

@@ -32,6 +32,41 @@ fn the_example_file_is_the_defaults_and_names_every_setting() {
 }
 
 #[test]
+fn relays_can_be_named_in_the_environment() {
+    let loaded = load(&[
+        (
+            "CARAFE_MAIL__RELAYS__BULK__URL",
+            "smtp://u:p@127.0.0.1:2527?tls=none",
+        ),
+        ("CARAFE_MAIL__RELAYS__BULK__RATE", "12.5"),
+        ("CARAFE_MAIL__RELAYS__BULK__DAILY_LIMIT", "1000"),
+        ("CARAFE_MAIL__SMTP_RATE", "3"),
+    ])
+    .unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let bulk = &loaded.config.mail.relays["bulk"];
+    assert_eq!(bulk.url.expose(), "smtp://u:p@127.0.0.1:2527?tls=none");
+    assert_eq!(
+        (bulk.rate, bulk.daily_limit, bulk.concurrency),
+        (Some(12.5), Some(1000), 4)
+    );
+    assert_eq!(loaded.config.mail.smtp_rate, Some(3.0));
+    let refused = load(&[
+        (
+            "CARAFE_MAIL__RELAYS__BULK__URL",
+            "smtp://u:p@127.0.0.1:2527?tls=none",
+        ),
+        ("CARAFE_MAIL__RELAYS__BULK__SPEED", "1"),
+    ]);
+    assert!(refused.is_err(), "an unknown relay setting is refused");
+    let refused = load(&[(
+        "CARAFE_MAIL__RELAYS__BAD_NAME__URL",
+        "smtp://u:p@127.0.0.1:2527?tls=none",
+    )]);
+    assert!(format!("{}", refused.unwrap_err()).contains("relay name"));
+}
+
+#[test]
 fn environment_overrides_file_and_flags_override_both() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("carafe.toml");

@@ -25,6 +25,7 @@ use std::time::Duration;
 use carafe_core::jobs::{
     Claim, ClaimedJob, Completion, Failure, FailureOutcome, Fenced, Heartbeat, HeartbeatAck,
     Inserted, Job, JobFilter, JobId, LeaseLength, NewJob, QueueLimits, QueueName, QueueStats,
+    RateGroup, RateGroupState,
 };
 use carafe_core::page::{Page, PageRequest};
 use carafe_core::time::now;
@@ -166,6 +167,28 @@ impl Jobs {
         self.store.set_queue_limits(queue, limits).await?;
         self.bus.publish(&queue_topic(queue.as_str()));
         Ok(())
+    }
+
+    /// Creates or changes a rate group (shared by the queues put in it).
+    pub async fn put_rate_group(&self, group: &RateGroup) -> StoreResult<()> {
+        self.store.put_rate_group(group, now()).await
+    }
+
+    /// Puts `queue` in rate group `group` (`None`: in none); waiting claims re-check at once.
+    pub async fn set_rate_group(&self, queue: &QueueName, group: Option<&str>) -> StoreResult<()> {
+        self.store.set_queue_rate_group(queue, group).await?;
+        self.bus.publish(&queue_topic(queue.as_str()));
+        Ok(())
+    }
+
+    /// Where rate group `name` stands.
+    pub async fn rate_group(&self, name: &str) -> StoreResult<Option<RateGroupState>> {
+        self.store.rate_group(name).await
+    }
+
+    /// Slows rate group `name` down (the far end is throttling); the rate it goes at now.
+    pub async fn slow_rate_group(&self, name: &str) -> StoreResult<Option<f64>> {
+        self.store.slow_rate_group(name, now()).await
     }
 
     /// Inserts `jobs`, sharing the transaction with enqueues made at the same time, and wakes

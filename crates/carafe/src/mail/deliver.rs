@@ -20,6 +20,7 @@ use super::address::parse_mailbox;
 use super::attach::FilePart;
 use super::build::{self, Draft};
 use super::relay::Answer;
+use super::relays::RelayEntry;
 use super::unsubscribe::Links;
 use crate::jobs::runner::{JobContext, JobError, JobHandler};
 
@@ -47,6 +48,19 @@ impl JobHandler for MailJobs {
             .and_then(Value::as_str)
             .and_then(|s| s.parse::<MessageId>().ok())
             .ok_or_else(|| JobError::abort("not a mail job"))?;
+        let relay_name = ctx
+            .args()
+            .get("relay")
+            .and_then(Value::as_str)
+            .unwrap_or(super::relays::DEFAULT);
+        let Some(relay) = self.mailer.relays().get(relay_name) else {
+            // Configured when the mail was accepted, gone since: wait for the operator.
+            tracing::error!(
+                relay = relay_name,
+                "a message names a relay that is not configured"
+            );
+            return Err(retry("relay", format!("{relay_name:?} is not configured")));
+        };
         let store = self.mailer.store();
         let mut started = store
             .start_sending(id, now())
@@ -107,16 +121,21 @@ impl JobHandler for MailJobs {
         let links = self.mailer.links();
         let raw = parts.and_then(|parts| render(&mail, &message, parts, links, self.mailer.dkim()));
         let (outcome, outbox, retry_in) = match raw {
-            Ok(raw) => match self.mailer.relay() {
+            Ok(raw) => match &relay.relay {
                 None => {
                     let (outcome, entry) = capture(&mail, &message, raw);
                     (outcome, Some(entry), None)
                 }
-                Some(relay) => {
-                    let answer = relay
+                Some(smtp) => {
+                    let answer = smtp
                         .send(&envelope_from(&mail), &message.recipient, &raw)
                         .await;
-                    let (outcome, retry_in) = judge(answer, &ctx);
+                    let slowed = self.slow_down_on(&answer, relay_name, relay).await;
+                    let (mut outcome, retry_in) = judge(answer, &ctx);
+                    outcome.data["relay"] = relay_name.into();
+                    if let Some(rate) = slowed {
+                        outcome.data["relay_rate_now"] = rate.into();
+                    }
                     (outcome, None, retry_in)
                 }
             },
@@ -146,6 +165,32 @@ impl JobHandler for MailJobs {
             });
         }
         Ok(json!({"status": status.as_str()}))
+    }
+}
+
+impl MailJobs {
+    /// Slows `relay` down when `answer` says it is throttling and the relay has a rate: the
+    /// rate it goes at now.
+    async fn slow_down_on(&self, answer: &Answer, name: &str, relay: &RelayEntry) -> Option<f64> {
+        let Answer::Later {
+            reply,
+            throttled: true,
+            ..
+        } = answer
+        else {
+            return None;
+        };
+        let group = relay.group.as_ref()?;
+        match self.mailer.jobs().slow_rate_group(&group.name).await {
+            Ok(rate) => {
+                tracing::warn!(relay = name, %reply, rate_now = ?rate, "the relay is throttling: slowing down");
+                rate
+            }
+            Err(e) => {
+                tracing::warn!(relay = name, error = %e, "slowing the relay down failed");
+                None
+            }
+        }
     }
 }
 
@@ -226,7 +271,7 @@ fn judge(answer: Answer, ctx: &JobContext) -> (SendOutcome, Option<Duration>) {
             let data = json!({"permanent": true});
             (ended(MessageStatus::Failed, reply, data), None)
         }
-        Answer::Later { reply, after } => later(reply, after),
+        Answer::Later { reply, after, .. } => later(reply, after),
         Answer::Misconfigured { reply } => {
             tracing::error!(%reply, "the SMTP relay refused Carafe's login: check mail.smtp_url");
             later(reply, None)

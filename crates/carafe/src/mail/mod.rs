@@ -15,6 +15,7 @@ mod error;
 pub mod feedback;
 pub mod read;
 mod relay;
+pub mod relays;
 mod service;
 mod settings;
 mod submit;

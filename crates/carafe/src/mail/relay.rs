@@ -57,6 +57,7 @@ fn later(what: &str, e: impl std::fmt::Display) -> Answer {
     Answer::Later {
         reply: format!("{what}: {e}"),
         after: None,
+        throttled: false,
     }
 }
 
@@ -148,10 +149,11 @@ pub enum Answer {
         relay_id: Option<String>,
     },
     /// Try again later (a 4xx reply, a timeout, a lost connection), after `after` when the
-    /// relay said how long.
+    /// relay said how long; `throttled` when the reply says Carafe is sending too fast.
     Later {
         reply: String,
         after: Option<Duration>,
+        throttled: bool,
     },
     /// The relay refused this message or recipient for good (a 5xx reply).
     Refused { reply: String },
@@ -341,6 +343,7 @@ fn classify(e: &lettre::transport::smtp::Error) -> Answer {
     }
     Answer::Later {
         after: retry_after(&reply),
+        throttled: super::relays::is_throttling(code.as_deref(), &reply),
         reply,
     }
 }

@@ -16,10 +16,10 @@ use carafe_core::time::now;
 use carafe_core::{Store, StoreResult};
 use lettre::message::dkim::DkimConfig;
 
-use super::relay::Relay;
+use super::relays::Relays;
 use super::submit::{SendRequest, check, send_job};
 use super::unsubscribe::Links;
-use super::{Error, OUTBOX_TOPIC, QUEUE, Settings};
+use super::{Error, OUTBOX_TOPIC, Settings};
 use crate::context::{Actor, FieldError, Principal};
 use crate::files::Files;
 use crate::group_commit::{BatchWrite, GroupCommit};
@@ -29,8 +29,8 @@ pub struct Mailer {
     store: Arc<dyn Store>,
     jobs: Arc<Jobs>,
     settings: Settings,
-    /// Where messages go out; `None`: into the outbox.
-    relay: Option<Relay>,
+    /// Where messages go out, by relay name (`default`'s may be the outbox).
+    relays: Relays,
     /// Signs every message going out (and captured), when configured.
     dkim: Option<DkimConfig>,
     /// Where attached Carafe files are read from (`None` in tools that run without them).
@@ -72,7 +72,7 @@ impl Mailer {
         links: Option<Links>,
         settings: Settings,
     ) -> Result<Self, String> {
-        let relay = settings.relay()?;
+        let relays = Relays::new(&settings)?;
         let dkim = settings.dkim()?;
         let inserts = GroupCommit::spawn("mail", INSERT_BATCH, InsertMails(store.clone()));
         Ok(Mailer {
@@ -80,7 +80,7 @@ impl Mailer {
             store,
             jobs,
             settings,
-            relay,
+            relays,
             dkim,
             files,
             links,
@@ -100,8 +100,8 @@ impl Mailer {
         &self.certificates
     }
 
-    pub(super) fn relay(&self) -> Option<&Relay> {
-        self.relay.as_ref()
+    pub fn relays(&self) -> &Relays {
+        &self.relays
     }
 
     pub(super) fn dkim(&self) -> Option<&DkimConfig> {
@@ -146,6 +146,16 @@ impl Mailer {
             template = Some(rendered.template);
         }
         let mut errors = Vec::new();
+        let relay = req
+            .relay
+            .take()
+            .unwrap_or_else(|| super::relays::DEFAULT.to_owned());
+        if self.relays.get(&relay).is_none() {
+            errors.push(FieldError::new(
+                "/relay",
+                format!("no relay named {relay:?} is configured (mail.relays)"),
+            ));
+        }
         let specs = [
             ("attachments", &req.attachments[..]),
             ("inline", &req.inline[..]),
@@ -170,7 +180,7 @@ impl Mailer {
         let jobs = checked
             .messages
             .iter()
-            .map(|m| send_job(m.id, &checked.mail, &self.settings))
+            .map(|m| send_job(m.id, &checked.mail, &relay, &self.settings))
             .collect();
         let mail = checked.mail;
         let new = NewMail {
@@ -184,7 +194,8 @@ impl Mailer {
             .await?
             .pop()
             .unwrap_or_default();
-        self.jobs.bus().publish(&queue_topic(QUEUE));
+        let queue = super::submit::queue_of(&mail, &relay);
+        self.jobs.bus().publish(&queue_topic(queue.as_str()));
         Ok(Submission { mail, messages })
     }
 

@@ -23,6 +23,17 @@ pub struct Settings {
     pub smtp_concurrency: usize,
     /// How long one SMTP command may take.
     pub smtp_timeout: HumanDuration,
+    /// Messages per second to the relay, from every instance together (unset: no limit).
+    /// Throttling replies (`454`) slow it down for a while.
+    pub smtp_rate: Option<f64>,
+    /// Messages at once after a quiet spell (default: one second's worth of `smtp_rate`).
+    pub smtp_burst: Option<u32>,
+    /// At most this many messages per calendar hour (UTC); needs `smtp_rate`.
+    pub smtp_hourly_limit: Option<u64>,
+    /// At most this many messages per calendar day (UTC); needs `smtp_rate`.
+    pub smtp_daily_limit: Option<u64>,
+    /// More relays, by name (`[mail.relays.bulk]`); a mail or campaign picks one with `relay`.
+    pub relays: std::collections::BTreeMap<String, super::relays::RelaySettings>,
     /// The first wait before a deferred message is tried again; it doubles with each attempt
     /// (up to an hour), for 20 attempts (about 17 hours), then the message fails.
     pub retry_base: HumanDuration,
@@ -65,6 +76,11 @@ impl Default for Settings {
             smtp_ca_file: None,
             smtp_concurrency: 4,
             smtp_timeout: HumanDuration(Duration::from_secs(30)),
+            smtp_rate: None,
+            smtp_burst: None,
+            smtp_hourly_limit: None,
+            smtp_daily_limit: None,
+            relays: Default::default(),
             retry_base: HumanDuration(Duration::from_secs(60)),
             suppress_transactional: true,
             dkim_key_file: None,
@@ -94,11 +110,8 @@ impl Settings {
                 "mail.message_id_domain: {domain:?} is not a domain name"
             ));
         }
-        if !(1..=256).contains(&self.smtp_concurrency) {
-            return Err("mail.smtp_concurrency must be between 1 and 256".into());
-        }
-        if self.retry_base.0.is_zero() || self.smtp_timeout.0.is_zero() {
-            return Err("mail.retry_base and mail.smtp_timeout must be positive".into());
+        if self.retry_base.0.is_zero() {
+            return Err("mail.retry_base must be positive".into());
         }
         if super::templates::locale::canonical(&self.default_locale).as_deref()
             != Some(self.default_locale.as_str())
@@ -130,10 +143,7 @@ impl Settings {
         }
         self.webhooks.validate()?;
         self.dkim()?;
-        match &self.smtp_url {
-            Some(url) => super::relay::check(url.expose(), self.smtp_ca_file.as_deref()),
-            None => Ok(()),
-        }
+        super::relays::validate(self)
     }
 
     /// The DKIM signer, if one is configured.
@@ -155,21 +165,6 @@ impl Settings {
             ));
         }
         super::dkim::config(key, &self.dkim_selector, domain).map(Some)
-    }
-
-    /// The configured relay, if any (needs a Tokio runtime).
-    pub fn relay(&self) -> Result<Option<super::relay::Relay>, String> {
-        self.smtp_url
-            .as_ref()
-            .map(|url| {
-                super::relay::Relay::new(
-                    url.expose(),
-                    self.smtp_ca_file.as_deref(),
-                    self.smtp_concurrency,
-                    self.smtp_timeout.0,
-                )
-            })
-            .transpose()
     }
 }
 

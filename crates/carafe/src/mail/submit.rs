@@ -19,7 +19,7 @@ use super::address::parse_mailbox;
 use super::attach::AttachmentSpec;
 use super::build::{self, BuildError, Draft, MAX_RECIPIENTS};
 use super::templates::TemplateUse;
-use super::{CAMPAIGN_QUEUE_PREFIX, Error, QUEUE, Settings};
+use super::{CAMPAIGN_QUEUE_PREFIX, Error, Settings};
 use crate::context::{Actor, FieldError};
 
 /// Most tags on one submission, and their longest length.
@@ -53,6 +53,8 @@ pub struct SendRequest {
     /// (derived from the campaign and the recipient's row, so a batch made twice collides).
     /// Set only by the campaign capability; the ways in leave it `None`.
     pub campaign: Option<(CampaignId, MailId, MessageId)>,
+    /// The relay (`mail.relays`) to send through; `None`: `default`.
+    pub relay: Option<String>,
 }
 
 /// A checked submission, ready for the store.
@@ -242,12 +244,13 @@ pub fn check(
     })
 }
 
-/// The queue a mail's messages are sent from: `carafe.mail`, or its campaign's own queue (so
-/// a campaign is paused and rate-limited as a queue, the same on every instance).
-pub fn queue_of(mail: &Mail) -> QueueName {
+/// The queue a mail's messages are sent from: its relay's (`carafe.mail` for `default`), or
+/// its campaign's own queue (so a campaign is paused and rate-limited as a queue, the same on
+/// every instance; that queue joins the relay's rate group when the campaign starts).
+pub fn queue_of(mail: &Mail, relay: &str) -> QueueName {
     match mail.campaign {
         Some(c) => campaign_queue_name(c),
-        None => QueueName::parse(QUEUE).expect("valid queue name"),
+        None => super::relays::queue_of(relay),
     }
 }
 
@@ -263,22 +266,28 @@ pub fn campaign_queue_name(id: CampaignId) -> QueueName {
 
 /// The job that sends `message`: many attempts with backoff from `retry_base` up to an hour
 /// (a relay may refuse for a while), scheduled for the mail's `send_at`.
-pub fn send_job(message: MessageId, mail: &Mail, settings: &Settings) -> NewJob {
+pub fn send_job(message: MessageId, mail: &Mail, relay: &str, settings: &Settings) -> NewJob {
     let at = mail.send_at.unwrap_or(mail.created_at).max(mail.created_at);
-    send_job_at(message, queue_of(mail), at, mail.created_at, settings)
+    let queue = queue_of(mail, relay);
+    send_job_at(message, queue, relay, at, mail.created_at, settings)
 }
 
-/// The job that sends `message` from `queue`, no earlier than `at`.
+/// The job that sends `message` from `queue` through `relay`, no earlier than `at`.
 pub fn send_job_at(
     message: MessageId,
     queue: QueueName,
+    relay: &str,
     at: OffsetDateTime,
     created_at: OffsetDateTime,
     settings: &Settings,
 ) -> NewJob {
+    let mut args = json!({"message": message});
+    if relay != super::relays::DEFAULT {
+        args["relay"] = relay.into();
+    }
     NewJob {
         queue,
-        args: json!({"message": message}),
+        args,
         priority: 3,
         max_attempts: SEND_ATTEMPTS,
         backoff: Some(Backoff::Exponential {

@@ -40,6 +40,7 @@ mod mail_campaign_failures;
 mod mail_campaign_refusals;
 mod mail_campaigns;
 mod mail_listener;
+mod mail_relays;
 mod mail_smtp;
 mod mail_templates;
 mod mail_unsubscribe;

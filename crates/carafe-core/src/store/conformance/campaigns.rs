@@ -28,6 +28,7 @@ fn campaign(state: CampaignState) -> Campaign {
         tags: vec!["spring".into()],
         data: json!({"season": "spring"}),
         rate: Some(12.5),
+        relay: Some("bulk".into()),
         send_at: None,
         autostart: true,
         state,

@@ -20,6 +20,7 @@ mod mail_outbox;
 mod mail_suppressions;
 mod multipart;
 mod queue_admin;
+mod rate_groups;
 mod schedules;
 mod templates;
 mod uploads;
@@ -42,6 +43,7 @@ pub use mail_outbox::*;
 pub use mail_suppressions::*;
 pub use multipart::*;
 pub use queue_admin::*;
+pub use rate_groups::*;
 pub use schedules::*;
 pub use templates::*;
 pub use uploads::*;
@@ -72,6 +74,7 @@ macro_rules! conformance_tests {
             jobs_failures_retry_then_discard, jobs_expired_leases_are_rescued,
             jobs_cancellation, jobs_retry_revives_finished_jobs, jobs_pruning, jobs_queue_stats,
             jobs_paused_queues_are_not_claimed, jobs_queue_limits, jobs_queue_leases,
+            rate_groups_are_shared_by_their_queues, rate_groups_slow_down_once_and_recover,
             schedules_are_stored_listed_and_fired_once,
             workflows_chain_pass_results_along, workflows_chords_call_back_once,
             workflows_stop_at_a_failed_step, workflows_advance_with_the_step_that_ends,

@@ -60,8 +60,11 @@ pub struct CampaignBody {
     #[serde(default, with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub send_at: Option<OffsetDateTime>,
-    /// At most this many messages per second, on all instances together.
+    /// At most this many messages per second, on all instances together (the relay's own
+    /// rate, shared with everything else sent through it, applies too).
     pub rate: Option<f64>,
+    /// The relay to send through (`GET /api/v1/mail/relays`); default `default`.
+    pub relay: Option<String>,
     /// Start at once (with a file: as soon as it is imported). Default false.
     pub start: Option<bool>,
 }
@@ -114,6 +117,8 @@ pub struct CampaignResource {
     pub reply_to: Option<String>,
     pub tags: Vec<String>,
     pub rate: Option<f64>,
+    /// The relay its messages go out through.
+    pub relay: String,
     #[serde(with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub send_at: Option<OffsetDateTime>,
@@ -143,6 +148,9 @@ fn view(c: Campaign, counts: Option<CampaignCountsView>, state: &str) -> Campaig
         reply_to: c.reply_to,
         tags: c.tags,
         rate: c.rate,
+        relay: c
+            .relay
+            .unwrap_or_else(|| crate::mail::relays::DEFAULT.into()),
         send_at: c.send_at,
         file_id: c.source.map(|f| f.to_string()),
         queue: crate::mail::campaign_queue(c.id),
@@ -212,6 +220,7 @@ pub async fn create(
         file_id: body.file_id,
         send_at: body.send_at,
         rate: body.rate,
+        relay: body.relay,
         start: body.start.unwrap_or(false),
     };
     let made = state.mail.create_campaign(req, &actor, &principal).await?;

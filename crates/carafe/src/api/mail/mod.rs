@@ -5,6 +5,7 @@
 
 mod campaigns;
 mod outbox;
+mod relays;
 mod suppressions;
 mod templates;
 mod unsubscribe;
@@ -119,6 +120,8 @@ pub struct SendBody {
     /// a link to `/u/{token}` on the public URL and `List-Unsubscribe-Post`. A POST to the
     /// link suppresses the address.
     pub unsubscribe: Option<bool>,
+    /// The relay to send through (`GET /api/v1/mail/relays`); default `default`.
+    pub relay: Option<String>,
     /// Send later (RFC 3339), up to `mail.max_schedule` ahead.
     #[serde(default, with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
@@ -157,6 +160,7 @@ pub async fn send(
         tags: body.tags.unwrap_or_default(),
         send_at: body.send_at,
         unsubscribe: body.unsubscribe.unwrap_or(false),
+        relay: body.relay,
         ..Default::default()
     };
     let sent = state.mail.send(req, &actor, &principal).await?;
@@ -287,6 +291,7 @@ pub fn routes(layers: &Layers) -> OpenApiRouter<AppState> {
         .routes(routes!(message))
         .merge(campaigns::routes(layers))
         .merge(outbox::routes())
+        .merge(relays::routes())
         .merge(suppressions::routes())
         .merge(templates::routes())
         .merge(unsubscribe::routes())

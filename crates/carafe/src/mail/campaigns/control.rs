@@ -152,7 +152,10 @@ impl Mailer {
             let ids: Vec<_> = found.items.iter().map(|m| m.id).collect();
             let jobs = ids
                 .iter()
-                .map(|m| send_job_at(*m, queue.clone(), at, at, self.settings()))
+                .map(|m| {
+                    let relay = super::relay_of(&c);
+                    send_job_at(*m, queue.clone(), relay, at, at, self.settings())
+                })
                 .collect();
             requeued += self.store().requeue_messages(ids, jobs, at).await?;
             match found.next_after {

@@ -15,7 +15,7 @@ use carafe_core::time::now;
 use serde_json::{Value, json};
 
 use super::import::{self, Batch};
-use super::{Mailer, merged};
+use super::{Mailer, merged, relay_of};
 use crate::context::Actor;
 use crate::jobs::queue_topic;
 use crate::jobs::runner::{JobContext, JobError, JobHandler};
@@ -279,7 +279,10 @@ impl CampaignJobs {
                         let jobs = checked
                             .messages
                             .iter()
-                            .map(|m| send_job(m.id, &checked.mail, self.mailer.settings()))
+                            .map(|m| {
+                                let settings = self.mailer.settings();
+                                send_job(m.id, &checked.mail, relay_of(&c), settings)
+                            })
                             .collect();
                         mails.push(NewMail {
                             mail: checked.mail,

@@ -78,6 +78,8 @@ pub struct CampaignRequest {
     pub file_id: Option<String>,
     pub send_at: Option<OffsetDateTime>,
     pub rate: Option<f64>,
+    /// The relay to send through (`mail.relays`); `None`: `default`.
+    pub relay: Option<String>,
     /// Start at once (or as soon as the import ends).
     pub start: bool,
 }
@@ -109,6 +111,11 @@ impl CampaignView {
             c.state.as_str()
         }
     }
+}
+
+/// The relay campaign `c`'s messages go out through.
+pub(crate) fn relay_of(c: &Campaign) -> &str {
+    c.relay.as_deref().unwrap_or(crate::mail::relays::DEFAULT)
 }
 
 /// `data` (an object) over `shared`, with `email` set when the recipient's data has none.
@@ -183,6 +190,14 @@ impl Mailer {
             errors.push(FieldError::new(
                 "/rate",
                 format!("messages per second, more than 0 and at most {MAX_RATE}"),
+            ));
+        }
+        if let Some(relay) = &req.relay
+            && self.relays().get(relay).is_none()
+        {
+            errors.push(FieldError::new(
+                "/relay",
+                format!("no relay named {relay:?} is configured (mail.relays)"),
             ));
         }
         let shared = match &req.template.data {
@@ -272,6 +287,7 @@ impl Mailer {
             tags: req.tags,
             data: shared,
             rate: req.rate,
+            relay: req.relay,
             send_at: req.send_at,
             autostart: req.start,
             state: match source {
@@ -361,6 +377,15 @@ impl Mailer {
             lease: Some(SEND_LEASE),
         };
         self.jobs().set_limits(&queue, limits).await?;
+        // The campaign shares its relay's rate with everything else sent through it.
+        let relay = self.relays().get(relay_of(&c)).ok_or_else(|| {
+            Error::Invalid(vec![FieldError::new(
+                "/relay",
+                format!("the relay {:?} is no longer configured", relay_of(&c)),
+            )])
+        })?;
+        let group = relay.group.as_ref().map(|g| g.name.as_str());
+        self.jobs().set_rate_group(&queue, group).await?;
         self.jobs().set_paused(&queue, false).await?;
         let at = now();
         let started = Campaign {

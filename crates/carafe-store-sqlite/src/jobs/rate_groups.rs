@@ -1,0 +1,198 @@
+//! `RateGroupStore` on SQLite: rate limits shared by several queues (see
+//! `carafe_core::jobs::rate_groups`), one `rate_groups` row each, and the two steps of a claim
+//! that charge a queue's group (`group_allowance` before, `charge_group` after). Claims and
+//! slow-downs run in a write transaction (`begin_write`), whose single writer is the row lock:
+//! each reads the group, works out its new state and writes it back before any other can read.
+
+use async_trait::async_trait;
+use carafe_core::jobs::{QueueName, RateGroup, RateGroupState};
+use carafe_core::store::RateGroupStore;
+use carafe_core::{StoreError, StoreResult};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+use time::OffsetDateTime;
+
+use crate::{SqliteStore, at, map_err, ms};
+
+const COLUMNS: &str = "name, rate_per_second, burst, hourly_cap, daily_cap, tokens, tokens_at, \
+    slowed_rate, slowed_at, hour_start, hour_count, day_start, day_count";
+
+/// A count as SQLite stores it (a signed 64-bit integer).
+fn int(n: u64, what: &'static str) -> StoreResult<i64> {
+    i64::try_from(n).map_err(|_| StoreError::corrupt(what))
+}
+
+fn uint(row: &SqliteRow, col: &'static str) -> StoreResult<u64> {
+    let n: i64 = row.try_get(col).map_err(map_err)?;
+    u64::try_from(n).map_err(|_| StoreError::corrupt(format!("rate_groups.{col}")))
+}
+
+fn cap(row: &SqliteRow, col: &'static str) -> StoreResult<Option<u64>> {
+    let n: Option<i64> = row.try_get(col).map_err(map_err)?;
+    n.map(u64::try_from)
+        .transpose()
+        .map_err(|_| StoreError::corrupt(format!("rate_groups.{col}")))
+}
+
+fn state_from_row(row: &SqliteRow) -> StoreResult<RateGroupState> {
+    let burst: i64 = row.try_get("burst").map_err(map_err)?;
+    Ok(RateGroupState {
+        group: RateGroup {
+            name: row.try_get("name").map_err(map_err)?,
+            rate_per_second: row.try_get("rate_per_second").map_err(map_err)?,
+            burst: u32::try_from(burst).map_err(|_| StoreError::corrupt("rate_groups.burst"))?,
+            hourly: cap(row, "hourly_cap")?,
+            daily: cap(row, "daily_cap")?,
+        },
+        tokens: row.try_get("tokens").map_err(map_err)?,
+        tokens_at: at(row.try_get("tokens_at").map_err(map_err)?),
+        slowed_rate: row.try_get("slowed_rate").map_err(map_err)?,
+        slowed_at: row
+            .try_get::<Option<i64>, _>("slowed_at")
+            .map_err(map_err)?
+            .map(at),
+        hour_start: at(row.try_get("hour_start").map_err(map_err)?),
+        hour_count: uint(row, "hour_count")?,
+        day_start: at(row.try_get("day_start").map_err(map_err)?),
+        day_count: uint(row, "day_count")?,
+    })
+}
+
+/// The group's row as last written. Inside a write transaction, nobody else changes it
+/// until the commit.
+async fn load(conn: &mut SqliteConnection, name: &str) -> StoreResult<Option<RateGroupState>> {
+    let sql = format!("SELECT {COLUMNS} FROM rate_groups WHERE name = ?");
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(name)
+        .fetch_optional(conn)
+        .await
+        .map_err(map_err)?
+        .as_ref()
+        .map(state_from_row)
+        .transpose()
+}
+
+/// Writes where the group's limits stand (not its settings).
+async fn save(conn: &mut SqliteConnection, s: &RateGroupState) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE rate_groups SET tokens = ?, tokens_at = ?, slowed_rate = ?, slowed_at = ?,
+             hour_start = ?, hour_count = ?, day_start = ?, day_count = ?
+         WHERE name = ?",
+    )
+    .bind(s.tokens)
+    .bind(ms(s.tokens_at))
+    .bind(s.slowed_rate)
+    .bind(s.slowed_at.map(ms))
+    .bind(ms(s.hour_start))
+    .bind(int(s.hour_count, "rate_groups.hour_count")?)
+    .bind(ms(s.day_start))
+    .bind(int(s.day_count, "rate_groups.day_count")?)
+    .bind(&s.group.name)
+    .execute(conn)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// How many of `max` claims group `name` allows at `now`, and its state refilled to `now` to
+/// charge with `charge_group`; `None` when there is no such group (it limits nothing). Call
+/// it inside the claim's write transaction, which keeps the row from changing until then.
+pub(super) async fn group_allowance(
+    conn: &mut SqliteConnection,
+    name: &str,
+    max: u32,
+    now: OffsetDateTime,
+) -> StoreResult<Option<(u32, RateGroupState)>> {
+    Ok(load(conn, name).await?.map(|s| s.allowance(max, now)))
+}
+
+/// Charges the group `claimed` claims (made under the allowance `state` came with) and
+/// writes its state, refilled as it is, even when nothing was claimed.
+pub(super) async fn charge_group(
+    conn: &mut SqliteConnection,
+    mut state: RateGroupState,
+    claimed: usize,
+) -> StoreResult<()> {
+    state.spend(claimed as u64);
+    save(conn, &state).await
+}
+
+#[async_trait]
+impl RateGroupStore for SqliteStore {
+    async fn put_rate_group(&self, group: &RateGroup, now: OffsetDateTime) -> StoreResult<()> {
+        let s = RateGroupState::new(group.clone(), now);
+        let sql = format!(
+            "INSERT INTO rate_groups ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (name) DO UPDATE SET rate_per_second = excluded.rate_per_second,
+                 burst = excluded.burst, hourly_cap = excluded.hourly_cap,
+                 daily_cap = excluded.daily_cap, tokens = MIN(tokens, excluded.burst)"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&group.name)
+            .bind(group.rate_per_second)
+            .bind(i64::from(group.burst))
+            .bind(group.hourly.map(|n| int(n, "hourly cap")).transpose()?)
+            .bind(group.daily.map(|n| int(n, "daily cap")).transpose()?)
+            .bind(s.tokens)
+            .bind(ms(s.tokens_at))
+            .bind(s.slowed_rate)
+            .bind(s.slowed_at.map(ms))
+            .bind(ms(s.hour_start))
+            .bind(int(s.hour_count, "hour count")?)
+            .bind(ms(s.day_start))
+            .bind(int(s.day_count, "day count")?)
+            .execute(&self.writer)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn set_queue_rate_group(
+        &self,
+        queue: &QueueName,
+        group: Option<&str>,
+    ) -> StoreResult<()> {
+        if group.is_none() {
+            // Leaving a group makes no row for a queue that has none.
+            sqlx::query(
+                "UPDATE queues SET rate_group = NULL, updated_at = ?
+                 WHERE name = ? AND rate_group IS NOT NULL",
+            )
+            .bind(ms(carafe_core::time::now()))
+            .bind(queue.as_str())
+            .execute(&self.writer)
+            .await
+            .map_err(map_err)?;
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO queues (name, paused, updated_at, rate_group) VALUES (?, 0, ?, ?)
+             ON CONFLICT (name) DO UPDATE SET rate_group = excluded.rate_group,
+                 updated_at = excluded.updated_at",
+        )
+        .bind(queue.as_str())
+        .bind(ms(carafe_core::time::now()))
+        .bind(group)
+        .execute(&self.writer)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn rate_group(&self, name: &str) -> StoreResult<Option<RateGroupState>> {
+        let mut conn = self.reader.acquire().await.map_err(map_err)?;
+        load(&mut conn, name).await
+    }
+
+    async fn slow_rate_group(&self, name: &str, now: OffsetDateTime) -> StoreResult<Option<f64>> {
+        let mut tx = self.begin_write().await?;
+        let Some(mut state) = load(&mut tx, name).await? else {
+            return Ok(None);
+        };
+        if state.slow_down(now) {
+            save(&mut tx, &state).await?;
+            tx.commit().await.map_err(map_err)?;
+        }
+        Ok(Some(state.current_rate(now)))
+    }
+}
