@@ -265,6 +265,14 @@ pub struct SendOutcome {
     pub data: Value,
 }
 
+/// A send attempt to end: the message, how it ended, and its outbox capture (no relay).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishSending {
+    pub id: MessageId,
+    pub outcome: SendOutcome,
+    pub outbox: Option<OutboxEntry>,
+}
+
 /// Which messages a listing returns.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MessageFilter {

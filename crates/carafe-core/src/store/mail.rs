@@ -8,8 +8,9 @@ use time::OffsetDateTime;
 use crate::StoreResult;
 use crate::jobs::NewJob;
 use crate::mail::{
-    Feedback, Mail, MailId, Message, MessageEvent, MessageFilter, MessageId, MessageRef, NewMail,
-    NewMessage, OutboxEntry, OutboxFilter, OutboxId, OutboxItem, SendOutcome, Suppression,
+    Feedback, FinishSending, Mail, MailId, Message, MessageEvent, MessageFilter, MessageId,
+    MessageRef, NewMail, NewMessage, OutboxEntry, OutboxFilter, OutboxId, OutboxItem, SendOutcome,
+    Suppression,
 };
 use crate::page::{Page, PageRequest};
 
@@ -50,23 +51,42 @@ pub trait MailStore: Send + Sync {
     /// A message's timeline, oldest first.
     async fn message_events(&self, id: MessageId) -> StoreResult<Vec<MessageEvent>>;
 
-    /// Starts a send attempt: a `queued` or `deferred` message becomes `sending` (attempts + 1,
-    /// a `sending` event). `None` (nothing changes) when the message is in any other state, or
-    /// missing — a cancelled message is never sent.
+    /// Starts send attempts, all in one transaction: each `queued` or `deferred` message
+    /// becomes `sending` (attempts + 1, a `sending` event). One answer per id, in order: `None`
+    /// (nothing changes) for a message in any other state, or missing — a cancelled message
+    /// is never sent; an id named twice starts once.
+    async fn start_sendings(
+        &self,
+        ids: &[MessageId],
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<Option<(Mail, Message)>>>;
+    /// `start_sendings` for one message.
     async fn start_sending(
         &self,
         id: MessageId,
         now: OffsetDateTime,
-    ) -> StoreResult<Option<(Mail, Message)>>;
-    /// Ends a send attempt of a `sending` message with `outcome` (its status, reply and event),
-    /// and captures `outbox` (if given) in the same transaction. `None` (nothing changes) when
-    /// the message is not `sending`.
+    ) -> StoreResult<Option<(Mail, Message)>> {
+        Ok(self.start_sendings(&[id], now).await?.pop().flatten())
+    }
+    /// Ends send attempts, all in one transaction: each `sending` message gets its outcome
+    /// (status, reply and event) and its outbox capture, if any. One answer per item, in
+    /// order: `None` (nothing changes) when the message is not `sending`.
+    async fn finish_sendings(&self, items: Vec<FinishSending>)
+    -> StoreResult<Vec<Option<Message>>>;
+    /// `finish_sendings` for one message.
     async fn finish_sending(
         &self,
         id: MessageId,
         outcome: SendOutcome,
         outbox: Option<OutboxEntry>,
-    ) -> StoreResult<Option<Message>>;
+    ) -> StoreResult<Option<Message>> {
+        let item = FinishSending {
+            id,
+            outcome,
+            outbox,
+        };
+        Ok(self.finish_sendings(vec![item]).await?.pop().flatten())
+    }
     /// Cancels a mail's messages that are still `queued` or `deferred` (a `cancelled` event
     /// each); returns the messages cancelled now.
     async fn cancel_mail(&self, id: MailId, now: OffsetDateTime) -> StoreResult<Vec<Message>>;

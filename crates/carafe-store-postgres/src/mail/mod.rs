@@ -22,9 +22,9 @@ mod suppressions;
 use async_trait::async_trait;
 use carafe_core::jobs::JobId;
 use carafe_core::mail::{
-    Attachment, CampaignId, Feedback, Mail, MailId, Message, MessageEvent, MessageFilter,
-    MessageId, MessageRef, MessageStatus, NewMail, OutboxEntry, OutboxFilter, OutboxId, OutboxItem,
-    RecipientKind, SendOutcome, Suppression,
+    Attachment, CampaignId, Feedback, FinishSending, Mail, MailId, Message, MessageEvent,
+    MessageFilter, MessageId, MessageRef, MessageStatus, NewMail, OutboxEntry, OutboxFilter,
+    OutboxId, OutboxItem, RecipientKind, SendOutcome, Suppression,
 };
 use carafe_core::page::{Page, PageRequest};
 use carafe_core::store::MailStore;
@@ -151,6 +151,40 @@ fn changes(guard: &str, set: &str, at: &str, kind: &str, data: &str) -> String {
 }
 
 /// Ends the attempt of `id` if it is `sending`; captures `capture` only if it was.
+/// Starts an attempt: a waiting message becomes `sending`, with its event; and its mail.
+async fn start(
+    tx: &mut PgConnection,
+    id: MessageId,
+    now: OffsetDateTime,
+) -> StoreResult<Option<(Mail, Message)>> {
+    let sql = transition(
+        "id = $1 AND status IN ('queued', 'deferred')",
+        "status = 'sending', attempts = attempts + 1, updated_at = $2",
+        "$2",
+        "'sending'",
+        "jsonb_build_object('attempt', attempts)",
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.0)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let message = message_from_row(&row)?;
+    let sql = format!("SELECT {MAIL_COLUMNS} FROM mail WHERE id = $1");
+    let mail = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(message.mail.0)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?
+        .ok_or_else(|| StoreError::corrupt("mail_messages.mail_id"))?;
+    let attachments = attachments::load(&mut *tx, message.mail).await?;
+    Ok(Some((mail_from_row(&mail, attachments)?, message)))
+}
+
 async fn finish(
     conn: &mut PgConnection,
     id: MessageId,
@@ -288,60 +322,32 @@ impl MailStore for PgStore {
         .collect()
     }
 
-    async fn start_sending(
+    async fn start_sendings(
         &self,
-        id: MessageId,
+        ids: &[MessageId],
         now: OffsetDateTime,
-    ) -> StoreResult<Option<(Mail, Message)>> {
-        let sql = transition(
-            "id = $1 AND status IN ('queued', 'deferred')",
-            "status = 'sending', attempts = attempts + 1, updated_at = $2",
-            "$2",
-            "'sending'",
-            "jsonb_build_object('attempt', attempts)",
-        );
-        // The mail is read in the same transaction, so a failed read undoes the start.
+    ) -> StoreResult<Vec<Option<(Mail, Message)>>> {
+        // The mails are read in the same transaction, so a failed read undoes the starts.
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.0)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let message = message_from_row(&row)?;
-        let sql = format!("SELECT {MAIL_COLUMNS} FROM mail WHERE id = $1");
-        let mail = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(message.mail.0)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_err)?
-            .ok_or_else(|| StoreError::corrupt("mail_messages.mail_id"))?;
-        let attachments = attachments::load(&mut *tx, message.mail).await?;
-        let mail = mail_from_row(&mail, attachments)?;
+        let mut started = Vec::with_capacity(ids.len());
+        for id in ids {
+            started.push(start(&mut tx, *id, now).await?);
+        }
         tx.commit().await.map_err(map_err)?;
-        Ok(Some((mail, message)))
+        Ok(started)
     }
 
-    async fn finish_sending(
+    async fn finish_sendings(
         &self,
-        id: MessageId,
-        outcome: SendOutcome,
-        outbox: Option<OutboxEntry>,
-    ) -> StoreResult<Option<Message>> {
-        // Only a capture needs a transaction: without one, the update is a single statement.
-        if outbox.is_none() {
-            let mut conn = self.pool.acquire().await.map_err(map_err)?;
-            return finish(&mut conn, id, &outcome, None).await;
-        }
+        items: Vec<FinishSending>,
+    ) -> StoreResult<Vec<Option<Message>>> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let done = finish(&mut tx, id, &outcome, outbox.as_ref()).await?;
-        if done.is_some() {
-            tx.commit().await.map_err(map_err)?;
+        let mut finished = Vec::with_capacity(items.len());
+        for item in &items {
+            finished.push(finish(&mut tx, item.id, &item.outcome, item.outbox.as_ref()).await?);
         }
-        Ok(done)
+        tx.commit().await.map_err(map_err)?;
+        Ok(finished)
     }
 
     async fn cancel_mail(&self, id: MailId, now: OffsetDateTime) -> StoreResult<Vec<Message>> {

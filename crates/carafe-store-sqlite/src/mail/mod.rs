@@ -23,9 +23,9 @@ mod suppressions;
 use async_trait::async_trait;
 use carafe_core::jobs::JobId;
 use carafe_core::mail::{
-    Attachment, Feedback, Mail, MailId, Message, MessageEvent, MessageFilter, MessageId,
-    MessageRef, MessageStatus, NewMail, OutboxEntry, OutboxFilter, OutboxId, OutboxItem,
-    RecipientKind, SendOutcome, Suppression,
+    Attachment, Feedback, FinishSending, Mail, MailId, Message, MessageEvent, MessageFilter,
+    MessageId, MessageRef, MessageStatus, NewMail, OutboxEntry, OutboxFilter, OutboxId, OutboxItem,
+    RecipientKind, Suppression,
 };
 use carafe_core::page::{Page, PageRequest};
 use carafe_core::store::MailStore;
@@ -265,25 +265,29 @@ impl MailStore for SqliteStore {
             .collect()
     }
 
-    async fn start_sending(
+    async fn start_sendings(
         &self,
-        id: MessageId,
+        ids: &[MessageId],
         now: OffsetDateTime,
-    ) -> StoreResult<Option<(Mail, Message)>> {
+    ) -> StoreResult<Vec<Option<(Mail, Message)>>> {
         let mut tx = self.begin_write().await?;
-        let started = sending::start(&mut tx, id, now).await?;
+        let mut started = Vec::with_capacity(ids.len());
+        for id in ids {
+            started.push(sending::start(&mut tx, *id, now).await?);
+        }
         tx.commit().await.map_err(map_err)?;
         Ok(started)
     }
 
-    async fn finish_sending(
+    async fn finish_sendings(
         &self,
-        id: MessageId,
-        outcome: SendOutcome,
-        outbox: Option<OutboxEntry>,
-    ) -> StoreResult<Option<Message>> {
+        items: Vec<FinishSending>,
+    ) -> StoreResult<Vec<Option<Message>>> {
         let mut tx = self.begin_write().await?;
-        let finished = sending::finish(&mut tx, id, outcome, outbox).await?;
+        let mut finished = Vec::with_capacity(items.len());
+        for item in items {
+            finished.push(sending::finish(&mut tx, item.id, item.outcome, item.outbox).await?);
+        }
         tx.commit().await.map_err(map_err)?;
         Ok(finished)
     }

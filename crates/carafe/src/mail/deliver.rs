@@ -62,8 +62,9 @@ impl JobHandler for MailJobs {
             return Err(retry("relay", format!("{relay_name:?} is not configured")));
         };
         let store = self.mailer.store();
-        let mut started = store
-            .start_sending(id, now())
+        let mut started = self
+            .mailer
+            .start_sending(id)
             .await
             .map_err(|e| retry("start", e))?;
         if started.is_none() {
@@ -80,12 +81,13 @@ impl JobHandler for MailJobs {
                 "the previous attempt was interrupted".into(),
                 json!({"interrupted": true}),
             );
-            store
+            self.mailer
                 .finish_sending(id, interrupted, None)
                 .await
                 .map_err(|e| retry("record", e))?;
-            started = store
-                .start_sending(id, now())
+            started = self
+                .mailer
+                .start_sending(id)
                 .await
                 .map_err(|e| retry("start", e))?;
         }
@@ -103,7 +105,7 @@ impl JobHandler for MailJobs {
                 format!("not sent: the address is suppressed ({})", s.reason),
                 json!({"reason": s.reason, "suppressed_at": s.created_at.unix_timestamp()}),
             );
-            store
+            self.mailer
                 .finish_sending(id, outcome, None)
                 .await
                 .map_err(|e| retry("record", e))?;
@@ -148,7 +150,8 @@ impl JobHandler for MailJobs {
         };
         let status = outcome.status;
         let captured = outbox.is_some();
-        let finished = store
+        let finished = self
+            .mailer
             .finish_sending(id, outcome, outbox)
             .await
             .map_err(|e| retry("record", e))?;

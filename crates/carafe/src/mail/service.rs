@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use carafe_core::mail::{
-    Mail, MailId, Message, MessageEvent, MessageFilter, MessageId, NewMail, OutboxEntry,
-    OutboxFilter, OutboxId, OutboxItem,
+    FinishSending, Mail, MailId, Message, MessageEvent, MessageFilter, MessageId, NewMail,
+    OutboxEntry, OutboxFilter, OutboxId, OutboxItem, SendOutcome,
 };
 use carafe_core::page::{Page, PageRequest};
 use carafe_core::time::now;
@@ -41,6 +41,9 @@ pub struct Mailer {
     certificates: super::feedback::Certificates,
     /// Accepted mail shares commits with the mail accepted at the same time.
     inserts: GroupCommit<NewMail, Vec<Message>>,
+    /// Send attempts share commits with those starting, or ending, at the same time.
+    starts: GroupCommit<MessageId, Option<(Mail, Message)>>,
+    finishes: GroupCommit<FinishSending, Option<Message>>,
 }
 
 /// Writes accepted mail in batches (see `group_commit`).
@@ -55,6 +58,29 @@ impl BatchWrite<NewMail, Vec<Message>> for InsertMails {
 
 /// The most mails one commit holds.
 const INSERT_BATCH: usize = 256;
+
+/// Starts send attempts in batches: sends starting at the same time share a commit.
+struct StartSends(Arc<dyn Store>);
+
+#[async_trait]
+impl BatchWrite<MessageId, Option<(Mail, Message)>> for StartSends {
+    async fn write(&self, ids: &[MessageId]) -> StoreResult<Vec<Option<(Mail, Message)>>> {
+        self.0.start_sendings(ids, now()).await
+    }
+}
+
+/// Ends send attempts in batches: sends ending at the same time share a commit.
+struct FinishSends(Arc<dyn Store>);
+
+#[async_trait]
+impl BatchWrite<FinishSending, Option<Message>> for FinishSends {
+    async fn write(&self, items: &[FinishSending]) -> StoreResult<Vec<Option<Message>>> {
+        self.0.finish_sendings(items.to_vec()).await
+    }
+}
+
+/// The most send attempts one commit starts or ends.
+const SEND_BATCH: usize = 128;
 
 /// A mail with its recipients' messages.
 #[derive(Debug, Clone)]
@@ -75,8 +101,12 @@ impl Mailer {
         let relays = Relays::new(&settings)?;
         let dkim = settings.dkim()?;
         let inserts = GroupCommit::spawn("mail", INSERT_BATCH, InsertMails(store.clone()));
+        let starts = GroupCommit::spawn("mail.start", SEND_BATCH, StartSends(store.clone()));
+        let finishes = GroupCommit::spawn("mail.finish", SEND_BATCH, FinishSends(store.clone()));
         Ok(Mailer {
             inserts,
+            starts,
+            finishes,
             store,
             jobs,
             settings,
@@ -118,6 +148,29 @@ impl Mailer {
 
     pub(super) fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Starts a send attempt (`MailStore::start_sending`), sharing the commit with others.
+    pub(super) async fn start_sending(
+        &self,
+        id: MessageId,
+    ) -> StoreResult<Option<(Mail, Message)>> {
+        Ok(self.starts.write(vec![id]).await?.pop().flatten())
+    }
+
+    /// Ends a send attempt (`MailStore::finish_sending`), sharing the commit with others.
+    pub(super) async fn finish_sending(
+        &self,
+        id: MessageId,
+        outcome: SendOutcome,
+        outbox: Option<OutboxEntry>,
+    ) -> StoreResult<Option<Message>> {
+        let item = FinishSending {
+            id,
+            outcome,
+            outbox,
+        };
+        Ok(self.finishes.write(vec![item]).await?.pop().flatten())
     }
 
     /// Tells waiting outbox readers on this instance that something arrived.

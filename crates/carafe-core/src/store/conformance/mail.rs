@@ -423,3 +423,67 @@ pub async fn mail_messages_are_listed_with_filters_and_pages(store: Arc<dyn Stor
             .is_empty()
     );
 }
+
+pub async fn mail_sending_batches_answer_each_message(store: Arc<dyn Store>) {
+    let (m, new) = mail(&["a@y.example", "b@y.example"], &[], &[], &[]);
+    let messages = submit(&store, m.clone(), new).await;
+    let (a, b) = (messages[0].id, messages[1].id);
+    let (other, new) = mail(&["c@y.example"], &[], &[], &[]);
+    let c = submit(&store, other.clone(), new).await[0].id;
+    store.cancel_mail(other.id, now()).await.unwrap();
+    let started = store
+        .start_sendings(&[a, b, a, c, MessageId::new()], now())
+        .await
+        .unwrap();
+    let got: Vec<Option<MessageId>> = started
+        .iter()
+        .map(|s| {
+            s.as_ref().map(|(mail, msg)| {
+                assert_eq!(mail.id, m.id);
+                msg.id
+            })
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [Some(a), Some(b), None, None, None],
+        "each waiting message starts once; cancelled and missing ones do not"
+    );
+    let finish = |id, status, reply: &str| FinishSending {
+        id,
+        outcome: outcome(status, reply),
+        outbox: None,
+    };
+    let finished = store
+        .finish_sendings(vec![
+            finish(a, MessageStatus::Sent, "250 ok"),
+            finish(c, MessageStatus::Sent, "250 ok"),
+            finish(b, MessageStatus::Deferred, "451 later"),
+            finish(a, MessageStatus::Failed, "550 no"),
+        ])
+        .await
+        .unwrap();
+    let got: Vec<Option<MessageStatus>> = finished
+        .iter()
+        .map(|f| f.as_ref().map(|m| m.status))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            Some(MessageStatus::Sent),
+            None,
+            Some(MessageStatus::Deferred),
+            None
+        ],
+        "only an attempt in flight ends, and once"
+    );
+    let kinds = |id| {
+        let store = store.clone();
+        async move {
+            let events = store.message_events(id).await.unwrap();
+            events.into_iter().map(|e| e.kind).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(kinds(a).await, ["queued", "sending", "sent"]);
+    assert_eq!(kinds(b).await, ["queued", "sending", "deferred"]);
+}

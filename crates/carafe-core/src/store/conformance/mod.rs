@@ -92,6 +92,7 @@ macro_rules! conformance_tests {
             mail_is_kept_with_a_message_and_job_per_recipient,
             mail_batches_are_stored_together_or_not_at_all,
             mail_sending_moves_through_its_states_once,
+            mail_sending_batches_answer_each_message,
             mail_cancellation_spares_what_is_sent_or_sending,
             mail_messages_are_listed_with_filters_and_pages,
             mail_outbox_captures_lists_and_clears,
