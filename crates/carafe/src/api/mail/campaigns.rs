@@ -338,8 +338,11 @@ pub async fn resend_failed(
 /// How often a progress stream reads the campaign when nothing on this instance wakes it.
 const POLL: Duration = Duration::from_secs(1);
 
-/// Watch a campaign: a `progress` event (the campaign with its counts) whenever it changes,
-/// then a last one when it is completed, cancelled or failed, and the stream ends. Each
+/// How often, at most, a campaign's watchers get a progress event.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// Watch a campaign: a `progress` event (the campaign with its counts) whenever it changes
+/// (at most four a second), then a last one when it is completed, cancelled or failed, and the stream ends. Each
 /// event is whole, so a client that reconnects just takes the next.
 #[utoipa::path(get, path = "/api/v1/campaigns/{id}/events", tag = "mail",
     params(("id" = String, Path)),
@@ -361,6 +364,14 @@ pub async fn events(
             async move {
                 if done {
                     return None;
+                }
+                if seq > 0 {
+                    // At most a few events a second: a campaign sending thousands of messages
+                    // a second is not recounted for each.
+                    tokio::select! {
+                        () = tokio::time::sleep(PROGRESS_EVERY) => {}
+                        () = shutdown.cancelled() => return None,
+                    }
                 }
                 loop {
                     let current = match state.mail.campaign(id).await {
