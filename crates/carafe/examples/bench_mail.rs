@@ -11,7 +11,8 @@
 //!                   every message is sent through it; with memory at start and at its peak
 //!   bench_mail campaign-rate --db URL --messages N --rate R --instances I --relay URL   a
 //!                   campaign of N at R messages/s, sent by I servers on one database: the
-//!                   achieved rate, whole and steady (10th to 90th percentile of messages)
+//!                   achieved rate, whole and steady (10th to 90th percentile of messages);
+//!                   with `--on relay`, R is the relay's rate (`mail.smtp_rate`) instead
 //!   bench_mail sink --url smtp://user:pass@host:port --conns C --messages N   the relay's own
 //!                   accept rate: C plain connections, one command at a time
 
@@ -210,11 +211,17 @@ fn memory_mib() -> (f64, f64) {
 /// every message is sent; none: the campaign's queue is paused at once and the time is until
 /// every message is rendered and stored with its job (render + enqueue).
 async fn campaign(db: &str, n: usize, relay: Option<String>) -> Value {
-    campaign_on(db, n, relay, None, 1).await
+    campaign_on(db, n, relay, None, 1, false).await
 }
 
-/// An instance's configuration: the database `db`, data in `dir`, mail out through `relay`.
-fn instance(db: &str, dir: &std::path::Path, relay: Option<&String>) -> Config {
+/// An instance's configuration: the database `db`, data in `dir`, mail out through `relay`
+/// at `relay_rate` messages/s (all instances together).
+fn instance(
+    db: &str,
+    dir: &std::path::Path,
+    relay: Option<&String>,
+    relay_rate: Option<f64>,
+) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_path_buf(),
@@ -225,6 +232,7 @@ fn instance(db: &str, dir: &std::path::Path, relay: Option<&String>) -> Config {
         shutdown_timeout: HumanDuration(Duration::from_secs(5)),
         mail: carafe::mail::Settings {
             smtp_url: relay.cloned().map(Secret::new),
+            smtp_rate: relay_rate,
             ..Default::default()
         },
         ..Config::default()
@@ -241,15 +249,18 @@ async fn campaign_on(
     relay: Option<String>,
     rate: Option<u32>,
     instances: usize,
+    on_relay: bool,
 ) -> Value {
+    let relay_rate = rate.filter(|_| on_relay).map(f64::from);
+    let rate = rate.filter(|_| !on_relay);
     let dir = tempfile::tempdir().unwrap();
-    let app = App::build(instance(db, dir.path(), relay.as_ref()))
+    let app = App::build(instance(db, dir.path(), relay.as_ref(), relay_rate))
         .await
         .expect("app");
     let mut others = Vec::new();
     for _ in 1..instances {
         let dir = tempfile::tempdir().unwrap();
-        let other = App::build(instance(db, dir.path(), relay.as_ref()))
+        let other = App::build(instance(db, dir.path(), relay.as_ref(), relay_rate))
             .await
             .expect("another instance");
         let stop = CancellationToken::new();
@@ -383,7 +394,8 @@ async fn main() {
         "campaign-rate" => {
             let rate = num("--rate", 100) as u32;
             let (n, instances) = (num("--messages", 3_000), num("--instances", 2));
-            campaign_on(&db, n, arg("--relay"), Some(rate), instances).await
+            let on_relay = arg("--on").as_deref() == Some("relay");
+            campaign_on(&db, n, arg("--relay"), Some(rate), instances, on_relay).await
         }
         "sink" => {
             let url = url::Url::parse(&arg("--url").expect("--url of the sink")).unwrap();
