@@ -56,9 +56,14 @@ fn state_from_row(row: &PgRow) -> StoreResult<RateGroupState> {
     })
 }
 
-/// The group's row, locked until the transaction ends.
-async fn lock(conn: &mut PgConnection, name: &str) -> StoreResult<Option<RateGroupState>> {
-    let sql = format!("SELECT {COLUMNS} FROM rate_groups WHERE name = $1 FOR UPDATE");
+/// The group's row; with `lock`, locked until the transaction ends.
+async fn fetch(
+    conn: &mut PgConnection,
+    name: &str,
+    lock: bool,
+) -> StoreResult<Option<RateGroupState>> {
+    let lock = if lock { " FOR UPDATE" } else { "" };
+    let sql = format!("SELECT {COLUMNS} FROM rate_groups WHERE name = $1{lock}");
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(name)
         .fetch_optional(conn)
@@ -101,7 +106,9 @@ pub(super) async fn group_allowance(
     max: u32,
     now: OffsetDateTime,
 ) -> StoreResult<Option<(u32, RateGroupState)>> {
-    Ok(lock(conn, name).await?.map(|s| s.allowance(max, now)))
+    Ok(fetch(conn, name, true)
+        .await?
+        .map(|s| s.allowance(max, now)))
 }
 
 /// Charges the group `claimed` claims (made under the allowance `state` came with) and
@@ -180,20 +187,13 @@ impl RateGroupStore for PgStore {
     }
 
     async fn rate_group(&self, name: &str) -> StoreResult<Option<RateGroupState>> {
-        let sql = format!("SELECT {COLUMNS} FROM rate_groups WHERE name = $1");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(map_err)?
-            .as_ref()
-            .map(state_from_row)
-            .transpose()
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        fetch(&mut conn, name, false).await
     }
 
     async fn slow_rate_group(&self, name: &str, now: OffsetDateTime) -> StoreResult<Option<f64>> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let Some(mut state) = lock(&mut tx, name).await? else {
+        let Some(mut state) = fetch(&mut tx, name, true).await? else {
             return Ok(None);
         };
         if state.slow_down(now) {

@@ -11,7 +11,7 @@ use carafe_core::mail::{Feedback, Message, MessageId, MessageRef};
 
 use sqlx::{SqliteConnection, SqlitePool};
 
-use super::sending::{NewEvent, add_events, changed_from_row};
+use super::sending::with_event;
 use super::{MESSAGE_COLUMNS, message_from_row};
 use crate::{map_err, ms};
 
@@ -86,16 +86,6 @@ pub(super) async fn record(
         .fetch_optional(&mut *tx)
         .await
         .map_err(map_err)?;
-    let Some((_, seq, message)) = row.as_ref().map(changed_from_row).transpose()? else {
-        return Ok(None);
-    };
-    let event = NewEvent {
-        message: id,
-        seq,
-        at: feedback.at,
-        kind: &feedback.kind,
-        data: feedback.entry_data(),
-    };
-    add_events(tx, &[event]).await?;
-    Ok(Some(message))
+    let data = |_: &Message| feedback.entry_data();
+    with_event(tx, row, feedback.at, &feedback.kind, data).await
 }

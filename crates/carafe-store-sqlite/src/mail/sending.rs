@@ -54,6 +54,30 @@ pub(super) fn changed_from_row(row: &SqliteRow) -> StoreResult<(i64, i64, Messag
     ))
 }
 
+/// Appends the event of a single message's transition, its data made from the changed
+/// message: `row` is what its `UPDATE … RETURNING` gave back (`None`: it did not change, and
+/// nothing is added).
+pub(super) async fn with_event(
+    tx: &mut SqliteConnection,
+    row: Option<SqliteRow>,
+    at: OffsetDateTime,
+    kind: &str,
+    data: impl FnOnce(&Message) -> Value,
+) -> StoreResult<Option<Message>> {
+    let Some((_, seq, message)) = row.as_ref().map(changed_from_row).transpose()? else {
+        return Ok(None);
+    };
+    let event = NewEvent {
+        message: message.id,
+        seq,
+        at,
+        kind,
+        data: data(&message),
+    };
+    add_events(tx, &[event]).await?;
+    Ok(Some(message))
+}
+
 /// Starts an attempt: a waiting message becomes `sending`, with its event; the mail too.
 pub(super) async fn start(
     tx: &mut SqliteConnection,
@@ -71,17 +95,10 @@ pub(super) async fn start(
         .fetch_optional(&mut *tx)
         .await
         .map_err(map_err)?;
-    let Some((_, seq, message)) = row.as_ref().map(changed_from_row).transpose()? else {
+    let data = |m: &Message| json!({"attempt": m.attempts});
+    let Some(message) = with_event(tx, row, now, "sending", data).await? else {
         return Ok(None);
     };
-    let event = NewEvent {
-        message: id,
-        seq,
-        at: now,
-        kind: "sending",
-        data: json!({"attempt": message.attempts}),
-    };
-    add_events(tx, &[event]).await?;
     let mail = mail_in(tx, message.mail)
         .await?
         .ok_or_else(|| StoreError::corrupt("mail_messages.mail_id"))?;
@@ -112,17 +129,11 @@ pub(super) async fn finish(
         .fetch_optional(&mut *tx)
         .await
         .map_err(map_err)?;
-    let Some((_, seq, message)) = row.as_ref().map(changed_from_row).transpose()? else {
+    let kind = outcome.status.as_str();
+    let data = |_: &Message| outcome.data;
+    let Some(message) = with_event(tx, row, outcome.at, kind, data).await? else {
         return Ok(None);
     };
-    let event = NewEvent {
-        message: id,
-        seq,
-        at: outcome.at,
-        kind: outcome.status.as_str(),
-        data: outcome.data,
-    };
-    add_events(tx, &[event]).await?;
     if let Some(entry) = &outbox {
         outbox::insert(tx, entry).await?;
     }

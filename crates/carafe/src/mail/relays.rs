@@ -263,10 +263,9 @@ pub struct RelayStatus {
     /// `smtp` or `outbox`.
     pub transport: &'static str,
     pub queue: String,
-    /// Its rate group as of now (bucket refilled, windows moved on); `None`: no rate.
+    /// Its rate group as of now (bucket refilled to `tokens_at`, windows moved on); `None`:
+    /// no rate. `current_rate(tokens_at)` is the rate it may go at now.
     pub limits: Option<RateGroupState>,
-    /// The rate it may go at now (below the rate set while recovering from throttling).
-    pub current_rate: Option<f64>,
 }
 
 impl super::Mailer {
@@ -289,7 +288,6 @@ impl super::Mailer {
                     "outbox"
                 },
                 queue: entry.queue.to_string(),
-                current_rate: limits.as_ref().map(|l| l.current_rate(at)),
                 limits,
             });
         }

@@ -20,6 +20,9 @@ both_backends!(
     campaigns_pause_resume_and_cancel_on_every_instance
 );
 
+/// The server's least gap between two progress events of a campaign (four a second).
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
 pub async fn put_template(app: &TestApp, key: &str, name: &str, body: Value) {
     let res = app
         .request(Method::PUT, &format!("/api/v1/templates/{name}"), Some(key))
@@ -130,6 +133,7 @@ async fn a_campaign_sends_one_personalised_copy_per_recipient(backend: Backend) 
     assert_eq!(c["template_version"], Value::Null);
 
     // Watch it while it runs: progress events end with the completed campaign.
+    let watching = std::time::Instant::now();
     let watch = app
         .request(
             Method::GET,
@@ -152,6 +156,12 @@ async fn a_campaign_sends_one_personalised_copy_per_recipient(backend: Backend) 
     let started: Value = started.json().await.unwrap();
     assert_eq!(started["template_version"], 1);
     let events = read_sse(watch, 1000).await;
+    let took = watching.elapsed();
+    assert!(
+        took >= PROGRESS_EVERY * (events.len() as u32 - 1),
+        "{} progress events in {took:?}: more than four a second",
+        events.len()
+    );
     let last = &events.last().unwrap().data;
     assert_eq!(last["state"], "completed", "{events:?}");
     assert!(

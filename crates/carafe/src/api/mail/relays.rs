@@ -48,7 +48,7 @@ impl From<RelayStatus> for RelayView {
             transport: r.transport.into(),
             queue: r.queue,
             rate_per_second: l.map(|l| l.group.rate_per_second),
-            current_rate_per_second: r.current_rate,
+            current_rate_per_second: l.map(|l| l.current_rate(l.tokens_at)),
             burst: l.map(|l| l.group.burst),
             hourly_limit: l.and_then(|l| l.group.hourly),
             daily_limit: l.and_then(|l| l.group.daily),
