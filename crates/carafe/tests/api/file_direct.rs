@@ -215,12 +215,17 @@ async fn direct_upload_urls_are_signed_and_expire(backend: Backend) {
         )
         .await;
     problem(res, 404, "not_found").await;
-    // Past its expiry the URL and the session are refused.
-    let expires = time::OffsetDateTime::parse(
-        s["expires_at"].as_str().unwrap(),
-        &time::format_description::well_known::Rfc3339,
-    )
-    .unwrap();
+    // Past its expiry the URL and the session are refused. Both sessions must have expired
+    // before the sweep below (`other` was opened a little later: on a loaded machine, later
+    // enough that waiting for the first alone left it open).
+    let expiry = |v: &Value| {
+        time::OffsetDateTime::parse(
+            v["expires_at"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    };
+    let expires = expiry(&s).max(expiry(&other));
     let left = expires - time::OffsetDateTime::now_utc();
     if left.is_positive() {
         tokio::time::sleep(left.unsigned_abs() + Duration::from_millis(50)).await;
